@@ -1,0 +1,45 @@
+//! Records sent from the BPF programs to user space through the `EVENTS` ring buffer.
+//!
+//! Every record starts with a `u32` [`RecordKind`], so user space can tell them apart; a single
+//! ring buffer keeps samples and process events in the order the kernel produced them.
+
+/// Discriminates records in the `EVENTS` ring buffer (first `u32` of every record).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A [`crate::sampler::SampleRecord`].
+    Sample = 1,
+    /// A [`ProcessEvent`] for a process that called `execve`.
+    Exec = 2,
+    /// A [`ProcessEvent`] for a process (thread-group leader) that exited.
+    Exit = 3,
+}
+
+impl RecordKind {
+    /// Decodes the first `u32` of a record.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(RecordKind::Sample),
+            2 => Some(RecordKind::Exec),
+            3 => Some(RecordKind::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// A process lifecycle event from the `sched:sched_process_exec` or `sched:sched_process_exit`
+/// tracepoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessEvent {
+    /// [`RecordKind::Exec`] or [`RecordKind::Exit`] as `u32`.
+    pub kind: u32,
+    /// Process id (thread-group id).
+    pub pid: u32,
+    /// `bpf_ktime_get_ns()` when the event happened (CLOCK_MONOTONIC).
+    pub timestamp_ns: u64,
+    /// Task name (`comm`) after the event, NUL-padded.
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 32);
+crate::impl_pod!(ProcessEvent);

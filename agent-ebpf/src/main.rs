@@ -1,0 +1,24 @@
+//! oxeye's BPF programs.
+//!
+//! - [`sampler`]: perf_event program sampling kernel and user stacks on every CPU.
+//! - [`process_events`]: tracepoints reporting process exec and exit.
+//!
+//! Maps shared by the programs live in [`maps`]; their sizes are set by user space at load time.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod process_events;
+mod sampler;
+mod user_stack;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // BPF cannot panic; the verifier rejects any path that would reach here.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

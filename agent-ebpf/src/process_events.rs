@@ -1,0 +1,50 @@
+//! Process lifecycle: tells user space when a process execs (to read its new mappings) and
+//! when it exits (to drop its cached state).
+//!
+//! # Minimum kernel version
+//!
+//! 5.8 (BPF ring buffer); the `sched_process_exec` tracepoint exists since 3.4.
+
+use agent_common::{
+    counters::Counter,
+    records::{ProcessEvent, RecordKind},
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use crate::maps::{count, EVENTS};
+
+/// `sched:sched_process_exec`: the current task has just replaced its image.
+#[tracepoint]
+pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    send(RecordKind::Exec, pid);
+    0
+}
+
+/// `sched:sched_process_exit`: a task exits; only the thread-group leader ends the process.
+#[tracepoint]
+pub fn process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    if pid == pid_tgid as u32 {
+        send(RecordKind::Exit, pid);
+    }
+    0
+}
+
+#[inline(always)]
+fn send(kind: RecordKind, pid: u32) {
+    let event = ProcessEvent {
+        kind: kind as u32,
+        pid,
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    if EVENTS.output(event, 0).is_err() {
+        count(Counter::ProcessEventRingFull);
+    }
+}

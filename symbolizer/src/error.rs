@@ -1,0 +1,42 @@
+use std::{io, path::PathBuf};
+
+/// Errors from loading symbols.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// A file is not an ELF object we can parse.
+    #[error("{path} is not a valid ELF file: {source}")]
+    Elf {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        #[source]
+        source: object::read::Error,
+    },
+    /// A file does not start with the ELF magic bytes.
+    #[error("{path} is not an ELF file")]
+    NotElf {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file is larger than we are willing to map.
+    #[error("{path} is too large to read symbols from ({size} bytes)")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// `/proc/kallsyms` lists only zero addresses: the caller lacks privileges or
+    /// `kernel.kptr_restrict` hides them.
+    #[error("/proc/kallsyms hides kernel addresses (run as root, or set kernel.kptr_restrict=0)")]
+    KallsymsHidden,
+}

@@ -1,0 +1,29 @@
+//! Host-side symbolization for oxeye, with no BPF dependency.
+//!
+//! - [`elf::ElfSymbols`]: an ELF file's function symbols (`.symtab` and `.dynsym`), its GNU
+//!   build ID, and the mapping from file offsets to virtual addresses.
+//! - [`kallsyms::KernelSymbols`]: kernel and module function symbols from `/proc/kallsyms`.
+//! - [`demangle::demangle`]: Rust (legacy and v0) and C++ (Itanium) names made readable.
+//!
+//! Nothing here reads a file per lookup: load once, look up many times.
+//!
+//! ```no_run
+//! use symbolizer::elf::ElfSymbols;
+//!
+//! let libc = ElfSymbols::open("/lib/x86_64-linux-gnu/libc.so.6")?;
+//! if let Some(symbol) = libc.lookup_file_offset(0x2a1ca) {
+//!     println!("{}+{:#x}", symbol.demangled(), symbol.offset);
+//! }
+//! # Ok::<(), symbolizer::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod build_id;
+pub mod demangle;
+pub mod elf;
+mod error;
+pub mod kallsyms;
+mod symbol_table;
+
+pub use error::Error;
+pub use symbol_table::{Symbol, SymbolTable};
