@@ -10,6 +10,7 @@ use agent_common::{
     records::{ProcessEvent, RecordKind},
 };
 use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
@@ -19,7 +20,7 @@ use crate::maps::{count, EVENTS};
 
 /// `sched:sched_process_exec`: the current task has just replaced its image.
 #[tracepoint]
-pub fn process_exec(_ctx: TracePointContext) -> u32 {
+pub fn oxeye_exec(_ctx: TracePointContext) -> u32 {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     send(RecordKind::Exec, pid);
     0
@@ -27,7 +28,7 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
 
 /// `sched:sched_process_exit`: a task exits; only the thread-group leader ends the process.
 #[tracepoint]
-pub fn process_exit(_ctx: TracePointContext) -> u32 {
+pub fn oxeye_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     if pid == pid_tgid as u32 {
@@ -44,7 +45,8 @@ fn send(kind: RecordKind, pid: u32) {
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if EVENTS.output(event, 0).is_err() {
+    // Wake user space now: it must read a new process's maps while the process lives.
+    if EVENTS.output(event, BPF_RB_FORCE_WAKEUP as u64).is_err() {
         count(Counter::ProcessEventRingFull);
     }
 }

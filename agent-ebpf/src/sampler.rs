@@ -11,6 +11,7 @@ use agent_common::{
     sampler::{SampleRecord, SamplerConfig, MAX_KERNEL_FRAMES},
 };
 use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_ns},
     macros::perf_event,
     programs::PerfEventContext,
@@ -28,7 +29,7 @@ static SAMPLER_CONFIG: Global<SamplerConfig> = Global::new(SamplerConfig { targe
 
 /// The perf_event program attached to `cpu-clock` on each online CPU.
 #[perf_event]
-pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
+pub fn oxeye_sample(ctx: PerfEventContext) -> u32 {
     count(Counter::SamplesTaken);
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
@@ -63,7 +64,8 @@ pub fn sample_cpu(ctx: PerfEventContext) -> u32 {
             user_stack::walk(&ctx, &mut (*record).user_frames)
         };
     }
-    entry.submit(0);
+    // User space drains on a timer: no wake-up per sample.
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
     count(Counter::SamplesSent);
     0
 }

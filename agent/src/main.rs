@@ -1,1 +1,48 @@
-fn main(){}
+//! `oxeye`: a whole-system eBPF CPU profiler. See README.md for usage.
+
+mod bpf;
+mod cli;
+mod collector;
+mod events;
+mod live;
+mod objects;
+mod output;
+mod privileges;
+mod process;
+mod profile;
+mod run;
+mod symbolize;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+
+    // One thread is plenty: the work per sample is small and a second thread would only add
+    // overhead to the host being profiled.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("oxeye: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` puts the whole chain of causes on one line.
+            eprintln!("oxeye: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

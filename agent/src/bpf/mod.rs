@@ -1,0 +1,151 @@
+//! Loading oxeye's BPF programs, attaching them, and reading their maps.
+
+mod sizing;
+
+use std::{path::Path, time::Duration};
+
+use agent_common::{counters::Counter, sampler::SamplerConfig};
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        PerfEvent, TracePoint,
+    },
+    Ebpf, EbpfLoader,
+};
+use tracing::{debug, info};
+
+/// The BPF object built from `agent-ebpf/` by `build.rs`.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oxeye.bpf.o"));
+
+/// The program that samples stacks.
+const SAMPLER_PROGRAM: &str = "oxeye_sample";
+/// Tracepoint programs: (program, category, tracepoint).
+const TRACEPOINTS: [(&str, &str, &str); 2] =
+    [("oxeye_exec", "sched", "sched_process_exec"), ("oxeye_exit", "sched", "sched_process_exit")];
+
+/// What to sample.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeConfig {
+    /// Samples per second per CPU.
+    pub samples_per_second: u64,
+    /// Only this process, if set.
+    pub target_pid: Option<u32>,
+    /// Keep samples of the idle task.
+    pub include_idle: bool,
+}
+
+/// The loaded and attached programs. Dropping it detaches and unloads everything.
+pub struct Probes {
+    counters: PerCpuArray<MapData, u64>,
+    /// Keeps programs and links alive.
+    _ebpf: Ebpf,
+}
+
+impl Probes {
+    /// Loads the programs and attaches the sampler to every online CPU. Returns the probes and
+    /// the ring buffer that carries samples and process events.
+    pub fn load(config: ProbeConfig) -> Result<(Self, RingBuf<MapData>)> {
+        raise_memlock_limit();
+        ensure_tracefs()?;
+        let cpus = aya::util::online_cpus().map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
+        let ring_bytes = sizing::ring_buffer_bytes(config.samples_per_second, cpus.len());
+        info!(cpus = cpus.len(), ring_buffer_kib = ring_bytes / 1024, "loading BPF programs");
+        let sampler_config = SamplerConfig {
+            target_pid: config.target_pid.unwrap_or(0),
+            include_idle: u32::from(config.include_idle),
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SAMPLER_CONFIG", &sampler_config, true)
+            .map_max_entries("EVENTS", ring_bytes)
+            .load(BPF_OBJECT)
+            .context("cannot load oxeye's BPF programs (needs Linux 5.8 or later with BPF ring buffers)")?;
+
+        for (program, category, name) in TRACEPOINTS {
+            let tracepoint: &mut TracePoint = program_mut(&mut ebpf, program)?.try_into()?;
+            tracepoint.load().with_context(|| format!("the kernel rejected BPF program {program}"))?;
+            tracepoint
+                .attach(category, name)
+                .with_context(|| format!("cannot attach to tracepoint {category}:{name} (is tracefs available?)"))?;
+        }
+
+        let period_ns = 1_000_000_000 / config.samples_per_second.max(1);
+        let sampler: &mut PerfEvent = program_mut(&mut ebpf, SAMPLER_PROGRAM)?.try_into()?;
+        sampler.load().with_context(|| format!("the kernel rejected BPF program {SAMPLER_PROGRAM}"))?;
+        for &cpu in &cpus {
+            sampler
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Period(period_ns),
+                    false,
+                )
+                .with_context(|| format!("cannot open the cpu-clock perf event on CPU {cpu}"))?;
+        }
+        debug!(period_ns, "sampler attached");
+
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("BPF object has no EVENTS map")?)?;
+        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("BPF object has no COUNTERS map")?)?;
+        Ok((Probes { counters, _ebpf: ebpf }, events))
+    }
+
+    /// The BPF-side counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        let mut counters = Counters::default();
+        for counter in Counter::ALL {
+            let per_cpu = self.counters.get(&(counter as u32), 0).with_context(|| format!("cannot read counter {}", counter.name()))?;
+            counters.values[counter as usize] = per_cpu.iter().sum();
+        }
+        Ok(counters)
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (harmless on newer ones).
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        debug!("cannot raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Tracepoints are found through tracefs; mount it if no one has.
+fn ensure_tracefs() -> Result<()> {
+    const TRACEFS: &str = "/sys/kernel/tracing";
+    if Path::new(TRACEFS).join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return Ok(());
+    }
+    let (source, target, fstype) = (c"nodev", c"/sys/kernel/tracing", c"tracefs");
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    if unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
+        bail!("tracefs is not mounted and mounting it at {TRACEFS} failed: {}", std::io::Error::last_os_error());
+    }
+    info!("mounted tracefs at {TRACEFS}");
+    Ok(())
+}
+
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name).with_context(|| format!("BPF object has no program {name}"))
+}
+
+/// A snapshot of the BPF-side counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    values: [u64; Counter::COUNT as usize],
+}
+
+impl Counters {
+    /// The value of one counter.
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize]
+    }
+
+    /// Samples the kernel took but could not deliver (ring buffer full).
+    pub fn lost(&self) -> u64 {
+        self.get(Counter::SampleRingFull)
+    }
+}
+
+/// How often user space drains the ring buffer (samples are sent without waking it up).
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);

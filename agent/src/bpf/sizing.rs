@@ -1,0 +1,35 @@
+//! Map sizes, decided in one place at load time.
+
+use agent_common::sampler::SampleRecord;
+
+/// Seconds of samples the ring buffer holds if user space stops reading.
+const RING_SLACK_SECONDS: u64 = 2;
+/// Smallest ring buffer (covers bursts of process events on an idle machine).
+const MIN_RING_BYTES: u64 = 256 << 10;
+/// Largest ring buffer: bounds kernel memory on hosts with hundreds of CPUs.
+const MAX_RING_BYTES: u64 = 64 << 20;
+/// Ring-buffer record header the kernel adds to each record.
+const RING_RECORD_HEADER: u64 = 8;
+
+/// Bytes for the `EVENTS` ring buffer: samples per second × CPUs × record size × slack,
+/// rounded up to a power of two (the kernel requires a power-of-two number of pages).
+pub fn ring_buffer_bytes(samples_per_second: u64, cpus: usize) -> u32 {
+    let record = size_of::<SampleRecord>() as u64 + RING_RECORD_HEADER;
+    let wanted = samples_per_second.saturating_mul(cpus as u64).saturating_mul(record).saturating_mul(RING_SLACK_SECONDS);
+    wanted.clamp(MIN_RING_BYTES, MAX_RING_BYTES).next_power_of_two() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_powers_of_two_within_bounds() {
+        for (rate, cpus) in [(1, 1), (20, 2), (99, 2), (99, 128), (10_000, 1024)] {
+            let bytes = ring_buffer_bytes(rate, cpus) as u64;
+            assert!(bytes.is_power_of_two() && (MIN_RING_BYTES..=MAX_RING_BYTES).contains(&bytes), "{rate} Hz × {cpus}: {bytes}");
+        }
+        // 99 Hz on 128 CPUs needs about 40 MB for two seconds.
+        assert_eq!(ring_buffer_bytes(99, 128), 64 << 20);
+    }
+}

@@ -1,0 +1,57 @@
+//! Command-line flags.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// oxeye: a whole-system CPU profiler built on eBPF.
+///
+/// Samples the kernel and user stacks of every process on every CPU, names the frames on the
+/// host (no debug packages needed), and on exit writes profile.pb.gz (pprof), flamegraph.svg
+/// and stacks.folded. Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE).
+#[derive(Debug, Parser)]
+#[command(name = "oxeye", version)]
+pub struct Args {
+    /// Samples per second on each CPU.
+    #[arg(short = 'F', long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub samples_per_second: u64,
+
+    /// Profile only this process (all of its threads).
+    #[arg(short, long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_seconds)]
+    pub duration: Option<f64>,
+
+    /// Directory to write profile.pb.gz, flamegraph.svg and stacks.folded into.
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub output_dir: PathBuf,
+
+    /// Keep samples of idle CPUs (the idle task, pid 0).
+    #[arg(long)]
+    pub include_idle: bool,
+
+    /// Print periodic one-line summaries instead of the live view, even on a terminal.
+    #[arg(long)]
+    pub no_live: bool,
+
+    /// Seconds between one-line summaries when not showing the live view.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub summary_interval: u64,
+
+    /// Most distinct stacks kept; samples needing more are counted as dropped.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_stacks: usize,
+
+    /// Log filter (tracing's EnvFilter syntax), e.g. `debug` or `oxeye=debug`.
+    #[arg(long, value_name = "FILTER", env = "OXEYE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(secs),
+        _ => Err(format!("`{text}` is not a positive number of seconds")),
+    }
+}

@@ -1,0 +1,119 @@
+//! Turns ring-buffer records into profile entries: resolves every address to a file and
+//! offset while the process is still alive, and counts the sample.
+
+use std::time::{Duration, Instant};
+
+use agent_common::sampler::SampleRecord;
+
+use crate::{
+    events::{self, comm_str, Record},
+    live::TopFunctions,
+    objects::ObjectRegistry,
+    process::{ProcessTable, UserAddress},
+    profile::{Frame, Profile},
+    symbolize::FrameNamer,
+};
+
+/// Most `/proc/PID/maps` reads per second triggered by exec events; past this (an exec storm
+/// on a build server) maps are read when the process is first sampled instead.
+const MAX_EXEC_READS_PER_SECOND: u32 = 200;
+
+/// Everything user space knows about the samples so far.
+#[derive(Debug)]
+pub struct Collector {
+    /// Processes and their mappings.
+    pub processes: ProcessTable,
+    /// Files seen in mappings, with their symbols.
+    pub objects: ObjectRegistry,
+    /// The aggregated samples.
+    pub profile: Profile,
+    /// Frame names.
+    pub namer: FrameNamer,
+    /// Leaf functions for the live view.
+    pub top: TopFunctions,
+    /// Samples received from the kernel.
+    pub samples_received: u64,
+    /// Records that could not be decoded.
+    pub malformed_records: u64,
+    frames: Vec<Frame>,
+    exec_reads: (Instant, u32),
+}
+
+impl Collector {
+    /// An empty collector.
+    pub fn new(namer: FrameNamer, max_stacks: usize) -> Self {
+        Collector {
+            processes: ProcessTable::default(),
+            objects: ObjectRegistry::default(),
+            profile: Profile::new(max_stacks),
+            namer,
+            top: TopFunctions::default(),
+            samples_received: 0,
+            malformed_records: 0,
+            frames: Vec::with_capacity(256),
+            exec_reads: (Instant::now(), 0),
+        }
+    }
+
+    /// Handles one ring-buffer record.
+    pub fn handle(&mut self, bytes: &[u8]) {
+        match events::decode(bytes) {
+            Some(Record::Sample(sample)) => self.on_sample(&sample),
+            Some(Record::Exec(event)) => {
+                let comm = comm_str(&event.comm);
+                if self.exec_read_allowed() {
+                    self.processes.on_exec(event.pid, &comm, &mut self.objects);
+                } else {
+                    self.processes.forget_image(event.pid, &comm);
+                }
+            }
+            Some(Record::Exit(event)) => self.processes.on_exit(event.pid),
+            None => self.malformed_records += 1,
+        }
+    }
+
+    fn exec_read_allowed(&mut self) -> bool {
+        let (since, count) = &mut self.exec_reads;
+        if since.elapsed() >= Duration::from_secs(1) {
+            *since = Instant::now();
+            *count = 0;
+        }
+        *count += 1;
+        *count <= MAX_EXEC_READS_PER_SECOND
+    }
+
+    fn on_sample(&mut self, sample: &SampleRecord) {
+        self.samples_received += 1;
+        let header = &sample.header;
+        let (pid, tid) = (header.pid, header.tid);
+        let frames = &mut self.frames;
+        frames.clear();
+        // Innermost first. Every frame but the first is a return address: step back into the
+        // call instruction so the frame is attributed to the calling line, not the next one.
+        let kernel = &sample.kernel_frames[..header.kernel_frame_count as usize];
+        frames.extend(kernel.iter().enumerate().map(|(i, &address)| Frame::Kernel { address: caller(i, address) }));
+        let user = &sample.user_frames[..header.user_frame_count as usize];
+        for (i, &address) in user.iter().enumerate() {
+            let address = caller(i, address);
+            frames.push(match self.processes.resolve(pid, address, &mut self.objects) {
+                UserAddress::File { object, file_offset } => {
+                    // Read the file's symbols now, while the process (and its files) are there.
+                    self.objects.ensure_loaded(object);
+                    Frame::User { object, file_offset }
+                }
+                UserAddress::Unknown => Frame::Unknown { address },
+            });
+        }
+        let thread = comm_str(&header.comm);
+        let process = if pid == tid || pid == 0 { thread.clone().into_owned() } else { self.processes.name(pid, &thread).to_owned() };
+        if let Some(&leaf) = self.frames.first() {
+            let name = self.namer.name(leaf, &mut self.objects);
+            self.top.add(name);
+        }
+        self.profile.add(pid, tid, &process, &thread, &self.frames);
+    }
+}
+
+fn caller(index: usize, address: u64) -> u64 {
+    if index == 0 { address } else { address.saturating_sub(1) }
+}

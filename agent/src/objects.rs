@@ -1,0 +1,138 @@
+//! Executable files seen in sampled processes, and their symbols, loaded once per file.
+//!
+//! A file is identified by device, inode and modification time; once its ELF is read, files
+//! with the same build ID share one symbol table. Symbols are read the first time a sample
+//! lands in the file, through `/proc/PID/map_files` (which works across mount namespaces and
+//! for deleted files) while the process is alive, falling back to the path.
+
+use std::{collections::HashMap, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
+
+use symbolizer::{build_id::BuildId, elf::ElfSymbols};
+use tracing::debug;
+
+/// Index of an object in the [`ObjectRegistry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(pub u32);
+
+/// Identity of a file on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    inode: u64,
+    mtime_ns: i64,
+}
+
+/// Symbols of one file, loaded on first use.
+#[derive(Debug)]
+enum Symbols {
+    NotLoaded,
+    Loaded(Arc<ElfSymbols>),
+    /// Loading failed; the reason is logged once and frames keep file + offset.
+    Failed,
+}
+
+/// One executable file.
+#[derive(Debug)]
+pub struct Object {
+    /// Path as the process that mapped it sees it.
+    pub path: String,
+    /// File size in bytes, when known.
+    pub size: u64,
+    /// Where to read it from, best first.
+    open_paths: Vec<PathBuf>,
+    symbols: Symbols,
+}
+
+impl Object {
+    /// The file name without directories.
+    pub fn file_name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    /// The loaded symbols, if loading has happened and worked.
+    pub fn symbols(&self) -> Option<&ElfSymbols> {
+        match &self.symbols {
+            Symbols::Loaded(symbols) => Some(symbols),
+            _ => None,
+        }
+    }
+
+    /// The GNU build ID, once the file has been read.
+    pub fn build_id(&self) -> Option<&BuildId> {
+        self.symbols().and_then(ElfSymbols::build_id)
+    }
+}
+
+/// All executable files seen so far.
+#[derive(Debug, Default)]
+pub struct ObjectRegistry {
+    objects: Vec<Object>,
+    by_key: HashMap<FileKey, ObjectId>,
+    by_build_id: HashMap<BuildId, Arc<ElfSymbols>>,
+}
+
+impl ObjectRegistry {
+    /// Registers the file behind a mapping of process `pid`, or finds it if known.
+    pub fn register(&mut self, pid: u32, start: u64, end: u64, dev: u64, inode: u64, path: &str) -> ObjectId {
+        let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+        let metadata = std::fs::metadata(&map_file).ok();
+        let key = FileKey { dev, inode, mtime_ns: metadata.as_ref().map_or(0, |m| m.mtime() * 1_000_000_000 + m.mtime_nsec()) };
+        if let Some(&id) = self.by_key.get(&key) {
+            return id;
+        }
+        let id = ObjectId(self.objects.len() as u32);
+        let clean_path = path.strip_suffix(" (deleted)").unwrap_or(path);
+        let mut open_paths = vec![map_file, PathBuf::from(format!("/proc/{pid}/root{clean_path}"))];
+        // The plain path, for when the process is gone, only if it is the same file here.
+        if std::fs::metadata(clean_path).is_ok_and(|m| m.ino() == inode) {
+            open_paths.push(PathBuf::from(clean_path));
+        }
+        self.objects.push(Object {
+            path: path.to_owned(),
+            size: metadata.map_or(0, |m| m.len()),
+            open_paths,
+            symbols: Symbols::NotLoaded,
+        });
+        self.by_key.insert(key, id);
+        id
+    }
+
+    /// The object with id `id`.
+    pub fn get(&self, id: ObjectId) -> &Object {
+        &self.objects[id.0 as usize]
+    }
+
+    /// Makes sure `id`'s symbols have been loaded (or that loading has been tried once).
+    pub fn ensure_loaded(&mut self, id: ObjectId) -> &Object {
+        let object = &mut self.objects[id.0 as usize];
+        if matches!(object.symbols, Symbols::NotLoaded) {
+            object.symbols = match load_first(&object.open_paths) {
+                Ok(symbols) => {
+                    let symbols = match symbols.build_id() {
+                        Some(build_id) => self.by_build_id.entry(build_id.clone()).or_insert_with(|| Arc::new(symbols)).clone(),
+                        None => Arc::new(symbols),
+                    };
+                    Symbols::Loaded(symbols)
+                }
+                Err(error) => {
+                    debug!(path = %object.path, %error, "cannot read symbols");
+                    Symbols::Failed
+                }
+            };
+        }
+        &self.objects[id.0 as usize]
+    }
+}
+
+fn load_first(paths: &[PathBuf]) -> Result<ElfSymbols, symbolizer::Error> {
+    let (first, rest) = paths.split_first().expect("open_paths always holds the map_files path");
+    let mut result = ElfSymbols::open(first);
+    for path in rest {
+        match result {
+            // A file that exists but is not a valid ELF will not get better at another path.
+            Ok(_) | Err(symbolizer::Error::Elf { .. } | symbolizer::Error::NotElf { .. }) => break,
+            Err(_) => result = ElfSymbols::open(path),
+        }
+    }
+    result
+}

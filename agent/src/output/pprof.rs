@@ -1,0 +1,133 @@
+//! `profile.pb.gz`: the profile in pprof's protobuf format, gzipped, for `pprof` and the
+//! tools that read it.
+
+use std::{collections::HashMap, io::Write, time::UNIX_EPOCH};
+
+use anyhow::Result;
+use flate2::{write::GzEncoder, Compression};
+use prost::Message;
+
+use super::{pprof_proto as pb, RunInfo};
+use crate::{
+    objects::{ObjectId, ObjectRegistry},
+    profile::{Frame, Profile},
+    symbolize::FrameNamer,
+};
+
+/// Mapping id of the kernel.
+const KERNEL_MAPPING: u64 = 1;
+
+/// Encodes the profile and writes it gzipped.
+pub fn write(profile: &Profile, namer: &mut FrameNamer, objects: &mut ObjectRegistry, run: RunInfo, out: &mut dyn Write) -> Result<()> {
+    let encoded = build(profile, namer, objects, run).encode_to_vec();
+    let mut gz = GzEncoder::new(out, Compression::default());
+    gz.write_all(&encoded)?;
+    gz.finish()?;
+    Ok(())
+}
+
+fn build(profile: &Profile, namer: &mut FrameNamer, objects: &mut ObjectRegistry, run: RunInfo) -> pb::Profile {
+    let mut b = Builder::default();
+    b.strings.intern(""); // index 0 is the empty string
+    let samples = pb::ValueType { r#type: b.strings.intern("samples"), unit: b.strings.intern("count") };
+    let cpu = pb::ValueType { r#type: b.strings.intern("cpu"), unit: b.strings.intern("nanoseconds") };
+    let kernel_name = b.strings.intern("[kernel.kallsyms]");
+    b.out.mapping.push(pb::Mapping { id: KERNEL_MAPPING, memory_limit: u64::MAX, filename: kernel_name, has_functions: true, ..Default::default() });
+    let [pid_key, tid_key, process_key, thread_key] = ["pid", "tid", "process_name", "thread_name"].map(|k| b.strings.intern(k));
+
+    for (key, count) in profile.counts() {
+        let location_id = profile.stack(key.stack).iter().map(|&frame| b.location(frame, namer, objects)).collect();
+        let label = vec![
+            pb::Label { key: pid_key, num: i64::from(key.pid), ..Default::default() },
+            pb::Label { key: tid_key, num: i64::from(key.tid), ..Default::default() },
+            pb::Label { key: process_key, str: b.strings.intern(profile.name(key.process)), ..Default::default() },
+            pb::Label { key: thread_key, str: b.strings.intern(profile.name(key.thread)), ..Default::default() },
+        ];
+        let count = count as i64;
+        b.out.sample.push(pb::Sample { location_id, value: vec![count, count * run.period_ns as i64], label });
+    }
+    let mut out = b.out;
+    out.sample_type = vec![samples, cpu];
+    out.period_type = Some(cpu);
+    out.period = run.period_ns as i64;
+    out.time_nanos = run.start.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    out.duration_nanos = run.duration.as_nanos() as i64;
+    out.string_table = b.strings.table;
+    out
+}
+
+#[derive(Default)]
+struct Builder {
+    out: pb::Profile,
+    strings: Strings,
+    locations: HashMap<Frame, u64>,
+    functions: HashMap<(i64, u64), u64>,
+    mappings: HashMap<ObjectId, u64>,
+}
+
+impl Builder {
+    fn location(&mut self, frame: Frame, namer: &mut FrameNamer, objects: &mut ObjectRegistry) -> u64 {
+        if let Some(&id) = self.locations.get(&frame) {
+            return id;
+        }
+        let (mapping_id, address) = match frame {
+            Frame::Kernel { address } => (KERNEL_MAPPING, address),
+            Frame::User { object, file_offset } => (self.mapping(object, objects), file_offset),
+            Frame::Unknown { address } => (0, address),
+        };
+        let name = self.strings.intern(&namer.name(frame, objects));
+        let function_id = match self.functions.get(&(name, mapping_id)) {
+            Some(&id) => id,
+            None => {
+                let id = self.out.function.len() as u64 + 1;
+                let filename = self.out.mapping.iter().find(|m| m.id == mapping_id).map_or(0, |m| m.filename);
+                self.out.function.push(pb::Function { id, name, system_name: name, filename });
+                self.functions.insert((name, mapping_id), id);
+                id
+            }
+        };
+        let id = self.out.location.len() as u64 + 1;
+        self.out.location.push(pb::Location { id, mapping_id, address, line: vec![pb::Line { function_id }] });
+        self.locations.insert(frame, id);
+        id
+    }
+
+    /// One mapping per file, addressed by file offset (`memory_start` 0, `file_offset` 0), so
+    /// a frame's address is its offset in the file and tools can symbolize it by build ID.
+    fn mapping(&mut self, object_id: ObjectId, objects: &ObjectRegistry) -> u64 {
+        if let Some(&id) = self.mappings.get(&object_id) {
+            return id;
+        }
+        let object = objects.get(object_id);
+        let id = self.out.mapping.len() as u64 + 1;
+        self.out.mapping.push(pb::Mapping {
+            id,
+            memory_start: 0,
+            memory_limit: if object.size > 0 { object.size } else { u64::MAX },
+            file_offset: 0,
+            filename: self.strings.intern(&object.path),
+            build_id: object.build_id().map_or(0, |b| self.strings.intern(&b.to_hex())),
+            has_functions: object.symbols().is_some(),
+        });
+        self.mappings.insert(object_id, id);
+        id
+    }
+}
+
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn intern(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(s.to_owned());
+        self.index.insert(s.to_owned(), i);
+        i
+    }
+}

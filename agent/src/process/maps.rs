@@ -1,0 +1,84 @@
+//! Parsing `/proc/PID/maps`.
+
+/// One line of `/proc/PID/maps`, for executable mappings only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapsEntry {
+    /// First address of the mapping.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Offset into the file of `start`.
+    pub file_offset: u64,
+    /// Device of the file (`major << 32 | minor`); 0 for anonymous memory.
+    pub dev: u64,
+    /// Inode of the file; 0 for anonymous memory.
+    pub inode: u64,
+    /// The path as the process sees it, or a pseudo-path like `[vdso]`; empty for anonymous.
+    pub path: String,
+}
+
+impl MapsEntry {
+    /// Whether the mapping is backed by a regular file (not anonymous memory or `[vdso]`).
+    pub fn is_file(&self) -> bool {
+        self.inode != 0 && self.path.starts_with('/')
+    }
+}
+
+/// Parses the executable mappings out of the text of `/proc/PID/maps`. Malformed lines are
+/// skipped.
+pub fn parse_executable(text: &str) -> Vec<MapsEntry> {
+    text.lines().filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Option<MapsEntry> {
+    // 7f2c…-7f2c… r-xp 00028000 fe:01 1835027    /usr/lib/x86_64-linux-gnu/libc.so.6
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    if perms.as_bytes().get(2) != Some(&b'x') {
+        return None;
+    }
+    let file_offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let (major, minor) = fields.next()?.split_once(':')?;
+    let dev = (u64::from_str_radix(major, 16).ok()? << 32) | u64::from_str_radix(minor, 16).ok()?;
+    let inode = fields.next()?.parse().ok()?;
+    let path = fields.next().unwrap_or("").trim_start().to_owned();
+    let (start, end) = range.split_once('-')?;
+    Some(MapsEntry {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        file_offset,
+        dev,
+        inode,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 fe:01 393240                     /usr/bin/spin
+55d0c0a01000-55d0c0a02000 r-xp 00001000 fe:01 393240                     /usr/bin/spin
+7f2c1a228000-7f2c1a3bd000 r-xp 00028000 fe:01 1835027                    /usr/lib/x86_64-linux-gnu/libc.so.6
+7f2c1a400000-7f2c1a401000 rwxp 00000000 00:00 0 
+7ffd7b3f2000-7ffd7b3f4000 r-xp 00000000 00:00 0                          [vdso]
+7f2c1a500000-7f2c1a501000 r-xp 00000000 fe:01 777                        /tmp/my lib (deleted)
+garbage line
+";
+
+    #[test]
+    fn keeps_executable_mappings() {
+        let entries = parse_executable(MAPS);
+        assert_eq!(entries.len(), 5);
+        assert_eq!(entries[0].path, "/usr/bin/spin");
+        assert_eq!(entries[0].file_offset, 0x1000);
+        assert_eq!(entries[1].dev, (0xfe << 32) | 1);
+        assert_eq!(entries[1].inode, 1835027);
+        assert!(entries[1].is_file());
+        assert!(!entries[2].is_file(), "anonymous memory");
+        assert_eq!(entries[3].path, "[vdso]");
+        assert_eq!(entries[4].path, "/tmp/my lib (deleted)");
+    }
+}

@@ -1,0 +1,187 @@
+//! Processes being profiled: names and executable mappings, read from `/proc` and cached.
+//!
+//! A process's mappings are read on its `exec` event (so a process that lives for a few hundred
+//! milliseconds still has them), on its first sample if oxeye started after it, and again when
+//! a sample lands outside every known mapping (it has mapped new code, e.g. `dlopen`). After
+//! `exit` the entry stays for a grace period, for samples still in flight, then goes.
+
+pub mod maps;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use crate::objects::{ObjectId, ObjectRegistry};
+
+/// How long an exited process's mappings are kept for samples still in the ring buffer.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// Least time between two re-reads of one process's maps after misses.
+const REREAD_INTERVAL: Duration = Duration::from_millis(50);
+/// Processes not sampled for this long are forgotten (and re-read if seen again).
+const IDLE_EXPIRY: Duration = Duration::from_secs(600);
+
+/// Where a user-space address points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserAddress {
+    /// Inside a file-backed mapping, at this offset into the file.
+    File { object: ObjectId, file_offset: u64 },
+    /// Inside executable memory with no file (JIT code, `[vdso]`), or outside every mapping.
+    Unknown,
+}
+
+#[derive(Debug)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    file_offset: u64,
+    object: Option<ObjectId>,
+}
+
+#[derive(Debug)]
+struct Process {
+    name: String,
+    /// Sorted by `start`, non-overlapping.
+    mappings: Vec<Mapping>,
+    maps_read_at: Option<Instant>,
+    exited_at: Option<Instant>,
+    last_sample: Instant,
+}
+
+/// Cached state of every process seen.
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    processes: HashMap<u32, Process>,
+    /// Times `/proc/PID/maps` was read.
+    pub maps_reads: u64,
+}
+
+impl ProcessTable {
+    /// A process has called `execve`: forget its old image and read the new one.
+    pub fn on_exec(&mut self, pid: u32, comm: &str, objects: &mut ObjectRegistry) {
+        let process = self.processes.entry(pid).or_insert_with(|| Process::new(comm));
+        process.name = comm.to_owned();
+        process.mappings.clear();
+        process.exited_at = None;
+        process.read_maps(pid, objects);
+        self.maps_reads += 1;
+    }
+
+    /// A process has called `execve` but its maps are not read now: forget the old image;
+    /// the new one is read on its first sample.
+    pub fn forget_image(&mut self, pid: u32, comm: &str) {
+        let process = self.processes.entry(pid).or_insert_with(|| Process::new(comm));
+        process.name = comm.to_owned();
+        process.mappings.clear();
+        process.maps_read_at = None;
+        process.exited_at = None;
+    }
+
+    /// A process has exited.
+    pub fn on_exit(&mut self, pid: u32) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.exited_at = Some(Instant::now());
+        }
+    }
+
+    /// The process's name (`comm` of its main thread), read from `/proc` on first sight.
+    pub fn name(&mut self, pid: u32, fallback: &str) -> &str {
+        &self.processes.entry(pid).or_insert_with(|| Process::new(&read_comm(pid).unwrap_or_else(|| fallback.to_owned()))).name
+    }
+
+    /// Finds the mapping containing `address` in process `pid`, reading `/proc` as needed.
+    pub fn resolve(&mut self, pid: u32, address: u64, objects: &mut ObjectRegistry) -> UserAddress {
+        let process = self.processes.entry(pid).or_insert_with(|| Process::new(&read_comm(pid).unwrap_or_default()));
+        process.last_sample = Instant::now();
+        if let Some(found) = process.find(address) {
+            return found;
+        }
+        let stale = process.maps_read_at.is_none_or(|at| at.elapsed() >= REREAD_INTERVAL);
+        if process.exited_at.is_none() && stale {
+            process.read_maps(pid, objects);
+            self.maps_reads += 1;
+            return process.find(address).unwrap_or(UserAddress::Unknown);
+        }
+        UserAddress::Unknown
+    }
+
+    /// Drops processes that exited more than the grace period ago or have not been sampled for
+    /// a long time. Returns how many were dropped.
+    pub fn expire(&mut self) -> usize {
+        let before = self.processes.len();
+        self.processes.retain(|_, p| {
+            p.exited_at.is_none_or(|at| at.elapsed() < EXIT_GRACE) && p.last_sample.elapsed() < IDLE_EXPIRY
+        });
+        before - self.processes.len()
+    }
+
+    /// Number of processes cached.
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+}
+
+impl Process {
+    fn new(name: &str) -> Self {
+        Process { name: name.to_owned(), mappings: Vec::new(), maps_read_at: None, exited_at: None, last_sample: Instant::now() }
+    }
+
+    fn find(&self, address: u64) -> Option<UserAddress> {
+        let index = self.mappings.partition_point(|m| m.start <= address).checked_sub(1)?;
+        let mapping = &self.mappings[index];
+        (address < mapping.end).then(|| match mapping.object {
+            Some(object) => UserAddress::File { object, file_offset: address - mapping.start + mapping.file_offset },
+            None => UserAddress::Unknown,
+        })
+    }
+
+    /// Replaces the mappings with what `/proc/PID/maps` says now; keeps the old ones if the
+    /// process is already gone.
+    fn read_maps(&mut self, pid: u32, objects: &mut ObjectRegistry) {
+        self.maps_read_at = Some(Instant::now());
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
+        let entries = maps::parse_executable(&text);
+        if entries.is_empty() {
+            return; // exiting (mm already gone) or a kernel thread
+        }
+        self.mappings = entries
+            .into_iter()
+            .map(|e| Mapping {
+                start: e.start,
+                end: e.end,
+                file_offset: e.file_offset,
+                object: e.is_file().then(|| objects.register(pid, e.start, e.end, e.dev, e.inode, &e.path)),
+            })
+            .collect();
+        self.mappings.sort_by_key(|m| m.start);
+    }
+}
+
+fn read_comm(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This test process reads its own maps: its own code resolves to its own executable.
+    #[test]
+    fn resolves_own_code() {
+        let mut table = ProcessTable::default();
+        let mut objects = ObjectRegistry::default();
+        let pid = std::process::id();
+        let address = resolves_own_code as *const () as u64;
+        let UserAddress::File { object, file_offset } = table.resolve(pid, address, &mut objects) else {
+            panic!("own code not found in own maps");
+        };
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(objects.get(object).path, exe.to_str().unwrap());
+        let symbols = objects.ensure_loaded(object).symbols().expect("own symbols");
+        let symbol = symbols.lookup_file_offset(file_offset).expect("own function");
+        assert!(symbol.demangled().contains("resolves_own_code"), "{}", symbol.demangled());
+        assert_eq!(table.resolve(pid, 8, &mut objects), UserAddress::Unknown);
+        assert_eq!(table.maps_reads, 1, "a miss right after a read does not read again");
+    }
+}

@@ -1,0 +1,185 @@
+//! The aggregated profile: how many samples each distinct (process, thread, stack) got.
+//!
+//! Samples are aggregated in user space as they arrive: each stack is interned once, and a
+//! sample costs one hash-map increment. The number of distinct entries is bounded; samples that
+//! would need a new entry past the bound are counted as dropped, never silently lost.
+
+use std::collections::HashMap;
+
+use crate::objects::ObjectId;
+
+/// One frame of a stack, as precise as the sample allows; named later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Frame {
+    /// A kernel address.
+    Kernel {
+        /// Address in the kernel (return addresses already moved back into the call).
+        address: u64,
+    },
+    /// An address inside a file-backed mapping.
+    User {
+        /// The file.
+        object: ObjectId,
+        /// Offset into the file (return addresses already moved back into the call).
+        file_offset: u64,
+    },
+    /// A user address outside any file: JIT code, `[vdso]`, or a bad frame pointer.
+    Unknown {
+        /// The virtual address.
+        address: u64,
+    },
+}
+
+impl Frame {
+    /// Whether the frame is in the kernel.
+    pub fn is_kernel(&self) -> bool {
+        matches!(self, Frame::Kernel { .. })
+    }
+}
+
+/// Index of an interned stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StackId(u32);
+
+/// Index of an interned process or thread name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NameId(u32);
+
+/// What one count is kept for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Process name.
+    pub process: NameId,
+    /// Thread name.
+    pub thread: NameId,
+    /// The stack, innermost frame first.
+    pub stack: StackId,
+}
+
+/// Samples counted by (process, thread, stack).
+#[derive(Debug)]
+pub struct Profile {
+    stacks: Vec<Box<[Frame]>>,
+    stack_ids: HashMap<Box<[Frame]>, StackId>,
+    names: Vec<Box<str>>,
+    name_ids: HashMap<Box<str>, NameId>,
+    counts: HashMap<SampleKey, u64>,
+    max_entries: usize,
+    /// Samples counted in.
+    pub samples: u64,
+    /// Samples dropped because the profile reached `max_entries`.
+    pub dropped_full: u64,
+}
+
+impl Profile {
+    /// An empty profile holding at most `max_entries` distinct stacks and sample keys.
+    pub fn new(max_entries: usize) -> Self {
+        Profile {
+            stacks: Vec::new(),
+            stack_ids: HashMap::new(),
+            names: Vec::new(),
+            name_ids: HashMap::new(),
+            counts: HashMap::new(),
+            max_entries,
+            samples: 0,
+            dropped_full: 0,
+        }
+    }
+
+    /// Counts one sample. Returns false if it was dropped because the profile is full.
+    pub fn add(&mut self, pid: u32, tid: u32, process: &str, thread: &str, frames: &[Frame]) -> bool {
+        let Some(stack) = self.intern_stack(frames) else {
+            self.dropped_full += 1;
+            return false;
+        };
+        let key = SampleKey { pid, tid, process: self.intern_name(process), thread: self.intern_name(thread), stack };
+        if let Some(count) = self.counts.get_mut(&key) {
+            *count += 1;
+        } else if self.counts.len() < self.max_entries {
+            self.counts.insert(key, 1);
+        } else {
+            self.dropped_full += 1;
+            return false;
+        }
+        self.samples += 1;
+        true
+    }
+
+    fn intern_stack(&mut self, frames: &[Frame]) -> Option<StackId> {
+        if let Some(&id) = self.stack_ids.get(frames) {
+            return Some(id);
+        }
+        if self.stacks.len() >= self.max_entries {
+            return None;
+        }
+        let id = StackId(self.stacks.len() as u32);
+        self.stacks.push(frames.into());
+        self.stack_ids.insert(frames.into(), id);
+        Some(id)
+    }
+
+    fn intern_name(&mut self, name: &str) -> NameId {
+        if let Some(&id) = self.name_ids.get(name) {
+            return id;
+        }
+        let id = NameId(self.names.len() as u32);
+        self.names.push(name.into());
+        self.name_ids.insert(name.into(), id);
+        id
+    }
+
+    /// Every (key, count), in no particular order.
+    pub fn counts(&self) -> impl Iterator<Item = (&SampleKey, u64)> {
+        self.counts.iter().map(|(key, &count)| (key, count))
+    }
+
+    /// The frames of a stack, innermost first.
+    pub fn stack(&self, id: StackId) -> &[Frame] {
+        &self.stacks[id.0 as usize]
+    }
+
+    /// An interned name.
+    pub fn name(&self, id: NameId) -> &str {
+        &self.names[id.0 as usize]
+    }
+
+    /// Number of distinct stacks.
+    pub fn stack_count(&self) -> usize {
+        self.stacks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: [Frame; 2] = [Frame::Kernel { address: 1 }, Frame::Unknown { address: 2 }];
+    const B: [Frame; 1] = [Frame::Unknown { address: 3 }];
+
+    #[test]
+    fn counts_and_interns() {
+        let mut profile = Profile::new(10);
+        assert!(profile.add(1, 1, "p", "t", &A));
+        assert!(profile.add(1, 1, "p", "t", &A));
+        assert!(profile.add(1, 2, "p", "u", &A));
+        assert_eq!(profile.stack_count(), 1);
+        let mut counts: Vec<u64> = profile.counts().map(|(_, c)| c).collect();
+        counts.sort();
+        assert_eq!(counts, [1, 2]);
+        assert_eq!(profile.samples, 3);
+    }
+
+    #[test]
+    fn bounded_and_counts_drops() {
+        let mut profile = Profile::new(1);
+        assert!(profile.add(1, 1, "p", "t", &A));
+        assert!(!profile.add(1, 1, "p", "t", &B), "a second stack does not fit");
+        assert!(!profile.add(2, 2, "q", "t", &A), "a second key does not fit");
+        assert!(profile.add(1, 1, "p", "t", &A), "existing entries still count");
+        assert_eq!((profile.samples, profile.dropped_full), (2, 2));
+    }
+}

@@ -1,0 +1,131 @@
+//! The main loop: load the probes, drain samples, show progress, stop cleanly, write outputs.
+
+use std::{
+    io::IsTerminal,
+    path::Path,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{MapData, RingBuf};
+use symbolizer::kallsyms::KernelSymbols;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+    time::{interval, sleep, MissedTickBehavior},
+};
+use tracing::{info, warn};
+
+use crate::{
+    bpf::{ProbeConfig, Probes, DRAIN_INTERVAL},
+    cli::Args,
+    collector::Collector,
+    live,
+    output::{self, RunInfo},
+    privileges,
+    symbolize::FrameNamer,
+};
+
+/// How often exited processes are swept from the cache.
+const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs oxeye until Ctrl-C, SIGTERM or `--duration`, then writes the outputs.
+pub async fn run(args: Args) -> Result<()> {
+    privileges::check()?;
+    if let Some(pid) = args.pid {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("process {pid} does not exist");
+        }
+    }
+    let kernel = match KernelSymbols::load() {
+        Ok(symbols) => Some(symbols),
+        Err(error) => {
+            warn!("kernel frames will show addresses only: {error}");
+            None
+        }
+    };
+    // Signal handlers first: a Ctrl-C during loading must still clean up.
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+
+    let config = ProbeConfig { samples_per_second: args.samples_per_second, target_pid: args.pid, include_idle: args.include_idle };
+    let (probes, ring) = Probes::load(config)?;
+    let start = SystemTime::now();
+    let started = Instant::now();
+    info!(samples_per_second = args.samples_per_second, pid = ?args.pid, "sampling; Ctrl-C stops and writes the profile");
+
+    let mut collector = Collector::new(FrameNamer::new(kernel), args.max_stacks);
+    // SAFETY: the ring buffer owns its fd and keeps it open until `into_inner` hands it back.
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("cannot poll the BPF ring buffer: {e}"))?;
+    let live_view = !args.no_live && std::io::stdout().is_terminal();
+    let mut drain_tick = interval(DRAIN_INTERVAL);
+    let mut report_tick = interval(if live_view { Duration::from_secs(1) } else { Duration::from_secs(args.summary_interval) });
+    let mut expire_tick = interval(EXPIRE_INTERVAL);
+    for tick in [&mut drain_tick, &mut report_tick, &mut expire_tick] {
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
+    report_tick.reset(); // no report at time zero
+    let deadline = sleep(args.duration.map_or(Duration::MAX / 4, Duration::from_secs_f64));
+    tokio::pin!(deadline);
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("polling the BPF ring buffer")?;
+                drain(guard.get_inner_mut(), &mut collector);
+                guard.clear_ready();
+            }
+            _ = drain_tick.tick() => drain(ring.get_mut(), &mut collector),
+            _ = report_tick.tick() => {
+                let counters = probes.counters()?;
+                if live_view {
+                    // A closed terminal must not stop profiling; the summary goes to the log then.
+                    if live::draw(&mut std::io::stdout().lock(), &collector, &counters, started.elapsed(), args.samples_per_second).is_err() {
+                        info!("{}", live::summary_line(&collector, &counters, started.elapsed()));
+                    }
+                    collector.top.decay();
+                } else {
+                    info!("{}", live::summary_line(&collector, &counters, started.elapsed()));
+                    collector.top.decay();
+                }
+            }
+            _ = expire_tick.tick() => { collector.processes.expire(); }
+            _ = &mut deadline => break,
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+
+    // Stop sampling: detach and unload every program, then take what is left in the ring.
+    let counters = probes.counters()?;
+    drop(probes);
+    let mut ring = ring.into_inner();
+    drain(&mut ring, &mut collector);
+    drop(ring);
+    let elapsed = started.elapsed();
+
+    let run = RunInfo { start, duration: elapsed, period_ns: 1_000_000_000 / args.samples_per_second };
+    let written = output::write_all(&args.output_dir, &collector.profile, &mut collector.namer, &mut collector.objects, run)?;
+    if live_view {
+        println!();
+    }
+    let in_flight = counters.get(agent_common::counters::Counter::SamplesSent).saturating_sub(collector.samples_received);
+    eprintln!(
+        "oxeye: {} samples in {:.1}s ({} lost in kernel, {} dropped when full, {} malformed, {} unaccounted); wrote {}",
+        collector.profile.samples,
+        elapsed.as_secs_f64(),
+        counters.lost(),
+        collector.profile.dropped_full,
+        collector.malformed_records,
+        in_flight,
+        written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+    );
+    Ok(())
+}
+
+/// Reads every record waiting in the ring buffer.
+fn drain(ring: &mut RingBuf<MapData>, collector: &mut Collector) {
+    while let Some(item) = ring.next() {
+        collector.handle(&item);
+    }
+}
