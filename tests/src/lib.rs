@@ -1,1 +1,276 @@
+//! Helpers for oxeye's end-to-end tests: build the C workloads, run the real `oxeye` binary
+//! (which loads the real BPF programs), stop it the way a user does, and read what it wrote.
+//!
+//! Tests panic with a message rather than return errors, and need root: they load BPF.
 
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_owned()
+}
+
+/// The oxeye binary under test: `$OXEYE_BIN` (set by `cargo xtask test`) or target/release/oxeye.
+pub fn oxeye_bin() -> PathBuf {
+    let binary = std::env::var_os("OXEYE_BIN").map_or_else(|| root().join("target/release/oxeye"), PathBuf::from);
+    assert!(binary.exists(), "{} is missing: run the tests with `cargo xtask test`", binary.display());
+    binary
+}
+
+/// Panics unless we are root: these tests load BPF programs.
+pub fn require_root() {
+    // SAFETY: no arguments, cannot fail.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "end-to-end tests load BPF programs and must run as root (cargo xtask test)");
+}
+
+/// Compiles `tests/workloads/NAME.c` with frame pointers in every function (when the source
+/// is newer than the binary) and returns the executable's path.
+pub fn workload(name: &str) -> PathBuf {
+    let source = root().join(format!("tests/workloads/{name}.c"));
+    // -O0: GCC 12 drops the frame pointer of leaf functions at -O1 and above, even with
+    // -mno-omit-leaf-frame-pointer. The directory names the flags, so changing them rebuilds.
+    const FLAGS: [&str; 3] = ["-O0", "-fno-omit-frame-pointer", "-fno-inline"];
+    let dir = root().join("target/workloads").join(FLAGS.concat());
+    fs::create_dir_all(&dir).expect("create target/workloads");
+    let binary = dir.join(name);
+    let fresh = fs::metadata(&binary)
+        .and_then(|b| Ok(b.modified()? >= fs::metadata(&source)?.modified()?))
+        .unwrap_or(false);
+    if !fresh {
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let status = Command::new("gcc")
+            .args(FLAGS)
+            .arg("-o")
+            .arg(&tmp)
+            .arg(&source)
+            .status()
+            .expect("run gcc");
+        assert!(status.success(), "gcc failed on {}", source.display());
+        fs::rename(&tmp, &binary).expect("move workload into place");
+    }
+    binary
+}
+
+/// A fresh, empty directory for one test's outputs.
+pub fn output_dir(test: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = root().join(format!("target/e2e/{test}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst)));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create output dir");
+    dir
+}
+
+/// A running oxeye.
+pub struct Oxeye {
+    child: Child,
+    /// Where it writes its outputs.
+    pub out_dir: PathBuf,
+    stderr_path: PathBuf,
+}
+
+/// An oxeye that has exited.
+pub struct Finished {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+    /// Where it wrote its outputs.
+    pub out_dir: PathBuf,
+}
+
+impl Oxeye {
+    /// Starts oxeye with `args` (plus `--no-live` and `--output-dir`) and waits until it
+    /// samples.
+    pub fn start(test: &str, args: &[&str]) -> Oxeye {
+        require_root();
+        let out_dir = output_dir(test);
+        let stderr_path = out_dir.join("oxeye.stderr");
+        let child = Command::new(oxeye_bin())
+            .args(args)
+            .arg("--no-live")
+            .arg("--output-dir")
+            .arg(&out_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr_path).expect("create stderr file"))
+            .spawn()
+            .expect("start oxeye");
+        let mut oxeye = Oxeye { child, out_dir, stderr_path };
+        oxeye.wait_for_stderr("sampling", Duration::from_secs(30));
+        oxeye
+    }
+
+    /// Waits until oxeye's stderr contains `text`; panics with the log if it exits first.
+    pub fn wait_for_stderr(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stderr = fs::read_to_string(&self.stderr_path).unwrap_or_default();
+            if stderr.contains(text) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("oxeye exited with {status} before printing {text:?}:\n{stderr}");
+            }
+            assert!(Instant::now() < deadline, "oxeye did not print {text:?} within {timeout:?}:\n{stderr}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` and waits for oxeye to write its outputs and exit.
+    pub fn stop_with(self, signal: i32) -> Finished {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.wait()
+    }
+
+    /// Stops oxeye like Ctrl-C does.
+    pub fn stop(self) -> Finished {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Waits for oxeye to exit on its own (`--duration`), at most 60 s.
+    pub fn wait(mut self) -> Finished {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for oxeye") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("oxeye did not exit within 60 s");
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        Finished { status, stderr, out_dir: self.out_dir.clone() }
+    }
+}
+
+impl Finished {
+    /// Panics unless oxeye exited 0.
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.status.success(), "oxeye exited with {}:\n{}", self.status, self.stderr);
+        self
+    }
+
+    /// The folded stacks it wrote.
+    pub fn folded(&self) -> Folded {
+        Folded::read(&self.out_dir.join("stacks.folded"))
+    }
+}
+
+/// One line of `stacks.folded`.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// The process name.
+    pub process: String,
+    /// Frames, root first; kernel frames end in `_[k]`.
+    pub frames: Vec<String>,
+    /// Samples.
+    pub count: u64,
+}
+
+impl Stack {
+    /// The user frames (root first), without kernel frames.
+    pub fn user_frames(&self) -> Vec<&str> {
+        self.frames.iter().map(String::as_str).filter(|f| !f.ends_with("_[k]")).collect()
+    }
+
+    /// The kernel frames (outermost first), without their `_[k]` suffix.
+    pub fn kernel_frames(&self) -> Vec<&str> {
+        self.frames.iter().filter_map(|f| f.strip_suffix("_[k]")).collect()
+    }
+
+    /// Whether the user stack ends (innermost) with exactly `chain`, given root first.
+    pub fn user_ends_with(&self, chain: &[&str]) -> bool {
+        self.user_frames().ends_with(chain)
+    }
+}
+
+/// The contents of `stacks.folded`.
+#[derive(Debug)]
+pub struct Folded {
+    /// Every line.
+    pub stacks: Vec<Stack>,
+}
+
+impl Folded {
+    /// Parses a folded file, checking its format on the way.
+    pub fn read(path: &Path) -> Folded {
+        let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        Folded::read_str(&text)
+    }
+
+    /// Parses folded text, checking its format on the way.
+    pub fn read_str(text: &str) -> Folded {
+        let stacks = text
+            .lines()
+            .map(|line| {
+                let (stack, count) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no count in folded line {line:?}"));
+                let count = count.parse().unwrap_or_else(|_| panic!("bad count in folded line {line:?}"));
+                let mut parts = stack.split(';').map(str::to_owned);
+                let process = parts.next().expect("split yields at least one part");
+                Stack { process, frames: parts.collect(), count }
+            })
+            .collect();
+        Folded { stacks }
+    }
+
+    /// Lines of one process.
+    pub fn process<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Stack> + 'a {
+        self.stacks.iter().filter(move |s| s.process == name)
+    }
+
+    /// Samples of one process.
+    pub fn samples(&self, name: &str) -> u64 {
+        self.process(name).map(|s| s.count).sum()
+    }
+
+    /// Samples in the whole file.
+    pub fn total(&self) -> u64 {
+        self.stacks.iter().map(|s| s.count).sum()
+    }
+
+    /// Samples per line text (`process;frames…`), for comparing with another reader.
+    pub fn by_line(&self) -> BTreeMap<String, u64> {
+        let mut lines = BTreeMap::new();
+        for stack in &self.stacks {
+            let mut key = stack.process.clone();
+            for frame in &stack.frames {
+                key.push(';');
+                key.push_str(frame);
+            }
+            *lines.entry(key).or_default() += stack.count;
+        }
+        lines
+    }
+
+    /// A readable dump of the hottest lines of a process, for failure messages.
+    pub fn dump(&self, name: &str) -> String {
+        let mut lines: Vec<_> = self.process(name).collect();
+        lines.sort_by_key(|s| std::cmp::Reverse(s.count));
+        lines.iter().take(15).map(|s| format!("{:>5} {}\n", s.count, s.frames.join(";"))).collect()
+    }
+}
+
+/// Runs a workload to completion and returns its pid.
+pub fn run_workload(binary: &Path, args: &[&str]) -> u32 {
+    let mut child = Command::new(binary).args(args).spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+    let pid = child.id();
+    let status = child.wait().expect("wait for workload");
+    assert!(status.success(), "{} failed: {status}", binary.display());
+    pid
+}

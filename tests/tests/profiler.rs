@@ -1,0 +1,211 @@
+//! End-to-end tests of the CPU profiler: the real oxeye binary, the real BPF programs, real
+//! workloads with known call chains.
+
+use std::{process::Command, time::Duration};
+
+use oxeye_tests::{root, run_workload, workload, Folded, Oxeye};
+
+const CHAIN: [&str; 3] = ["main", "outer", "middle"];
+
+/// Share of `process`'s samples whose user stack ends in `main → outer → middle → leaf_*`,
+/// and leaf_a's share of those.
+fn chain_shares(folded: &Folded, process: &str) -> (f64, f64, u64) {
+    let (mut whole, mut leaf_a) = (0, 0);
+    for stack in folded.process(process) {
+        for leaf in ["leaf_a", "leaf_b"] {
+            if stack.user_ends_with(&[&CHAIN[..], &[leaf]].concat()) {
+                whole += stack.count;
+                if leaf == "leaf_a" {
+                    leaf_a += stack.count;
+                }
+            }
+        }
+    }
+    let total = folded.samples(process);
+    (whole as f64 / total.max(1) as f64, leaf_a as f64 / whole.max(1) as f64, total)
+}
+
+#[test]
+fn known_call_chain_is_complete_and_split_right() {
+    let chain = workload("chain");
+    let oxeye = Oxeye::start("chain", &["--samples-per-second", "99"]);
+    run_workload(&chain, &["4"]);
+    let finished = oxeye.stop();
+    finished.assert_success();
+    let folded = finished.folded();
+    let (whole, leaf_a, total) = chain_shares(&folded, "chain");
+    let dump = folded.dump("chain");
+    assert!(total >= 200, "only {total} samples of chain in 4 s at 99 Hz:\n{dump}");
+    assert!(whole >= 0.90, "{:.1}% of {total} samples carry main→outer→middle→leaf:\n{dump}", whole * 100.0);
+    assert!((leaf_a - 0.75).abs() <= 0.10, "leaf_a has {:.1}% of the chain samples, expected 75%:\n{dump}", leaf_a * 100.0);
+}
+
+#[test]
+fn syscall_stacks_have_named_kernel_frames_under_user_frames() {
+    let syscalls = workload("syscalls");
+    let oxeye = Oxeye::start("syscalls", &["--samples-per-second", "99"]);
+    run_workload(&syscalls, &["3"]);
+    let folded = oxeye.stop().assert_success().folded();
+    let total = folded.samples("syscalls");
+    let dump = folded.dump("syscalls");
+    assert!(total >= 100, "only {total} samples of syscalls:\n{dump}");
+    let mut in_kernel_under_user = 0;
+    for stack in folded.process("syscalls") {
+        let user = stack.user_frames();
+        let kernel = stack.kernel_frames();
+        // Kernel frames must come after (deeper than) every user frame in the same sample.
+        let first_kernel = stack.frames.iter().position(|f| f.ends_with("_[k]"));
+        if let Some(first) = first_kernel {
+            assert!(stack.frames[first..].iter().all(|f| f.ends_with("_[k]")), "user frame under a kernel frame: {stack:?}");
+        }
+        if user.ends_with(&["main", "do_reads"]) && kernel.contains(&"vfs_read") {
+            assert!(kernel.iter().all(|f| !f.starts_with("[kernel]")), "unnamed kernel frame in {stack:?}");
+            in_kernel_under_user += stack.count;
+        }
+    }
+    let share = in_kernel_under_user as f64 / total as f64;
+    assert!(share >= 0.5, "{:.1}% of samples show main→do_reads→…→vfs_read:\n{dump}", share * 100.0);
+}
+
+#[test]
+fn sample_rate_matches_frequency() {
+    let chain = workload("chain");
+    let oxeye = Oxeye::start("rate", &["--samples-per-second", "99"]);
+    run_workload(&chain, &["5"]);
+    let folded = oxeye.stop().assert_success().folded();
+    let samples = folded.samples("chain");
+    let expected = 99.0 * 5.0;
+    assert!(
+        (samples as f64 - expected).abs() <= expected * 0.15,
+        "{samples} samples for 5 s of one busy CPU at 99 Hz, expected {expected} ± 15%"
+    );
+}
+
+#[test]
+fn short_lived_process_is_symbolized() {
+    let chain = workload("chain");
+    let oxeye = Oxeye::start("short", &["--samples-per-second", "99"]);
+    run_workload(&chain, &["0.3"]);
+    let folded = oxeye.stop().assert_success().folded();
+    let (whole, _, total) = chain_shares(&folded, "chain");
+    let dump = folded.dump("chain");
+    assert!(total >= 15, "only {total} samples of a 300 ms busy process at 99 Hz:\n{dump}");
+    assert!(whole >= 0.80, "{:.1}% of {total} samples of the 300 ms process are symbolized to the whole chain:\n{dump}", whole * 100.0);
+}
+
+#[test]
+fn pid_filter_keeps_only_that_process() {
+    let chain = workload("chain");
+    let mut target = Command::new(&chain).arg("4").spawn().expect("start chain");
+    let other = Command::new(workload("syscalls")).arg("4").spawn().expect("start syscalls");
+    let pid = target.id().to_string();
+    let finished = Oxeye::start("pid", &["--samples-per-second", "99", "--pid", &pid, "--duration", "2"]).wait();
+    finished.assert_success();
+    target.wait().expect("wait chain");
+    let mut other = other;
+    other.wait().expect("wait syscalls");
+    let folded = finished.folded();
+    assert!(folded.samples("chain") >= 100, "only {} samples of the target", folded.samples("chain"));
+    let strays: Vec<_> = folded.stacks.iter().filter(|s| s.process != "chain").collect();
+    assert!(strays.is_empty(), "samples of other processes with --pid: {strays:?}");
+}
+
+/// Names of oxeye's BPF programs currently loaded in the kernel.
+fn loaded_oxeye_programs() -> Vec<String> {
+    let output = Command::new("bpftool").args(["prog", "show"]).output().expect("run bpftool");
+    assert!(output.status.success(), "bpftool prog show failed");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .filter(|word| word.starts_with("oxeye_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn assert_clean_exit(signal: i32) {
+    let oxeye = Oxeye::start("cleanup", &[]);
+    let programs = loaded_oxeye_programs();
+    for wanted in ["oxeye_sample", "oxeye_exec", "oxeye_exit"] {
+        assert!(programs.iter().any(|p| p == wanted), "{wanted} not loaded while oxeye runs: {programs:?}");
+    }
+    let finished = oxeye.stop_with(signal);
+    finished.assert_success();
+    for output in ["stacks.folded", "flamegraph.svg", "profile.pb.gz"] {
+        assert!(finished.out_dir.join(output).exists(), "{output} not written after signal {signal}");
+    }
+    let left = loaded_oxeye_programs();
+    assert!(left.is_empty(), "BPF programs left in the kernel after signal {signal}: {left:?}");
+}
+
+#[test]
+fn ctrl_c_detaches_everything() {
+    assert_clean_exit(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_detaches_everything() {
+    assert_clean_exit(libc::SIGTERM);
+}
+
+#[test]
+fn pprof_output_is_read_back_by_pprof_schema_and_matches_folded() {
+    let chain = workload("chain");
+    let oxeye = Oxeye::start("pprof", &["--samples-per-second", "99"]);
+    run_workload(&chain, &["2"]);
+    let finished = oxeye.stop();
+    let folded = finished.assert_success().folded();
+    let dir = &finished.out_dir;
+    // Debian's Python, which has Debian's python3-protobuf.
+    let output = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/pprof_to_folded.py"))
+        .arg(dir.join("profile.pb.gz"))
+        .arg("/usr/share/gocode/src/github.com/google/pprof/proto")
+        .arg(dir)
+        .output()
+        .expect("run python3");
+    assert!(output.status.success(), "the pprof reader failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let from_pprof = Folded::read_str(&String::from_utf8_lossy(&output.stdout));
+    assert!(folded.samples("chain") >= 100, "only {} samples of chain", folded.samples("chain"));
+    assert_eq!(from_pprof.total(), folded.total(), "total samples differ between profile.pb.gz and stacks.folded");
+    assert_eq!(from_pprof.by_line(), folded.by_line(), "stacks differ between profile.pb.gz and stacks.folded");
+}
+
+#[test]
+fn duration_flag_stops_by_itself() {
+    let started = std::time::Instant::now();
+    let finished = Oxeye::start("duration", &["--duration", "1.5"]).wait();
+    finished.assert_success();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(15), "--duration 1.5 ran for {elapsed:?}");
+    assert!(finished.stderr.contains("samples in 1."), "final summary missing:\n{}", finished.stderr);
+}
+
+#[test]
+fn unprivileged_run_fails_with_one_clear_line() {
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(oxeye_tests::oxeye_bin())
+        .args(["--duration", "1", "--output-dir", "/tmp"])
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "unprivileged oxeye should exit 1:\n{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "expected one line:\n{stderr}");
+    assert!(stderr.contains("CAP_BPF") && stderr.contains("sudo"), "the line should name the capability and how to run:\n{stderr}");
+}
+
+#[test]
+fn bad_flags_get_clap_errors() {
+    for args in [&["--samples-per-second", "0"][..], &["--duration", "-3"], &["--no-such-flag"]] {
+        let output = Command::new(oxeye_tests::oxeye_bin()).args(args).output().expect("run oxeye");
+        assert_eq!(output.status.code(), Some(2), "{args:?} should be a usage error");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("error:"), "{args:?}");
+    }
+}
+
+#[test]
+fn missing_pid_is_a_clear_error() {
+    let output = Command::new(oxeye_tests::oxeye_bin()).args(["--pid", "999999999"]).output().expect("run oxeye");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim(), "oxeye: process 999999999 does not exist");
+}

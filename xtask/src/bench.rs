@@ -1,0 +1,195 @@
+//! `cargo xtask bench`: oxeye's overhead on a CPU-bound workload that keeps every CPU busy,
+//! measured side by side in one run against no agent and against `perf record -F 99 -a -g`.
+//!
+//! Each round runs every configuration once (in rotating order); ratios are taken within a
+//! round and the medians over rounds are printed, because this machine is small and noisy.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    build::{self, BuildArgs},
+    setup,
+    shell::{root, say},
+};
+
+/// Flags of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Rounds (each runs every configuration once); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds the workload runs in each configuration.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Agent {
+    None,
+    Oxeye(u32),
+    Perf(u32),
+}
+
+impl Agent {
+    fn label(self) -> String {
+        match self {
+            Agent::None => "no agent".into(),
+            Agent::Oxeye(hz) => format!("oxeye -F {hz}"),
+            Agent::Perf(hz) => format!("perf record -F {hz} -a -g"),
+        }
+    }
+}
+
+/// One run of the workload under one agent.
+struct Measurement {
+    throughput: f64,
+    /// Agent CPU seconds per wall second while the workload ran.
+    agent_cpu: f64,
+    /// Agent peak resident set, bytes.
+    agent_peak_rss: u64,
+}
+
+/// Runs the benchmark and prints the table.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    setup::ensure_build_tools()?;
+    setup::ensure_bench_tools()?;
+    let oxeye = build::run(&BuildArgs { release: true, target: None })?;
+    let burn = compile_burn()?;
+    let cpus = thread::available_parallelism().map_or(2, |n| n.get());
+    let agents = [Agent::None, Agent::Oxeye(20), Agent::Oxeye(99), Agent::Perf(99)];
+    let work_dir = root().join("target/bench");
+    fs::create_dir_all(&work_dir)?;
+
+    say(format!("benchmark: {cpus} busy threads, {} s per run, {} rounds", args.seconds, args.rounds));
+    let mut results: Vec<Vec<Measurement>> = agents.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.rounds {
+        for offset in 0..agents.len() {
+            let index = (round + offset) % agents.len();
+            let m = measure(agents[index], &oxeye, &burn, cpus, args.seconds, &work_dir)?;
+            eprintln!(
+                "    round {}: {:<26} {:>14.0} iterations/s  agent CPU {:>6.2}%  RSS {:>6.1} MB",
+                round + 1,
+                agents[index].label(),
+                m.throughput,
+                m.agent_cpu * 100.0,
+                m.agent_peak_rss as f64 / 1e6
+            );
+            results[index].push(m);
+        }
+    }
+
+    println!("\noxeye benchmark: CPU-bound workload on {cpus} threads, {} s per run, medians of {} rounds", args.seconds, args.rounds);
+    println!("{:<26} {:>20} {:>26} {:>16}", "configuration", "throughput / none", "agent CPU (% of 1 core)", "agent peak RSS");
+    for (index, agent) in agents.iter().enumerate() {
+        let ratios: Vec<f64> = (0..args.rounds).map(|r| results[index][r].throughput / results[0][r].throughput).collect();
+        let ratio = median(ratios);
+        if *agent == Agent::None {
+            println!("{:<26} {:>20.4} {:>26} {:>16}", agent.label(), ratio, "-", "-");
+            continue;
+        }
+        let cpu = median(results[index].iter().map(|m| m.agent_cpu * 100.0).collect());
+        let rss = median(results[index].iter().map(|m| m.agent_peak_rss as f64 / 1e6).collect());
+        println!("{:<26} {:>20.4} {:>25.2}% {:>13.1} MB", agent.label(), ratio, cpu, rss);
+    }
+    println!("targets (oxeye -F 20): throughput ratio >= 0.99, CPU < 1% of one core, RSS < 60 MB");
+    Ok(())
+}
+
+fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, work_dir: &Path) -> Result<Measurement> {
+    let mut child = match agent {
+        Agent::None => None,
+        Agent::Oxeye(hz) => {
+            let log = work_dir.join("oxeye.stderr");
+            let child = Command::new(oxeye)
+                .args(["--samples-per-second", &hz.to_string(), "--no-live", "--summary-interval", "3600", "--output-dir"])
+                .arg(work_dir)
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log)?)
+                .spawn()
+                .context("cannot start oxeye")?;
+            wait_for_text(&log, "sampling")?;
+            Some(child)
+        }
+        Agent::Perf(hz) => {
+            let child = Command::new("perf")
+                .args(["record", "-F", &hz.to_string(), "-a", "-g", "-o"])
+                .arg(work_dir.join("perf.data"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start perf")?;
+            thread::sleep(Duration::from_secs(1));
+            Some(child)
+        }
+    };
+    let agent_pid = child.as_ref().map(|c| c.id());
+    let cpu_before = agent_pid.map_or(0, task_cpu_ns);
+    let started = Instant::now();
+    let output = Command::new(burn).arg(cpus.to_string()).arg(seconds.to_string()).output().context("cannot run the workload")?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu_after = agent_pid.map_or(0, task_cpu_ns);
+    if !output.status.success() {
+        bail!("the workload failed: {}", output.status);
+    }
+    let iterations: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().context("the workload printed no count")?;
+    let mut peak_rss = 0;
+    if let Some(child) = child.take() {
+        peak_rss = stop_and_peak_rss(child.id())?;
+    }
+    Ok(Measurement { throughput: iterations / wall, agent_cpu: (cpu_after - cpu_before) as f64 / 1e9 / wall, agent_peak_rss: peak_rss })
+}
+
+/// CPU time of all threads of `pid`, in nanoseconds (from schedstat, which is precise).
+fn task_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Stops an agent like Ctrl-C does and returns its peak RSS from the kernel's accounting.
+fn stop_and_peak_rss(pid: u32) -> Result<u64> {
+    // SAFETY: signalling and reaping our own child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGINT);
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::wait4(pid as i32, &mut status, 0, &mut usage) < 0 {
+            bail!("wait4 failed: {}", std::io::Error::last_os_error());
+        }
+        Ok(usage.ru_maxrss as u64 * 1024)
+    }
+}
+
+fn wait_for_text(path: &Path, text: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(path).unwrap_or_default().contains(text) {
+        if Instant::now() > deadline {
+            bail!("oxeye did not start: {}", fs::read_to_string(path).unwrap_or_default());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn compile_burn() -> Result<PathBuf> {
+    let dir = root().join("target/workloads");
+    fs::create_dir_all(&dir)?;
+    let binary = dir.join("burn");
+    crate::shell::run(Command::new("gcc").args(["-O2", "-pthread", "-o"]).arg(&binary).arg(root().join("tests/workloads/burn.c")))?;
+    Ok(binary)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}

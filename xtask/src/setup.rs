@@ -1,0 +1,156 @@
+//! Installs what building, testing and benchmarking need, if it is missing.
+//!
+//! The BPF toolchain follows the recipe verified on this project's machines: Debian's
+//! `rustc-web` and `rust-web-src` (a rustc with core sources for `-Z build-std`),
+//! `llvm-22-dev`, and `bpf-linker` 0.13 built against LLVM 22. A user with rustup's nightly and
+//! `rust-src` plus a `bpf-linker` on `PATH` needs none of the Debian packages.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use anyhow::{bail, Result};
+
+use crate::shell::{self, root_command, say};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Packages for building the BPF programs with Debian's toolchain.
+const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
+/// Packages the tests use: a C compiler for the workloads, bpftool to check nothing is left
+/// in the kernel, setpriv to run unprivileged, protoc + Python protobuf + pprof's own
+/// `profile.proto` to read the pprof output with a reader that is not ours.
+const TEST_PACKAGES: &[&str] =
+    &["gcc", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev"];
+/// Packages the benchmark uses: `perf` as the reference profiler.
+const BENCH_PACKAGES: &[&str] = &["gcc", "linux-perf"];
+/// Packages for cross-building the agent for arm64.
+const AARCH64_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "libstd-rust-web-dev:arm64"];
+
+/// Flags of `cargo xtask setup`.
+#[derive(clap::Args)]
+pub struct SetupArgs {
+    /// Also install what the tests need.
+    #[arg(long)]
+    tests: bool,
+    /// Also install what the benchmark needs.
+    #[arg(long)]
+    bench: bool,
+    /// Also install the arm64 cross toolchain.
+    #[arg(long)]
+    aarch64: bool,
+}
+
+/// `cargo xtask setup`.
+pub fn run(args: &SetupArgs) -> Result<()> {
+    ensure_build_tools()?;
+    if args.tests {
+        ensure_test_tools()?;
+    }
+    if args.bench {
+        ensure_bench_tools()?;
+    }
+    if args.aarch64 {
+        ensure_aarch64()?;
+    }
+    say("setup complete");
+    Ok(())
+}
+
+/// The BPF toolchain: Debian's rustc with core sources (unless rustup nightly has rust-src)
+/// and bpf-linker.
+pub fn ensure_build_tools() -> Result<()> {
+    let nightly = nightly_has_rust_src();
+    if !(nightly && bpf_linker().is_some()) {
+        apt_install(BUILD_PACKAGES)?;
+    }
+    if bpf_linker().is_none() {
+        say(format!("installing bpf-linker {BPF_LINKER_VERSION} for LLVM 22 (takes about 3 minutes, once)"));
+        shell::run(
+            Command::new(cargo())
+                .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+                .args(["--no-default-features", "--features", "llvm-22"])
+                .env("LLVM_PREFIX", LLVM_PREFIX)
+                .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+        )?;
+        if bpf_linker().is_none() {
+            bail!("bpf-linker was installed but is not on PATH or in $CARGO_HOME/bin");
+        }
+    }
+    Ok(())
+}
+
+/// What the end-to-end tests need.
+pub fn ensure_test_tools() -> Result<()> {
+    apt_install(TEST_PACKAGES)
+}
+
+/// What the benchmark needs.
+pub fn ensure_bench_tools() -> Result<()> {
+    apt_install(BENCH_PACKAGES)
+}
+
+/// The arm64 cross toolchain: Debian's arm64 Rust standard library for `/usr/bin/rustc`, and
+/// the aarch64 GNU linker.
+pub fn ensure_aarch64() -> Result<()> {
+    let foreign = shell::output("dpkg", &["--print-foreign-architectures"]).unwrap_or_default();
+    if !foreign.lines().any(|arch| arch.trim() == "arm64") {
+        say("enabling arm64 packages (dpkg --add-architecture arm64)");
+        shell::run(root_command("dpkg").args(["--add-architecture", "arm64"]))?;
+        APT_UPDATED.store(false, Ordering::SeqCst);
+    }
+    apt_install(AARCH64_PACKAGES)
+}
+
+static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the packages that are not installed yet; says which.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    say(format!("installing Debian packages: {}", missing.join(" ")));
+    if !APT_UPDATED.swap(true, Ordering::SeqCst) {
+        shell::run(root_command("apt-get").args(["update", "-qq"]))?;
+    }
+    shell::run(
+        root_command("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn is_installed(package: &str) -> bool {
+    shell::output("dpkg-query", &["-W", "-f=${Status}", package]).is_some_and(|status| status.contains("install ok installed"))
+}
+
+fn nightly_has_rust_src() -> bool {
+    let Some(sysroot) = shell::output("rustup", &["run", "nightly", "rustc", "--print", "sysroot"]) else {
+        return false;
+    };
+    Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core").exists()
+}
+
+/// The bpf-linker of the right version, on PATH or in `$CARGO_HOME/bin`.
+fn bpf_linker() -> Option<PathBuf> {
+    let candidates = [PathBuf::from("bpf-linker"), cargo_home().join("bin/bpf-linker")];
+    candidates.into_iter().find(|linker| {
+        shell::output(linker, &["--version"]).is_some_and(|version| version.contains(BPF_LINKER_VERSION))
+    })
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
+}
+
+/// The cargo running us.
+pub fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}

@@ -1,0 +1,29 @@
+//! `cargo xtask test`: unit tests, then end-to-end tests that load the real BPF programs.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::{
+    build::{self, BuildArgs},
+    setup,
+    shell::{self, root, root_command, say},
+};
+
+/// Runs every test; `filter` narrows the end-to-end tests.
+pub fn run(filter: Option<&str>) -> Result<()> {
+    setup::ensure_build_tools()?;
+    setup::ensure_test_tools()?;
+    let binary = build::run(&BuildArgs { release: true, target: None })?;
+
+    say("unit tests");
+    shell::run(Command::new(setup::cargo()).current_dir(root()).args(["test", "--release", "--workspace", "--exclude", "oxeye-tests", "--exclude", "agent-ebpf"]))?;
+
+    say("end-to-end tests (real BPF programs, one at a time, as root)");
+    let mut e2e = root_command(setup::cargo());
+    e2e.current_dir(root()).args(["test", "--release", "--package", "oxeye-tests", "--", "--test-threads=1"]).env("OXEYE_BIN", &binary);
+    if let Some(filter) = filter {
+        e2e.arg(filter);
+    }
+    shell::run(&mut e2e)
+}
