@@ -16,7 +16,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{count, EVENTS};
+use crate::{
+    maps::{count, EVENTS},
+    sampler::SAMPLER_CONFIG,
+};
 
 /// `sched:sched_process_exec`: the current task has just replaced its image.
 #[tracepoint]
@@ -39,6 +42,10 @@ pub fn oxeye_exit(_ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn send(kind: RecordKind, pid: u32) {
+    let target = SAMPLER_CONFIG.load().target_pid;
+    if target != 0 && pid != target {
+        return;
+    }
     let event = ProcessEvent {
         kind: kind as u32,
         pid,

@@ -23,9 +23,9 @@ use crate::{
     user_stack,
 };
 
-/// Which samples to keep; set by user space at load time.
+/// Which samples (and process events) to keep; set by user space at load time.
 #[unsafe(no_mangle)]
-static SAMPLER_CONFIG: Global<SamplerConfig> = Global::new(SamplerConfig { target_pid: 0, include_idle: 0 });
+pub static SAMPLER_CONFIG: Global<SamplerConfig> = Global::new(SamplerConfig { target_pid: 0, include_idle: 0 });
 
 /// The perf_event program attached to `cpu-clock` on each online CPU.
 #[perf_event]
