@@ -32,10 +32,17 @@ def main():
 
     functions = {f.id: strings[f.name] for f in profile.function}
     mappings = {m.id: strings[m.filename] for m in profile.mapping}
+    build_ids = {m.id: strings[m.build_id] for m in profile.mapping}
     locations = {}
     for location in profile.location:
         assert len(location.line) == 1, "one function per location"
         name = functions[location.line[0].function_id]
+        # A frame oxeye could not name ("libc.so.6+0x27249") keeps its file, offset and build ID.
+        if "+0x" in name and location.mapping_id:
+            file_name, offset = name.rsplit("+0x", 1)
+            assert mappings[location.mapping_id].endswith("/" + file_name), (name, mappings[location.mapping_id])
+            assert location.address == int(offset, 16), (name, location.address)
+            assert len(build_ids[location.mapping_id]) >= 16, f"no build ID for {name}"
         if mappings.get(location.mapping_id) == "[kernel.kallsyms]":
             name += "_[k]"
         locations[location.id] = name

@@ -3,9 +3,19 @@
 
 use std::{process::Command, time::Duration};
 
-use oxeye_tests::{root, run_workload, workload, Folded, Oxeye};
+use oxeye_tests::{root, run_workload, workload, Finished, Folded, Oxeye};
 
 const CHAIN: [&str; 3] = ["main", "outer", "middle"];
+
+/// Runs oxeye at 99 Hz around one run of workload `name` with `args`; returns what it wrote.
+fn profile_run(test: &str, name: &str, args: &[&str]) -> Finished {
+    let binary = workload(name);
+    let oxeye = Oxeye::start(test, &["--samples-per-second", "99"]);
+    run_workload(&binary, args);
+    let finished = oxeye.stop();
+    finished.assert_success();
+    finished
+}
 
 /// Share of `process`'s samples whose user stack ends in `main → outer → middle → leaf_*`,
 /// and leaf_a's share of those.
@@ -27,12 +37,7 @@ fn chain_shares(folded: &Folded, process: &str) -> (f64, f64, u64) {
 
 #[test]
 fn known_call_chain_is_complete_and_split_right() {
-    let chain = workload("chain");
-    let oxeye = Oxeye::start("chain", &["--samples-per-second", "99"]);
-    run_workload(&chain, &["4"]);
-    let finished = oxeye.stop();
-    finished.assert_success();
-    let folded = finished.folded();
+    let folded = profile_run("chain", "chain", &["4"]).folded();
     let (whole, leaf_a, total) = chain_shares(&folded, "chain");
     let dump = folded.dump("chain");
     assert!(total >= 200, "only {total} samples of chain in 4 s at 99 Hz:\n{dump}");
@@ -42,10 +47,7 @@ fn known_call_chain_is_complete_and_split_right() {
 
 #[test]
 fn syscall_stacks_have_named_kernel_frames_under_user_frames() {
-    let syscalls = workload("syscalls");
-    let oxeye = Oxeye::start("syscalls", &["--samples-per-second", "99"]);
-    run_workload(&syscalls, &["3"]);
-    let folded = oxeye.stop().assert_success().folded();
+    let folded = profile_run("syscalls", "syscalls", &["3"]).folded();
     let total = folded.samples("syscalls");
     let dump = folded.dump("syscalls");
     assert!(total >= 100, "only {total} samples of syscalls:\n{dump}");
@@ -69,10 +71,7 @@ fn syscall_stacks_have_named_kernel_frames_under_user_frames() {
 
 #[test]
 fn sample_rate_matches_frequency() {
-    let chain = workload("chain");
-    let oxeye = Oxeye::start("rate", &["--samples-per-second", "99"]);
-    run_workload(&chain, &["5"]);
-    let folded = oxeye.stop().assert_success().folded();
+    let folded = profile_run("rate", "chain", &["5"]).folded();
     let samples = folded.samples("chain");
     let expected = 99.0 * 5.0;
     assert!(
@@ -83,10 +82,7 @@ fn sample_rate_matches_frequency() {
 
 #[test]
 fn short_lived_process_is_symbolized() {
-    let chain = workload("chain");
-    let oxeye = Oxeye::start("short", &["--samples-per-second", "99"]);
-    run_workload(&chain, &["0.3"]);
-    let folded = oxeye.stop().assert_success().folded();
+    let folded = profile_run("short", "chain", &["0.3"]).folded();
     let (whole, _, total) = chain_shares(&folded, "chain");
     let dump = folded.dump("chain");
     assert!(total >= 15, "only {total} samples of a 300 ms busy process at 99 Hz:\n{dump}");
@@ -148,11 +144,8 @@ fn sigterm_detaches_everything() {
 
 #[test]
 fn pprof_output_is_read_back_by_pprof_schema_and_matches_folded() {
-    let chain = workload("chain");
-    let oxeye = Oxeye::start("pprof", &["--samples-per-second", "99"]);
-    run_workload(&chain, &["2"]);
-    let finished = oxeye.stop();
-    let folded = finished.assert_success().folded();
+    let finished = profile_run("pprof", "chain", &["2"]);
+    let folded = finished.folded();
     let dir = &finished.out_dir;
     // Debian's Python, which has Debian's python3-protobuf.
     let output = Command::new("/usr/bin/python3")
