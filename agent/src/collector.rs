@@ -117,3 +117,57 @@ impl Collector {
 fn caller(index: usize, address: u64) -> u64 {
     if index == 0 { address } else { address.saturating_sub(1) }
 }
+
+#[cfg(test)]
+mod tests {
+    use agent_common::{records::RecordKind, sampler::SampleHeader};
+
+    use super::*;
+
+    #[inline(never)]
+    fn marker_leaf() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    fn as_bytes(record: &SampleRecord) -> &[u8] {
+        // SAFETY: plain data without padding, read as bytes.
+        unsafe { std::slice::from_raw_parts((record as *const SampleRecord).cast::<u8>(), size_of::<SampleRecord>()) }
+    }
+
+    /// A sample of this very process: the user address resolves to this test binary's own
+    /// function, the process name comes from the record, and the count lands in the profile.
+    #[test]
+    fn sample_of_own_process_is_resolved_and_counted() {
+        let pid = std::process::id();
+        let mut record = SampleRecord {
+            header: SampleHeader {
+                kind: RecordKind::Sample as u32,
+                cpu: 0,
+                pid,
+                tid: pid,
+                timestamp_ns: 1,
+                kernel_frame_count: 0,
+                user_frame_count: 1,
+                comm: *b"selftest\0\0\0\0\0\0\0\0",
+            },
+            kernel_frames: [0; agent_common::sampler::MAX_KERNEL_FRAMES],
+            user_frames: [0; agent_common::sampler::MAX_USER_FRAMES],
+        };
+        record.user_frames[0] = marker_leaf as *const () as u64 + 1;
+        let mut collector = Collector::new(FrameNamer::new(None), 16);
+        collector.handle(as_bytes(&record));
+        collector.handle(as_bytes(&record));
+        collector.handle(&[0xff; 8]);
+        assert_eq!(marker_leaf(), 7);
+
+        assert_eq!((collector.samples_received, collector.malformed_records), (2, 1));
+        let (key, count) = collector.profile.counts().next().expect("one entry");
+        assert_eq!(count, 2);
+        assert_eq!(collector.profile.name(key.process), "selftest");
+        let frames = collector.profile.stack(key.stack).to_vec();
+        assert_eq!(frames.len(), 1);
+        let name = collector.namer.name(frames[0], &mut collector.objects);
+        assert!(name.ends_with("marker_leaf"), "{name}");
+        assert_eq!(&*collector.top.top(1)[0].0, &*name);
+    }
+}

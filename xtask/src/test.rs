@@ -21,7 +21,7 @@ pub fn run(filter: Option<&str>) -> Result<()> {
 
     say("end-to-end tests (real BPF programs, one at a time, as root)");
     let mut e2e = root_command(setup::cargo());
-    e2e.current_dir(root()).args(["test", "--release", "--package", "oxeye-tests", "--", "--test-threads=1"]).env("OXEYE_BIN", &binary);
+    e2e.current_dir(root()).args(["test", "--release", "--package", "oxeye-tests", "--tests", "--", "--test-threads=1"]).env("OXEYE_BIN", &binary);
     if let Some(filter) = filter {
         e2e.arg(filter);
     }

@@ -139,8 +139,9 @@ impl Process {
     /// process is already gone.
     fn read_maps(&mut self, pid: u32, objects: &mut ObjectRegistry) {
         self.maps_read_at = Some(Instant::now());
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
-        let entries = maps::parse_executable(&text);
+        // Paths need not be UTF-8; one odd file name must not hide the whole process.
+        let Ok(bytes) = std::fs::read(format!("/proc/{pid}/maps")) else { return };
+        let entries = maps::parse_executable(&String::from_utf8_lossy(&bytes));
         if entries.is_empty() {
             return; // exiting (mm already gone) or a kernel thread
         }
