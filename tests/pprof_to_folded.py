@@ -14,6 +14,21 @@ import subprocess
 import sys
 
 
+_build_ids = {}
+
+
+def gnu_build_id(path):
+    """The GNU build ID readelf finds in the file ("" if none, None if unreadable)."""
+    if path not in _build_ids:
+        result = subprocess.run(["readelf", "-n", path], capture_output=True, text=True)
+        found = None if result.returncode else ""
+        for line in result.stdout.splitlines():
+            if "Build ID:" in line:
+                found = line.split("Build ID:")[1].strip()
+        _build_ids[path] = found
+    return _build_ids[path]
+
+
 def main():
     profile_path, proto_dir, work_dir = sys.argv[1:4]
     subprocess.run(["protoc", f"-I{proto_dir}", f"--python_out={work_dir}", "profile.proto"], check=True)
@@ -42,7 +57,9 @@ def main():
             file_name, offset = name.rsplit("+0x", 1)
             assert mappings[location.mapping_id].endswith("/" + file_name), (name, mappings[location.mapping_id])
             assert location.address == int(offset, 16), (name, location.address)
-            assert len(build_ids[location.mapping_id]) >= 16, f"no build ID for {name}"
+            expected = gnu_build_id(mappings[location.mapping_id])
+            if expected is not None:  # None: the file is gone or not visible from here
+                assert build_ids[location.mapping_id] == expected, (name, build_ids[location.mapping_id], expected)
         if mappings.get(location.mapping_id) == "[kernel.kallsyms]":
             name += "_[k]"
         locations[location.id] = name

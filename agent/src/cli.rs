@@ -44,6 +44,27 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_stacks: usize,
 
+    /// Send profiles over OTLP/gRPC to this collector or viewer (HOST:PORT or a URL). Also
+    /// read from OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub collection_agent: Option<String>,
+
+    /// Talk to the collector in plaintext instead of TLS.
+    #[arg(long)]
+    pub disable_tls: bool,
+
+    /// A PEM CA certificate to trust for the collector, besides the system's roots.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// Seconds between two exports to the collector.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_seconds)]
+    pub reporter_interval: f64,
+
+    /// Most bytes of profiles held while the collector cannot be reached; the oldest go first.
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    pub max_export_queue_bytes: usize,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `debug` or `oxeye=debug`.
     #[arg(long, value_name = "FILTER", env = "OXEYE_LOG", default_value = "info")]
     pub log: String,

@@ -9,6 +9,7 @@ use crate::{
     events::{self, comm_str, Record},
     live::TopFunctions,
     objects::ObjectRegistry,
+    otlp::SampleBatch,
     process::{ProcessTable, UserAddress},
     profile::{Frame, Profile},
     symbolize::FrameNamer,
@@ -35,6 +36,10 @@ pub struct Collector {
     pub samples_received: u64,
     /// Records that could not be decoded.
     pub malformed_records: u64,
+    /// Samples of the current reporting interval, when exporting.
+    pub batch: Option<SampleBatch>,
+    /// Add to a `bpf_ktime_get_ns()` timestamp to get nanoseconds since the Unix epoch.
+    pub monotonic_to_unix_ns: u64,
     frames: Vec<Frame>,
     exec_reads: (Instant, u32),
 }
@@ -50,6 +55,8 @@ impl Collector {
             top: TopFunctions::default(),
             samples_received: 0,
             malformed_records: 0,
+            batch: None,
+            monotonic_to_unix_ns: monotonic_to_unix_offset(),
             frames: Vec::with_capacity(256),
             exec_reads: (Instant::now(), 0),
         }
@@ -111,7 +118,26 @@ impl Collector {
             self.top.add(name);
         }
         self.profile.add(pid, tid, &process, &thread, &self.frames);
+        if let Some(batch) = &mut self.batch {
+            let time = header.timestamp_ns.wrapping_add(self.monotonic_to_unix_ns);
+            let processes = &mut self.processes;
+            let process_meta = || if pid == 0 {
+                crate::otlp::ProcessMeta { name: process.as_str().into(), ..Default::default() }
+            } else {
+                processes.meta(pid, &process)
+            };
+            batch.push(pid, tid, header.cpu, time, &thread, &self.frames, process_meta);
+        }
     }
+}
+
+/// Wall-clock time minus CLOCK_MONOTONIC (which BPF timestamps use), in nanoseconds.
+fn monotonic_to_unix_offset() -> u64 {
+    let mut monotonic = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut monotonic) };
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    unix.wrapping_sub(monotonic.tv_sec as u64 * 1_000_000_000 + monotonic.tv_nsec as u64)
 }
 
 fn caller(index: usize, address: u64) -> u64 {

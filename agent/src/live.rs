@@ -5,7 +5,7 @@ use std::{collections::HashMap, fmt::Write as _, io::Write, sync::Arc, time::Dur
 
 use agent_common::counters::Counter;
 
-use crate::{bpf::Counters, collector::Collector};
+use crate::{bpf::Counters, collector::Collector, export::Exporter};
 
 /// Each refresh keeps this share of the previous counts, so the view follows the last few
 /// seconds, like `perf top`.
@@ -44,7 +44,7 @@ impl TopFunctions {
 }
 
 /// One line with the counts a user checks first.
-pub fn summary_line(collector: &Collector, counters: &Counters, elapsed: Duration) -> String {
+pub fn summary_line(collector: &Collector, counters: &Counters, exporter: Option<&Exporter>, elapsed: Duration) -> String {
     let mut line = format!(
         "{:.0}s: {} samples ({} lost in kernel, {} dropped when full), {} processes, {} stacks",
         elapsed.as_secs_f64(),
@@ -54,6 +54,19 @@ pub fn summary_line(collector: &Collector, counters: &Counters, elapsed: Duratio
         collector.processes.len(),
         collector.profile.stack_count(),
     );
+    if let Some(exporter) = exporter {
+        let stats = &exporter.stats;
+        let _ = write!(
+            line,
+            "; export: {} samples sent, {} dropped, {} refused, {} failed attempts, queue {} KiB, last call {} ms",
+            stats.exported(),
+            stats.dropped(),
+            stats.rejected(),
+            stats.failed_attempts(),
+            exporter.queued_bytes() / 1024,
+            stats.last_latency_us() / 1000,
+        );
+    }
     if let Some((function, share)) = collector.top.top(1).first() {
         let _ = write!(line, ", top: {function} {:.1}%", share * 100.0);
     }

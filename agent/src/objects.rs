@@ -7,7 +7,7 @@
 
 use std::{collections::HashMap, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
 
-use symbolizer::{build_id::BuildId, elf::ElfSymbols};
+use symbolizer::{build_id::BuildId, elf::ElfSymbols, file_id::FileId};
 use tracing::debug;
 
 /// Index of an object in the [`ObjectRegistry`].
@@ -41,6 +41,7 @@ pub struct Object {
     /// Where to read it from, best first.
     open_paths: Vec<PathBuf>,
     symbols: Symbols,
+    file_id: Option<FileId>,
 }
 
 impl Object {
@@ -60,6 +61,11 @@ impl Object {
     /// The GNU build ID, once the file has been read.
     pub fn build_id(&self) -> Option<&BuildId> {
         self.symbols().and_then(ElfSymbols::build_id)
+    }
+
+    /// The htlhash file ID, once the file has been read.
+    pub fn file_id(&self) -> Option<FileId> {
+        self.file_id
     }
 }
 
@@ -92,6 +98,7 @@ impl ObjectRegistry {
             size: metadata.map_or(0, |m| m.len()),
             open_paths,
             symbols: Symbols::NotLoaded,
+            file_id: None,
         });
         self.by_key.insert(key, id);
         id
@@ -107,7 +114,8 @@ impl ObjectRegistry {
         let object = &mut self.objects[id.0 as usize];
         if matches!(object.symbols, Symbols::NotLoaded) {
             object.symbols = match load_first(&object.open_paths) {
-                Ok(symbols) => {
+                Ok((symbols, path)) => {
+                    object.file_id = FileId::from_path(path).ok();
                     let symbols = match symbols.build_id() {
                         Some(build_id) => self.by_build_id.entry(build_id.clone()).or_insert_with(|| Arc::new(symbols)).clone(),
                         None => Arc::new(symbols),
@@ -124,14 +132,15 @@ impl ObjectRegistry {
     }
 }
 
-fn load_first(paths: &[PathBuf]) -> Result<ElfSymbols, symbolizer::Error> {
+/// Reads the symbols from the first path that works; returns them with that path.
+fn load_first(paths: &[PathBuf]) -> Result<(ElfSymbols, &PathBuf), symbolizer::Error> {
     let (first, rest) = paths.split_first().expect("open_paths always holds the map_files path");
-    let mut result = ElfSymbols::open(first);
+    let mut result = ElfSymbols::open(first).map(|symbols| (symbols, first));
     for path in rest {
         match result {
             // A file that exists but is not a valid ELF will not get better at another path.
             Ok(_) | Err(symbolizer::Error::Elf { .. } | symbolizer::Error::NotElf { .. }) => break,
-            Err(_) => result = ElfSymbols::open(path),
+            Err(_) => result = ElfSymbols::open(path).map(|symbols| (symbols, path)),
         }
     }
     result

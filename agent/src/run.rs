@@ -20,7 +20,9 @@ use crate::{
     bpf::{ProbeConfig, Probes, DRAIN_INTERVAL},
     cli::Args,
     collector::Collector,
+    export::{self, ExportConfig, Exporter},
     live,
+    otlp::{build_request, resource::HostInfo, BuildContext, SampleBatch},
     output::{self, RunInfo},
     privileges,
     symbolize::FrameNamer,
@@ -28,6 +30,10 @@ use crate::{
 
 /// How often exited processes are swept from the cache.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
+/// Most samples held for one export interval (about 8 MB); more are counted as dropped.
+const MAX_BATCH_SAMPLES: usize = 250_000;
+/// How long queued profiles get to reach the collector when oxeye stops.
+const EXPORT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs oxeye until Ctrl-C, SIGTERM or `--duration`, then writes the outputs.
 pub async fn run(args: Args) -> Result<()> {
@@ -44,6 +50,7 @@ pub async fn run(args: Args) -> Result<()> {
             None
         }
     };
+    let endpoint = export::resolve(args.collection_agent.as_deref(), args.disable_tls)?;
     // Signal handlers first: a Ctrl-C during loading must still clean up.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -55,6 +62,19 @@ pub async fn run(args: Args) -> Result<()> {
     info!(samples_per_second = args.samples_per_second, pid = ?args.pid, "sampling; Ctrl-C stops and writes the profile");
 
     let mut collector = Collector::new(FrameNamer::new(kernel), args.max_stacks);
+    let period_ns = 1_000_000_000 / args.samples_per_second;
+    let host = HostInfo::read();
+    let exporter = match endpoint {
+        Some(endpoint) => {
+            info!(endpoint = %endpoint.uri, tls = endpoint.tls, "exporting OTLP profiles every {}s", args.reporter_interval);
+            let interval = Duration::from_secs_f64(args.reporter_interval);
+            collector.batch = Some(SampleBatch::new(unix_now_ns(), MAX_BATCH_SAMPLES));
+            Some(Exporter::start(ExportConfig { endpoint, tls_ca_file: args.tls_ca_file.clone(), max_queue_bytes: args.max_export_queue_bytes, interval })?)
+        }
+        None => None,
+    };
+    let mut export_tick = interval(Duration::from_secs_f64(args.reporter_interval));
+    export_tick.reset();
     // SAFETY: the ring buffer owns its fd and keeps it open until `into_inner` hands it back.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("cannot poll the BPF ring buffer: {e}"))?;
     let live_view = !args.no_live && std::io::stdout().is_terminal();
@@ -81,12 +101,16 @@ pub async fn run(args: Args) -> Result<()> {
                 if live_view {
                     // A closed terminal must not stop profiling; the summary goes to the log then.
                     if live::draw(&mut std::io::stdout().lock(), &collector, &counters, started.elapsed(), args.samples_per_second).is_err() {
-                        info!("{}", live::summary_line(&collector, &counters, started.elapsed()));
+                        info!("{}", live::summary_line(&collector, &counters, exporter.as_ref(), started.elapsed()));
                     }
-                    collector.top.decay();
                 } else {
-                    info!("{}", live::summary_line(&collector, &counters, started.elapsed()));
-                    collector.top.decay();
+                    info!("{}", live::summary_line(&collector, &counters, exporter.as_ref(), started.elapsed()));
+                }
+                collector.top.decay();
+            }
+            _ = export_tick.tick(), if exporter.is_some() => {
+                if let Some(exporter) = &exporter {
+                    report(&mut collector, exporter, &host, period_ns);
                 }
             }
             _ = expire_tick.tick() => { collector.processes.expire(); }
@@ -104,7 +128,19 @@ pub async fn run(args: Args) -> Result<()> {
     drop(ring);
     let elapsed = started.elapsed();
 
-    let run = RunInfo { start, duration: elapsed, period_ns: 1_000_000_000 / args.samples_per_second };
+    if let Some(exporter) = exporter {
+        report(&mut collector, &exporter, &host, period_ns);
+        let stats = exporter.stats.clone();
+        exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
+        eprintln!(
+            "oxeye: exported {} samples ({} dropped, {} refused by the collector, {} failed attempts)",
+            stats.exported(),
+            stats.dropped(),
+            stats.rejected(),
+            stats.failed_attempts()
+        );
+    }
+    let run = RunInfo { start, duration: elapsed, period_ns };
     let written = output::write_all(&args.output_dir, &collector.profile, &mut collector.namer, &mut collector.objects, run)?;
     if live_view {
         println!();
@@ -121,6 +157,23 @@ pub async fn run(args: Args) -> Result<()> {
         written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
     );
     Ok(())
+}
+
+/// Encodes the samples of the interval that just ended and queues them for the collector.
+fn report(collector: &mut Collector, exporter: &Exporter, host: &HostInfo, period_ns: u64) {
+    let now = unix_now_ns();
+    let Some(batch) = collector.batch.replace(SampleBatch::new(now, MAX_BATCH_SAMPLES)) else { return };
+    exporter.stats.add_dropped(batch.dropped);
+    if batch.samples.is_empty() {
+        return;
+    }
+    let context = BuildContext { host, period_ns, end_unix_nano: now, namer: &mut collector.namer, objects: &mut collector.objects };
+    let (request, samples) = build_request(&batch, context);
+    exporter.submit(request, samples);
+}
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Reads every record waiting in the ring buffer.

@@ -3,6 +3,7 @@
 //! - [`elf::ElfSymbols`]: an ELF file's function symbols (`.symtab` and `.dynsym`), its GNU
 //!   build ID, and the mapping from file offsets to virtual addresses.
 //! - [`kallsyms::KernelSymbols`]: kernel and module function symbols from `/proc/kallsyms`.
+//! - [`file_id::FileId`]: the "htlhash" file ID OpenTelemetry profilers identify files by.
 //! - [`demangle::demangle`]: Rust (legacy and v0) and C++ (Itanium) names made readable.
 //!
 //! Nothing here reads a file per lookup: load once, look up many times.
@@ -21,6 +22,7 @@
 pub mod build_id;
 pub mod demangle;
 pub mod elf;
+pub mod file_id;
 mod error;
 pub mod kallsyms;
 mod symbol_table;

@@ -9,10 +9,14 @@ pub mod maps;
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::objects::{ObjectId, ObjectRegistry};
+use crate::{
+    objects::{ObjectId, ObjectRegistry},
+    otlp::{resource::container_id, ProcessMeta},
+};
 
 /// How long an exited process's mappings are kept for samples still in the ring buffer.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -41,6 +45,8 @@ struct Mapping {
 #[derive(Debug)]
 struct Process {
     name: String,
+    executable_path: Arc<str>,
+    container_id: Arc<str>,
     /// Sorted by `start`, non-overlapping.
     mappings: Vec<Mapping>,
     maps_read_at: Option<Instant>,
@@ -61,6 +67,7 @@ impl ProcessTable {
     pub fn on_exec(&mut self, pid: u32, comm: &str, objects: &mut ObjectRegistry) {
         let process = self.processes.entry(pid).or_insert_with(|| Process::new(comm));
         process.name = comm.to_owned();
+        process.executable_path = read_executable_path(pid);
         process.mappings.clear();
         process.exited_at = None;
         process.read_maps(pid, objects);
@@ -72,6 +79,7 @@ impl ProcessTable {
     pub fn forget_image(&mut self, pid: u32, comm: &str) {
         let process = self.processes.entry(pid).or_insert_with(|| Process::new(comm));
         process.name = comm.to_owned();
+        process.executable_path = read_executable_path(pid);
         process.mappings.clear();
         process.maps_read_at = None;
         process.exited_at = None;
@@ -86,12 +94,22 @@ impl ProcessTable {
 
     /// The process's name (`comm` of its main thread), read from `/proc` on first sight.
     pub fn name(&mut self, pid: u32, fallback: &str) -> &str {
-        &self.processes.entry(pid).or_insert_with(|| Process::new(&read_comm(pid).unwrap_or_else(|| fallback.to_owned()))).name
+        &self.entry(pid, fallback).name
+    }
+
+    /// Name, executable and container of process `pid`, read from `/proc` on first sight.
+    pub fn meta(&mut self, pid: u32, fallback: &str) -> ProcessMeta {
+        let process = self.entry(pid, fallback);
+        ProcessMeta { name: process.name.as_str().into(), executable_path: process.executable_path.clone(), container_id: process.container_id.clone() }
+    }
+
+    fn entry(&mut self, pid: u32, fallback_name: &str) -> &mut Process {
+        self.processes.entry(pid).or_insert_with(|| Process::read(pid, fallback_name))
     }
 
     /// Finds the mapping containing `address` in process `pid`, reading `/proc` as needed.
     pub fn resolve(&mut self, pid: u32, address: u64, objects: &mut ObjectRegistry) -> UserAddress {
-        let process = self.processes.entry(pid).or_insert_with(|| Process::new(&read_comm(pid).unwrap_or_default()));
+        let process = self.processes.entry(pid).or_insert_with(|| Process::read(pid, ""));
         process.last_sample = Instant::now();
         if let Some(found) = process.find(address) {
             return found;
@@ -123,7 +141,26 @@ impl ProcessTable {
 
 impl Process {
     fn new(name: &str) -> Self {
-        Process { name: name.to_owned(), mappings: Vec::new(), maps_read_at: None, exited_at: None, last_sample: Instant::now() }
+        Process {
+            name: name.to_owned(),
+            executable_path: "".into(),
+            container_id: "".into(),
+            mappings: Vec::new(),
+            maps_read_at: None,
+            exited_at: None,
+            last_sample: Instant::now(),
+        }
+    }
+
+    /// A process seen for the first time: its name, executable and container from `/proc`.
+    fn read(pid: u32, fallback_name: &str) -> Self {
+        let mut process = Process::new(&read_comm(pid).unwrap_or_else(|| fallback_name.to_owned()));
+        process.executable_path = read_executable_path(pid);
+        process.container_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|cgroup| container_id(&cgroup))
+            .map_or_else(|| "".into(), Into::into);
+        process
     }
 
     fn find(&self, address: u64) -> Option<UserAddress> {
@@ -156,6 +193,11 @@ impl Process {
             .collect();
         self.mappings.sort_by_key(|m| m.start);
     }
+}
+
+/// `/proc/PID/exe`; empty for kernel threads and processes that are gone.
+fn read_executable_path(pid: u32) -> Arc<str> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).map_or_else(|_| "".into(), |path| path.to_string_lossy().into())
 }
 
 fn read_comm(pid: u32) -> Option<String> {

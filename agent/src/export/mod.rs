@@ -1,0 +1,76 @@
+//! Sending profiles to an OTLP collector (or devfiler) over gRPC, without ever holding up
+//! sampling: batches wait in a byte-bounded queue; a background task sends them with
+//! exponential back-off and jitter, drops the oldest when the queue is full, and counts
+//! every sample it could not deliver.
+
+mod backoff;
+mod endpoint;
+mod queue;
+mod sender;
+mod stats;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Result;
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+use prost::Message;
+use tokio::task::JoinHandle;
+
+pub use endpoint::{resolve, Endpoint};
+pub use stats::ExportStats;
+
+use self::queue::{Batch, ExportQueue};
+
+/// How the exporter runs.
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    /// Where to send.
+    pub endpoint: Endpoint,
+    /// Extra CA certificate (PEM) to trust, besides the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Most bytes of encoded batches held while the collector is unreachable.
+    pub max_queue_bytes: usize,
+    /// The reporting interval: also the least time between two log lines about failures.
+    pub interval: Duration,
+}
+
+/// A running exporter.
+pub struct Exporter {
+    queue: Arc<ExportQueue>,
+    /// What it has done so far.
+    pub stats: Arc<ExportStats>,
+    task: JoinHandle<()>,
+}
+
+impl Exporter {
+    /// Starts the sending task. Connecting happens lazily: a collector that is down now is
+    /// tried again later, it is not an error.
+    pub fn start(config: ExportConfig) -> Result<Self> {
+        let channel = endpoint::channel(&config.endpoint, config.tls_ca_file.as_deref())?;
+        let stats = Arc::new(ExportStats::default());
+        let queue = Arc::new(ExportQueue::new(config.max_queue_bytes, stats.clone()));
+        let task = tokio::spawn(sender::run(channel, queue.clone(), stats.clone(), config.interval));
+        Ok(Exporter { queue, stats, task })
+    }
+
+    /// Queues a request carrying `samples` samples; the oldest batches go if it does not fit.
+    pub fn submit(&self, request: ExportProfilesServiceRequest, samples: u64) {
+        let bytes = request.encoded_len();
+        self.queue.push(Batch { request, bytes, samples });
+    }
+
+    /// Bytes waiting to be sent (including the batch being sent).
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.bytes()
+    }
+
+    /// Gives queued batches up to `timeout` to go out, then stops the task.
+    pub async fn shutdown(self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.queue.wait_empty()).await;
+        self.task.abort();
+        let left = self.queue.abandon();
+        if left > 0 {
+            self.stats.add_dropped(left);
+        }
+    }
+}

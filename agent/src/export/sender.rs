@@ -1,0 +1,104 @@
+//! The task that sends queued batches and decides what to do when that fails.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_client::ProfilesServiceClient;
+use tonic::{codec::CompressionEncoding, transport::Channel, Code};
+use tracing::{info, warn};
+
+use super::{backoff::Backoff, queue::ExportQueue, stats::ExportStats};
+
+/// Sends batches forever (the exporter aborts the task at shutdown).
+pub async fn run(channel: Channel, queue: Arc<ExportQueue>, stats: Arc<ExportStats>, log_interval: Duration) {
+    let mut client = ProfilesServiceClient::new(channel).send_compressed(CompressionEncoding::Gzip);
+    let mut backoff = Backoff::new();
+    let mut failure_log = RateLimitedLog::new(log_interval);
+    let mut was_failing = false;
+    loop {
+        let batch = queue.take().await;
+        let started = Instant::now();
+        match client.export(batch.request.clone()).await {
+            Ok(response) => {
+                backoff.reset();
+                let rejected = response.into_inner().partial_success.filter(|p| p.rejected_profiles > 0 || !p.error_message.is_empty());
+                if let Some(partial) = rejected {
+                    // Profiles, not samples, are what the collector counts; the batch's samples
+                    // are counted as rejected only if the whole batch was.
+                    warn!(rejected_profiles = partial.rejected_profiles, message = %partial.error_message, "collector accepted the export only in part");
+                }
+                stats.add_exported(batch.samples, started.elapsed().as_micros() as u64);
+                queue.done(&batch);
+                if was_failing {
+                    info!("exporting profiles again");
+                    was_failing = false;
+                }
+            }
+            Err(status) if is_retryable(status.code()) => {
+                stats.add_failed_attempt();
+                was_failing = true;
+                let wait = backoff.next_wait();
+                failure_log.warn(|| format!("collector unavailable, retrying in {wait:.1?}: {}: {}", status.code(), status.message()));
+                queue.retry(batch);
+                tokio::time::sleep(wait).await;
+            }
+            Err(status) => {
+                stats.add_failed_attempt();
+                stats.add_rejected(batch.samples);
+                failure_log.warn(|| format!("collector refused {} samples, not retrying: {}: {}", batch.samples, status.code(), status.message()));
+                queue.done(&batch);
+            }
+        }
+    }
+}
+
+/// Codes the OTLP specification says may succeed if retried; everything else is final.
+fn is_retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Cancelled | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::OutOfRange | Code::Unavailable | Code::DataLoss
+    )
+}
+
+/// Logs at most once per interval, saying how many messages it held back.
+struct RateLimitedLog {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn new(interval: Duration) -> Self {
+        RateLimitedLog { interval, last: None, suppressed: 0 }
+    }
+
+    fn warn(&mut self, message: impl FnOnce() -> String) {
+        if self.last.is_some_and(|at| at.elapsed() < self.interval) {
+            self.suppressed += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut self.suppressed);
+        if suppressed > 0 {
+            warn!("{} ({suppressed} similar messages suppressed)", message());
+        } else {
+            warn!("{}", message());
+        }
+        self.last = Some(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_codes_follow_the_otlp_specification() {
+        assert!(is_retryable(Code::Unavailable));
+        assert!(is_retryable(Code::ResourceExhausted));
+        for code in [Code::InvalidArgument, Code::Unimplemented, Code::PermissionDenied, Code::Unauthenticated, Code::Internal, Code::Unknown] {
+            assert!(!is_retryable(code), "{code:?}");
+        }
+    }
+}

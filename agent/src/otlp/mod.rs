@@ -1,0 +1,10 @@
+//! OTLP profiles: the samples of one reporting interval, and their encoding as an
+//! `ExportProfilesServiceRequest` (profiles proto v1development, as devfiler 0.15 speaks it).
+
+mod batch;
+mod builder;
+mod dictionary;
+pub mod resource;
+
+pub use batch::{ProcessMeta, SampleBatch};
+pub use builder::{build_request, BuildContext};

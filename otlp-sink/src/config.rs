@@ -1,0 +1,66 @@
+//! What a [`crate::Sink`] listens on and how it answers.
+
+use std::net::SocketAddr;
+
+/// A server certificate and its private key, both PEM-encoded.
+///
+/// For a self-signed identity (see [`crate::self_signed`]) `cert_pem` is
+/// also what a client trusts as its CA certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsIdentity {
+    /// The certificate (chain), PEM.
+    pub cert_pem: String,
+    /// The private key of the certificate, PEM (PKCS#8).
+    pub key_pem: String,
+}
+
+/// How the sink answers one `Export` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Accept the request fully (empty `ExportProfilesServiceResponse`).
+    Ok,
+    /// Accept the request but report a partial success.
+    PartialSuccess {
+        /// Reported number of rejected profiles.
+        rejected: i64,
+        /// Reported error message.
+        message: String,
+    },
+    /// Fail the call with this gRPC status code; the request is not stored.
+    Status(tonic::Code),
+}
+
+impl Reply {
+    /// Whether a request answered this way counts as accepted (and is stored).
+    pub fn is_accepted(&self) -> bool {
+        !matches!(self, Reply::Status(_))
+    }
+}
+
+/// Configuration of a [`crate::Sink`].
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    /// Address to listen on; port 0 picks a free port (see [`crate::Sink::addr`]).
+    pub listen: SocketAddr,
+    /// Serve TLS with this identity instead of plaintext.
+    pub tls: Option<TlsIdentity>,
+    /// The i-th `Export` call is answered with `script[i]`; calls past the
+    /// end of the script are answered with [`Reply::Ok`].
+    pub script: Vec<Reply>,
+}
+
+impl SinkConfig {
+    /// A plaintext sink on `listen` that accepts everything.
+    pub fn new(listen: SocketAddr) -> Self {
+        SinkConfig {
+            listen,
+            tls: None,
+            script: Vec::new(),
+        }
+    }
+
+    /// A plaintext sink on 127.0.0.1 with a free port that accepts everything.
+    pub fn localhost() -> Self {
+        Self::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+}

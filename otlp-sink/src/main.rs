@@ -1,0 +1,72 @@
+//! `otlp-sink`: run an OTLP profiles receiver and print its totals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use otlp_sink::{self_signed, Retention, Sink, SinkConfig, Stats};
+
+/// An OTLP profiles gRPC receiver that counts what it gets.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:11000")]
+    listen: SocketAddr,
+    /// Serve TLS with a generated self-signed certificate, written (PEM) to
+    /// this path for clients to trust.
+    #[arg(long)]
+    tls_cert_out: Option<PathBuf>,
+    /// Seconds between two stats lines.
+    #[arg(long, default_value_t = 1.0)]
+    stats_interval: f64,
+}
+
+fn stats_line(stats: &Stats) -> String {
+    format!(
+        "requests={} samples={} wire_bytes={}",
+        stats.accepted, stats.samples, stats.bytes_received
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.stats_interval.is_finite() && args.stats_interval > 0.0,
+        "--stats-interval must be a positive number of seconds"
+    );
+    let interval = Duration::from_secs_f64(args.stats_interval);
+
+    let mut config = SinkConfig::new(args.listen);
+    if let Some(path) = &args.tls_cert_out {
+        let identity = self_signed("localhost")?;
+        std::fs::write(path, &identity.cert_pem)
+            .with_context(|| format!("writing the certificate to {}", path.display()))?;
+        config.tls = Some(identity);
+    }
+    let mut sink = Sink::start_with(config, Retention::CountsOnly)?;
+    eprintln!("otlp-sink: listening on {}", sink.addr());
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => println!("{}", stats_line(&sink.stats())),
+                _ = tokio::signal::ctrl_c() => break,
+                _ = sigterm.recv() => break,
+            }
+            anyhow::ensure!(sink.is_running(), "the server stopped unexpectedly");
+        }
+        anyhow::Ok(())
+    })?;
+    let stopped = sink.stop();
+    println!("{}", stats_line(&sink.stats()));
+    stopped.context("stopping the server")
+}
