@@ -50,7 +50,18 @@ pub async fn run(args: Args) -> Result<()> {
             None
         }
     };
-    let endpoint = export::resolve(args.collection_agent.as_deref(), args.disable_tls)?;
+    // The exporter checks its endpoint and TLS set-up before anything touches the kernel.
+    let exporter = match export::resolve(args.collection_agent.as_deref(), args.disable_tls)? {
+        Some(endpoint) => {
+            let (uri, tls) = (endpoint.uri.clone(), endpoint.tls);
+            let interval = Duration::from_secs_f64(args.reporter_interval);
+            let config = ExportConfig { endpoint, tls_ca_file: args.tls_ca_file.clone(), max_queue_bytes: args.max_export_queue_bytes, interval };
+            let exporter = Exporter::start(config)?;
+            info!(endpoint = %uri, tls, "exporting OTLP profiles every {}s", args.reporter_interval);
+            Some(exporter)
+        }
+        None => None,
+    };
     // Signal handlers first: a Ctrl-C during loading must still clean up.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -64,15 +75,9 @@ pub async fn run(args: Args) -> Result<()> {
     let mut collector = Collector::new(FrameNamer::new(kernel), args.max_stacks);
     let period_ns = 1_000_000_000 / args.samples_per_second;
     let host = HostInfo::read();
-    let exporter = match endpoint {
-        Some(endpoint) => {
-            info!(endpoint = %endpoint.uri, tls = endpoint.tls, "exporting OTLP profiles every {}s", args.reporter_interval);
-            let interval = Duration::from_secs_f64(args.reporter_interval);
-            collector.batch = Some(SampleBatch::new(unix_now_ns(), MAX_BATCH_SAMPLES));
-            Some(Exporter::start(ExportConfig { endpoint, tls_ca_file: args.tls_ca_file.clone(), max_queue_bytes: args.max_export_queue_bytes, interval })?)
-        }
-        None => None,
-    };
+    if exporter.is_some() {
+        collector.batch = Some(SampleBatch::new(unix_now_ns(), MAX_BATCH_SAMPLES));
+    }
     let mut export_tick = interval(Duration::from_secs_f64(args.reporter_interval));
     export_tick.reset();
     // SAFETY: the ring buffer owns its fd and keeps it open until `into_inner` hands it back.

@@ -1,0 +1,208 @@
+//! End-to-end tests of OTLP profile export: the real oxeye binary and BPF programs, sending to a
+//! real gRPC receiver (otlp-sink) that can be absent, fail on purpose, or require TLS.
+
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use otlp_sink::{check, stacks, Reply, Sink, SinkConfig};
+use oxeye_tests::{output_dir, run_workload, workload, Oxeye};
+use tonic::Code;
+
+fn sink(script: Vec<Reply>) -> Sink {
+    let mut config = SinkConfig::localhost();
+    config.script = script;
+    Sink::start(config).expect("start otlp-sink")
+}
+
+fn oxeye_to(sink_addr: &str, test: &str, extra: &[&str]) -> Oxeye {
+    let mut args = vec!["--samples-per-second", "99", "--collection-agent", sink_addr, "--reporter-interval", "1"];
+    args.extend_from_slice(extra);
+    Oxeye::start(test, &args)
+}
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// The number a final or summary line reports before `label`, e.g. "12 dropped".
+fn reported(stderr: &str, line_start: &str, label: &str) -> u64 {
+    let line = stderr.lines().rev().find(|l| l.contains(line_start)).unwrap_or_else(|| panic!("no line with {line_start:?}:\n{stderr}"));
+    let before = line.split(label).next().unwrap_or_default();
+    before.split_whitespace().last().and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok()).unwrap_or_else(|| panic!("no number before {label:?} in {line:?}"))
+}
+
+#[test]
+fn exported_profiles_carry_whole_chains_and_valid_dictionaries() {
+    let sink = sink(Vec::new());
+    let chain = workload("chain");
+    let oxeye = oxeye_to(&sink.addr().to_string(), "export-chain", &["--disable-tls"]);
+    let chain_pid = run_workload(&chain, &["3"]);
+    let finished = oxeye.stop();
+    finished.assert_success();
+    let requests = sink.requests();
+    assert!(!requests.is_empty(), "no request arrived:\n{}", finished.stderr);
+
+    let (mut chain_samples, mut whole_chains, mut all_samples) = (0u64, 0u64, 0u64);
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    for request in &requests {
+        check::all(request).unwrap_or_else(|problem| panic!("invalid request: {problem}"));
+        for profile in request.resource_profiles.iter().flat_map(|r| &r.scope_profiles).flat_map(|s| &s.profiles) {
+            for sample in &profile.samples {
+                for &t in &sample.timestamps_unix_nano {
+                    assert!(t >= profile.time_unix_nano && t < profile.time_unix_nano + profile.duration_nano, "timestamp outside its profile");
+                }
+            }
+        }
+        for sample in stacks(request) {
+            all_samples += sample.count;
+            if sample.resource.get("process.pid") != Some(&chain_pid.to_string()) {
+                continue;
+            }
+            let expected_resource: BTreeMap<&str, String> = [
+                ("service.name", "chain".to_owned()),
+                ("process.executable.name", "chain".to_owned()),
+                ("process.executable.path", chain.display().to_string()),
+                ("host.name", hostname.clone()),
+                ("host.arch", if cfg!(target_arch = "x86_64") { "amd64" } else { "arm64" }.to_owned()),
+            ]
+            .into();
+            for (key, value) in &expected_resource {
+                assert_eq!(sample.resource.get(*key), Some(value), "resource attribute {key}: {:?}", sample.resource);
+            }
+            assert_eq!(sample.attributes.get("thread.id"), Some(&chain_pid.to_string()));
+            assert_eq!(sample.attributes.get("thread.name").map(String::as_str), Some("chain"));
+            let cpu: usize = sample.attributes["cpu.logical_number"].parse().unwrap();
+            assert!(cpu < thread::available_parallelism().unwrap().get(), "cpu {cpu}");
+            assert_eq!(sample.count as usize, sample.timestamps.len(), "one timestamp per sample");
+            chain_samples += sample.count;
+            // Stacks are stored innermost first.
+            for leaf in ["leaf_a", "leaf_b"] {
+                if sample.frames.starts_with(&[leaf.to_owned(), "middle".into(), "outer".into(), "main".into()]) {
+                    assert!(sample.frame_types[..4].iter().all(|t| t == "native"), "{:?}", sample.frame_types);
+                    whole_chains += sample.count;
+                }
+            }
+        }
+    }
+    assert!(chain_samples >= 150, "only {chain_samples} samples of chain arrived");
+    let share = whole_chains as f64 / chain_samples as f64;
+    assert!(share >= 0.90, "{:.1}% of chain's exported samples carry main→outer→middle→leaf", share * 100.0);
+    // Everything sampled was exported: the collector got what the local profile counted.
+    assert_eq!(all_samples, finished.folded().total(), "exported samples differ from the local profile");
+    assert_eq!(reported(&finished.stderr, "exported", "dropped"), 0, "{}", finished.stderr);
+}
+
+#[test]
+fn collector_down_at_start_then_up_gets_new_profiles_within_the_queue_bound() {
+    // A port nobody listens on yet.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let queue_bound = 16 * 1024;
+    let bound = queue_bound.to_string();
+    let oxeye = oxeye_to(&address, "export-down", &["--disable-tls", "--max-export-queue-bytes", &bound, "--summary-interval", "1"]);
+    let chain = workload("chain");
+    let mut busy = std::process::Command::new(&chain).arg("25").spawn().unwrap();
+    let started = Instant::now();
+    let mut peak_rss_kib = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", oxeye.pid())).unwrap();
+        let rss: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap();
+        peak_rss_kib = peak_rss_kib.max(rss);
+        thread::sleep(Duration::from_millis(250));
+    }
+    let mut config = SinkConfig::new(address.parse().unwrap());
+    config.script = Vec::new();
+    let sink = Sink::start(config).expect("start the late collector");
+    let up_at = unix_now_ns();
+    // Back-off may have grown to about 16 s ± 50% while the collector was down.
+    let arrived = sink.wait_for_requests(1, Duration::from_secs(40));
+    thread::sleep(Duration::from_secs(2));
+    let finished = oxeye.stop();
+    let _ = busy.kill();
+    let _ = busy.wait();
+    finished.assert_success();
+    assert!(arrived, "nothing arrived after the collector came up:\n{}", finished.stderr);
+    let newest = sink.requests().iter().flat_map(stacks).flat_map(|s| s.timestamps).max().unwrap_or(0);
+    assert!(newest >= up_at, "no sample taken after the collector came up arrived");
+    let dropped = reported(&finished.stderr, "exported", "dropped");
+    assert!(dropped > 0, "10 s of samples cannot fit in {queue_bound} bytes, yet none were reported dropped:\n{}", finished.stderr);
+    for line in finished.stderr.lines().filter(|l| l.contains("queue ")) {
+        let kib: usize = line.split("queue ").nth(1).and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap();
+        assert!(kib * 1024 <= queue_bound, "queue above its bound: {line}");
+    }
+    assert!(peak_rss_kib < 60 * 1024, "oxeye grew to {peak_rss_kib} KiB while the collector was down");
+}
+
+#[test]
+fn unavailable_collector_is_retried_until_it_recovers() {
+    let sink = sink(vec![Reply::Status(Code::Unavailable), Reply::Status(Code::Unavailable)]);
+    let oxeye = oxeye_to(&sink.addr().to_string(), "export-retry", &["--disable-tls"]);
+    run_workload(&workload("chain"), &["3"]);
+    let finished = oxeye.stop();
+    finished.assert_success();
+    assert!(sink.attempts() >= 3, "only {} attempts", sink.attempts());
+    assert!(!sink.requests().is_empty(), "nothing accepted after the collector recovered");
+    let exported: u64 = sink.requests().iter().map(otlp_sink::total_samples).sum();
+    assert_eq!(reported(&finished.stderr, "exported", "samples"), exported);
+    assert_eq!(reported(&finished.stderr, "exported", "dropped"), 0, "retried batches must not be lost:\n{}", finished.stderr);
+    assert_eq!(exported, finished.folded().total(), "every sample reached the collector in the end");
+}
+
+#[test]
+fn non_retryable_errors_are_not_retried() {
+    let sink = sink(vec![Reply::Status(Code::InvalidArgument); 1000]);
+    let oxeye = oxeye_to(&sink.addr().to_string(), "export-refused", &["--disable-tls"]);
+    run_workload(&workload("chain"), &["3"]);
+    let finished = oxeye.stop();
+    finished.assert_success();
+    let attempts = sink.attempts();
+    // About one batch per second of running plus the final one; each is tried exactly once.
+    assert!((2..=10).contains(&attempts), "{attempts} attempts for about 5 batches:\n{}", finished.stderr);
+    assert!(sink.requests().is_empty());
+    assert!(reported(&finished.stderr, "exported", "refused") > 0, "{}", finished.stderr);
+    assert!(finished.stderr.contains("not retrying"), "{}", finished.stderr);
+}
+
+#[test]
+fn tls_collector_is_trusted_only_with_its_ca() {
+    let identity = otlp_sink::self_signed("localhost").expect("make a certificate");
+    let ca_file = output_dir("export-tls-ca").join("ca.pem");
+    std::fs::write(&ca_file, &identity.cert_pem).unwrap();
+    let mut config = SinkConfig::localhost();
+    config.tls = Some(identity);
+    let sink = Sink::start(config).expect("start TLS sink");
+    let address = format!("localhost:{}", sink.addr().port());
+    let ca = ca_file.to_str().unwrap();
+
+    let without_ca = oxeye_to(&address, "export-tls-refused", &[]);
+    thread::sleep(Duration::from_secs(3));
+    let finished = without_ca.stop();
+    finished.assert_success();
+    assert!(sink.requests().is_empty(), "oxeye sent profiles to a server it should not trust");
+    assert!(reported(&finished.stderr, "exported", "failed attempts") > 0, "{}", finished.stderr);
+
+    let with_ca = oxeye_to(&address, "export-tls", &["--tls-ca-file", ca]);
+    run_workload(&workload("chain"), &["2"]);
+    let finished = with_ca.stop();
+    finished.assert_success();
+    assert!(!sink.requests().is_empty(), "nothing arrived over TLS with --tls-ca-file:\n{}", finished.stderr);
+    assert_eq!(reported(&finished.stderr, "exported", "dropped"), 0, "{}", finished.stderr);
+}
+
+#[test]
+fn bad_endpoints_are_clear_errors() {
+    for (args, expected) in [
+        (&["--collection-agent", "nohost"][..], "must be HOST:PORT"),
+        (&["--collection-agent", "ftp://x:1"], "unsupported scheme"),
+        (&["--collection-agent", "127.0.0.1:1", "--disable-tls", "--tls-ca-file", "/nonexistent"], "needs TLS"),
+    ] {
+        let output = std::process::Command::new(oxeye_tests::oxeye_bin()).args(args).arg("--duration").arg("1").output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected) && stderr.trim().lines().count() == 1, "{args:?}: {stderr}");
+    }
+}
