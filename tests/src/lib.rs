@@ -90,10 +90,16 @@ impl Oxeye {
     /// Starts oxeye with `args` (plus `--no-live` and `--output-dir`) and waits until it
     /// samples.
     pub fn start(test: &str, args: &[&str]) -> Oxeye {
+        Oxeye::start_with_env(test, args, &[])
+    }
+
+    /// Like [`Oxeye::start`], with extra environment variables.
+    pub fn start_with_env(test: &str, args: &[&str], env: &[(&str, &str)]) -> Oxeye {
         require_root();
         let out_dir = output_dir(test);
         let stderr_path = out_dir.join("oxeye.stderr");
         let child = Command::new(oxeye_bin())
+            .envs(env.iter().copied())
             .args(args)
             .arg("--no-live")
             .arg("--output-dir")

@@ -194,6 +194,28 @@ fn tls_collector_is_trusted_only_with_its_ca() {
 }
 
 #[test]
+fn standard_otlp_environment_variables_are_honoured() {
+    let sink = sink(Vec::new());
+    let endpoint = format!("http://{}", sink.addr());
+    let env = [
+        ("OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci,service.name=from-env"),
+    ];
+    let oxeye = Oxeye::start_with_env("export-env", &["--samples-per-second", "99", "--reporter-interval", "1"], &env);
+    let chain_pid = run_workload(&workload("chain"), &["2"]);
+    let finished = oxeye.stop();
+    finished.assert_success();
+    let chain: Vec<_> = sink.requests().iter().flat_map(stacks).filter(|s| s.resource.get("process.pid") == Some(&chain_pid.to_string())).collect();
+    assert!(!chain.is_empty(), "nothing arrived at the endpoint from OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT:\n{}", finished.stderr);
+    for sample in chain {
+        assert_eq!(sample.resource.get("deployment.environment").map(String::as_str), Some("ci"));
+        assert_eq!(sample.resource.get("service.name").map(String::as_str), Some("from-env"), "OTEL_RESOURCE_ATTRIBUTES overrides");
+        assert_eq!(sample.resource.get("process.executable.name").map(String::as_str), Some("chain"));
+    }
+}
+
+#[test]
 fn bad_endpoints_are_clear_errors() {
     for (args, expected) in [
         (&["--collection-agent", "nohost"][..], "must be HOST:PORT"),

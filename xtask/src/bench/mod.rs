@@ -17,6 +17,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+mod sink;
+
 use crate::{
     build::{self, BuildArgs},
     setup,
@@ -38,6 +40,8 @@ pub struct BenchArgs {
 enum Agent {
     None,
     Oxeye(u32),
+    /// oxeye also exporting OTLP profiles to a local receiver.
+    OxeyeExport(u32),
     Perf(u32),
 }
 
@@ -46,6 +50,7 @@ impl Agent {
         match self {
             Agent::None => "no agent".into(),
             Agent::Oxeye(hz) => format!("oxeye -F {hz}"),
+            Agent::OxeyeExport(hz) => format!("oxeye -F {hz} + OTLP export"),
             Agent::Perf(hz) => format!("perf record -F {hz} -a -g"),
         }
     }
@@ -60,6 +65,8 @@ struct Measurement {
     agent_peak_rss: u64,
     /// Nanoseconds the sampler BPF program ran per invocation (oxeye only).
     bpf_ns_per_sample: Option<f64>,
+    /// Bytes the receiver read from the socket and samples it got (OTLP export only).
+    export: Option<(u64, u64)>,
 }
 
 /// Turns on the kernel's BPF run-time statistics for the benchmark and restores the setting.
@@ -103,17 +110,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let oxeye = build::run(&BuildArgs { release: true, target: None })?;
     let burn = compile_burn()?;
     let cpus = thread::available_parallelism().map_or(2, |n| n.get());
-    let agents = [Agent::None, Agent::Oxeye(20), Agent::Oxeye(99), Agent::Perf(99)];
+    let agents = [Agent::None, Agent::Oxeye(20), Agent::Oxeye(99), Agent::OxeyeExport(99), Agent::Perf(99)];
     let work_dir = root().join("target/bench");
     fs::create_dir_all(&work_dir)?;
     let _stats = BpfStats::enable()?;
+    let sink = sink::SinkProcess::start(&sink::build()?, &work_dir)?;
 
     say(format!("benchmark: {cpus} busy threads, {} s per run, {} rounds", args.seconds, args.rounds));
     let mut results: Vec<Vec<Measurement>> = agents.iter().map(|_| Vec::new()).collect();
     for round in 0..args.rounds {
         for offset in 0..agents.len() {
             let index = (round + offset) % agents.len();
-            let m = measure(agents[index], &oxeye, &burn, cpus, args.seconds, &work_dir)?;
+            let m = measure(agents[index], &oxeye, &burn, cpus, args.seconds, &work_dir, &sink)?;
             eprintln!(
                 "    round {}: {:<26} {:>14.0} iterations/s  agent CPU {:>6.2}%  RSS {:>6.1} MB",
                 round + 1,
@@ -142,15 +150,32 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("{:<26} {:>18.4} {:>24.2}% {:>12.1} MB {:>16}", agent.label(), ratio, cpu, rss, bpf);
     }
     println!("targets (oxeye -F 20): throughput ratio >= 0.99, CPU < 1% of one core, RSS < 60 MB");
+
+    let export_index = agents.iter().position(|a| matches!(a, Agent::OxeyeExport(_))).expect("export is benchmarked");
+    let local_index = agents.iter().position(|a| *a == Agent::Oxeye(99)).expect("oxeye -F 99 is benchmarked");
+    let (bytes, samples) = results[export_index].iter().filter_map(|m| m.export).fold((0, 0), |(b, s), (mb, ms)| (b + mb, s + ms));
+    let per_round_cost: Vec<f64> = (0..args.rounds).map(|r| (results[export_index][r].agent_cpu - results[local_index][r].agent_cpu) * 100.0).collect();
+    println!(
+        "\nOTLP export at 99 Hz (reporter interval 5 s, gzip): {:.1} bytes on the wire per sample ({samples} samples, {bytes} bytes read by the receiver, connection set-up included); export CPU cost {:+.2}% of one core (median of per-round differences)",
+        bytes as f64 / samples.max(1) as f64,
+        median(per_round_cost),
+    );
+    println!("target: <= 20 bytes per sample");
     Ok(())
 }
 
-fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, work_dir: &Path) -> Result<Measurement> {
+#[allow(clippy::too_many_arguments)]
+fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, work_dir: &Path, sink: &sink::SinkProcess) -> Result<Measurement> {
+    let sink_before = sink.stats();
     let mut child = match agent {
         Agent::None => None,
-        Agent::Oxeye(hz) => {
+        Agent::Oxeye(hz) | Agent::OxeyeExport(hz) => {
             let log = work_dir.join("oxeye.stderr");
-            let child = Command::new(oxeye)
+            let mut command = Command::new(oxeye);
+            if matches!(agent, Agent::OxeyeExport(_)) {
+                command.args(["--collection-agent", sink.address(), "--disable-tls"]);
+            }
+            let child = command
                 .args(["--samples-per-second", &hz.to_string(), "--no-live", "--summary-interval", "3600", "--output-dir"])
                 .arg(work_dir)
                 .stdout(Stdio::null())
@@ -182,12 +207,17 @@ fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, w
         bail!("the workload failed: {}", output.status);
     }
     let iterations: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().context("the workload printed no count")?;
-    let bpf_ns_per_sample = matches!(agent, Agent::Oxeye(_)).then(|| bpf_ns_per_run("oxeye_sample")).flatten();
+    let bpf_ns_per_sample = matches!(agent, Agent::Oxeye(_) | Agent::OxeyeExport(_)).then(|| bpf_ns_per_run("oxeye_sample")).flatten();
     let mut peak_rss = 0;
     if let Some(child) = child.take() {
         peak_rss = stop_and_peak_rss(child.id())?;
     }
-    Ok(Measurement { throughput: iterations / wall, agent_cpu: (cpu_after - cpu_before) as f64 / 1e9 / wall, agent_peak_rss: peak_rss, bpf_ns_per_sample })
+    let export = matches!(agent, Agent::OxeyeExport(_)).then(|| {
+        sink.wait_for_quiet();
+        let after = sink.stats();
+        (after.wire_bytes - sink_before.wire_bytes, after.samples - sink_before.samples)
+    });
+    Ok(Measurement { throughput: iterations / wall, agent_cpu: (cpu_after - cpu_before) as f64 / 1e9 / wall, agent_peak_rss: peak_rss, bpf_ns_per_sample, export })
 }
 
 /// CPU time of all threads of `pid`, in nanoseconds (from schedstat, which is precise).
