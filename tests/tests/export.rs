@@ -153,6 +153,18 @@ fn unavailable_collector_is_retried_until_it_recovers() {
 }
 
 #[test]
+fn partial_success_is_logged_with_its_counts() {
+    let sink = sink(vec![Reply::PartialSuccess { rejected: 3, message: "three profiles too old".into() }]);
+    let oxeye = oxeye_to(&sink.addr().to_string(), "export-partial", &["--disable-tls"]);
+    run_workload(&workload("chain"), &["2"]);
+    let finished = oxeye.stop();
+    finished.assert_success();
+    let line = finished.stderr.lines().find(|l| l.contains("only in part")).unwrap_or_else(|| panic!("partial success not logged:\n{}", finished.stderr));
+    assert!(line.contains("rejected_profiles=3") && line.contains("three profiles too old"), "{line}");
+    assert!(sink.attempts() >= 2, "later batches still go out");
+}
+
+#[test]
 fn non_retryable_errors_are_not_retried() {
     let sink = sink(vec![Reply::Status(Code::InvalidArgument); 1000]);
     let oxeye = oxeye_to(&sink.addr().to_string(), "export-refused", &["--disable-tls"]);
