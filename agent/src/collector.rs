@@ -126,7 +126,8 @@ impl Collector {
             } else {
                 processes.meta(pid, &process)
             };
-            batch.push(pid, tid, header.cpu, time, &thread, &self.frames, process_meta);
+            let origin = crate::otlp::BatchSample { pid, tid, cpu: header.cpu, time_unix_nano: time, thread_name: 0, stack: 0 };
+            batch.push(origin, &thread, &self.frames, process_meta);
         }
     }
 }

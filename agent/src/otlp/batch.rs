@@ -70,13 +70,14 @@ impl SampleBatch {
         }
     }
 
-    /// Records one sample; `process` is needed the first time a pid appears in the batch.
-    pub fn push(&mut self, pid: u32, tid: u32, cpu: u32, time_unix_nano: u64, thread: &str, frames: &[Frame], process: impl FnOnce() -> ProcessMeta) {
+    /// Records one sample: `origin` with its `stack_id` and `thread_name` still unset. `process`
+    /// is called the first time a pid appears in the batch.
+    pub fn push(&mut self, origin: BatchSample, thread: &str, frames: &[Frame], process: impl FnOnce() -> ProcessMeta) {
         if self.samples.len() >= self.max_samples {
             self.dropped += 1;
             return;
         }
-        self.processes.entry(pid).or_insert_with(process);
+        self.processes.entry(origin.pid).or_insert_with(process);
         let stack = match self.stack_ids.get(frames) {
             Some(&id) => id,
             None => {
@@ -96,6 +97,6 @@ impl SampleBatch {
                 id
             }
         };
-        self.samples.push(BatchSample { pid, tid, cpu, time_unix_nano, thread_name, stack });
+        self.samples.push(BatchSample { thread_name, stack, ..origin });
     }
 }

@@ -65,8 +65,7 @@ pub fn container_id(cgroup: &str) -> Option<String> {
         .lines()
         .filter_map(|line| line.splitn(3, ':').nth(2))
         .flat_map(|path| path.split(['/', '-', '.', ':']))
-        .filter(|part| part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit()))
-        .last()
+        .rfind(|part| part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_owned)
 }
 
