@@ -4,6 +4,8 @@
 //!   build ID, and the mapping from file offsets to virtual addresses.
 //! - [`kallsyms::KernelSymbols`]: kernel and module function symbols from `/proc/kallsyms`.
 //! - [`file_id::FileId`]: the "htlhash" file ID OpenTelemetry profilers identify files by.
+//! - [`unwind::UnwindTable`]: unwind rules compiled from `.eh_frame` for unwinding without frame
+//!   pointers.
 //! - [`demangle::demangle`]: Rust (legacy and v0) and C++ (Itanium) names made readable.
 //!
 //! Nothing here reads a file per lookup: load once, look up many times.
@@ -25,6 +27,7 @@ pub mod elf;
 pub mod file_id;
 mod error;
 pub mod kallsyms;
+pub mod unwind;
 mod symbol_table;
 
 pub use error::Error;

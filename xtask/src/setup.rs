@@ -24,7 +24,7 @@ const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
 /// in the kernel, setpriv to run unprivileged, protoc + Python protobuf + pprof's own
 /// `profile.proto` to read the pprof output with a reader that is not ours.
 const TEST_PACKAGES: &[&str] =
-    &["gcc", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev"];
+    &["gcc", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev", "libc6-arm64-cross", "binutils"];
 /// Packages the benchmark uses: `perf` as the reference profiler.
 const BENCH_PACKAGES: &[&str] = &["gcc", "linux-perf"];
 /// Packages for cross-building the agent for arm64.
