@@ -102,7 +102,8 @@ impl ElfSymbols {
         self.segments
             .iter()
             .find(|s| offset >= s.file_offset && offset - s.file_offset < s.file_size)
-            .map(|s| offset - s.file_offset + s.address)
+            // Hostile headers can put a segment at the top of the address space.
+            .and_then(|s| (offset - s.file_offset).checked_add(s.address))
     }
 
     /// The function containing file offset `offset`.
@@ -161,6 +162,19 @@ mod tests {
         for cut in [0, 4, 16, 63, 64, 100, 4096] {
             // Truncated images must give an error or a partial result, never a panic.
             let _ = ElfSymbols::parse(&exe[..cut.min(exe.len())]);
+        }
+    }
+
+    /// Found by `cargo fuzz run elf_symbols`: a segment address near `u64::MAX` overflowed the
+    /// offset-to-address translation.
+    #[test]
+    fn regression_segment_address_overflow() {
+        let data = include_bytes!("testdata/segment-address-overflow.elf");
+        if let Ok(elf) = ElfSymbols::parse(data) {
+            for segment in elf.segments() {
+                let _ = elf.lookup_file_offset(segment.file_offset);
+                let _ = elf.file_offset_to_address(segment.file_offset.saturating_add(segment.file_size.saturating_sub(1)));
+            }
         }
     }
 
