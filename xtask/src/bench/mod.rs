@@ -18,6 +18,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 mod sink;
+mod unwind;
 
 use crate::{
     build::{self, BuildArgs},
@@ -28,6 +29,9 @@ use crate::{
 /// Flags of `cargo xtask bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
+    /// Only the unwind-table figures (no workload runs).
+    #[arg(long)]
+    unwind_only: bool,
     /// Rounds (each runs every configuration once); medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -105,6 +109,9 @@ fn bpf_ns_per_run(name: &str) -> Option<f64> {
 
 /// Runs the benchmark and prints the table.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.unwind_only {
+        return unwind::run();
+    }
     setup::ensure_build_tools()?;
     setup::ensure_bench_tools()?;
     let oxeye = build::run(&BuildArgs { release: true, target: None })?;
@@ -161,7 +168,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         median(per_round_cost),
     );
     println!("target: <= 20 bytes per sample");
-    Ok(())
+    unwind::run()
 }
 
 #[allow(clippy::too_many_arguments)]
