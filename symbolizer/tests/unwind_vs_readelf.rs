@@ -26,6 +26,16 @@ struct ReadelfFde {
     rows: Vec<ReadelfRow>,
 }
 
+/// A CIE or FDE block of readelf's output while it is being read.
+struct Entry {
+    /// For an FDE: its CIE's offset and its range. For a CIE: `None`.
+    fde: Option<(String, u64, u64)>,
+    /// Offset of the entry (CIEs are looked up by it).
+    offset: String,
+    columns: Vec<String>,
+    rows: Vec<ReadelfRow>,
+}
+
 fn readelf_fdes(path: &Path, fp_name: &str) -> Vec<ReadelfFde> {
     let output = Command::new("readelf").arg("--debug-dump=frames-interp").arg(path).output().expect("run readelf (binutils)");
     // readelf exits 1 when the file has no .debug_frame even though it dumped .eh_frame.
@@ -33,47 +43,49 @@ fn readelf_fdes(path: &Path, fp_name: &str) -> Vec<ReadelfFde> {
     assert!(text.contains("Contents of the .eh_frame section") || text.contains("Contents of the .debug_frame section"), "readelf dumped no frames for {}", path.display());
     let mut cie_rows: HashMap<String, Vec<ReadelfRow>> = HashMap::new();
     let mut fdes = Vec::new();
-    // (is_fde, cie offset or own offset, range, columns, rows)
-    let mut current: Option<(bool, String, (u64, u64), Vec<String>, Vec<ReadelfRow>)> = None;
-    let mut finish = |entry: Option<(bool, String, (u64, u64), Vec<String>, Vec<ReadelfRow>)>, cie_rows: &mut HashMap<String, Vec<ReadelfRow>>| {
-        if let Some((is_fde, key, (start, end), _, rows)) = entry {
-            if is_fde {
-                let rows = if rows.is_empty() {
-                    cie_rows.get(&key).cloned().unwrap_or_default().into_iter().map(|r| ReadelfRow { loc: start, ..r }).collect()
+    let mut finish = |entry: Option<Entry>, cie_rows: &mut HashMap<String, Vec<ReadelfRow>>| {
+        let Some(entry) = entry else { return };
+        match entry.fde {
+            // An FDE without rows of its own has its CIE's initial rules throughout.
+            Some((cie, start, end)) => {
+                let rows = if entry.rows.is_empty() {
+                    cie_rows.get(&cie).cloned().unwrap_or_default().into_iter().map(|r| ReadelfRow { loc: start, ..r }).collect()
                 } else {
-                    rows
+                    entry.rows
                 };
                 fdes.push(ReadelfFde { end, rows });
-            } else {
-                cie_rows.insert(key, rows);
+            }
+            None => {
+                cie_rows.insert(entry.offset, entry.rows);
             }
         }
     };
+    let mut current: Option<Entry> = None;
     for line in text.lines() {
         // Register values print as "r9 (r9)": drop the parenthesized names so columns line up.
         let line = drop_parenthesized(line);
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.len() >= 4 && words[3] == "CIE" {
             finish(current.take(), &mut cie_rows);
-            current = Some((false, words[0].to_owned(), (0, 0), Vec::new(), Vec::new()));
+            current = Some(Entry { fde: None, offset: words[0].to_owned(), columns: Vec::new(), rows: Vec::new() });
         } else if words.len() >= 6 && words[3] == "FDE" {
             finish(current.take(), &mut cie_rows);
             let cie = words[4].trim_start_matches("cie=").to_owned();
-            let range = words[5].trim_start_matches("pc=");
-            let (start, end) = range.split_once("..").expect("pc=a..b");
+            let (start, end) = words[5].trim_start_matches("pc=").split_once("..").expect("pc=a..b");
             let parse = |s: &str| u64::from_str_radix(s, 16).expect("hex address");
-            current = Some((true, cie, (parse(start), parse(end)), Vec::new(), Vec::new()));
+            current = Some(Entry { fde: Some((cie, parse(start), parse(end))), offset: words[0].to_owned(), columns: Vec::new(), rows: Vec::new() });
         } else if words.first() == Some(&"LOC") {
             if let Some(entry) = current.as_mut() {
-                entry.3 = words.iter().map(|w| w.to_string()).collect();
+                entry.columns = words.iter().map(|w| w.to_string()).collect();
             }
         } else if let (Some(entry), Some(first)) = (current.as_mut(), words.first()) {
             let Ok(loc) = u64::from_str_radix(first, 16) else { continue };
-            if first.len() != 16 || entry.3.is_empty() {
+            if first.len() != 16 || entry.columns.is_empty() {
                 continue;
             }
-            let column = |name: &str| entry.3.iter().position(|c| c == name).and_then(|i| words.get(i)).map(|s| s.to_string());
-            entry.4.push(ReadelfRow { loc, cfa: words[1].to_owned(), ra: column("ra"), fp: column(fp_name) });
+            let column = |name: &str| entry.columns.iter().position(|c| c == name).and_then(|i| words.get(i)).map(|s| s.to_string());
+            let row = ReadelfRow { loc, cfa: words[1].to_owned(), ra: column("ra"), fp: column(fp_name) };
+            entry.rows.push(row);
         }
     }
     finish(current.take(), &mut cie_rows);
