@@ -50,6 +50,14 @@ enum Agent {
 }
 
 impl Agent {
+    /// Samples per second per CPU, for oxeye.
+    fn rate(self) -> Option<u32> {
+        match self {
+            Agent::Oxeye(hz) | Agent::OxeyeExport(hz) => Some(hz),
+            Agent::None | Agent::Perf(_) => None,
+        }
+    }
+
     fn label(self) -> String {
         match self {
             Agent::None => "no agent".into(),
@@ -142,21 +150,34 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 
     println!("\noxeye benchmark: CPU-bound workload on {cpus} threads, {} s per run, medians of {} rounds", args.seconds, args.rounds);
-    println!("{:<26} {:>18} {:>25} {:>15} {:>16}", "configuration", "throughput / none", "agent CPU (% of 1 core)", "agent peak RSS", "BPF per sample");
+    println!(
+        "{:<26} {:>18} {:>25} {:>15} {:>16} {:>18}",
+        "configuration", "throughput / none", "agent CPU (% of 1 core)", "agent peak RSS", "BPF per sample", "est. cost (% all)"
+    );
     for (index, agent) in agents.iter().enumerate() {
         let ratios: Vec<f64> = (0..args.rounds).map(|r| results[index][r].throughput / results[0][r].throughput).collect();
         let ratio = median(ratios);
         if *agent == Agent::None {
-            println!("{:<26} {:>18.4} {:>25} {:>15} {:>16}", agent.label(), ratio, "-", "-", "-");
+            println!("{:<26} {:>18.4} {:>25} {:>15} {:>16} {:>18}", agent.label(), ratio, "-", "-", "-", "-");
             continue;
         }
         let cpu = median(results[index].iter().map(|m| m.agent_cpu * 100.0).collect());
         let rss = median(results[index].iter().map(|m| m.agent_peak_rss as f64 / 1e6).collect());
         let bpf: Vec<f64> = results[index].iter().filter_map(|m| m.bpf_ns_per_sample).collect();
-        let bpf = if bpf.is_empty() { "-".to_owned() } else { format!("{:.2} µs", median(bpf) / 1000.0) };
-        println!("{:<26} {:>18.4} {:>24.2}% {:>12.1} MB {:>16}", agent.label(), ratio, cpu, rss, bpf);
+        // What the agent takes from the workload by CPU accounting, immune to run-to-run noise:
+        // its own CPU plus the sampler's BPF time at its rate on every CPU, over all CPUs.
+        let (bpf, cost) = match (bpf.is_empty(), agent.rate()) {
+            (false, Some(hz)) => {
+                let bpf_ns = median(bpf);
+                let bpf_share = bpf_ns * 1e-9 * f64::from(hz) * 100.0; // % of one core
+                (format!("{:.2} µs", bpf_ns / 1000.0), format!("{:.3}%", (cpu + bpf_share * cpus as f64) / cpus as f64))
+            }
+            _ => ("-".to_owned(), "-".to_owned()),
+        };
+        println!("{:<26} {:>18.4} {:>24.2}% {:>12.1} MB {:>16} {:>18}", agent.label(), ratio, cpu, rss, bpf, cost);
     }
     println!("targets (oxeye -F 20): throughput ratio >= 0.99, CPU < 1% of one core, RSS < 60 MB");
+    println!("(the workload's own throughput varies by a few percent between runs here; 'est. cost' is the agent's share of all CPUs by accounting)");
 
     let export_index = agents.iter().position(|a| matches!(a, Agent::OxeyeExport(_))).expect("export is benchmarked");
     let local_index = agents.iter().position(|a| *a == Agent::Oxeye(99)).expect("oxeye -F 99 is benchmarked");
