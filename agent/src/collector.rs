@@ -112,7 +112,8 @@ impl Collector {
             });
         }
         let thread = comm_str(&header.comm);
-        let process = if pid == tid || pid == 0 { thread.clone().into_owned() } else { self.processes.name(pid, &thread).to_owned() };
+        // The main thread's name is the process's name: no lookup (or allocation) needed.
+        let process: std::borrow::Cow<'_, str> = if pid == tid || pid == 0 { thread.clone() } else { self.processes.name(pid, &thread).to_owned().into() };
         if let Some(&leaf) = self.frames.first() {
             let name = self.namer.name(leaf, &mut self.objects);
             self.top.add(name);
@@ -122,7 +123,7 @@ impl Collector {
             let time = header.timestamp_ns.wrapping_add(self.monotonic_to_unix_ns);
             let processes = &mut self.processes;
             let process_meta = || if pid == 0 {
-                crate::otlp::ProcessMeta { name: process.as_str().into(), ..Default::default() }
+                crate::otlp::ProcessMeta { name: process.as_ref().into(), ..Default::default() }
             } else {
                 processes.meta(pid, &process)
             };
