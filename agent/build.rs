@@ -37,7 +37,7 @@ fn main() {
         .args(["build", "--release", "--package", "agent-ebpf", "--target", "bpfel-unknown-none"])
         .args(["-Z", "build-std=core", "--ignore-rust-version", "--target-dir"])
         .arg(&bpf_target_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", format!("-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f--cfg=bpf_target_arch=\"{arch}\""));
+        .env("CARGO_ENCODED_RUSTFLAGS", format!("-Cdebuginfo=2\x1f-Ctarget-cpu=v3\x1f-Clink-arg=--btf\x1f--cfg=bpf_target_arch=\"{arch}\""));
     // Nothing of the outer build may leak into the BPF build.
     for var in [
         "RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR",

@@ -21,11 +21,15 @@ pub enum Counter {
     UserStackError = 6,
     /// Process exec/exit events lost because the ring buffer was full.
     ProcessEventRingFull = 7,
+    /// Samples of processes the unwinder had no mappings for yet (walked with frame pointers).
+    UnwindUnknownProcess = 8,
+    /// The unwinder's tail call failed (the sample is sent with the frames found so far).
+    UnwindTailCallFailed = 9,
 }
 
 impl Counter {
     /// Number of counters: the `COUNTERS` array's size.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -37,6 +41,8 @@ impl Counter {
         Counter::KernelStackError,
         Counter::UserStackError,
         Counter::ProcessEventRingFull,
+        Counter::UnwindUnknownProcess,
+        Counter::UnwindTailCallFailed,
     ];
 
     /// A short snake_case name for logs and summaries.
@@ -50,6 +56,8 @@ impl Counter {
             Counter::KernelStackError => "kernel_stack_error",
             Counter::UserStackError => "user_stack_error",
             Counter::ProcessEventRingFull => "process_event_ring_full",
+            Counter::UnwindUnknownProcess => "unwind_unknown_process",
+            Counter::UnwindTailCallFailed => "unwind_tail_call_failed",
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod counters;
 pub mod records;
 pub mod sampler;
+pub mod unwind;
 
 /// Implements `aya::Pod` for plain-data types when built for user space.
 macro_rules! impl_pod {

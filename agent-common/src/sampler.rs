@@ -2,8 +2,10 @@
 
 /// Most kernel frames kept per sample.
 pub const MAX_KERNEL_FRAMES: usize = 64;
-/// Most user frames kept per sample (the kernel's default `perf_event_max_stack` is 127).
-pub const MAX_USER_FRAMES: usize = 127;
+/// Most user frames walked per sample.
+pub const MAX_USER_FRAMES: usize = 128;
+/// Room for both stacks in [`SampleRecord::frames`].
+pub const MAX_FRAMES: usize = MAX_KERNEL_FRAMES + MAX_USER_FRAMES;
 
 /// Configuration set by user space at load time through the `SAMPLER_CONFIG` global.
 #[repr(C)]
@@ -31,28 +33,38 @@ pub struct SampleHeader {
     pub tid: u32,
     /// `bpf_ktime_get_ns()` at the sample (CLOCK_MONOTONIC).
     pub timestamp_ns: u64,
-    /// Valid entries in [`SampleRecord::kernel_frames`].
+    /// Kernel frames at the start of [`SampleRecord::frames`].
     pub kernel_frame_count: u32,
-    /// Valid entries in [`SampleRecord::user_frames`].
+    /// User frames in [`SampleRecord::frames`], right after the kernel ones.
     pub user_frame_count: u32,
+    /// Why the user stack ended: a [`crate::unwind::StackEnd`] as `u32`.
+    pub user_stack_end: u32,
+    /// [`crate::unwind::FLAG_UNKNOWN_MAPPING`] and future flags.
+    pub flags: u32,
     /// Thread name (`comm`), NUL-padded.
     pub comm: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<SampleHeader>() == 48);
+const _: () = assert!(core::mem::size_of::<SampleHeader>() == 56);
 crate::impl_pod!(SampleHeader);
 
 /// One sample: header plus kernel and user return addresses, innermost frame first.
+///
+/// Only the used part is sent: the header and `kernel_frame_count + user_frame_count` frames.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SampleRecord {
     /// Who, where and when.
     pub header: SampleHeader,
-    /// Kernel instruction pointers, innermost first.
-    pub kernel_frames: [u64; MAX_KERNEL_FRAMES],
-    /// User instruction pointers, innermost first (the first is the interrupted PC).
-    pub user_frames: [u64; MAX_USER_FRAMES],
+    /// Kernel instruction pointers, innermost first, then user ones (the first user one is
+    /// the interrupted PC; the others are return addresses).
+    pub frames: [u64; MAX_FRAMES],
 }
-const _: () = assert!(
-    core::mem::size_of::<SampleRecord>() == 48 + 8 * (MAX_KERNEL_FRAMES + MAX_USER_FRAMES)
-);
+const _: () = assert!(core::mem::size_of::<SampleRecord>() == 56 + 8 * MAX_FRAMES);
+
+impl SampleRecord {
+    /// Bytes of the record that carry data: the header and the frames in use.
+    pub const fn used_bytes(kernel_frames: u32, user_frames: u32) -> usize {
+        core::mem::size_of::<SampleHeader>() + 8 * (kernel_frames as usize + user_frames as usize)
+    }
+}
 crate::impl_pod!(SampleRecord);

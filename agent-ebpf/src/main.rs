@@ -1,6 +1,7 @@
 //! oxeye's BPF programs.
 //!
 //! - [`sampler`]: perf_event program sampling kernel and user stacks on every CPU.
+//! - [`unwinder`]: walks user stacks with `.eh_frame` tables, tail-calling itself.
 //! - [`process_events`]: tracepoints reporting process exec and exit.
 //!
 //! Maps shared by the programs live in [`maps`]; their sizes are set by user space at load time.
@@ -10,7 +11,7 @@
 mod maps;
 mod process_events;
 mod sampler;
-mod user_stack;
+mod unwinder;
 
 #[cfg(not(test))]
 #[panic_handler]

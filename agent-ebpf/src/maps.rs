@@ -1,9 +1,14 @@
 //! Maps shared by oxeye's BPF programs.
 
-use agent_common::counters::Counter;
+use agent_common::{
+    counters::Counter,
+    sampler::{SampleHeader, SampleRecord, MAX_FRAMES},
+    unwind::{ExecMapping, MappingRange, UnwindEntry},
+};
 use aya_ebpf::{
+    bindings::{BPF_F_MMAPABLE, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 
 /// Samples and process events, in the order the kernel produced them.
@@ -30,5 +35,93 @@ pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot; programs on one CPU do not preempt each other.
         unsafe { *slot += 1 };
+    }
+}
+
+/// The sample being built on this CPU, and the unwinder's registers, carried across the
+/// unwinder's tail calls.
+///
+/// - Key: 0. Value: [`Scratch`]. Written and read by `sampler` and `unwinder` only.
+/// - Size: one entry per CPU.
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Unwinder state between frames.
+#[repr(C)]
+pub struct Scratch {
+    /// Program counter of the frame being unwound.
+    pub pc: u64,
+    /// Stack pointer in that frame.
+    pub sp: u64,
+    /// Frame pointer (RBP / X29) in that frame.
+    pub fp: u64,
+    /// Link register (X30): only meaningful while `exact_pc` is 1.
+    pub lr: u64,
+    /// 1 when `pc` is an interrupted instruction (not a return address) and `lr` is live.
+    pub exact_pc: u32,
+    /// Tail calls made for this sample so far.
+    pub tail_calls: u32,
+    /// The record sent when the walk ends.
+    pub record: SampleRecord,
+    /// Room after the record's frames, so a frame index masked to [`FRAME_SLOTS`] is always
+    /// inside the map value (see `unwinder::step`).
+    pub overflow: [u64; FRAME_SLOTS - MAX_FRAMES],
+}
+
+/// A power of two at least [`MAX_FRAMES`]: frame indices are masked to it.
+pub const FRAME_SLOTS: usize = 256;
+const _: () = assert!(FRAME_SLOTS.is_power_of_two() && FRAME_SLOTS >= MAX_FRAMES);
+
+/// Unwind rows of every file with a table, each file's rows contiguous and sorted by `pc`.
+///
+/// - Key: row index. Value: [`UnwindEntry`] (16 bytes).
+/// - Written by: user space, through a memory mapping of the array (no syscall per row).
+///   Read by: `unwinder`.
+/// - Size: `--unwind-table-memory-mb` at load time; user space allocates ranges of it to
+///   files and evicts the tables of files no process maps any more.
+#[map]
+pub static UNWIND_ROWS: Array<UnwindEntry> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Executable mappings of every known process, each process's contiguous and sorted by
+/// address.
+///
+/// - Key: mapping index. Value: [`ExecMapping`] (32 bytes).
+/// - Written by: user space, through a memory mapping. Read by: `unwinder`.
+/// - Size: set at load time (about 64 mappings per process for the process limit).
+#[map]
+pub static EXEC_MAPPINGS: Array<ExecMapping> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Where each process's mappings are in [`EXEC_MAPPINGS`].
+///
+/// - Key: process id (thread-group id). Value: [`MappingRange`].
+/// - Written by: user space after the mappings (and their rows) are in place, so the BPF side
+///   never sees a half-written process. Read by: `unwinder`.
+/// - Size: the most processes described at once, set at load time; preallocated, as
+///   perf_event programs require on older kernels.
+#[map]
+pub static PROCESS_MAPPINGS: HashMap<u32, MappingRange> = HashMap::with_max_entries(1, 0);
+
+/// The unwinder program, tail-called from the sampler and from itself.
+///
+/// - Key: 0. Value: the `oxeye_unwind` program. Written by user space at load time.
+#[map]
+pub static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Sends the used part of this CPU's sample record to user space.
+#[inline(always)]
+pub fn submit(record: &SampleRecord) {
+    let header = &record.header;
+    let frames = header.kernel_frame_count as usize + header.user_frame_count as usize;
+    if frames > MAX_FRAMES {
+        return;
+    }
+    let len = core::mem::size_of::<SampleHeader>() + 8 * frames;
+    // SAFETY: `len` is within the record, which is plain data.
+    let bytes = unsafe { core::slice::from_raw_parts((record as *const SampleRecord).cast::<u8>(), len) };
+    // User space drains on a timer: no wake-up per sample.
+    if EVENTS.output::<[u8]>(bytes, BPF_RB_NO_WAKEUP as u64).is_err() {
+        count(Counter::SampleRingFull);
+    } else {
+        count(Counter::SamplesSent);
     }
 }

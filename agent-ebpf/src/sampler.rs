@@ -1,17 +1,18 @@
-//! CPU sampler: runs on every tick of the software `cpu-clock` perf event on every CPU and
-//! sends one [`SampleRecord`] with the kernel and user stacks.
+//! CPU sampler: runs on every tick of the software `cpu-clock` perf event on every CPU,
+//! records the kernel stack and the user registers, and hands over to the [`crate::unwinder`]
+//! for the user stack, which sends the [`SampleRecord`].
 //!
 //! # Minimum kernel version
 //!
-//! 5.8 (BPF ring buffer); `bpf_get_stack` from perf_event programs needs 4.18.
+//! 5.15 (`bpf_task_pt_regs`); 5.8 for the BPF ring buffer.
 
 use agent_common::{
     counters::Counter,
     records::RecordKind,
     sampler::{SampleRecord, SamplerConfig, MAX_KERNEL_FRAMES},
+    unwind::StackEnd,
 };
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_ns},
     macros::perf_event,
     programs::PerfEventContext,
@@ -19,8 +20,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{count, EVENTS},
-    user_stack,
+    maps::{count, submit, SCRATCH},
+    unwinder,
 };
 
 /// Which samples (and process events) to keep; set by user space at load time.
@@ -43,40 +44,37 @@ pub fn oxeye_sample(ctx: PerfEventContext) -> u32 {
         count(Counter::FilteredOut);
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<SampleRecord>(0) else {
-        count(Counter::SampleRingFull);
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch entry; programs on one CPU do not preempt each other.
+    let scratch = unsafe { &mut *scratch };
+    let record = &mut scratch.record;
+    let header = &mut record.header;
+    header.kind = RecordKind::Sample as u32;
+    header.cpu = unsafe { bpf_get_smp_processor_id() };
+    header.pid = pid;
+    header.tid = tid;
+    header.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    header.user_frame_count = 0;
+    header.user_stack_end = StackEnd::Complete as u32;
+    header.flags = 0;
+    let kernel_frames = kernel_stack(&ctx, record);
+    record.header.kernel_frame_count = kernel_frames;
+    if pid == 0 {
+        // The idle task has no user stack.
+        record.header.user_stack_end = StackEnd::NoUserRegisters as u32;
+        submit(record);
         return 0;
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` points to a reserved, writable ring-buffer slot of the right size.
-    unsafe {
-        let header = &mut (*record).header;
-        header.kind = RecordKind::Sample as u32;
-        header.cpu = bpf_get_smp_processor_id();
-        header.pid = pid;
-        header.tid = tid;
-        header.timestamp_ns = bpf_ktime_get_ns();
-        header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        header.kernel_frame_count = kernel_stack(&ctx, &mut (*record).kernel_frames);
-        header.user_frame_count = if pid == 0 {
-            0 // kernel threads and idle have no user stack
-        } else {
-            user_stack::walk(&ctx, &mut (*record).user_frames)
-        };
     }
-    // User space drains on a timer: no wake-up per sample.
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
-    count(Counter::SamplesSent);
+    unwinder::start(&ctx, scratch);
     0
 }
 
-/// Fills `frames` with the kernel stack, innermost first; returns how many were written.
+/// Writes the kernel stack at the start of the record's frames; returns how many were written.
 #[inline(always)]
-fn kernel_stack(ctx: &PerfEventContext, frames: &mut [u64; MAX_KERNEL_FRAMES]) -> u32 {
-    // SAFETY: `frames` is writable for its whole size.
-    let written = unsafe {
-        bpf_get_stack(ctx.as_ptr(), frames.as_mut_ptr().cast(), core::mem::size_of_val(frames) as u32, 0)
-    };
+fn kernel_stack(ctx: &PerfEventContext, record: &mut SampleRecord) -> u32 {
+    // SAFETY: the first MAX_KERNEL_FRAMES slots of `frames` are writable.
+    let written = unsafe { bpf_get_stack(ctx.as_ptr(), record.frames.as_mut_ptr().cast(), (8 * MAX_KERNEL_FRAMES) as u32, 0) };
     if written < 0 {
         count(Counter::KernelStackError);
         return 0;

@@ -3,7 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use agent_common::sampler::SampleRecord;
+use std::collections::HashMap;
+
+use agent_common::{
+    sampler::SampleRecord,
+    unwind::{StackEnd, FLAG_UNKNOWN_MAPPING},
+};
 
 use crate::{
     events::{self, comm_str, Record},
@@ -13,11 +18,14 @@ use crate::{
     process::{ProcessTable, UserAddress},
     profile::{Frame, Profile},
     symbolize::FrameNamer,
+    unwind::Unwinder,
 };
 
 /// Most `/proc/PID/maps` reads per second triggered by exec events; past this (an exec storm
 /// on a build server) maps are read when the process is first sampled instead.
 const MAX_EXEC_READS_PER_SECOND: u32 = 200;
+/// Least time between two requests to re-describe one process to the unwinder.
+const UNWIND_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Everything user space knows about the samples so far.
 #[derive(Debug)]
@@ -40,8 +48,11 @@ pub struct Collector {
     pub batch: Option<SampleBatch>,
     /// Add to a `bpf_ktime_get_ns()` timestamp to get nanoseconds since the Unix epoch.
     pub monotonic_to_unix_ns: u64,
+    /// The unwinder's table loader, told about new and changed processes.
+    pub unwinder: Option<Unwinder>,
     frames: Vec<Frame>,
     exec_reads: (Instant, u32),
+    unwind_refreshes: HashMap<u32, Instant>,
 }
 
 impl Collector {
@@ -57,8 +68,10 @@ impl Collector {
             malformed_records: 0,
             batch: None,
             monotonic_to_unix_ns: monotonic_to_unix_offset(),
+            unwinder: None,
             frames: Vec::with_capacity(256),
             exec_reads: (Instant::now(), 0),
+            unwind_refreshes: HashMap::new(),
         }
     }
 
@@ -68,14 +81,34 @@ impl Collector {
             Some(Record::Sample(sample)) => self.on_sample(&sample),
             Some(Record::Exec(event)) => {
                 let comm = comm_str(&event.comm);
+                if let Some(unwinder) = &self.unwinder {
+                    unwinder.describe(event.pid);
+                }
                 if self.exec_read_allowed() {
                     self.processes.on_exec(event.pid, &comm, &mut self.objects);
                 } else {
                     self.processes.forget_image(event.pid, &comm);
                 }
             }
-            Some(Record::Exit(event)) => self.processes.on_exit(event.pid),
+            Some(Record::Exit(event)) => {
+                self.processes.on_exit(event.pid);
+                self.unwind_refreshes.remove(&event.pid);
+                if let Some(unwinder) = &self.unwinder {
+                    unwinder.forget(event.pid);
+                }
+            }
             None => self.malformed_records += 1,
+        }
+    }
+
+    /// Asks the unwinder to describe `pid` again, at most every [`UNWIND_REFRESH_INTERVAL`].
+    fn refresh_unwind(&mut self, pid: u32) {
+        let Some(unwinder) = &self.unwinder else { return };
+        let now = Instant::now();
+        let last = self.unwind_refreshes.entry(pid).or_insert(now - UNWIND_REFRESH_INTERVAL);
+        if now.duration_since(*last) >= UNWIND_REFRESH_INTERVAL {
+            *last = now;
+            unwinder.describe(pid);
         }
     }
 
@@ -97,9 +130,9 @@ impl Collector {
         frames.clear();
         // Innermost first. Every frame but the first is a return address: step back into the
         // call instruction so the frame is attributed to the calling line, not the next one.
-        let kernel = &sample.kernel_frames[..header.kernel_frame_count as usize];
+        let (kernel, rest) = sample.frames.split_at(header.kernel_frame_count as usize);
         frames.extend(kernel.iter().enumerate().map(|(i, &address)| Frame::Kernel { address: caller(i, address) }));
-        let user = &sample.user_frames[..header.user_frame_count as usize];
+        let user = &rest[..header.user_frame_count as usize];
         for (i, &address) in user.iter().enumerate() {
             let address = caller(i, address);
             frames.push(match self.processes.resolve(pid, address, &mut self.objects) {
@@ -110,6 +143,13 @@ impl Collector {
                 }
                 UserAddress::Unknown => Frame::Unknown { address },
             });
+        }
+        match StackEnd::from_u32(header.user_stack_end) {
+            StackEnd::Complete | StackEnd::NoUserRegisters => {}
+            reason => frames.push(Frame::UnwindError { reason }),
+        }
+        if header.flags & FLAG_UNKNOWN_MAPPING != 0 {
+            self.refresh_unwind(pid);
         }
         let thread = comm_str(&header.comm);
         // The main thread's name is the process's name: no lookup (or allocation) needed.
@@ -176,12 +216,13 @@ mod tests {
                 timestamp_ns: 1,
                 kernel_frame_count: 0,
                 user_frame_count: 1,
+                user_stack_end: 0,
+                flags: 0,
                 comm: *b"selftest\0\0\0\0\0\0\0\0",
             },
-            kernel_frames: [0; agent_common::sampler::MAX_KERNEL_FRAMES],
-            user_frames: [0; agent_common::sampler::MAX_USER_FRAMES],
+            frames: [0; agent_common::sampler::MAX_FRAMES],
         };
-        record.user_frames[0] = marker_leaf as *const () as u64 + 1;
+        record.frames[0] = marker_leaf as *const () as u64 + 1;
         let mut collector = Collector::new(FrameNamer::new(None), 16);
         collector.handle(as_bytes(&record));
         collector.handle(as_bytes(&record));

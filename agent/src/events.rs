@@ -2,7 +2,7 @@
 
 use agent_common::{
     records::{ProcessEvent, RecordKind},
-    sampler::{SampleRecord, MAX_KERNEL_FRAMES, MAX_USER_FRAMES},
+    sampler::{SampleHeader, SampleRecord, MAX_FRAMES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES},
 };
 
 /// A record read from the ring buffer.
@@ -20,10 +20,18 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
     let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
     match RecordKind::from_u32(kind)? {
         RecordKind::Sample => {
-            let mut sample: Box<SampleRecord> = Box::new(read(bytes)?);
-            // Never trust counts from the other side further than the arrays go.
-            sample.header.kernel_frame_count = sample.header.kernel_frame_count.min(MAX_KERNEL_FRAMES as u32);
-            sample.header.user_frame_count = sample.header.user_frame_count.min(MAX_USER_FRAMES as u32);
+            let mut header: SampleHeader = read(bytes)?;
+            // Only the used frames are sent. Never trust counts further than the arrays, or
+            // the record, go.
+            let sent = (bytes.len() - size_of::<SampleHeader>()) / 8;
+            let kernel = (header.kernel_frame_count as usize).min(MAX_KERNEL_FRAMES).min(sent);
+            let user = (header.user_frame_count as usize).min(MAX_USER_FRAMES).min(sent - kernel);
+            header.kernel_frame_count = kernel as u32;
+            header.user_frame_count = user as u32;
+            let mut sample = Box::new(SampleRecord { header, frames: [0; MAX_FRAMES] });
+            for (slot, chunk) in sample.frames.iter_mut().zip(bytes[size_of::<SampleHeader>()..].chunks_exact(8)).take(kernel + user) {
+                *slot = u64::from_ne_bytes(chunk.try_into().ok()?);
+            }
             Some(Record::Sample(sample))
         }
         RecordKind::Exec => Some(Record::Exec(read(bytes)?)),
@@ -60,8 +68,26 @@ mod tests {
         let mut bytes = vec![0u8; size_of::<SampleRecord>()];
         bytes[..4].copy_from_slice(&(RecordKind::Sample as u32).to_ne_bytes());
         bytes[24..28].copy_from_slice(&u32::MAX.to_ne_bytes());
+        bytes[28..32].copy_from_slice(&u32::MAX.to_ne_bytes());
         let Some(Record::Sample(sample)) = decode(&bytes) else { panic!("not a sample") };
         assert_eq!(sample.header.kernel_frame_count as usize, MAX_KERNEL_FRAMES);
+        assert_eq!(sample.header.user_frame_count as usize, MAX_USER_FRAMES);
+    }
+
+    #[test]
+    fn reads_only_the_frames_sent() {
+        // Header, two kernel frames and one user frame; the counts claim more.
+        let mut bytes = vec![0u8; size_of::<SampleHeader>() + 3 * 8];
+        bytes[..4].copy_from_slice(&(RecordKind::Sample as u32).to_ne_bytes());
+        bytes[24..28].copy_from_slice(&2u32.to_ne_bytes());
+        bytes[28..32].copy_from_slice(&5u32.to_ne_bytes());
+        for (i, frame) in [0xa1u64, 0xa2, 0xb1].iter().enumerate() {
+            let at = size_of::<SampleHeader>() + 8 * i;
+            bytes[at..at + 8].copy_from_slice(&frame.to_ne_bytes());
+        }
+        let Some(Record::Sample(sample)) = decode(&bytes) else { panic!("not a sample") };
+        assert_eq!((sample.header.kernel_frame_count, sample.header.user_frame_count), (2, 1));
+        assert_eq!(sample.frames[..3], [0xa1, 0xa2, 0xb1]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod process;
 mod profile;
 mod run;
 mod symbolize;
+mod unwind;
 
 use std::process::ExitCode;
 

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use agent_common::unwind::StackEnd;
+
 use crate::objects::ObjectId;
 
 /// One frame of a stack, as precise as the sample allows; named later.
@@ -27,6 +29,11 @@ pub enum Frame {
     Unknown {
         /// The virtual address.
         address: u64,
+    },
+    /// The user stack could not be walked further: the outermost frame says why.
+    UnwindError {
+        /// Why the walk stopped.
+        reason: StackEnd,
     },
 }
 

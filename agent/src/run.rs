@@ -26,12 +26,15 @@ use crate::{
     output::{self, RunInfo},
     privileges,
     symbolize::FrameNamer,
+    unwind::Unwinder,
 };
 
 /// How often exited processes are swept from the cache.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
 /// Most samples held for one export interval (about 8 MB); more are counted as dropped.
 const MAX_BATCH_SAMPLES: usize = 250_000;
+/// Longest wait for the unwind tables of running processes before sampling starts.
+const INITIAL_TABLES_WAIT: Duration = Duration::from_secs(3);
 /// How long queued profiles get to reach the collector when oxeye stops.
 const EXPORT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -66,13 +69,36 @@ pub async fn run(args: Args) -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
 
-    let config = ProbeConfig { samples_per_second: args.samples_per_second, target_pid: args.pid, include_idle: args.include_idle };
-    let (probes, ring) = Probes::load(config)?;
+    let config = ProbeConfig {
+        samples_per_second: args.samples_per_second,
+        target_pid: args.pid,
+        include_idle: args.include_idle,
+        unwind_tables: !args.frame_pointers_only,
+        unwind_table_bytes: args.unwind_table_memory_mb << 20,
+    };
+    let (mut probes, ring, unwind_maps) = Probes::load(config)?;
+    let unwinder = if args.frame_pointers_only {
+        None
+    } else {
+        let initial = match args.pid {
+            Some(pid) => vec![pid],
+            None => running_processes(),
+        };
+        let unwinder = Unwinder::start(unwind_maps, initial)?;
+        // Stacks are complete from the first sample if running processes' tables are in
+        // place first; a slow start (thousands of processes) is not waited for past this.
+        if !unwinder.wait_ready(INITIAL_TABLES_WAIT) {
+            info!("still loading unwind tables for running processes; sampling meanwhile");
+        }
+        Some(unwinder)
+    };
+    probes.start_sampling()?;
     let start = SystemTime::now();
     let started = Instant::now();
     info!(samples_per_second = args.samples_per_second, pid = ?args.pid, "sampling; Ctrl-C stops and writes the profile");
 
     let mut collector = Collector::new(FrameNamer::new(kernel), args.max_stacks);
+    collector.unwinder = unwinder;
     let period_ns = 1_000_000_000 / args.samples_per_second;
     let host = HostInfo::read();
     if exporter.is_some() {
@@ -145,6 +171,25 @@ pub async fn run(args: Args) -> Result<()> {
             stats.failed_attempts()
         );
     }
+    if let Some(unwinder) = collector.unwinder.take() {
+        let stats = unwinder.stats();
+        drop(unwinder);
+        let tables = stats.tables;
+        eprintln!(
+            "oxeye: unwind tables: {} files, {} rows ({:.1} of {:.0} MiB), {} processes, {} mappings; {} compiled, {} evicted, {} without room, {} without unwind info; slowest process {:.0} ms",
+            tables.tables,
+            tables.rows,
+            (tables.rows * 16) as f64 / (1 << 20) as f64,
+            (tables.capacity * 16) as f64 / (1 << 20) as f64,
+            stats.processes,
+            stats.mappings,
+            tables.compiled,
+            tables.evicted,
+            tables.no_room,
+            tables.without_info,
+            stats.slowest_describe.as_secs_f64() * 1e3,
+        );
+    }
     let run = RunInfo { start, duration: elapsed, period_ns };
     let written = output::write_all(&args.output_dir, &collector.profile, &mut collector.namer, &mut collector.objects, run)?;
     if live_view {
@@ -179,6 +224,12 @@ fn report(collector: &mut Collector, exporter: &Exporter, host: &HostInfo, perio
 
 fn unix_now_ns() -> u64 {
     SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Process ids in `/proc`, for describing every running process to the unwinder.
+fn running_processes() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
 /// Reads every record waiting in the ring buffer.

@@ -60,6 +60,7 @@ impl FrameNamer {
                     }
                 }
                 Frame::Unknown { .. } => ("[unknown]".into(), false),
+                Frame::UnwindError { reason } => (format!("[unwind error: {}]", reason.describe()).into(), false),
             };
             Named { name, from_symbol }
         })

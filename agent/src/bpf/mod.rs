@@ -7,7 +7,7 @@ use std::{path::Path, time::Duration};
 use agent_common::{counters::Counter, sampler::SamplerConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         PerfEvent, TracePoint,
@@ -16,11 +16,15 @@ use aya::{
 };
 use tracing::{debug, info};
 
+use crate::unwind::{registers, UnwindMaps};
+
 /// The BPF object built from `agent-ebpf/` by `build.rs`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oxeye.bpf.o"));
 
 /// The program that samples stacks.
 const SAMPLER_PROGRAM: &str = "oxeye_sample";
+/// The user-stack unwinder, tail-called by the sampler and by itself.
+const UNWIND_PROGRAM: &str = "oxeye_unwind";
 /// Tracepoint programs: (program, category, tracepoint).
 const TRACEPOINTS: [(&str, &str, &str); 2] =
     [("oxeye_exec", "sched", "sched_process_exec"), ("oxeye_exit", "sched", "sched_process_exit")];
@@ -34,19 +38,29 @@ pub struct ProbeConfig {
     pub target_pid: Option<u32>,
     /// Keep samples of the idle task.
     pub include_idle: bool,
+    /// Walk user stacks with `.eh_frame` tables (else frame pointers only).
+    pub unwind_tables: bool,
+    /// Bytes for unwind rows in the kernel.
+    pub unwind_table_bytes: u64,
 }
 
 /// The loaded and attached programs. Dropping it detaches and unloads everything.
 pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
-    /// Keeps programs and links alive.
-    _ebpf: Ebpf,
+    /// Keeps programs and links alive. Dropped first (fields drop in order), so the sampler
+    /// is detached before the tail-call table below is emptied.
+    ebpf: Ebpf,
+    /// Holds the unwinder in the tail-call table: the kernel empties it when the last
+    /// user-space reference to the map goes.
+    _unwind_programs: ProgramArray<MapData>,
+    samples_per_second: u64,
 }
 
 impl Probes {
-    /// Loads the programs and attaches the sampler to every online CPU. Returns the probes and
-    /// the ring buffer that carries samples and process events.
-    pub fn load(config: ProbeConfig) -> Result<(Self, RingBuf<MapData>)> {
+    /// Loads the programs and attaches the process tracepoints; [`Probes::start_sampling`]
+    /// starts the sampler. Returns the probes, the ring buffer that carries samples and
+    /// process events, and the unwinder's maps.
+    pub fn load(config: ProbeConfig) -> Result<(Self, RingBuf<MapData>, UnwindMaps)> {
         raise_memlock_limit();
         ensure_tracefs()?;
         let cpus = aya::util::online_cpus().map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
@@ -56,9 +70,16 @@ impl Probes {
             target_pid: config.target_pid.unwrap_or(0),
             include_idle: u32::from(config.include_idle),
         };
+        let unwind_config = registers::config(config.unwind_tables)
+            .context("oxeye cannot unwind user stacks on this CPU architecture (x86-64 and arm64 only)")?;
+        let unwind_sizes = sizing::UnwindSizes::for_table_bytes(config.unwind_table_bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global("SAMPLER_CONFIG", &sampler_config, true)
+            .override_global("UNWIND_CONFIG", &unwind_config, true)
             .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries("UNWIND_ROWS", unwind_sizes.rows)
+            .map_max_entries("EXEC_MAPPINGS", unwind_sizes.mappings)
+            .map_max_entries("PROCESS_MAPPINGS", unwind_sizes.processes)
             .load(BPF_OBJECT)
             .context("cannot load oxeye's BPF programs (needs Linux 5.8 or later with BPF ring buffers)")?;
 
@@ -70,9 +91,30 @@ impl Probes {
                 .with_context(|| format!("cannot attach to tracepoint {category}:{name} (is tracefs available?)"))?;
         }
 
-        let period_ns = 1_000_000_000 / config.samples_per_second.max(1);
+        let unwinder: &mut PerfEvent = program_mut(&mut ebpf, UNWIND_PROGRAM)?.try_into()?;
+        unwinder.load().with_context(|| format!("the kernel rejected BPF program {UNWIND_PROGRAM}"))?;
+        let unwinder_fd = unwinder.fd()?.try_clone()?;
+        let verified = unwinder.info().ok().and_then(|info| info.verified_instruction_count());
+        debug!(verified_instructions = ?verified, "unwinder loaded");
+        let mut unwind_programs =
+            ProgramArray::try_from(ebpf.take_map("UNWIND_PROGRAMS").context("BPF object has no UNWIND_PROGRAMS map")?)?;
+        unwind_programs.set(0, &unwinder_fd, 0).context("cannot install the unwinder for tail calls")?;
+
         let sampler: &mut PerfEvent = program_mut(&mut ebpf, SAMPLER_PROGRAM)?.try_into()?;
         sampler.load().with_context(|| format!("the kernel rejected BPF program {SAMPLER_PROGRAM}"))?;
+
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("BPF object has no EVENTS map")?)?;
+        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("BPF object has no COUNTERS map")?)?;
+        let unwind_maps = UnwindMaps::take(&mut ebpf, unwind_sizes.rows, unwind_sizes.mappings, unwind_sizes.processes)?;
+        let probes = Probes { counters, ebpf, _unwind_programs: unwind_programs, samples_per_second: config.samples_per_second };
+        Ok((probes, events, unwind_maps))
+    }
+
+    /// Attaches the sampler to the cpu-clock of every online CPU: samples start flowing.
+    pub fn start_sampling(&mut self) -> Result<()> {
+        let cpus = aya::util::online_cpus().map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
+        let period_ns = 1_000_000_000 / self.samples_per_second.max(1);
+        let sampler: &mut PerfEvent = program_mut(&mut self.ebpf, SAMPLER_PROGRAM)?.try_into()?;
         for &cpu in &cpus {
             sampler
                 .attach(
@@ -84,10 +126,7 @@ impl Probes {
                 .with_context(|| format!("cannot open the cpu-clock perf event on CPU {cpu}"))?;
         }
         debug!(period_ns, "sampler attached");
-
-        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("BPF object has no EVENTS map")?)?;
-        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("BPF object has no COUNTERS map")?)?;
-        Ok((Probes { counters, _ebpf: ebpf }, events))
+        Ok(())
     }
 
     /// The BPF-side counters, summed over CPUs.

@@ -19,6 +19,28 @@ pub fn ring_buffer_bytes(samples_per_second: u64, cpus: usize) -> u32 {
     wanted.clamp(MIN_RING_BYTES, MAX_RING_BYTES).next_power_of_two() as u32
 }
 
+/// Sizes of the unwinder's maps.
+#[derive(Debug, Clone, Copy)]
+pub struct UnwindSizes {
+    /// `UNWIND_ROWS` entries (16 bytes each).
+    pub rows: u32,
+    /// `EXEC_MAPPINGS` entries (32 bytes each).
+    pub mappings: u32,
+    /// `PROCESS_MAPPINGS` entries (processes described at once).
+    pub processes: u32,
+}
+
+impl UnwindSizes {
+    /// Sizes for `table_bytes` of unwind rows. Mappings get a sixteenth of that (at least
+    /// 16,384: hundreds of processes with dozens of libraries each), processes one per 16
+    /// mapping entries.
+    pub fn for_table_bytes(table_bytes: u64) -> Self {
+        let rows = (table_bytes / size_of::<agent_common::unwind::UnwindEntry>() as u64).clamp(1024, u32::MAX as u64 / 2) as u32;
+        let mappings = ((table_bytes / 16) / size_of::<agent_common::unwind::ExecMapping>() as u64).clamp(16_384, 1 << 22) as u32;
+        UnwindSizes { rows, mappings, processes: (mappings / 16).max(1024) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

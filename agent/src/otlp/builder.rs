@@ -120,6 +120,12 @@ fn location(d: &mut Dictionary, mappings: &mut HashMap<Option<ObjectId>, i32>, f
             let native = frame_type_attribute(d, "native");
             return d.location(0, address, 0, vec![native]);
         }
+        // The OTel eBPF profiler's marker for a stack that could not be finished.
+        Frame::UnwindError { .. } => {
+            let abort = frame_type_attribute(d, "abort-marker");
+            let function = d.function(&namer.name(frame, objects), "");
+            return d.location(0, 0, function, vec![abort]);
+        }
     };
     let mapping = *mappings.entry(object).or_insert_with(|| match object {
         None => d.mapping(KERNEL_FILE, Vec::new()),

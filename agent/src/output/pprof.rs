@@ -74,6 +74,7 @@ impl Builder {
             Frame::Kernel { address } => (KERNEL_MAPPING, address),
             Frame::User { object, file_offset } => (self.mapping(object, objects), file_offset),
             Frame::Unknown { address } => (0, address),
+            Frame::UnwindError { .. } => (0, 0),
         };
         let name = self.strings.intern(&namer.name(frame, objects));
         let function_id = match self.functions.get(&(name, mapping_id)) {

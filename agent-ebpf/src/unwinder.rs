@@ -1,0 +1,323 @@
+//! The user-stack unwinder: walks a user stack with the `.eh_frame` tables user space put in
+//! [`UNWIND_ROWS`], and with frame pointers where no table covers the code.
+//!
+//! The sampler reads the user registers and tail-calls `oxeye_unwind`; each run of it walks
+//! up to [`FRAMES_PER_PROGRAM`] frames (keeping every program far under the verifier's limits)
+//! and tail-calls itself until the stack ends or [`MAX_USER_FRAMES`] frames are walked. The
+//! registers between runs live in this CPU's [`Scratch`]. The record always says why the walk
+//! ended ([`StackEnd`]), so user space can end the stack with an explicit error frame.
+//!
+//! Register offsets in `struct pt_regs` and the architecture come from user space
+//! (`UNWIND_CONFIG`): the same object runs on x86-64 and arm64, with no CO-RE.
+
+use agent_common::{
+    counters::Counter,
+    sampler::{MAX_FRAMES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES},
+    unwind::{
+        arch, cfa, fp, ra, row, ExecMapping, MappingRange, StackEnd, UnwindConfig, UnwindEntry, FLAG_UNKNOWN_MAPPING,
+        MAPPING_SEARCH_STEPS, MAX_FILE_ROWS, MAX_PROCESS_MAPPINGS, ROW_SEARCH_STEPS,
+    },
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs},
+    macros::perf_event,
+    programs::PerfEventContext,
+    Global,
+};
+
+use crate::maps::{count, submit, Scratch, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS};
+
+/// Frames walked per program run, between tail calls.
+const FRAMES_PER_PROGRAM: u32 = 5;
+/// Tail calls per sample: enough for [`MAX_USER_FRAMES`] (the kernel allows 33).
+const MAX_TAIL_CALLS: u32 = (MAX_USER_FRAMES as u32).div_ceil(FRAMES_PER_PROGRAM) + 1;
+const _: () = assert!(MAX_TAIL_CALLS <= 32);
+
+/// x86-64: offset of `uc.uc_mcontext` in `struct rt_sigframe`, where the interrupted
+/// registers are once the handler has returned into `__restore_rt`.
+const X86_SIGFRAME_REGS: u64 = 40;
+/// arm64: offset of `uc.uc_mcontext.regs[0]` in `struct rt_sigframe` (siginfo 128 +
+/// `uc_mcontext` 176 + `fault_address` 8).
+const ARM64_SIGFRAME_REGS: u64 = 312;
+
+/// How to read registers, set by user space at load time.
+#[unsafe(no_mangle)]
+pub static UNWIND_CONFIG: Global<UnwindConfig> = Global::new(UnwindConfig {
+    arch: 0,
+    use_tables: 0,
+    regs_ip: 0,
+    regs_sp: 0,
+    regs_fp: 0,
+    regs_lr: 0,
+    regs_mode: 0,
+    reserved: 0,
+    address_mask: u64::MAX,
+});
+
+/// Reads the current task's user registers into `scratch` and starts the walk. Sends the
+/// record itself when there is nothing to walk or the tail call fails.
+#[inline(always)]
+pub fn start(ctx: &PerfEventContext, scratch: &mut Scratch) {
+    let config = UNWIND_CONFIG.load();
+    match user_registers(&config, scratch) {
+        Ok(()) => {
+            scratch.exact_pc = 1;
+            scratch.tail_calls = 0;
+            // SAFETY: index 0 holds `oxeye_unwind`, a perf_event program like this one.
+            unsafe { UNWIND_PROGRAMS.tail_call(ctx, 0) };
+            count(Counter::UnwindTailCallFailed);
+        }
+        Err(end) => scratch.record.header.user_stack_end = end as u32,
+    }
+    submit(&scratch.record);
+}
+
+/// The user registers saved at the last entry into the kernel (a sample taken in user mode
+/// interrupted user code, so these are its registers too).
+#[inline(always)]
+fn user_registers(config: &UnwindConfig, scratch: &mut Scratch) -> Result<(), StackEnd> {
+    // SAFETY: helpers on the current task; the result is checked before use.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    if regs == 0 {
+        return Err(StackEnd::NoUserRegisters);
+    }
+    let read = |offset: u32| -> Result<u64, StackEnd> {
+        // SAFETY: reading kernel memory through the helper, which handles faults.
+        unsafe { bpf_probe_read_kernel((regs + offset as u64) as *const u64) }.map_err(|_| StackEnd::NoUserRegisters)
+    };
+    let mode = read(config.regs_mode)?;
+    let user_mode = if config.arch == arch::AARCH64 {
+        mode & 0x1f == 0 // PSTATE.M: EL0t, AArch64
+    } else {
+        mode & 3 == 3 // CS: ring 3
+    };
+    if !user_mode {
+        return Err(StackEnd::NoUserRegisters); // a kernel thread
+    }
+    scratch.pc = read(config.regs_ip)?;
+    scratch.sp = read(config.regs_sp)?;
+    scratch.fp = read(config.regs_fp)?;
+    scratch.lr = if config.arch == arch::AARCH64 { read(config.regs_lr)? & config.address_mask } else { 0 };
+    if scratch.pc == 0 {
+        return Err(StackEnd::NoUserRegisters);
+    }
+    Ok(())
+}
+
+/// Walks up to [`FRAMES_PER_PROGRAM`] frames, then tail-calls itself or sends the record.
+#[perf_event]
+pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch entry; programs on one CPU do not preempt each other.
+    let scratch = unsafe { &mut *scratch };
+    let config = UNWIND_CONFIG.load();
+    let pid = scratch.record.header.pid;
+    // No mappings (len 0) for a process user space has not described: frame pointers only.
+    let mut mappings = MappingRange::default();
+    if config.use_tables != 0 {
+        // SAFETY: the value is copied out at once.
+        match unsafe { PROCESS_MAPPINGS.get(&pid) } {
+            Some(range) => mappings = *range,
+            None if scratch.tail_calls == 0 => {
+                count(Counter::UnwindUnknownProcess);
+                scratch.record.header.flags |= FLAG_UNKNOWN_MAPPING;
+            }
+            None => {}
+        }
+    }
+    for _ in 0..FRAMES_PER_PROGRAM {
+        if let Err(end) = step(scratch, &mappings, &config) {
+            scratch.record.header.user_stack_end = end as u32;
+            submit(&scratch.record);
+            return 0;
+        }
+    }
+    scratch.tail_calls += 1;
+    if scratch.tail_calls < MAX_TAIL_CALLS {
+        // SAFETY: index 0 holds this very program.
+        unsafe { UNWIND_PROGRAMS.tail_call(&ctx, 0) };
+        count(Counter::UnwindTailCallFailed);
+    }
+    scratch.record.header.user_stack_end = StackEnd::DepthLimit as u32;
+    submit(&scratch.record);
+    0
+}
+
+/// Records the current frame and moves the registers to its caller's.
+#[inline(always)]
+fn step(scratch: &mut Scratch, mappings: &MappingRange, config: &UnwindConfig) -> Result<(), StackEnd> {
+    let header = &mut scratch.record.header;
+    let kernel = header.kernel_frame_count.min(MAX_KERNEL_FRAMES as u32);
+    if header.user_frame_count >= MAX_USER_FRAMES as u32 {
+        return Err(StackEnd::DepthLimit);
+    }
+    let slot = (kernel + header.user_frame_count) as usize;
+    if slot >= MAX_FRAMES {
+        return Err(StackEnd::DepthLimit);
+    }
+    let pc = scratch.pc;
+    // The mask keeps the index visibly in bounds for the verifier, whatever LLVM made of the
+    // check above; `Scratch::overflow` makes every masked index land inside the map value.
+    // SAFETY: slot < 256 and the record's frames are followed by `overflow`.
+    unsafe { scratch.record.frames.as_mut_ptr().add(slot & (FRAME_SLOTS - 1)).write(pc) };
+    header.user_frame_count += 1;
+
+    // A return address may be just past the last instruction of a function (a call to a
+    // function that never returns): look up the call instruction instead.
+    let lookup_pc = if scratch.exact_pc != 0 { pc } else { pc - 1 };
+    // A NO_INFO row stands for "no table here".
+    let mut entry = UnwindEntry { row_kind: row::NO_INFO, ..UnwindEntry::default() };
+    if mappings.len != 0 {
+        match find_mapping(mappings, lookup_pc) {
+            Some(mapping) => {
+                if let Some(found) = find_row(&mapping, lookup_pc) {
+                    entry = found;
+                }
+            }
+            None => header.flags |= FLAG_UNKNOWN_MAPPING,
+        }
+    }
+    match entry.row_kind {
+        row::NORMAL => table_step(scratch, &entry, config),
+        row::SIGNAL_FRAME => signal_step(scratch, config),
+        _ => frame_pointer_step(scratch, config),
+    }
+}
+
+/// The mapping of `range` that contains `pc`.
+#[inline(always)]
+fn find_mapping(range: &MappingRange, pc: u64) -> Option<ExecMapping> {
+    // Branch-free binary search for the last mapping starting at or below `pc`: the verifier
+    // then sees one path per step instead of two, which keeps verification linear.
+    let mut base = range.start;
+    let mut len = range.len.min(MAX_PROCESS_MAPPINGS);
+    if len == 0 {
+        return None;
+    }
+    for _ in 0..MAPPING_SEARCH_STEPS {
+        if len <= 1 {
+            break;
+        }
+        let half = len / 2;
+        let mapping = EXEC_MAPPINGS.get(base.wrapping_add(half))?;
+        base = base.wrapping_add(half & all_ones_if_le(mapping.start, pc) as u32);
+        len -= half;
+    }
+    let mapping = *EXEC_MAPPINGS.get(base)?;
+    (mapping.start <= pc && pc < mapping.end).then_some(mapping)
+}
+
+/// The row of `mapping`'s table that covers `pc`.
+#[inline(always)]
+fn find_row(mapping: &ExecMapping, pc: u64) -> Option<UnwindEntry> {
+    let offset = pc.checked_sub(mapping.bias)?;
+    if offset > u32::MAX as u64 {
+        return None;
+    }
+    let mut base = mapping.rows_start;
+    let mut len = mapping.rows_len.min(MAX_FILE_ROWS);
+    if len == 0 {
+        return None;
+    }
+    for _ in 0..ROW_SEARCH_STEPS {
+        if len <= 1 {
+            break;
+        }
+        let half = len / 2;
+        let entry = UNWIND_ROWS.get(base.wrapping_add(half))?;
+        base = base.wrapping_add(half & all_ones_if_le(entry.pc as u64, offset) as u32);
+        len -= half;
+    }
+    let entry = *UNWIND_ROWS.get(base)?;
+    (entry.pc as u64 <= offset).then_some(entry)
+}
+
+/// `u64::MAX` if `a <= b`, else 0, computed without a branch (for values below 2^63).
+#[inline(always)]
+fn all_ones_if_le(a: u64, b: u64) -> u64 {
+    // b - a has its top bit set exactly when a > b.
+    (b.wrapping_sub(a) >> 63).wrapping_sub(1)
+}
+
+/// Applies a table row: CFA, then the return address and frame pointer saved relative to it.
+#[inline(always)]
+fn table_step(scratch: &mut Scratch, entry: &UnwindEntry, config: &UnwindConfig) -> Result<(), StackEnd> {
+    let cfa = match entry.cfa_kind {
+        cfa::SP => scratch.sp.wrapping_add(entry.cfa_offset as i64 as u64),
+        cfa::FP => scratch.fp.wrapping_add(entry.cfa_offset as i64 as u64),
+        cfa::PLT_X86 => scratch.sp + 8 + if (scratch.pc & 15) >= entry.cfa_offset as u64 { 8 } else { 0 },
+        _ => return Err(StackEnd::UnsupportedRule),
+    };
+    let return_address = match entry.ra_kind {
+        ra::CFA_OFFSET => read_user(cfa.wrapping_add(entry.ra_offset as i64 as u64))?,
+        ra::LINK_REGISTER if scratch.exact_pc != 0 => scratch.lr,
+        ra::END_OF_STACK => return Err(StackEnd::Complete),
+        _ => return Err(StackEnd::UnsupportedRule),
+    };
+    if entry.fp_kind == fp::CFA_OFFSET {
+        scratch.fp = read_user(cfa.wrapping_add(entry.fp_offset as i64 as u64))?;
+    }
+    // The CFA is the caller's stack pointer: it only moves up (it stays put only while an
+    // arm64 leaf still has its return address in X30).
+    if cfa < scratch.sp || (cfa == scratch.sp && entry.ra_kind != ra::LINK_REGISTER) {
+        return Err(StackEnd::NoProgress);
+    }
+    scratch.sp = cfa;
+    return_to(scratch, return_address, config)
+}
+
+/// Follows the frame-pointer chain one frame: `[fp]` is the caller's frame pointer and
+/// `[fp + 8]` the return address, on x86-64 and arm64 alike.
+#[inline(always)]
+fn frame_pointer_step(scratch: &mut Scratch, config: &UnwindConfig) -> Result<(), StackEnd> {
+    let frame = scratch.fp;
+    if frame == 0 {
+        return Err(StackEnd::Complete); // the ABI zeroes the frame pointer in the outermost frame
+    }
+    if frame < scratch.sp {
+        return Err(StackEnd::NoTable); // not a frame pointer: code without a table or one
+    }
+    let return_address = read_user(frame + 8).map_err(|_| StackEnd::NoTable)?;
+    scratch.fp = read_user(frame).map_err(|_| StackEnd::NoTable)?;
+    scratch.sp = frame + 16;
+    return_to(scratch, return_address, config)
+}
+
+/// Continues in the code a signal handler interrupted: its registers are in the signal frame
+/// at the stack pointer.
+#[inline(always)]
+fn signal_step(scratch: &mut Scratch, config: &UnwindConfig) -> Result<(), StackEnd> {
+    let sp = scratch.sp;
+    if config.arch == arch::AARCH64 {
+        let regs = sp + ARM64_SIGFRAME_REGS;
+        scratch.fp = read_user(regs + 29 * 8)?;
+        scratch.lr = read_user(regs + 30 * 8)? & config.address_mask;
+        scratch.sp = read_user(regs + 31 * 8)?;
+        scratch.pc = read_user(regs + 32 * 8)? & config.address_mask;
+    } else {
+        // struct sigcontext: r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip.
+        let regs = sp + X86_SIGFRAME_REGS;
+        scratch.fp = read_user(regs + 10 * 8)?;
+        scratch.sp = read_user(regs + 15 * 8)?;
+        scratch.pc = read_user(regs + 16 * 8)?;
+    }
+    scratch.exact_pc = 1;
+    if scratch.pc == 0 { Err(StackEnd::Complete) } else { Ok(()) }
+}
+
+#[inline(always)]
+fn return_to(scratch: &mut Scratch, return_address: u64, config: &UnwindConfig) -> Result<(), StackEnd> {
+    let pc = return_address & config.address_mask;
+    if pc == 0 {
+        return Err(StackEnd::Complete);
+    }
+    scratch.pc = pc;
+    scratch.exact_pc = 0;
+    Ok(())
+}
+
+#[inline(always)]
+fn read_user(address: u64) -> Result<u64, StackEnd> {
+    // SAFETY: the helper handles faults; the value is plain data.
+    unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| StackEnd::BadRead)
+}

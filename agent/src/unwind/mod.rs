@@ -1,0 +1,231 @@
+//! User space of the `.eh_frame` unwinder: compiles the unwind tables of every executable
+//! file the profiled processes map, and keeps the BPF maps the kernel-side unwinder reads
+//! (rows, per-process mappings) up to date.
+//!
+//! All of it runs on its own thread, fed by a bounded channel: compiling a large binary's
+//! table takes a fraction of a second and must never delay draining samples. Until a process
+//! is described, its stacks are walked with frame pointers.
+
+mod encode;
+mod extents;
+mod mapped_array;
+mod processes;
+pub mod registers;
+mod tables;
+
+use std::{
+    sync::{
+        mpsc::{self, Receiver, SyncSender, TrySendError},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use agent_common::unwind::{ExecMapping, MappingRange, UnwindEntry};
+use anyhow::{Context, Result};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+use tracing::{debug, info};
+
+pub use mapped_array::MappedArray;
+use processes::{Outcome, ProcessMappings};
+use tables::TableStore;
+pub use tables::TableStats;
+
+/// Requests queued for the unwinder thread before new ones are dropped (and counted).
+const QUEUE_LEN: usize = 4096;
+/// How often processes whose exit was missed are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The BPF maps the unwinder thread owns.
+pub struct UnwindMaps {
+    /// `UNWIND_ROWS`, memory-mapped.
+    pub rows: MappedArray<UnwindEntry>,
+    /// `EXEC_MAPPINGS`, memory-mapped.
+    pub mappings: MappedArray<ExecMapping>,
+    /// `PROCESS_MAPPINGS`.
+    pub ranges: BpfHashMap<MapData, u32, MappingRange>,
+    /// `PROCESS_MAPPINGS`'s capacity.
+    pub max_processes: usize,
+}
+
+impl UnwindMaps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut aya::Ebpf, rows: u32, mappings: u32, max_processes: u32) -> Result<Self> {
+        let mut take = |name: &str| -> Result<Map> { ebpf.take_map(name).with_context(|| format!("BPF object has no {name} map")) };
+        Ok(UnwindMaps {
+            rows: MappedArray::new(take("UNWIND_ROWS")?, rows)?,
+            mappings: MappedArray::new(take("EXEC_MAPPINGS")?, mappings)?,
+            ranges: BpfHashMap::try_from(take("PROCESS_MAPPINGS")?)?,
+            max_processes: max_processes as usize,
+        })
+    }
+}
+
+enum Request {
+    Describe(u32),
+    Forget(u32),
+}
+
+/// What the unwinder thread has done, for reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UnwindStats {
+    /// Tables and rows.
+    pub tables: TableStats,
+    /// Processes described.
+    pub processes: u64,
+    /// Mapping entries in use.
+    pub mappings: u64,
+    /// Descriptions written.
+    pub described: u64,
+    /// Descriptions that failed (the process was gone, or limits were reached).
+    pub failed: u64,
+    /// Requests dropped because the thread was behind.
+    pub dropped_requests: u64,
+    /// Longest single description (reading maps and compiling new tables).
+    pub slowest_describe: Duration,
+    /// Time taken to describe the processes running at start.
+    pub initial_load: Option<Duration>,
+}
+
+/// Handle to the unwinder thread. Dropping it stops the thread.
+pub struct Unwinder {
+    requests: Option<SyncSender<Request>>,
+    stats: Arc<Mutex<UnwindStats>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Unwinder {
+    /// Starts the thread and asks it to describe `initial` processes.
+    pub fn start(maps: UnwindMaps, initial: Vec<u32>) -> Result<Self> {
+        let (sender, receiver) = mpsc::sync_channel(QUEUE_LEN);
+        let stats = Arc::new(Mutex::new(UnwindStats::default()));
+        let thread_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("oxeye-unwind".into())
+            .spawn(move || run(maps, initial, receiver, thread_stats))
+            .context("cannot start the unwinder thread")?;
+        Ok(Unwinder { requests: Some(sender), stats, thread: Some(thread) })
+    }
+
+    /// Asks for `pid`'s mappings to be (re)described: it exec'd, was seen for the first
+    /// time, or ran code outside every mapping described so far.
+    pub fn describe(&self, pid: u32) {
+        self.send(Request::Describe(pid));
+    }
+
+    /// Tells the thread `pid` exited.
+    pub fn forget(&self, pid: u32) {
+        self.send(Request::Forget(pid));
+    }
+
+    /// Waits until the processes given to [`Unwinder::start`] are described, up to
+    /// `timeout`; returns whether they are.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stats().initial_load.is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// What the thread has done so far.
+    pub fn stats(&self) -> UnwindStats {
+        self.stats.lock().map(|stats| *stats).unwrap_or_default()
+    }
+
+    fn send(&self, request: Request) {
+        if let Some(requests) = &self.requests {
+            if let Err(TrySendError::Full(_)) = requests.try_send(request) {
+                if let Ok(mut stats) = self.stats.lock() {
+                    stats.dropped_requests += 1;
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Unwinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unwinder").field("stats", &self.stats()).finish()
+    }
+}
+
+impl Drop for Unwinder {
+    fn drop(&mut self) {
+        self.requests = None; // closes the channel: the thread finishes its queue and stops
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(maps: UnwindMaps, initial: Vec<u32>, requests: Receiver<Request>, stats: Arc<Mutex<UnwindStats>>) {
+    let tables = TableStore::new(maps.rows);
+    let mut processes = ProcessMappings::new(maps.mappings, maps.ranges, maps.max_processes, tables);
+    let mut local = UnwindStats::default();
+    let started = Instant::now();
+    let handle = |request: Request, processes: &mut ProcessMappings, local: &mut UnwindStats| match request {
+        Request::Describe(pid) => {
+            let begun = Instant::now();
+            match processes.describe(pid) {
+                Ok(Outcome::Updated) => {
+                    local.described += 1;
+                    local.slowest_describe = local.slowest_describe.max(begun.elapsed());
+                    debug!(pid, elapsed_ms = begun.elapsed().as_secs_f64() * 1e3, "described process to the unwinder");
+                }
+                Ok(Outcome::Unchanged) => {}
+                Err(error) => {
+                    local.failed += 1;
+                    debug!(pid, "cannot describe process to the unwinder: {error:#}");
+                }
+            }
+        }
+        Request::Forget(pid) => processes.forget(pid),
+    };
+    for pid in initial {
+        handle(Request::Describe(pid), &mut processes, &mut local);
+    }
+    local.initial_load = Some(started.elapsed());
+    publish(&stats, &mut local, &processes);
+    let initial_stats = local;
+    info!(
+        processes = initial_stats.processes,
+        tables = initial_stats.tables.tables,
+        rows = initial_stats.tables.rows,
+        table_kib = initial_stats.tables.rows * size_of::<UnwindEntry>() as u64 / 1024,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "unwind tables loaded for running processes"
+    );
+    let mut last_sweep = Instant::now();
+    loop {
+        match requests.recv_timeout(Duration::from_secs(1)) {
+            Ok(request) => {
+                handle(request, &mut processes, &mut local);
+                while let Ok(request) = requests.try_recv() {
+                    handle(request, &mut processes, &mut local);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_sweep.elapsed() >= SWEEP_INTERVAL {
+            last_sweep = Instant::now();
+            processes.forget_dead();
+        }
+        publish(&stats, &mut local, &processes);
+    }
+}
+
+fn publish(stats: &Mutex<UnwindStats>, local: &mut UnwindStats, processes: &ProcessMappings) {
+    local.tables = processes.tables.stats();
+    local.processes = processes.len() as u64;
+    local.mappings = processes.mappings_used() as u64;
+    if let Ok(mut shared) = stats.lock() {
+        let dropped = shared.dropped_requests;
+        *shared = UnwindStats { dropped_requests: dropped, ..*local };
+    }
+}

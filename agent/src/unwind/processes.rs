@@ -1,0 +1,204 @@
+//! Each process's executable mappings, written for the BPF unwinder: where each mapping is,
+//! and which table (and bias) unwinds it.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    time::{Duration, Instant},
+};
+
+use agent_common::unwind::{ExecMapping, MappingRange, MAX_PROCESS_MAPPINGS};
+use anyhow::{Context, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+
+use super::{
+    extents::{Extent, Extents},
+    mapped_array::MappedArray,
+    tables::{TableKey, TableStore},
+};
+use crate::process::maps::{parse_executable, MapsEntry};
+
+/// Least time between two descriptions of one process (they are asked for on misses).
+const REDESCRIBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What is written for one process.
+struct Described {
+    range: Extent,
+    mappings: Vec<ExecMapping>,
+    tables: Vec<TableKey>,
+    at: Instant,
+}
+
+/// The processes described to the BPF unwinder.
+pub struct ProcessMappings {
+    processes: HashMap<u32, Described>,
+    mappings: MappedArray<ExecMapping>,
+    extents: Extents,
+    ranges: BpfHashMap<MapData, u32, MappingRange>,
+    max_processes: usize,
+    vdso: Option<Vec<u8>>,
+    /// The unwind tables the mappings point into.
+    pub tables: TableStore,
+}
+
+/// What [`ProcessMappings::describe`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written (new or changed mappings).
+    Updated,
+    /// The mappings had not changed, or were described very recently.
+    Unchanged,
+}
+
+impl ProcessMappings {
+    /// Starts with no process described.
+    pub fn new(
+        mappings: MappedArray<ExecMapping>,
+        ranges: BpfHashMap<MapData, u32, MappingRange>,
+        max_processes: usize,
+        tables: TableStore,
+    ) -> Self {
+        let extents = Extents::new(mappings.len() as u32);
+        ProcessMappings { processes: HashMap::new(), mappings, extents, ranges, max_processes, vdso: read_own_vdso(), tables }
+    }
+
+    /// Processes described.
+    pub fn len(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Mapping entries in use.
+    pub fn mappings_used(&self) -> u32 {
+        self.extents.used()
+    }
+
+    /// Reads `pid`'s executable mappings and writes them, with their tables, for the unwinder.
+    pub fn describe(&mut self, pid: u32) -> Result<Outcome> {
+        if self.processes.get(&pid).is_some_and(|d| d.at.elapsed() < REDESCRIBE_INTERVAL) {
+            return Ok(Outcome::Unchanged);
+        }
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).with_context(|| format!("cannot read /proc/{pid}/maps"))?;
+        let mut entries = parse_executable(&text);
+        entries.sort_by_key(|entry| entry.start);
+        entries.truncate(MAX_PROCESS_MAPPINGS as usize);
+
+        let mut mappings = Vec::with_capacity(entries.len());
+        let mut tables = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let key = self.table_key(pid, entry);
+            let mut mapping = ExecMapping { start: entry.start, end: entry.end, ..Default::default() };
+            if let Some(key) = key {
+                let vdso = self.vdso.as_deref();
+                let table = self.tables.acquire(key, || match key {
+                    TableKey::Vdso => vdso.map(<[u8]>::to_vec).context("no vDSO image"),
+                    TableKey::File { .. } => read_mapped_file(pid, entry),
+                });
+                if let (Some(rows), Some(vaddr)) = (table.rows, table.vaddr_of(entry.file_offset)) {
+                    mapping.bias = entry.start.wrapping_sub(vaddr).wrapping_add(table.base);
+                    mapping.rows_start = rows.start;
+                    mapping.rows_len = rows.len;
+                }
+                tables.push(key);
+            }
+            mappings.push(mapping);
+        }
+
+        if let Some(previous) = self.processes.get_mut(&pid) {
+            if previous.mappings == mappings {
+                previous.at = Instant::now();
+                for key in &tables {
+                    self.tables.release(key);
+                }
+                return Ok(Outcome::Unchanged);
+            }
+        } else if self.processes.len() >= self.max_processes {
+            for key in &tables {
+                self.tables.release(key);
+            }
+            anyhow::bail!("{} processes are described already (the unwinder's limit)", self.max_processes);
+        }
+        let Some(range) = self.extents.allocate(mappings.len() as u32) else {
+            for key in &tables {
+                self.tables.release(key);
+            }
+            anyhow::bail!("no room left for the mappings of process {pid}");
+        };
+        self.mappings.write(range.start as usize, &mappings);
+        let value = MappingRange { start: range.start, len: range.len };
+        if let Err(error) = self.ranges.insert(pid, value, 0) {
+            self.extents.release(range);
+            for key in &tables {
+                self.tables.release(key);
+            }
+            return Err(error).context("cannot update the unwinder's process map");
+        }
+        if let Some(previous) = self.processes.insert(pid, Described { range, mappings, tables, at: Instant::now() }) {
+            self.release(previous);
+        }
+        Ok(Outcome::Updated)
+    }
+
+    /// Forgets `pid` (it exited).
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(described) = self.processes.remove(&pid) {
+            // Already gone if the kernel reused nothing; either way the entry must not stay.
+            let _ = self.ranges.remove(&pid);
+            self.release(described);
+        }
+    }
+
+    /// Forgets processes that no longer exist (their exit event may have been lost).
+    pub fn forget_dead(&mut self) -> usize {
+        let dead: Vec<u32> = self.processes.keys().copied().filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()).collect();
+        for &pid in &dead {
+            self.forget(pid);
+        }
+        dead.len()
+    }
+
+    fn release(&mut self, described: Described) {
+        self.extents.release(described.range);
+        for key in &described.tables {
+            self.tables.release(key);
+        }
+    }
+
+    fn table_key(&self, pid: u32, entry: &MapsEntry) -> Option<TableKey> {
+        if entry.path == "[vdso]" {
+            return self.vdso.is_some().then_some(TableKey::Vdso);
+        }
+        if !entry.is_file() {
+            return None; // anonymous code (JIT): frame pointers only
+        }
+        let metadata = std::fs::metadata(map_files_path(pid, entry)).ok()?;
+        Some(TableKey::File {
+            dev: metadata.dev(),
+            inode: metadata.ino(),
+            mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
+            size: metadata.len(),
+        })
+    }
+}
+
+fn map_files_path(pid: u32, entry: &MapsEntry) -> String {
+    format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end)
+}
+
+/// Reads a mapped file through `map_files` (works across mount namespaces and for deleted
+/// files), falling back to the path inside the process's root.
+fn read_mapped_file(pid: u32, entry: &MapsEntry) -> Result<Vec<u8>> {
+    std::fs::read(map_files_path(pid, entry)).or_else(|_| {
+        let path = entry.path.strip_suffix(" (deleted)").unwrap_or(&entry.path);
+        std::fs::read(format!("/proc/{pid}/root{path}")).with_context(|| format!("cannot read {path}"))
+    })
+}
+
+/// A copy of this process's vDSO image: the kernel maps the same one into every process.
+fn read_own_vdso() -> Option<Vec<u8>> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|line| line.ends_with("[vdso]"))?;
+    let (start, end) = line.split(' ').next()?.split_once('-')?;
+    let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
+    // SAFETY: the vDSO is mapped readable in this process for its whole life.
+    Some(unsafe { std::slice::from_raw_parts(start as *const u8, end.checked_sub(start)?) }.to_vec())
+}

@@ -1,0 +1,189 @@
+//! Unwind tables of files, in the kernel's rows array: compiled once per file (device, inode,
+//! modification time), shared by every process that maps the file, and evicted — least
+//! recently unused first — only when no process maps the file and the space is needed.
+
+use std::collections::HashMap;
+
+use agent_common::unwind::UnwindEntry;
+use anyhow::Result;
+use symbolizer::unwind::UnwindTable;
+use tracing::debug;
+
+use super::{
+    encode::encode,
+    extents::{Extent, Extents},
+    mapped_array::MappedArray,
+};
+
+/// What identifies a file's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableKey {
+    /// A file on the host.
+    File { dev: u64, inode: u64, mtime_ns: i64, size: u64 },
+    /// The kernel's vDSO (the same image in every process).
+    Vdso,
+}
+
+/// A loadable segment: file offset and size, and its virtual address.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    /// Offset in the file.
+    pub offset: u64,
+    /// Bytes in the file.
+    pub size: u64,
+    /// Virtual address of `offset`.
+    pub vaddr: u64,
+}
+
+/// One file's table in the rows array.
+#[derive(Debug)]
+pub struct FileTable {
+    /// Where the rows are; `None` when the file has no usable unwind information.
+    pub rows: Option<Extent>,
+    /// File virtual address of row `pc` 0.
+    pub base: u64,
+    /// Loadable segments, to turn a mapping's file offset into a virtual address.
+    pub segments: Vec<Segment>,
+    /// Processes mapping the file.
+    refs: u32,
+    /// When `refs` last dropped to 0 (a sequence number), for eviction order.
+    unused_since: u64,
+}
+
+impl FileTable {
+    /// The virtual address of file offset `offset`, if a loadable segment holds it.
+    pub fn vaddr_of(&self, offset: u64) -> Option<u64> {
+        self.segments.iter().find(|s| offset >= s.offset && offset < s.offset + s.size.max(1)).map(|s| offset - s.offset + s.vaddr)
+    }
+}
+
+/// Counts for reports and the benchmark.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TableStats {
+    /// Files with a table in the array.
+    pub tables: u64,
+    /// Rows in use.
+    pub rows: u64,
+    /// Rows the array holds.
+    pub capacity: u64,
+    /// Tables compiled since start.
+    pub compiled: u64,
+    /// Tables evicted to make room.
+    pub evicted: u64,
+    /// Files left without a table because the array was full of tables in use.
+    pub no_room: u64,
+    /// Files with no usable unwind information (or unreadable).
+    pub without_info: u64,
+}
+
+/// The tables in the kernel's rows array.
+pub struct TableStore {
+    tables: HashMap<TableKey, FileTable>,
+    rows: MappedArray<UnwindEntry>,
+    extents: Extents,
+    clock: u64,
+    stats: TableStats,
+}
+
+impl TableStore {
+    /// An empty store over the rows array.
+    pub fn new(rows: MappedArray<UnwindEntry>) -> Self {
+        let extents = Extents::new(rows.len() as u32);
+        let stats = TableStats { capacity: rows.len() as u64, ..Default::default() };
+        TableStore { tables: HashMap::new(), rows, extents, clock: 0, stats }
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> TableStats {
+        TableStats { tables: self.tables.values().filter(|t| t.rows.is_some()).count() as u64, rows: self.extents.used() as u64, ..self.stats }
+    }
+
+    /// Takes a reference on `key`'s table, compiling it from the bytes `read` returns if it is
+    /// not loaded yet.
+    pub fn acquire(&mut self, key: TableKey, read: impl FnOnce() -> Result<Vec<u8>>) -> &FileTable {
+        if !self.tables.contains_key(&key) {
+            let table = self.load(key, read);
+            self.tables.insert(key, table);
+        }
+        let table = self.tables.get_mut(&key).expect("inserted above");
+        table.refs += 1;
+        table
+    }
+
+    /// Drops a reference taken by [`TableStore::acquire`].
+    pub fn release(&mut self, key: &TableKey) {
+        self.clock += 1;
+        if let Some(table) = self.tables.get_mut(key) {
+            table.refs = table.refs.saturating_sub(1);
+            if table.refs == 0 {
+                table.unused_since = self.clock;
+            }
+        }
+    }
+
+    fn load(&mut self, key: TableKey, read: impl FnOnce() -> Result<Vec<u8>>) -> FileTable {
+        let mut table = FileTable { rows: None, base: 0, segments: Vec::new(), refs: 0, unused_since: 0 };
+        let data = match read() {
+            Ok(data) => data,
+            Err(error) => {
+                debug!(?key, "cannot read file for its unwind table: {error:#}");
+                self.stats.without_info += 1;
+                return table;
+            }
+        };
+        table.segments = segments(&data);
+        let compiled = match UnwindTable::compile(&data) {
+            Ok(compiled) => compiled,
+            Err(error) => {
+                debug!(?key, %error, "no unwind table");
+                self.stats.without_info += 1;
+                return table;
+            }
+        };
+        drop(data);
+        self.stats.compiled += 1;
+        let encoded = encode(&compiled);
+        drop(compiled);
+        table.base = encoded.base;
+        let len = encoded.entries.len() as u32;
+        let Some(extent) = self.allocate(len) else {
+            debug!(?key, rows = len, "no room for the unwind table");
+            self.stats.no_room += 1;
+            return table;
+        };
+        self.rows.write(extent.start as usize, &encoded.entries);
+        table.rows = Some(extent);
+        table
+    }
+
+    /// Allocates rows, evicting unused tables (oldest first) until they fit.
+    fn allocate(&mut self, len: u32) -> Option<Extent> {
+        if len > self.extents.capacity() {
+            return None;
+        }
+        loop {
+            if let Some(extent) = self.extents.allocate(len) {
+                return Some(extent);
+            }
+            let victim = self.tables.iter().filter(|(_, t)| t.refs == 0).min_by_key(|(_, t)| t.unused_since).map(|(key, _)| *key)?;
+            if let Some(evicted) = self.tables.remove(&victim) {
+                if let Some(extent) = evicted.rows {
+                    self.extents.release(extent);
+                    self.stats.evicted += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The loadable segments of an ELF image (none if it is not one).
+fn segments(data: &[u8]) -> Vec<Segment> {
+    use object::{Object, ObjectSegment};
+    let Ok(file) = object::File::parse(data) else { return Vec::new() };
+    file.segments()
+        .map(|segment| {
+            let (offset, size) = segment.file_range();
+            Segment { offset, size, vaddr: segment.address() }
+        })
+        .collect()
+}
