@@ -89,7 +89,7 @@ mod tests {
         assert!(extents.allocate(11).is_none(), "only 10 left");
         extents.release(a);
         extents.release(c);
-        assert_eq!(extents.allocate(40), None, "30 + 40 free but not contiguous");
+        assert_eq!(extents.allocate(41), None, "30 + 40 free but not contiguous");
         extents.release(b);
         assert_eq!(extents.used(), 0);
         assert_eq!(extents.allocate(100), Some(Extent { start: 0, len: 100 }), "all merged back");
