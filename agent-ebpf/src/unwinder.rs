@@ -272,7 +272,10 @@ fn table_step(scratch: &mut Scratch, entry: &UnwindEntry, config: &UnwindConfig)
 fn frame_pointer_step(scratch: &mut Scratch, config: &UnwindConfig) -> Result<(), StackEnd> {
     let frame = scratch.fp;
     if frame == 0 {
-        return Err(StackEnd::Complete); // the ABI zeroes the frame pointer in the outermost frame
+        // The ABI zeroes the frame pointer in the outermost frame. In the interrupted frame,
+        // though, a zero says only that the code does not use one.
+        let first = scratch.record.header.user_frame_count <= 1;
+        return Err(if first { StackEnd::NoTable } else { StackEnd::Complete });
     }
     if frame < scratch.sp {
         return Err(StackEnd::NoTable); // not a frame pointer: code without a table or one

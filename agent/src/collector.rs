@@ -50,6 +50,10 @@ pub struct Collector {
     pub monotonic_to_unix_ns: u64,
     /// The unwinder's table loader, told about new and changed processes.
     pub unwinder: Option<Unwinder>,
+    /// The `--pid` target, if any.
+    pub target_pid: Option<u32>,
+    /// Set when the `--pid` target has exited.
+    pub target_exited: bool,
     frames: Vec<Frame>,
     exec_reads: (Instant, u32),
     unwind_refreshes: HashMap<u32, Instant>,
@@ -69,6 +73,8 @@ impl Collector {
             batch: None,
             monotonic_to_unix_ns: monotonic_to_unix_offset(),
             unwinder: None,
+            target_pid: None,
+            target_exited: false,
             frames: Vec::with_capacity(256),
             exec_reads: (Instant::now(), 0),
             unwind_refreshes: HashMap::new(),
@@ -91,6 +97,7 @@ impl Collector {
                 }
             }
             Some(Record::Exit(event)) => {
+                self.target_exited |= self.target_pid == Some(event.pid);
                 self.processes.on_exit(event.pid);
                 self.unwind_refreshes.remove(&event.pid);
                 if let Some(unwinder) = &self.unwinder {

@@ -99,6 +99,7 @@ pub async fn run(args: Args) -> Result<()> {
 
     let mut collector = Collector::new(FrameNamer::new(kernel), args.max_stacks);
     collector.unwinder = unwinder;
+    collector.target_pid = args.pid;
     let period_ns = 1_000_000_000 / args.samples_per_second;
     let host = HostInfo::read();
     if exporter.is_some() {
@@ -120,6 +121,10 @@ pub async fn run(args: Args) -> Result<()> {
     tokio::pin!(deadline);
 
     loop {
+        if collector.target_exited {
+            info!(pid = ?args.pid, "the profiled process exited");
+            break;
+        }
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the BPF ring buffer")?;
@@ -144,7 +149,13 @@ pub async fn run(args: Args) -> Result<()> {
                     report(&mut collector, exporter, &host, period_ns);
                 }
             }
-            _ = expire_tick.tick() => { collector.processes.expire(); }
+            _ = expire_tick.tick() => {
+                collector.processes.expire();
+                // In case its exit event was lost.
+                if args.pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                    collector.target_exited = true;
+                }
+            }
             _ = &mut deadline => break,
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,

@@ -34,26 +34,41 @@ pub fn require_root() {
 /// Compiles `tests/workloads/NAME.c` with frame pointers in every function (when the source
 /// is newer than the binary) and returns the executable's path.
 pub fn workload(name: &str) -> PathBuf {
-    let source = root().join(format!("tests/workloads/{name}.c"));
     // -O0: GCC 12 drops the frame pointer of leaf functions at -O1 and above, even with
-    // -mno-omit-leaf-frame-pointer. The directory names the flags, so changing them rebuilds.
-    const FLAGS: [&str; 3] = ["-O0", "-fno-omit-frame-pointer", "-fno-inline"];
-    let dir = root().join("target/workloads").join(FLAGS.concat());
+    // -mno-omit-leaf-frame-pointer.
+    build_workload(&format!("{name}.c"), &["-O0", "-fno-omit-frame-pointer", "-fno-inline"])
+}
+
+/// Compiles `tests/workloads/SOURCE` with `flags` (gcc for `.c`, g++ for `.cpp`, rustc for
+/// `.rs`) when the source is newer than the binary, and returns the executable's path. The
+/// directory names the flags, so changing them rebuilds.
+pub fn build_workload(source: &str, flags: &[&str]) -> PathBuf {
+    let path = root().join("tests/workloads").join(source);
+    let (name, extension) = source.rsplit_once('.').expect("workload sources have an extension");
+    let compiler = match extension {
+        "c" => "gcc".to_owned(),
+        "cpp" => "g++".to_owned(),
+        "rs" => std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned()),
+        other => panic!("no compiler for .{other} workloads"),
+    };
+    let dir = root().join("target/workloads").join(flags.concat().replace(['/', ' '], "_"));
     fs::create_dir_all(&dir).expect("create target/workloads");
-    let binary = dir.join(name);
+    // C workloads keep their plain name (the process name tests look for); others are
+    // suffixed so chain.c, chain.cpp and chain.rs never collide.
+    let binary = dir.join(if extension == "c" { name.to_owned() } else { format!("{name}-{extension}") });
     let fresh = fs::metadata(&binary)
-        .and_then(|b| Ok(b.modified()? >= fs::metadata(&source)?.modified()?))
+        .and_then(|b| Ok(b.modified()? >= fs::metadata(&path)?.modified()?))
         .unwrap_or(false);
     if !fresh {
         let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-        let status = Command::new("gcc")
-            .args(FLAGS)
+        let status = Command::new(&compiler)
+            .args(flags)
             .arg("-o")
             .arg(&tmp)
-            .arg(&source)
+            .arg(&path)
             .status()
-            .expect("run gcc");
-        assert!(status.success(), "gcc failed on {}", source.display());
+            .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+        assert!(status.success(), "{compiler} failed on {}", path.display());
         fs::rename(&tmp, &binary).expect("move workload into place");
     }
     binary

@@ -20,13 +20,13 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 /// Packages for building the BPF programs with Debian's toolchain.
 const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
-/// Packages the tests use: a C compiler for the workloads, bpftool to check nothing is left
+/// Packages the tests use: C and C++ compilers for the workloads, bpftool to check nothing is left
 /// in the kernel, setpriv to run unprivileged, protoc + Python protobuf + pprof's own
 /// `profile.proto` to read the pprof output with a reader that is not ours.
 const TEST_PACKAGES: &[&str] =
-    &["gcc", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev", "libc6-arm64-cross", "binutils"];
+    &["gcc", "g++", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev", "libc6-arm64-cross", "binutils"];
 /// Packages the benchmark uses: `perf` as the reference profiler.
-const BENCH_PACKAGES: &[&str] = &["gcc", "linux-perf"];
+const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf"];
 /// Packages for cross-building the agent for arm64.
 const AARCH64_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "libstd-rust-web-dev:arm64"];
 

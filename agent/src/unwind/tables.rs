@@ -42,7 +42,7 @@ pub struct FileTable {
     pub rows: Option<Extent>,
     /// File virtual address of row `pc` 0.
     pub base: u64,
-    /// Loadable segments, to turn a mapping's file offset into a virtual address.
+    /// Executable loadable segments, to turn a mapping's file offset into a virtual address.
     pub segments: Vec<Segment>,
     /// Processes mapping the file.
     refs: u32,
@@ -51,9 +51,15 @@ pub struct FileTable {
 }
 
 impl FileTable {
-    /// The virtual address of file offset `offset`, if a loadable segment holds it.
+    /// The virtual address of file offset `offset` (the start of an executable mapping), if
+    /// an executable segment holds it. Mappings start on a page boundary, which may be below
+    /// the segment's own offset (lld puts `.text` mid-page); the address then is too.
     pub fn vaddr_of(&self, offset: u64) -> Option<u64> {
-        self.segments.iter().find(|s| offset >= s.offset && offset < s.offset + s.size.max(1)).map(|s| offset - s.offset + s.vaddr)
+        const MAX_PAGE: u64 = 64 << 10;
+        self.segments
+            .iter()
+            .find(|s| offset >= s.offset & !(MAX_PAGE - 1) && offset < s.offset + s.size.max(1))
+            .map(|s| offset.wrapping_sub(s.offset).wrapping_add(s.vaddr))
     }
 }
 
@@ -176,11 +182,12 @@ impl TableStore {
     }
 }
 
-/// The loadable segments of an ELF image (none if it is not one).
+/// The executable loadable segments of an ELF image (none if it is not one).
 fn segments(data: &[u8]) -> Vec<Segment> {
-    use object::{Object, ObjectSegment};
+    use object::{elf::PF_X, Object, ObjectSegment, SegmentFlags};
     let Ok(file) = object::File::parse(data) else { return Vec::new() };
     file.segments()
+        .filter(|segment| matches!(segment.flags(), SegmentFlags::Elf { p_flags, .. } if p_flags.contains(PF_X)))
         .map(|segment| {
             let (offset, size) = segment.file_range();
             Segment { offset, size, vaddr: segment.address() }

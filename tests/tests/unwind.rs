@@ -1,0 +1,182 @@
+//! End-to-end tests of the `.eh_frame` unwinder: workloads built without frame pointers (C at
+//! -O2, C++ with templates, Rust release), deep recursion, and time spent inside libc, all
+//! profiled by the real oxeye with its real BPF programs.
+
+use oxeye_tests::{build_workload, Finished, Folded, Oxeye, Stack};
+
+/// Flags of the C and C++ workloads: optimized, no frame pointers.
+const NO_FRAME_POINTERS: [&str; 2] = ["-O2", "-fomit-frame-pointer"];
+
+/// Profiles one run of `binary` with `args` at 99 Hz, only that process.
+fn profile(test: &str, binary: &std::path::Path, args: &[&str], extra: &[&str]) -> Finished {
+    let mut child = std::process::Command::new(binary).args(args).spawn().expect("start workload");
+    let pid = child.id().to_string();
+    let mut oxeye_args = vec!["--samples-per-second", "99", "--pid", &pid];
+    oxeye_args.extend_from_slice(extra);
+    let oxeye = Oxeye::start(test, &oxeye_args);
+    let status = child.wait().expect("wait for workload");
+    assert!(status.success(), "{} failed: {status}", binary.display());
+    let finished = oxeye.wait();
+    finished.assert_success();
+    finished
+}
+
+/// Whether the user stack goes all the way from the ELF entry point (`_start`) to `chain`.
+fn complete_to(stack: &Stack, chain: &[&str]) -> bool {
+    let user = stack.user_frames();
+    user.first() == Some(&"_start") && user.ends_with(chain) && user.iter().all(|f| !f.starts_with("[unwind error"))
+}
+
+/// Share of `process`'s samples whose stack is complete from `_start` down to `prefix`
+/// followed by one of `leaves`.
+fn complete_share(folded: &Folded, process: &str, prefix: &[&str], leaves: &[&str]) -> (f64, u64) {
+    let total = folded.samples(process);
+    let complete: u64 = folded
+        .process(process)
+        .filter(|stack| leaves.iter().any(|leaf| complete_to(stack, &[prefix, &[*leaf]].concat())))
+        .map(|stack| stack.count)
+        .sum();
+    (complete as f64 / total.max(1) as f64, total)
+}
+
+#[test]
+fn c_without_frame_pointers_has_whole_stacks() {
+    let binary = build_workload("chain.c", &NO_FRAME_POINTERS);
+    let folded = profile("unwind-c", &binary, &["4"], &[]).folded();
+    let (share, total) = complete_share(&folded, "chain", &["main", "outer", "middle"], &["leaf_a", "leaf_b"]);
+    let dump = folded.dump("chain");
+    assert!(total >= 250, "only {total} samples:\n{dump}");
+    eprintln!("C -O2 chain: {:.1}% of {total} samples complete", share * 100.0);
+    assert!(share >= 0.95, "{:.1}% of {total} samples go from _start to main→outer→middle→leaf:\n{dump}", share * 100.0);
+}
+
+#[test]
+fn cpp_templates_and_virtual_calls_have_whole_stacks() {
+    let binary = build_workload("chain.cpp", &NO_FRAME_POINTERS);
+    let folded = profile("unwind-cpp", &binary, &["4"], &[]).folded();
+    let chain = [
+        "main",
+        "Driver::run()",
+        "Stage<3>::process(Leaf&, std::function<unsigned long ()> const&)",
+        "Stage<2>::process(Leaf&, std::function<unsigned long ()> const&)",
+        "Stage<1>::process(Leaf&, std::function<unsigned long ()> const&)",
+        "Stage<0>::process(Leaf&, std::function<unsigned long ()> const&)",
+    ];
+    let (share, total) = complete_share(&folded, "chain-cpp", &chain, &["Worker<unsigned long>::leaf(unsigned long)"]);
+    let dump = folded.dump("chain-cpp");
+    assert!(total >= 250, "only {total} samples:\n{dump}");
+    eprintln!("C++ chain: {:.1}% of {total} samples complete", share * 100.0);
+    assert!(share >= 0.95, "{:.1}% of {total} samples carry the whole C++ chain:\n{dump}", share * 100.0);
+}
+
+#[test]
+fn rust_release_binary_has_whole_stacks() {
+    let binary = build_workload("chain.rs", &["-O", "-C", "force-frame-pointers=no"]);
+    let folded = profile("unwind-rust", &binary, &["4"], &[]).folded();
+    let chain = ["main", "chain::main", "chain::outer", "chain::middle"];
+    // Between the C `main` and `chain::main` are the standard library's start-up frames.
+    let total = folded.samples("chain-rs");
+    let complete: u64 = folded
+        .process("chain-rs")
+        .filter(|stack| {
+            let user = stack.user_frames();
+            let in_order = chain.iter().try_fold(0, |from, want| user[from..].iter().position(|f| f == want).map(|i| from + i + 1));
+            complete_to(stack, &[]) && in_order.is_some() && matches!(user.last(), Some(&"chain::leaf_a" | &"chain::leaf_b")) && user[user.len() - 2] == "chain::middle"
+        })
+        .map(|stack| stack.count)
+        .sum();
+    let share = complete as f64 / total.max(1) as f64;
+    let dump = folded.dump("chain-rs");
+    assert!(total >= 250, "only {total} samples:\n{dump}");
+    eprintln!("Rust release chain: {:.1}% of {total} samples complete", share * 100.0);
+    assert!(share >= 0.95, "{:.1}% of {total} samples go from _start through main, chain::main, outer and middle to a leaf:\n{dump}", share * 100.0);
+}
+
+#[test]
+fn deep_recursion_yields_at_least_128_frames_in_order() {
+    let binary = build_workload("recurse.c", &NO_FRAME_POINTERS);
+    let folded = profile("unwind-recursion", &binary, &["3"], &[]).folded();
+    let total = folded.samples("recurse");
+    let dump = folded.dump("recurse");
+    let mut deep = 0;
+    for stack in folded.process("recurse") {
+        let user = stack.user_frames();
+        // Innermost first: the leaf, then one `descend` per level, then the error frame that
+        // says the walk stopped at the depth limit.
+        let walked: Vec<&str> = user.iter().rev().copied().take_while(|f| !f.starts_with("[unwind error")).collect();
+        if walked.len() >= 128 && walked[1..].iter().all(|f| *f == "descend") && user.first() == Some(&"[unwind error: depth limit]") {
+            deep += stack.count;
+        }
+    }
+    assert!(total >= 150, "only {total} samples:\n{dump}");
+    let share = deep as f64 / total as f64;
+    eprintln!("recursion: {:.1}% of {total} samples have >= 128 frames", share * 100.0);
+    assert!(share >= 0.95, "{:.1}% of {total} samples have ≥ 128 frames of descend ending in a depth-limit frame:\n{dump}", share * 100.0);
+}
+
+/// main → sort_many → qsort_r (libc) → libc's internal frames → compare_keys.
+fn assert_qsort_stacks(folded: &Folded, process: &str) {
+    let total = folded.samples(process);
+    let dump = folded.dump(process);
+    let mut in_compare = 0;
+    let mut through_libc = 0;
+    for stack in folded.process(process) {
+        let user = stack.user_frames();
+        if user.last() != Some(&"compare_keys") {
+            continue;
+        }
+        in_compare += stack.count;
+        let Some(sort) = user.iter().position(|f| *f == "sort_many") else { continue };
+        let libc = &user[sort + 1..user.len() - 1];
+        if complete_to(stack, &["compare_keys"])
+            && user[..sort].ends_with(&["main"])
+            && libc.first() == Some(&"qsort_r")
+            && libc.iter().all(|f| *f == "qsort_r" || f.starts_with("libc.so.6+") || f.starts_with("msort"))
+        {
+            through_libc += stack.count;
+        }
+    }
+    assert!(in_compare * 2 >= total, "only {in_compare} of {total} samples in compare_keys:\n{dump}");
+    let share = through_libc as f64 / in_compare as f64;
+    eprintln!("{process}: {:.1}% of {in_compare} compare_keys samples complete through libc", share * 100.0);
+    assert!(share >= 0.95, "{:.1}% of {in_compare} compare_keys samples go _start→main→sort_many→qsort_r→libc→compare_keys:\n{dump}", share * 100.0);
+}
+
+#[test]
+fn time_in_libc_shows_libc_frames_and_the_callers_above() {
+    let binary = build_workload("qsort.c", &NO_FRAME_POINTERS);
+    let folded = profile("unwind-qsort", &binary, &["3"], &[]).folded();
+    assert_qsort_stacks(&folded, "qsort");
+}
+
+#[test]
+fn frame_pointer_code_without_tables_calls_into_libc_and_back() {
+    // The program's own functions have frame pointers but no unwind tables; libc has tables
+    // but no frame pointers. The walk switches between the two on every frame.
+    let flags = ["-O0", "-fno-omit-frame-pointer", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"];
+    let binary = build_workload("qsort.c", &flags);
+    let folded = profile("unwind-mixed", &binary, &["3"], &[]).folded();
+    assert_qsort_stacks(&folded, "qsort");
+}
+
+#[test]
+fn frame_pointers_only_stops_early_without_them_and_says_why() {
+    let binary = build_workload("chain.c", &NO_FRAME_POINTERS);
+    let folded = profile("unwind-fp-only", &binary, &["2"], &["--frame-pointers-only"]).folded();
+    let (share, total) = complete_share(&folded, "chain", &["main", "outer", "middle"], &["leaf_a", "leaf_b"]);
+    let dump = folded.dump("chain");
+    // The same binary the tables unwind completely: frame pointers alone cannot.
+    assert!(total >= 100 && share <= 0.5, "{:.1}% of {total} samples complete with frame pointers only:\n{dump}", share * 100.0);
+    let errors: u64 = folded.process("chain").filter(|s| s.frames.iter().any(|f| f.starts_with("[unwind error"))).map(|s| s.count).sum();
+    assert!(errors * 2 >= total, "only {errors} of {total} incomplete stacks say why:\n{dump}");
+}
+
+#[test]
+fn unwind_tables_are_reported_on_exit() {
+    let binary = build_workload("chain.c", &NO_FRAME_POINTERS);
+    let finished = profile("unwind-report", &binary, &["1"], &[]);
+    let line = finished.stderr.lines().find(|l| l.starts_with("oxeye: unwind tables:")).unwrap_or_else(|| panic!("no unwind line in:\n{}", finished.stderr));
+    // chain, libc, ld.so and the vDSO at least.
+    let files: u64 = line["oxeye: unwind tables: ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(files >= 3, "{line}");
+}
