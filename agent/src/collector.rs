@@ -88,7 +88,7 @@ impl Collector {
             Some(Record::Exec(event)) => {
                 let comm = comm_str(&event.comm);
                 if let Some(unwinder) = &self.unwinder {
-                    unwinder.describe(event.pid);
+                    unwinder.exec(event.pid);
                 }
                 if self.exec_read_allowed() {
                     self.processes.on_exec(event.pid, &comm, &mut self.objects);

@@ -31,13 +31,13 @@ pub struct UnwindSizes {
 }
 
 impl UnwindSizes {
-    /// Sizes for `table_bytes` of unwind rows. Mappings get a sixteenth of that (at least
-    /// 16,384: hundreds of processes with dozens of libraries each), processes one per 16
-    /// mapping entries.
+    /// Sizes for `table_bytes` of unwind rows. Mappings get an eighth of that, at least
+    /// 32,768 entries (1 MiB: thousands of processes with a dozen libraries each); up to 8,192
+    /// processes are described at once (more for larger tables).
     pub fn for_table_bytes(table_bytes: u64) -> Self {
         let rows = (table_bytes / size_of::<agent_common::unwind::UnwindEntry>() as u64).clamp(1024, u32::MAX as u64 / 2) as u32;
-        let mappings = ((table_bytes / 16) / size_of::<agent_common::unwind::ExecMapping>() as u64).clamp(16_384, 1 << 22) as u32;
-        UnwindSizes { rows, mappings, processes: (mappings / 16).max(1024) }
+        let mappings = ((table_bytes / 8) / size_of::<agent_common::unwind::ExecMapping>() as u64).clamp(32_768, 1 << 22) as u32;
+        UnwindSizes { rows, mappings, processes: (mappings / 8).max(8192) }
     }
 }
 

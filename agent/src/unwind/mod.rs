@@ -14,6 +14,7 @@ pub mod registers;
 mod tables;
 
 use std::{
+    collections::VecDeque,
     sync::{
         mpsc::{self, Receiver, SyncSender, TrySendError},
         Arc, Mutex,
@@ -36,6 +37,11 @@ pub use tables::TableStats;
 const QUEUE_LEN: usize = 4096;
 /// How often processes whose exit was missed are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// After an exec, the dynamic loader maps the libraries within milliseconds: look again then,
+/// so a process's libraries are unwindable before it is next sampled.
+const AFTER_EXEC: [Duration; 2] = [Duration::from_millis(30), Duration::from_millis(300)];
+/// Most follow-up descriptions waiting (an exec storm drops the excess, counted).
+const MAX_FOLLOW_UPS: usize = 8192;
 
 /// The BPF maps the unwinder thread owns.
 pub struct UnwindMaps {
@@ -64,6 +70,8 @@ impl UnwindMaps {
 
 enum Request {
     Describe(u32),
+    /// A process exec'd: describe it now and again shortly.
+    Exec(u32),
     Forget(u32),
 }
 
@@ -82,6 +90,8 @@ pub struct UnwindStats {
     pub failed: u64,
     /// Requests dropped because the thread was behind.
     pub dropped_requests: u64,
+    /// Follow-up descriptions after exec dropped in an exec storm.
+    pub dropped_follow_ups: u64,
     /// Longest single description (reading maps and compiling new tables).
     pub slowest_describe: Duration,
     /// Time taken to describe the processes running at start.
@@ -112,6 +122,11 @@ impl Unwinder {
     /// time, or ran code outside every mapping described so far.
     pub fn describe(&self, pid: u32) {
         self.send(Request::Describe(pid));
+    }
+
+    /// Tells the thread `pid` exec'd a new image.
+    pub fn exec(&self, pid: u32) {
+        self.send(Request::Exec(pid));
     }
 
     /// Tells the thread `pid` exited.
@@ -165,67 +180,111 @@ impl Drop for Unwinder {
 
 fn run(maps: UnwindMaps, initial: Vec<u32>, requests: Receiver<Request>, stats: Arc<Mutex<UnwindStats>>) {
     let tables = TableStore::new(maps.rows);
-    let mut processes = ProcessMappings::new(maps.mappings, maps.ranges, maps.max_processes, tables);
-    let mut local = UnwindStats::default();
+    let processes = ProcessMappings::new(maps.mappings, maps.ranges, maps.max_processes, tables);
+    let mut worker = Worker { processes, stats: UnwindStats::default(), follow_ups: VecDeque::new() };
     let started = Instant::now();
-    let handle = |request: Request, processes: &mut ProcessMappings, local: &mut UnwindStats| match request {
-        Request::Describe(pid) => {
-            let begun = Instant::now();
-            match processes.describe(pid) {
-                Ok(Outcome::Updated) => {
-                    local.described += 1;
-                    local.slowest_describe = local.slowest_describe.max(begun.elapsed());
-                    debug!(pid, elapsed_ms = begun.elapsed().as_secs_f64() * 1e3, "described process to the unwinder");
-                }
-                Ok(Outcome::Unchanged) => {}
-                Err(error) => {
-                    local.failed += 1;
-                    debug!(pid, "cannot describe process to the unwinder: {error:#}");
-                }
-            }
-        }
-        Request::Forget(pid) => processes.forget(pid),
-    };
     for pid in initial {
-        handle(Request::Describe(pid), &mut processes, &mut local);
+        worker.describe(pid);
     }
-    local.initial_load = Some(started.elapsed());
-    publish(&stats, &mut local, &processes);
-    let initial_stats = local;
+    worker.stats.initial_load = Some(started.elapsed());
+    worker.publish(&stats);
+    let initial = worker.stats;
     info!(
-        processes = initial_stats.processes,
-        tables = initial_stats.tables.tables,
-        rows = initial_stats.tables.rows,
-        table_kib = initial_stats.tables.rows * size_of::<UnwindEntry>() as u64 / 1024,
+        processes = initial.processes,
+        tables = initial.tables.tables,
+        rows = initial.tables.rows,
+        table_kib = initial.tables.rows * size_of::<UnwindEntry>() as u64 / 1024,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "unwind tables loaded for running processes"
     );
     let mut last_sweep = Instant::now();
     loop {
-        match requests.recv_timeout(Duration::from_secs(1)) {
+        match requests.recv_timeout(worker.next_follow_up()) {
             Ok(request) => {
-                handle(request, &mut processes, &mut local);
+                worker.handle(request);
                 while let Ok(request) = requests.try_recv() {
-                    handle(request, &mut processes, &mut local);
+                    worker.handle(request);
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        worker.follow_up();
         if last_sweep.elapsed() >= SWEEP_INTERVAL {
             last_sweep = Instant::now();
-            processes.forget_dead();
+            worker.processes.forget_dead();
         }
-        publish(&stats, &mut local, &processes);
+        worker.publish(&stats);
     }
 }
 
-fn publish(stats: &Mutex<UnwindStats>, local: &mut UnwindStats, processes: &ProcessMappings) {
-    local.tables = processes.tables.stats();
-    local.processes = processes.len() as u64;
-    local.mappings = processes.mappings_used() as u64;
-    if let Ok(mut shared) = stats.lock() {
-        let dropped = shared.dropped_requests;
-        *shared = UnwindStats { dropped_requests: dropped, ..*local };
+/// The unwinder thread's state.
+struct Worker {
+    processes: ProcessMappings,
+    stats: UnwindStats,
+    /// Descriptions to repeat after an exec, in due order (each delay is constant).
+    follow_ups: VecDeque<(Instant, u32)>,
+}
+
+impl Worker {
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Exec(pid) => {
+                for delay in AFTER_EXEC {
+                    if self.follow_ups.len() < MAX_FOLLOW_UPS {
+                        self.follow_ups.push_back((Instant::now() + delay, pid));
+                    } else {
+                        self.stats.dropped_follow_ups += 1;
+                    }
+                }
+                self.describe(pid);
+            }
+            Request::Describe(pid) => self.describe(pid),
+            Request::Forget(pid) => self.processes.forget(pid),
+        }
+    }
+
+    /// How long until the next follow-up is due (at most a second).
+    fn next_follow_up(&self) -> Duration {
+        let now = Instant::now();
+        self.follow_ups.iter().map(|(due, _)| due.saturating_duration_since(now)).min().unwrap_or(Duration::from_secs(1))
+    }
+
+    /// Describes every process whose follow-up is due.
+    fn follow_up(&mut self) {
+        let now = Instant::now();
+        let (due, waiting): (VecDeque<_>, VecDeque<_>) = self.follow_ups.drain(..).partition(|(at, _)| *at <= now);
+        self.follow_ups = waiting;
+        for (_, pid) in due {
+            self.describe(pid);
+        }
+    }
+
+    fn describe(&mut self, pid: u32) {
+        let begun = Instant::now();
+        let compiled_before = self.processes.tables.stats().compiled;
+        match self.processes.describe(pid) {
+            Ok(Outcome::Updated) => {
+                self.stats.described += 1;
+                self.stats.slowest_describe = self.stats.slowest_describe.max(begun.elapsed());
+                let new_tables = self.processes.tables.stats().compiled - compiled_before;
+                debug!(pid, new_tables, elapsed_ms = begun.elapsed().as_secs_f64() * 1e3, "described process to the unwinder");
+            }
+            Ok(Outcome::Unchanged) => {}
+            Err(error) => {
+                self.stats.failed += 1;
+                debug!(pid, "cannot describe process to the unwinder: {error:#}");
+            }
+        }
+    }
+
+    fn publish(&mut self, shared: &Mutex<UnwindStats>) {
+        self.stats.tables = self.processes.tables.stats();
+        self.stats.processes = self.processes.len() as u64;
+        self.stats.mappings = self.processes.mappings_used() as u64;
+        if let Ok(mut shared) = shared.lock() {
+            let dropped = shared.dropped_requests;
+            *shared = UnwindStats { dropped_requests: dropped, ..self.stats };
+        }
     }
 }

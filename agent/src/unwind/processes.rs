@@ -14,7 +14,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use super::{
     extents::{Extent, Extents},
     mapped_array::MappedArray,
-    tables::{TableKey, TableStore},
+    tables::{FileBytes, TableKey, TableStore},
 };
 use crate::process::maps::{parse_executable, MapsEntry};
 
@@ -90,7 +90,7 @@ impl ProcessMappings {
             if let Some(key) = key {
                 let vdso = self.vdso.as_deref();
                 let table = self.tables.acquire(key, || match key {
-                    TableKey::Vdso => vdso.map(<[u8]>::to_vec).context("no vDSO image"),
+                    TableKey::Vdso => vdso.map(|image| FileBytes::Owned(image.to_vec())).context("no vDSO image"),
                     TableKey::File { .. } => read_mapped_file(pid, entry),
                 });
                 if let (Some(rows), Some(vaddr)) = (table.rows, table.vaddr_of(entry.file_offset)) {
@@ -184,13 +184,17 @@ fn map_files_path(pid: u32, entry: &MapsEntry) -> String {
     format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end)
 }
 
-/// Reads a mapped file through `map_files` (works across mount namespaces and for deleted
-/// files), falling back to the path inside the process's root.
-fn read_mapped_file(pid: u32, entry: &MapsEntry) -> Result<Vec<u8>> {
-    std::fs::read(map_files_path(pid, entry)).or_else(|_| {
-        let path = entry.path.strip_suffix(" (deleted)").unwrap_or(&entry.path);
-        std::fs::read(format!("/proc/{pid}/root{path}")).with_context(|| format!("cannot read {path}"))
-    })
+/// Maps a file a process has mapped, through `map_files` (works across mount namespaces and
+/// for deleted files), falling back to the path inside the process's root.
+fn read_mapped_file(pid: u32, entry: &MapsEntry) -> Result<FileBytes> {
+    let path = entry.path.strip_suffix(" (deleted)").unwrap_or(&entry.path);
+    let file = std::fs::File::open(map_files_path(pid, entry))
+        .or_else(|_| std::fs::File::open(format!("/proc/{pid}/root{path}")))
+        .with_context(|| format!("cannot open {path}"))?;
+    // SAFETY: executables and libraries are replaced by rename, not rewritten in place; the
+    // mapping is only read while the table is compiled.
+    let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {path}"))?;
+    Ok(FileBytes::Mapped(map))
 }
 
 /// A copy of this process's vDSO image: the kernel maps the same one into every process.

@@ -15,6 +15,26 @@ use super::{
     mapped_array::MappedArray,
 };
 
+/// A file's bytes: memory-mapped (only the pages the compiler reads count against oxeye's
+/// memory) or, for the vDSO, a copy.
+pub enum FileBytes {
+    /// A read-only mapping of the file.
+    Mapped(memmap2::Mmap),
+    /// Bytes in memory.
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(map) => map,
+            FileBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
 /// What identifies a file's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TableKey {
@@ -106,7 +126,7 @@ impl TableStore {
 
     /// Takes a reference on `key`'s table, compiling it from the bytes `read` returns if it is
     /// not loaded yet.
-    pub fn acquire(&mut self, key: TableKey, read: impl FnOnce() -> Result<Vec<u8>>) -> &FileTable {
+    pub fn acquire(&mut self, key: TableKey, read: impl FnOnce() -> Result<FileBytes>) -> &FileTable {
         if !self.tables.contains_key(&key) {
             let table = self.load(key, read);
             self.tables.insert(key, table);
@@ -127,7 +147,7 @@ impl TableStore {
         }
     }
 
-    fn load(&mut self, key: TableKey, read: impl FnOnce() -> Result<Vec<u8>>) -> FileTable {
+    fn load(&mut self, key: TableKey, read: impl FnOnce() -> Result<FileBytes>) -> FileTable {
         let mut table = FileTable { rows: None, base: 0, segments: Vec::new(), refs: 0, unused_since: 0 };
         let data = match read() {
             Ok(data) => data,
