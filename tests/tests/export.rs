@@ -191,7 +191,8 @@ fn tls_collector_is_trusted_only_with_its_ca() {
     let ca = ca_file.to_str().unwrap();
 
     let without_ca = oxeye_to(&address, "export-tls-refused", &[]);
-    thread::sleep(Duration::from_secs(3));
+    // Something to sample (an idle machine gives no samples, and then no export attempts).
+    run_workload(&workload("chain"), &["3"]);
     let finished = without_ca.stop();
     finished.assert_success();
     assert!(sink.requests().is_empty(), "oxeye sent profiles to a server it should not trust");

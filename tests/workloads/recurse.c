@@ -1,6 +1,6 @@
-/* Deep recursion for the unwinder tests: main -> descend() 150 times -> spin(). Built with
- * -O2 -fomit-frame-pointer; the store after each call keeps the recursion a real one (no
- * tail call, no loop). Runs for argv[1] seconds (default 5). */
+/* Deep recursion for the unwinder tests: main -> descend() argv[2] times (default 150) ->
+ * spin(). Built with -O2 -fomit-frame-pointer; the store after each call keeps the recursion a
+ * real one (no tail call, no loop). Runs for argv[1] seconds (default 5). */
 #include <stdlib.h>
 #include <time.h>
 
@@ -31,6 +31,7 @@ NOINLINE unsigned long descend(int depth, double seconds) {
 }
 
 int main(int argc, char **argv) {
-    descend(DEPTH - 1, argc > 1 ? atof(argv[1]) : 5.0);
+    int depth = argc > 2 ? atoi(argv[2]) : DEPTH;
+    descend(depth > 0 ? depth - 1 : 0, argc > 1 ? atof(argv[1]) : 5.0);
     return 0;
 }

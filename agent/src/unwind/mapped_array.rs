@@ -15,8 +15,9 @@ pub struct MappedArray<T> {
     base: NonNull<T>,
     len: usize,
     bytes: usize,
-    /// Keeps the map's file descriptor open for as long as the mapping is used.
-    _map: MapData,
+    /// Keeps the map's file descriptor open for as long as the mapping is used (none for the
+    /// anonymous memory of unit tests).
+    _map: Option<MapData>,
     _values: PhantomData<T>,
 }
 
@@ -39,7 +40,28 @@ impl<T: aya::Pod> MappedArray<T> {
             return Err(std::io::Error::last_os_error()).context("cannot memory-map an unwind table map");
         }
         let base = NonNull::new(address.cast::<T>()).context("mmap returned null")?;
-        Ok(MappedArray { base, len: len as usize, bytes, _map: map, _values: PhantomData })
+        Ok(MappedArray { base, len: len as usize, bytes, _map: Some(map), _values: PhantomData })
+    }
+
+    /// Plain anonymous memory of `len` entries, standing in for a map in unit tests.
+    #[cfg(test)]
+    pub fn anonymous(len: u32) -> Self {
+        let bytes = (len as usize * size_of::<T>()).div_ceil(page_size()) * page_size();
+        // SAFETY: a private anonymous mapping, owned by the returned value.
+        let address = unsafe {
+            libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(address, libc::MAP_FAILED);
+        let base = NonNull::new(address.cast::<T>()).expect("mmap returned null");
+        MappedArray { base, len: len as usize, bytes, _map: None, _values: PhantomData }
+    }
+
+    /// Reads entry `index`.
+    #[cfg(test)]
+    pub fn get(&self, index: usize) -> T {
+        assert!(index < self.len);
+        // SAFETY: in bounds of a live mapping; `T` is plain data.
+        unsafe { self.base.as_ptr().add(index).read() }
     }
 
     /// Number of entries.

@@ -262,13 +262,14 @@ impl Worker {
 
     fn describe(&mut self, pid: u32) {
         let begun = Instant::now();
-        let compiled_before = self.processes.tables.stats().compiled;
+        let before = self.processes.tables.stats();
         match self.processes.describe(pid) {
             Ok(Outcome::Updated) => {
                 self.stats.described += 1;
                 self.stats.slowest_describe = self.stats.slowest_describe.max(begun.elapsed());
-                let new_tables = self.processes.tables.stats().compiled - compiled_before;
-                debug!(pid, new_tables, elapsed_ms = begun.elapsed().as_secs_f64() * 1e3, "described process to the unwinder");
+                let after = self.processes.tables.stats();
+                let (new_tables, new_rows) = (after.compiled - before.compiled, after.rows.saturating_sub(before.rows));
+                debug!(pid, new_tables, new_rows, elapsed_ms = begun.elapsed().as_secs_f64() * 1e3, "described process to the unwinder");
             }
             Ok(Outcome::Unchanged) => {}
             Err(error) => {

@@ -214,3 +214,63 @@ fn segments(data: &[u8]) -> Vec<Segment> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn this_binary() -> Result<FileBytes> {
+        Ok(FileBytes::Owned(std::fs::read(std::env::current_exe()?)?))
+    }
+
+    fn key(inode: u64) -> TableKey {
+        TableKey::File { dev: 1, inode, mtime_ns: 0, size: 0 }
+    }
+
+    #[test]
+    fn tables_are_shared_written_and_evicted_only_when_unused() {
+        let rows = encode(&UnwindTable::compile(&this_binary().unwrap().to_vec()).unwrap()).entries;
+        // Room for two copies of this binary's table, not three.
+        let mut store = TableStore::new(MappedArray::anonymous(rows.len() as u32 * 5 / 2));
+        let first = store.acquire(key(1), this_binary).rows.expect("fits");
+        assert_eq!(store.rows.get(first.start as usize + 7), rows[7], "rows are written where the extent says");
+        assert!(store.acquire(key(1), || panic!("already loaded: not read again")).rows.is_some());
+        let second = store.acquire(key(2), this_binary).rows.expect("fits");
+        assert_ne!(first.start, second.start);
+
+        // Both are in use: a third does not fit and nothing is evicted.
+        assert!(store.acquire(key(3), this_binary).rows.is_none());
+        assert_eq!((store.stats().no_room, store.stats().evicted), (1, 0));
+
+        // Once no process uses the first (two references were taken), it makes room.
+        store.release(&key(1));
+        store.release(&key(1));
+        store.release(&key(3));
+        assert!(store.acquire(key(4), this_binary).rows.is_some());
+        assert_eq!(store.stats().evicted, 1);
+        assert_eq!(store.stats().rows, 2 * rows.len() as u64);
+    }
+
+    #[test]
+    fn unreadable_and_non_elf_files_get_no_table() {
+        let mut store = TableStore::new(MappedArray::anonymous(1024));
+        assert!(store.acquire(key(1), || anyhow::bail!("gone")).rows.is_none());
+        assert!(store.acquire(key(2), || Ok(FileBytes::Owned(b"not an ELF file".to_vec()))).rows.is_none());
+        assert_eq!(store.stats().without_info, 2);
+    }
+
+    #[test]
+    fn mapping_offsets_below_a_mid_page_segment_get_the_right_address() {
+        // lld puts .text at file offset 0x16970, address 0x17970; the mapping starts at 0x16000.
+        let table = FileTable {
+            rows: None,
+            base: 0,
+            segments: vec![Segment { offset: 0x16970, size: 0x3efb0, vaddr: 0x17970 }],
+            refs: 0,
+            unused_since: 0,
+        };
+        assert_eq!(table.vaddr_of(0x16000), Some(0x17000));
+        assert_eq!(table.vaddr_of(0x16970), Some(0x17970));
+        assert_eq!(table.vaddr_of(0x60000), None);
+    }
+}

@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 
 mod sink;
 mod unwind;
+mod unwinder;
 
 use crate::{
     build::{self, BuildArgs},
@@ -32,6 +33,10 @@ pub struct BenchArgs {
     /// Only the unwind-table figures (no workload runs).
     #[arg(long)]
     unwind_only: bool,
+    /// Only the unwinder figures: BPF cost on deep stacks, completeness against
+    /// `perf --call-graph dwarf`, time to make a new binary unwindable, and table memory.
+    #[arg(long)]
+    unwinder_only: bool,
     /// Rounds (each runs every configuration once); medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -129,6 +134,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let work_dir = root().join("target/bench");
     fs::create_dir_all(&work_dir)?;
     let _stats = BpfStats::enable()?;
+    if args.unwinder_only {
+        unwinder::run(&oxeye, &work_dir, args.rounds)?;
+        return unwind::run();
+    }
     let sink = sink::SinkProcess::start(&sink::build()?, &work_dir)?;
 
     say(format!("benchmark: {cpus} busy threads, {} s per run, {} rounds", args.seconds, args.rounds));
@@ -189,6 +198,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         median(per_round_cost),
     );
     println!("target: <= 20 bytes per sample");
+    drop(sink);
+    unwinder::run(&oxeye, &work_dir, args.rounds)?;
     unwind::run()
 }
 
