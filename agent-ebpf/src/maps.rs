@@ -61,6 +61,10 @@ pub struct Scratch {
     pub exact_pc: u32,
     /// Tail calls made for this sample so far.
     pub tail_calls: u32,
+    /// Where this sample's process's mappings are (looked up once per sample).
+    pub mappings: MappingRange,
+    /// The mapping the previous frame was in (all zero: none).
+    pub last_mapping: ExecMapping,
     /// The record sent when the walk ends.
     pub record: SampleRecord,
     /// Room after the record's frames, so a frame index masked to [`FRAME_SLOTS`] is always

@@ -58,15 +58,17 @@ pub fn oxeye_sample(ctx: PerfEventContext) -> u32 {
     header.user_frame_count = 0;
     header.user_stack_end = StackEnd::Complete as u32;
     header.flags = 0;
-    let kernel_frames = kernel_stack(&ctx, record);
-    record.header.kernel_frame_count = kernel_frames;
+    // A sample of user code has no kernel stack, and its registers are in the perf event.
+    let in_user = unwinder::registers_from_context(&ctx, scratch);
+    let record = &mut scratch.record;
+    record.header.kernel_frame_count = if in_user { 0 } else { kernel_stack(&ctx, record) };
     if pid == 0 {
         // The idle task has no user stack.
         record.header.user_stack_end = StackEnd::NoUserRegisters as u32;
         submit(record);
         return 0;
     }
-    unwinder::start(&ctx, scratch);
+    unwinder::start(&ctx, scratch, in_user);
     0
 }
 

@@ -19,10 +19,11 @@ use agent_common::{
     },
 };
 use aya_ebpf::{
+    bindings::bpf_perf_event_data,
     helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs},
     macros::perf_event,
     programs::PerfEventContext,
-    Global,
+    EbpfContext, Global,
 };
 
 use crate::maps::{count, submit, Scratch, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS};
@@ -54,12 +55,45 @@ pub static UNWIND_CONFIG: Global<UnwindConfig> = Global::new(UnwindConfig {
     address_mask: u64::MAX,
 });
 
-/// Reads the current task's user registers into `scratch` and starts the walk. Sends the
+/// When the sample interrupted user code, copies its registers from the perf event into
+/// `scratch` and returns true: the common case, with no kernel stack and no memory reads.
+#[inline(always)]
+pub fn registers_from_context(ctx: &PerfEventContext, scratch: &mut Scratch) -> bool {
+    // SAFETY: a perf_event program's context is a `bpf_perf_event_data`; its registers are
+    // read with fixed offsets, as the verifier requires.
+    let regs = unsafe { &(*(ctx.as_ptr() as *const bpf_perf_event_data)).regs };
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        if regs.cs & 3 != 3 {
+            return false;
+        }
+        (scratch.pc, scratch.sp, scratch.fp, scratch.lr) = (regs.rip, regs.rsp, regs.rbp, 0);
+        true
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        if regs.pstate & 0x1f != 0 {
+            return false;
+        }
+        let mask = UNWIND_CONFIG.load().address_mask;
+        (scratch.pc, scratch.sp, scratch.fp, scratch.lr) = (regs.pc & mask, regs.sp, regs.regs[29], regs.regs[30] & mask);
+        true
+    }
+    #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+    {
+        let _ = (regs, scratch);
+        false
+    }
+}
+
+/// Starts the walk: `in_user` says [`registers_from_context`] already set the registers;
+/// otherwise the current task's user registers are read from its kernel stack. Sends the
 /// record itself when there is nothing to walk or the tail call fails.
 #[inline(always)]
-pub fn start(ctx: &PerfEventContext, scratch: &mut Scratch) {
+pub fn start(ctx: &PerfEventContext, scratch: &mut Scratch, in_user: bool) {
     let config = UNWIND_CONFIG.load();
-    match user_registers(&config, scratch) {
+    let registers = if in_user && scratch.pc != 0 { Ok(()) } else { user_registers(&config, scratch) };
+    match registers {
         Ok(()) => {
             scratch.exact_pc = 1;
             scratch.tail_calls = 0;
@@ -111,22 +145,24 @@ pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
     // SAFETY: this CPU's scratch entry; programs on one CPU do not preempt each other.
     let scratch = unsafe { &mut *scratch };
     let config = UNWIND_CONFIG.load();
-    let pid = scratch.record.header.pid;
-    // No mappings (len 0) for a process user space has not described: frame pointers only.
-    let mut mappings = MappingRange::default();
-    if config.use_tables != 0 {
-        // SAFETY: the value is copied out at once.
-        match unsafe { PROCESS_MAPPINGS.get(&pid) } {
-            Some(range) => mappings = *range,
-            None if scratch.tail_calls == 0 => {
-                count(Counter::UnwindUnknownProcess);
-                scratch.record.header.flags |= FLAG_UNKNOWN_MAPPING;
+    if scratch.tail_calls == 0 {
+        // Once per sample: where the process's mappings are. None (len 0) for a process user
+        // space has not described yet: frame pointers only.
+        scratch.mappings = MappingRange::default();
+        scratch.last_mapping = ExecMapping::default();
+        if config.use_tables != 0 {
+            // SAFETY: the value is copied out at once.
+            match unsafe { PROCESS_MAPPINGS.get(&scratch.record.header.pid) } {
+                Some(range) => scratch.mappings = *range,
+                None => {
+                    count(Counter::UnwindUnknownProcess);
+                    scratch.record.header.flags |= FLAG_UNKNOWN_MAPPING;
+                }
             }
-            None => {}
         }
     }
     for _ in 0..FRAMES_PER_PROGRAM {
-        if let Err(end) = step(scratch, &mappings, &config) {
+        if let Err(end) = step(scratch, &config) {
             scratch.record.header.user_stack_end = end as u32;
             submit(&scratch.record);
             return 0;
@@ -145,7 +181,7 @@ pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
 
 /// Records the current frame and moves the registers to its caller's.
 #[inline(always)]
-fn step(scratch: &mut Scratch, mappings: &MappingRange, config: &UnwindConfig) -> Result<(), StackEnd> {
+fn step(scratch: &mut Scratch, config: &UnwindConfig) -> Result<(), StackEnd> {
     let header = &mut scratch.record.header;
     let kernel = header.kernel_frame_count.min(MAX_KERNEL_FRAMES as u32);
     if header.user_frame_count >= MAX_USER_FRAMES as u32 {
@@ -167,14 +203,18 @@ fn step(scratch: &mut Scratch, mappings: &MappingRange, config: &UnwindConfig) -
     let lookup_pc = if scratch.exact_pc != 0 { pc } else { pc - 1 };
     // A NO_INFO row stands for "no table here".
     let mut entry = UnwindEntry { row_kind: row::NO_INFO, ..UnwindEntry::default() };
-    if mappings.len != 0 {
-        match find_mapping(mappings, lookup_pc) {
+    if scratch.mappings.len != 0 {
+        // Callers are mostly in the same file as their callees: try the last mapping first.
+        let last = scratch.last_mapping;
+        let mapping = if last.start <= lookup_pc && lookup_pc < last.end { Some(last) } else { find_mapping(&scratch.mappings, lookup_pc) };
+        match mapping {
             Some(mapping) => {
+                scratch.last_mapping = mapping;
                 if let Some(found) = find_row(&mapping, lookup_pc) {
                     entry = found;
                 }
             }
-            None => header.flags |= FLAG_UNKNOWN_MAPPING,
+            None => scratch.record.header.flags |= FLAG_UNKNOWN_MAPPING,
         }
     }
     match entry.row_kind {
@@ -248,15 +288,30 @@ fn table_step(scratch: &mut Scratch, entry: &UnwindEntry, config: &UnwindConfig)
         cfa::PLT_X86 => scratch.sp + 8 + if (scratch.pc & 15) >= entry.cfa_offset as u64 { 8 } else { 0 },
         _ => return Err(StackEnd::UnsupportedRule),
     };
+    let saved_fp = entry.fp_kind == fp::CFA_OFFSET;
     let return_address = match entry.ra_kind {
-        ra::CFA_OFFSET => read_user(cfa.wrapping_add(entry.ra_offset as i64 as u64))?,
-        ra::LINK_REGISTER if scratch.exact_pc != 0 => scratch.lr,
+        // The usual prologue saves the frame pointer right below the return address: read
+        // both at once.
+        ra::CFA_OFFSET if saved_fp && entry.fp_offset as i32 + 8 == entry.ra_offset as i32 => {
+            let [caller_fp, return_address] = read_user_pair(cfa.wrapping_add(entry.fp_offset as i64 as u64))?;
+            scratch.fp = caller_fp;
+            return_address
+        }
+        ra::CFA_OFFSET => {
+            if saved_fp {
+                scratch.fp = read_user(cfa.wrapping_add(entry.fp_offset as i64 as u64))?;
+            }
+            read_user(cfa.wrapping_add(entry.ra_offset as i64 as u64))?
+        }
+        ra::LINK_REGISTER if scratch.exact_pc != 0 => {
+            if saved_fp {
+                scratch.fp = read_user(cfa.wrapping_add(entry.fp_offset as i64 as u64))?;
+            }
+            scratch.lr
+        }
         ra::END_OF_STACK => return Err(StackEnd::Complete),
         _ => return Err(StackEnd::UnsupportedRule),
     };
-    if entry.fp_kind == fp::CFA_OFFSET {
-        scratch.fp = read_user(cfa.wrapping_add(entry.fp_offset as i64 as u64))?;
-    }
     // The CFA is the caller's stack pointer: it only moves up (it stays put only while an
     // arm64 leaf still has its return address in X30).
     if cfa < scratch.sp || (cfa == scratch.sp && entry.ra_kind != ra::LINK_REGISTER) {
@@ -280,8 +335,9 @@ fn frame_pointer_step(scratch: &mut Scratch, config: &UnwindConfig) -> Result<()
     if frame < scratch.sp {
         return Err(StackEnd::NoTable); // not a frame pointer: code without a table or one
     }
-    let return_address = read_user(frame + 8).map_err(|_| StackEnd::NoTable)?;
-    scratch.fp = read_user(frame).map_err(|_| StackEnd::NoTable)?;
+    // One read for both words: each read of user memory costs far more than its size.
+    let [caller_fp, return_address] = read_user_pair(frame).map_err(|_| StackEnd::NoTable)?;
+    scratch.fp = caller_fp;
     scratch.sp = frame + 16;
     return_to(scratch, return_address, config)
 }
@@ -317,6 +373,13 @@ fn return_to(scratch: &mut Scratch, return_address: u64, config: &UnwindConfig) 
     scratch.pc = pc;
     scratch.exact_pc = 0;
     Ok(())
+}
+
+/// Reads two consecutive words of user memory.
+#[inline(always)]
+fn read_user_pair(address: u64) -> Result<[u64; 2], StackEnd> {
+    // SAFETY: the helper handles faults; the value is plain data.
+    unsafe { bpf_probe_read_user(address as *const [u64; 2]) }.map_err(|_| StackEnd::BadRead)
 }
 
 #[inline(always)]
