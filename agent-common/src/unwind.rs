@@ -1,7 +1,9 @@
 //! The `.eh_frame` unwinder's tables, as the BPF program reads them.
 //!
 //! User space compiles each executable file's unwind information into rows
-//! ([`UnwindEntry`]), writes them into one big array shared by all files, and describes each
+//! ([`UnwindEntry`]: an address and the index of an [`UnwindRule`]), writes them into one big
+//! array shared by all files, and keeps the rules, of which a whole machine has a few
+//! hundred distinct ones, in a second array shared by all rows. It describes each
 //! process's executable mappings ([`ExecMapping`]) in a second array. A per-process
 //! [`MappingRange`] says where that process's mappings are. In BPF, one PC lookup is a binary
 //! search over the process's mappings (sorted by address), then a binary search over the
@@ -60,12 +62,25 @@ pub mod row {
     pub const NO_INFO: u8 = 2;
 }
 
-/// One unwind row: the rules from `pc` up to the next row's `pc`.
+/// One unwind row: the rule from `pc` up to the next row's `pc`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnwindEntry {
     /// First address covered, relative to the table's base (see [`ExecMapping::bias`]).
     pub pc: u32,
+    /// Index of the rule in the rules array; [`NO_INFO_RULE`] for code with no unwind info.
+    pub rule: u32,
+}
+const _: () = assert!(core::mem::size_of::<UnwindEntry>() == 8);
+crate::impl_pod!(UnwindEntry);
+
+/// Index of the rule every rules array starts with: no unwind information here.
+pub const NO_INFO_RULE: u32 = 0;
+
+/// How to find the caller's frame: shared by every row with the same rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UnwindRule {
     /// Offset for the CFA rule (the threshold for [`cfa::PLT_X86`]).
     pub cfa_offset: i32,
     /// Offset from the CFA of the saved return address.
@@ -80,9 +95,17 @@ pub struct UnwindEntry {
     pub fp_kind: u8,
     /// One of [`row`].
     pub row_kind: u8,
+    /// Zero (pads the rule to 16 bytes, a multiple of 8 as memory-mapped arrays need).
+    pub reserved: u32,
 }
-const _: () = assert!(core::mem::size_of::<UnwindEntry>() == 16);
-crate::impl_pod!(UnwindEntry);
+const _: () = assert!(core::mem::size_of::<UnwindRule>() == 16);
+crate::impl_pod!(UnwindRule);
+
+impl UnwindRule {
+    /// The rule for code with no unwind information (walk it with the frame pointer).
+    pub const NO_INFO: UnwindRule =
+        UnwindRule { cfa_offset: 0, ra_offset: 0, fp_offset: 0, cfa_kind: 0, ra_kind: 0, fp_kind: 0, row_kind: row::NO_INFO, reserved: 0 };
+}
 
 /// One executable mapping of a process.
 #[repr(C)]

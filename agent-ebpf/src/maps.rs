@@ -3,7 +3,7 @@
 use agent_common::{
     counters::Counter,
     sampler::{SampleHeader, SampleRecord, MAX_FRAMES},
-    unwind::{ExecMapping, MappingRange, UnwindEntry},
+    unwind::{ExecMapping, MappingRange, UnwindEntry, UnwindRule},
 };
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_RB_NO_WAKEUP},
@@ -78,13 +78,22 @@ const _: () = assert!(FRAME_SLOTS.is_power_of_two() && FRAME_SLOTS >= MAX_FRAMES
 
 /// Unwind rows of every file with a table, each file's rows contiguous and sorted by `pc`.
 ///
-/// - Key: row index. Value: [`UnwindEntry`] (16 bytes).
+/// - Key: row index. Value: [`UnwindEntry`] (8 bytes: address and rule index).
 /// - Written by: user space, through a memory mapping of the array (no syscall per row).
 ///   Read by: `unwinder`.
 /// - Size: `--unwind-table-memory-mb` at load time; user space allocates ranges of it to
 ///   files and evicts the tables of files no process maps any more.
 #[map]
 pub static UNWIND_ROWS: Array<UnwindEntry> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The distinct unwind rules the rows point to (a whole machine has a few hundred).
+///
+/// - Key: rule index; 0 is always "no unwind information". Value: [`UnwindRule`] (16 bytes).
+/// - Written by: user space through a memory mapping, each rule once, before any row points
+///   to it; never rewritten. Read by: `unwinder`.
+/// - Size: fixed at load time (65,536 rules, 1 MiB); a rule past it reads as "no info".
+#[map]
+pub static UNWIND_RULES: Array<UnwindRule> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Executable mappings of every known process, each process's contiguous and sorted by
 /// address.

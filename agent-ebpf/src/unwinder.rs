@@ -14,7 +14,7 @@ use agent_common::{
     counters::Counter,
     sampler::{MAX_FRAMES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES},
     unwind::{
-        arch, cfa, fp, ra, row, ExecMapping, MappingRange, StackEnd, UnwindConfig, UnwindEntry, FLAG_UNKNOWN_MAPPING,
+        arch, cfa, fp, ra, row, ExecMapping, MappingRange, StackEnd, UnwindConfig, UnwindRule, FLAG_UNKNOWN_MAPPING,
         MAPPING_SEARCH_STEPS, MAX_FILE_ROWS, MAX_PROCESS_MAPPINGS, ROW_SEARCH_STEPS,
     },
 };
@@ -26,7 +26,7 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 
-use crate::maps::{count, submit, Scratch, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS};
+use crate::maps::{count, submit, Scratch, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_RULES};
 
 /// Frames walked per program run, between tail calls.
 const FRAMES_PER_PROGRAM: u32 = 5;
@@ -202,7 +202,7 @@ fn step(scratch: &mut Scratch, config: &UnwindConfig) -> Result<(), StackEnd> {
     // function that never returns): look up the call instruction instead.
     let lookup_pc = if scratch.exact_pc != 0 { pc } else { pc - 1 };
     // A NO_INFO row stands for "no table here".
-    let mut entry = UnwindEntry { row_kind: row::NO_INFO, ..UnwindEntry::default() };
+    let mut entry = UnwindRule::NO_INFO;
     if scratch.mappings.len != 0 {
         // Callers are mostly in the same file as their callees: try the last mapping first.
         let last = scratch.last_mapping;
@@ -247,9 +247,9 @@ fn find_mapping(range: &MappingRange, pc: u64) -> Option<ExecMapping> {
     (mapping.start <= pc && pc < mapping.end).then_some(mapping)
 }
 
-/// The row of `mapping`'s table that covers `pc`.
+/// The rule of the row of `mapping`'s table that covers `pc`.
 #[inline(always)]
-fn find_row(mapping: &ExecMapping, pc: u64) -> Option<UnwindEntry> {
+fn find_row(mapping: &ExecMapping, pc: u64) -> Option<UnwindRule> {
     let offset = pc.checked_sub(mapping.bias)?;
     if offset > u32::MAX as u64 {
         return None;
@@ -269,7 +269,10 @@ fn find_row(mapping: &ExecMapping, pc: u64) -> Option<UnwindEntry> {
         len -= half;
     }
     let entry = *UNWIND_ROWS.get(base)?;
-    (entry.pc as u64 <= offset).then_some(entry)
+    if entry.pc as u64 > offset {
+        return None;
+    }
+    UNWIND_RULES.get(entry.rule).copied()
 }
 
 /// `u64::MAX` if `a <= b`, else 0, computed without a branch (for values below 2^63).
@@ -281,7 +284,7 @@ fn all_ones_if_le(a: u64, b: u64) -> u64 {
 
 /// Applies a table row: CFA, then the return address and frame pointer saved relative to it.
 #[inline(always)]
-fn table_step(scratch: &mut Scratch, entry: &UnwindEntry, config: &UnwindConfig) -> Result<(), StackEnd> {
+fn table_step(scratch: &mut Scratch, entry: &UnwindRule, config: &UnwindConfig) -> Result<(), StackEnd> {
     let cfa = match entry.cfa_kind {
         cfa::SP => scratch.sp.wrapping_add(entry.cfa_offset as i64 as u64),
         cfa::FP => scratch.fp.wrapping_add(entry.cfa_offset as i64 as u64),

@@ -65,10 +65,10 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
     pub max_export_queue_bytes: usize,
 
-    /// Kernel memory for unwind tables, in MiB (16 bytes per row). When full, the tables of
+    /// Kernel memory for unwind tables, in MiB (8 bytes per row). When full, the tables of
     /// files no process maps any more are evicted first; files that still do not fit are
     /// walked with frame pointers.
-    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, value_name = "MIB", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub unwind_table_memory_mb: u64,
 
     /// Walk user stacks with frame pointers only (no `.eh_frame` tables): cheaper, but stacks

@@ -187,11 +187,12 @@ pub async fn run(args: Args) -> Result<()> {
         drop(unwinder);
         let tables = stats.tables;
         eprintln!(
-            "oxeye: unwind tables: {} files, {} rows ({:.1} of {:.0} MiB), {} processes, {} mappings; {} compiled, {} evicted, {} without room, {} without unwind info; slowest process {:.0} ms",
+            "oxeye: unwind tables: {} files, {} rows ({:.1} of {:.0} MiB), {} rules, {} processes, {} mappings; {} compiled, {} evicted, {} without room, {} without unwind info; slowest process {:.0} ms",
             tables.tables,
             tables.rows,
-            (tables.rows * 16) as f64 / (1 << 20) as f64,
-            (tables.capacity * 16) as f64 / (1 << 20) as f64,
+            (tables.rows * ROW_BYTES) as f64 / (1 << 20) as f64,
+            (tables.capacity * ROW_BYTES) as f64 / (1 << 20) as f64,
+            tables.rules,
             stats.processes,
             stats.mappings,
             tables.compiled,
@@ -236,6 +237,9 @@ fn report(collector: &mut Collector, exporter: &Exporter, host: &HostInfo, perio
 fn unix_now_ns() -> u64 {
     SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
+
+/// Bytes per unwind row in the kernel.
+const ROW_BYTES: u64 = size_of::<agent_common::unwind::UnwindEntry>() as u64;
 
 /// Process ids in `/proc`, for describing every running process to the unwinder.
 fn running_processes() -> Vec<u32> {

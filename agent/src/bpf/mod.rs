@@ -78,6 +78,7 @@ impl Probes {
             .override_global("UNWIND_CONFIG", &unwind_config, true)
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("UNWIND_ROWS", unwind_sizes.rows)
+            .map_max_entries("UNWIND_RULES", unwind_sizes.rules)
             .map_max_entries("EXEC_MAPPINGS", unwind_sizes.mappings)
             .map_max_entries("PROCESS_MAPPINGS", unwind_sizes.processes)
             .load(BPF_OBJECT)
@@ -105,7 +106,7 @@ impl Probes {
 
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("BPF object has no EVENTS map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("BPF object has no COUNTERS map")?)?;
-        let unwind_maps = UnwindMaps::take(&mut ebpf, unwind_sizes.rows, unwind_sizes.mappings, unwind_sizes.processes)?;
+        let unwind_maps = UnwindMaps::take(&mut ebpf, unwind_sizes.rows, unwind_sizes.rules, unwind_sizes.mappings, unwind_sizes.processes)?;
         let probes = Probes { counters, ebpf, _unwind_programs: unwind_programs, samples_per_second: config.samples_per_second };
         Ok((probes, events, unwind_maps))
     }

@@ -22,8 +22,10 @@ pub fn ring_buffer_bytes(samples_per_second: u64, cpus: usize) -> u32 {
 /// Sizes of the unwinder's maps.
 #[derive(Debug, Clone, Copy)]
 pub struct UnwindSizes {
-    /// `UNWIND_ROWS` entries (16 bytes each).
+    /// `UNWIND_ROWS` entries (8 bytes each).
     pub rows: u32,
+    /// `UNWIND_RULES` entries (16 bytes each).
+    pub rules: u32,
     /// `EXEC_MAPPINGS` entries (32 bytes each).
     pub mappings: u32,
     /// `PROCESS_MAPPINGS` entries (processes described at once).
@@ -37,7 +39,7 @@ impl UnwindSizes {
     pub fn for_table_bytes(table_bytes: u64) -> Self {
         let rows = (table_bytes / size_of::<agent_common::unwind::UnwindEntry>() as u64).clamp(1024, u32::MAX as u64 / 2) as u32;
         let mappings = ((table_bytes / 8) / size_of::<agent_common::unwind::ExecMapping>() as u64).clamp(32_768, 1 << 22) as u32;
-        UnwindSizes { rows, mappings, processes: (mappings / 8).max(8192) }
+        UnwindSizes { rows, rules: 1 << 16, mappings, processes: (mappings / 8).max(8192) }
     }
 }
 

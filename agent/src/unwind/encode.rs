@@ -1,6 +1,6 @@
-//! Turning a compiled [`UnwindTable`] into the rows the BPF unwinder reads.
+//! Turning a compiled [`UnwindTable`] into the rows and rules the BPF unwinder reads.
 
-use agent_common::unwind::{cfa, fp, ra, row, UnwindEntry, MAX_FILE_ROWS};
+use agent_common::unwind::{cfa, fp, ra, row, UnwindEntry, UnwindRule, MAX_FILE_ROWS, NO_INFO_RULE};
 use symbolizer::unwind::{CfaRule, FpRule, RaRule, RowKind, UnwindRow, UnwindTable};
 
 /// A file's rows, with addresses relative to `base` (the first row's address).
@@ -12,24 +12,26 @@ pub struct EncodedTable {
     pub entries: Vec<UnwindEntry>,
 }
 
-/// Encodes `table`. Rows past 4 GiB from the first, or past [`MAX_FILE_ROWS`], are cut and
-/// the table ends with a no-info row (the unwinder then uses frame pointers there).
-pub fn encode(table: &UnwindTable) -> EncodedTable {
+/// Encodes `table`, turning each row's rules into a rule index with `intern`. Rows past 4 GiB
+/// from the first, or past [`MAX_FILE_ROWS`], are cut and the table ends with a no-info row
+/// (the unwinder then uses frame pointers there).
+pub fn encode(table: &UnwindTable, mut intern: impl FnMut(UnwindRule) -> u32) -> EncodedTable {
     let rows = table.rows();
     let base = rows.first().map_or(0, |row| row.start);
     let mut entries: Vec<UnwindEntry> = Vec::with_capacity(rows.len().min(MAX_FILE_ROWS as usize));
     for source in rows {
         let Ok(pc) = u32::try_from(source.start - base) else { break };
         if entries.len() + 1 >= MAX_FILE_ROWS as usize {
-            entries.push(UnwindEntry { pc, row_kind: row::NO_INFO, ..Default::default() });
+            entries.push(UnwindEntry { pc, rule: NO_INFO_RULE });
             break;
         }
-        entries.push(entry(pc, source));
+        entries.push(UnwindEntry { pc, rule: intern(rule(source)) });
     }
     EncodedTable { base, entries }
 }
 
-fn entry(pc: u32, source: &UnwindRow) -> UnwindEntry {
+/// The rule a row stands for.
+pub fn rule(source: &UnwindRow) -> UnwindRule {
     let row_kind = match source.kind {
         RowKind::Normal => row::NORMAL,
         RowKind::SignalFrame => row::SIGNAL_FRAME,
@@ -52,7 +54,7 @@ fn entry(pc: u32, source: &UnwindRow) -> UnwindEntry {
         FpRule::CfaOffset(offset) => i16::try_from(offset).map_or((fp::UNKNOWN, 0), |offset| (fp::CFA_OFFSET, offset)),
         FpRule::Unsupported => (fp::UNKNOWN, 0),
     };
-    UnwindEntry { pc, cfa_offset, ra_offset, fp_offset, cfa_kind, ra_kind, fp_kind, row_kind }
+    UnwindRule { cfa_offset, ra_offset, fp_offset, cfa_kind, ra_kind, fp_kind, row_kind, reserved: 0 }
 }
 
 #[cfg(test)]
@@ -63,12 +65,21 @@ mod tests {
     fn encodes_this_binary_relative_to_its_first_row() {
         let data = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let table = UnwindTable::compile(&data).unwrap();
-        let encoded = encode(&table);
+        let mut rules: Vec<UnwindRule> = Vec::new();
+        let encoded = encode(&table, |rule| match rules.iter().position(|r| *r == rule) {
+            Some(index) => index as u32,
+            None => {
+                rules.push(rule);
+                rules.len() as u32 - 1
+            }
+        });
         assert_eq!(encoded.entries.len(), table.rows().len());
         assert_eq!(encoded.base, table.rows()[0].start);
         assert!(encoded.entries.windows(2).all(|pair| pair[0].pc < pair[1].pc));
+        // Thousands of rows share a few hundred rules.
+        assert!(rules.len() * 20 < encoded.entries.len(), "{} rules for {} rows", rules.len(), encoded.entries.len());
         // x86-64 and arm64 code mostly has CFA = SP + n with the return address saved.
-        let plain = encoded.entries.iter().filter(|e| e.cfa_kind == cfa::SP && e.row_kind == row::NORMAL).count();
+        let plain = encoded.entries.iter().filter(|e| matches!(rules[e.rule as usize], r if r.cfa_kind == cfa::SP && r.row_kind == row::NORMAL)).count();
         assert!(plain * 2 > encoded.entries.len(), "{plain} of {}", encoded.entries.len());
     }
 }

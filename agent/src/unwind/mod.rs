@@ -11,6 +11,7 @@ mod extents;
 mod mapped_array;
 mod processes;
 pub mod registers;
+mod rules;
 mod tables;
 
 use std::{
@@ -23,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::unwind::{ExecMapping, MappingRange, UnwindEntry};
+use agent_common::unwind::{ExecMapping, MappingRange, UnwindEntry, UnwindRule};
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use tracing::{debug, info};
@@ -47,6 +48,8 @@ const MAX_FOLLOW_UPS: usize = 8192;
 pub struct UnwindMaps {
     /// `UNWIND_ROWS`, memory-mapped.
     pub rows: MappedArray<UnwindEntry>,
+    /// `UNWIND_RULES`, memory-mapped.
+    pub rules: MappedArray<UnwindRule>,
     /// `EXEC_MAPPINGS`, memory-mapped.
     pub mappings: MappedArray<ExecMapping>,
     /// `PROCESS_MAPPINGS`.
@@ -57,10 +60,11 @@ pub struct UnwindMaps {
 
 impl UnwindMaps {
     /// Takes the maps out of a loaded object.
-    pub fn take(ebpf: &mut aya::Ebpf, rows: u32, mappings: u32, max_processes: u32) -> Result<Self> {
+    pub fn take(ebpf: &mut aya::Ebpf, rows: u32, rules: u32, mappings: u32, max_processes: u32) -> Result<Self> {
         let mut take = |name: &str| -> Result<Map> { ebpf.take_map(name).with_context(|| format!("BPF object has no {name} map")) };
         Ok(UnwindMaps {
             rows: MappedArray::new(take("UNWIND_ROWS")?, rows)?,
+            rules: MappedArray::new(take("UNWIND_RULES")?, rules)?,
             mappings: MappedArray::new(take("EXEC_MAPPINGS")?, mappings)?,
             ranges: BpfHashMap::try_from(take("PROCESS_MAPPINGS")?)?,
             max_processes: max_processes as usize,
@@ -179,7 +183,7 @@ impl Drop for Unwinder {
 }
 
 fn run(maps: UnwindMaps, initial: Vec<u32>, requests: Receiver<Request>, stats: Arc<Mutex<UnwindStats>>) {
-    let tables = TableStore::new(maps.rows);
+    let tables = TableStore::new(maps.rows, maps.rules);
     let processes = ProcessMappings::new(maps.mappings, maps.ranges, maps.max_processes, tables);
     let mut worker = Worker { processes, stats: UnwindStats::default(), follow_ups: VecDeque::new() };
     let started = Instant::now();

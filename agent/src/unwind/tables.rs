@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use agent_common::unwind::UnwindEntry;
+use agent_common::unwind::{UnwindEntry, UnwindRule};
 use anyhow::Result;
 use symbolizer::unwind::UnwindTable;
 use tracing::debug;
@@ -13,6 +13,7 @@ use super::{
     encode::encode,
     extents::{Extent, Extents},
     mapped_array::MappedArray,
+    rules::RuleTable,
 };
 
 /// A file's bytes: memory-mapped (only the pages the compiler reads count against oxeye's
@@ -100,28 +101,36 @@ pub struct TableStats {
     pub no_room: u64,
     /// Files with no usable unwind information (or unreadable).
     pub without_info: u64,
+    /// Distinct rules the rows share.
+    pub rules: u64,
 }
 
 /// The tables in the kernel's rows array.
 pub struct TableStore {
     tables: HashMap<TableKey, FileTable>,
     rows: MappedArray<UnwindEntry>,
+    rules: RuleTable,
     extents: Extents,
     clock: u64,
     stats: TableStats,
 }
 
 impl TableStore {
-    /// An empty store over the rows array.
-    pub fn new(rows: MappedArray<UnwindEntry>) -> Self {
+    /// An empty store over the rows and rules arrays.
+    pub fn new(rows: MappedArray<UnwindEntry>, rules: MappedArray<UnwindRule>) -> Self {
         let extents = Extents::new(rows.len() as u32);
         let stats = TableStats { capacity: rows.len() as u64, ..Default::default() };
-        TableStore { tables: HashMap::new(), rows, extents, clock: 0, stats }
+        TableStore { tables: HashMap::new(), rows, rules: RuleTable::new(rules), extents, clock: 0, stats }
     }
 
     /// Current counts.
     pub fn stats(&self) -> TableStats {
-        TableStats { tables: self.tables.values().filter(|t| t.rows.is_some()).count() as u64, rows: self.extents.used() as u64, ..self.stats }
+        TableStats {
+            tables: self.tables.values().filter(|t| t.rows.is_some()).count() as u64,
+            rows: self.extents.used() as u64,
+            rules: self.rules.len() as u64,
+            ..self.stats
+        }
     }
 
     /// Takes a reference on `key`'s table, compiling it from the bytes `read` returns if it is
@@ -157,6 +166,7 @@ impl TableStore {
                 return table;
             }
         };
+        let started = std::time::Instant::now();
         table.segments = segments(&data);
         let compiled = match UnwindTable::compile(&data) {
             Ok(compiled) => compiled,
@@ -168,7 +178,8 @@ impl TableStore {
         };
         drop(data);
         self.stats.compiled += 1;
-        let encoded = encode(&compiled);
+        let rules = &mut self.rules;
+        let encoded = encode(&compiled, |rule| rules.intern(rule));
         drop(compiled);
         table.base = encoded.base;
         let len = encoded.entries.len() as u32;
@@ -178,6 +189,7 @@ impl TableStore {
             return table;
         };
         self.rows.write(extent.start as usize, &encoded.entries);
+        debug!(?key, rows = len, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "unwind table compiled and loaded");
         table.rows = Some(extent);
         table
     }
@@ -229,9 +241,10 @@ mod tests {
 
     #[test]
     fn tables_are_shared_written_and_evicted_only_when_unused() {
-        let rows = encode(&UnwindTable::compile(&this_binary().unwrap().to_vec()).unwrap()).entries;
+        let mut rules = RuleTable::new(MappedArray::anonymous(4096));
+        let rows = encode(&UnwindTable::compile(&this_binary().unwrap()).unwrap(), |rule| rules.intern(rule)).entries;
         // Room for two copies of this binary's table, not three.
-        let mut store = TableStore::new(MappedArray::anonymous(rows.len() as u32 * 5 / 2));
+        let mut store = TableStore::new(MappedArray::anonymous(rows.len() as u32 * 5 / 2), MappedArray::anonymous(4096));
         let first = store.acquire(key(1), this_binary).rows.expect("fits");
         assert_eq!(store.rows.get(first.start as usize + 7), rows[7], "rows are written where the extent says");
         assert!(store.acquire(key(1), || panic!("already loaded: not read again")).rows.is_some());
@@ -253,7 +266,7 @@ mod tests {
 
     #[test]
     fn unreadable_and_non_elf_files_get_no_table() {
-        let mut store = TableStore::new(MappedArray::anonymous(1024));
+        let mut store = TableStore::new(MappedArray::anonymous(1024), MappedArray::anonymous(16));
         assert!(store.acquire(key(1), || anyhow::bail!("gone")).rows.is_none());
         assert!(store.acquire(key(2), || Ok(FileBytes::Owned(b"not an ELF file".to_vec()))).rows.is_none());
         assert_eq!(store.stats().without_info, 2);
