@@ -227,23 +227,9 @@ fn step(scratch: &mut Scratch, config: &UnwindConfig) -> Result<(), StackEnd> {
 /// The mapping of `range` that contains `pc`.
 #[inline(always)]
 fn find_mapping(range: &MappingRange, pc: u64) -> Option<ExecMapping> {
-    // Branch-free binary search for the last mapping starting at or below `pc`: the verifier
-    // then sees one path per step instead of two, which keeps verification linear.
-    let mut base = range.start;
-    let mut len = range.len.min(MAX_PROCESS_MAPPINGS);
-    if len == 0 {
-        return None;
-    }
-    for _ in 0..MAPPING_SEARCH_STEPS {
-        if len <= 1 {
-            break;
-        }
-        let half = len / 2;
-        let mapping = EXEC_MAPPINGS.get(base.wrapping_add(half))?;
-        base = base.wrapping_add(half & all_ones_if_le(mapping.start, pc) as u32);
-        len -= half;
-    }
-    let mapping = *EXEC_MAPPINGS.get(base)?;
+    let len = range.len.min(MAX_PROCESS_MAPPINGS);
+    let index = last_at_or_below::<{ MAPPING_SEARCH_STEPS }>(range.start, len, pc, |i| EXEC_MAPPINGS.get(i).map(|m| m.start))?;
+    let mapping = *EXEC_MAPPINGS.get(index)?;
     (mapping.start <= pc && pc < mapping.end).then_some(mapping)
 }
 
@@ -254,25 +240,34 @@ fn find_row(mapping: &ExecMapping, pc: u64) -> Option<UnwindRule> {
     if offset > u32::MAX as u64 {
         return None;
     }
-    let mut base = mapping.rows_start;
-    let mut len = mapping.rows_len.min(MAX_FILE_ROWS);
-    if len == 0 {
-        return None;
-    }
-    for _ in 0..ROW_SEARCH_STEPS {
-        if len <= 1 {
-            break;
-        }
-        let half = len / 2;
-        let entry = UNWIND_ROWS.get(base.wrapping_add(half))?;
-        base = base.wrapping_add(half & all_ones_if_le(entry.pc as u64, offset) as u32);
-        len -= half;
-    }
-    let entry = *UNWIND_ROWS.get(base)?;
+    let len = mapping.rows_len.min(MAX_FILE_ROWS);
+    let index = last_at_or_below::<{ ROW_SEARCH_STEPS }>(mapping.rows_start, len, offset, |i| UNWIND_ROWS.get(i).map(|e| e.pc as u64))?;
+    let entry = *UNWIND_ROWS.get(index)?;
     if entry.pc as u64 > offset {
         return None;
     }
     UNWIND_RULES.get(entry.rule).copied()
+}
+
+/// Binary search over the `len` sorted keys at indices `start..start + len` for the last one
+/// at or below `target` (or the first, if all are above); `STEPS` must cover `len`.
+///
+/// Branch-free: each step moves `start` by arithmetic on the comparison, so the verifier sees
+/// one path per step instead of two, which keeps verification linear.
+#[inline(always)]
+fn last_at_or_below<const STEPS: u32>(mut start: u32, mut len: u32, target: u64, key: impl Fn(u32) -> Option<u64>) -> Option<u32> {
+    if len == 0 {
+        return None;
+    }
+    for _ in 0..STEPS {
+        if len <= 1 {
+            break;
+        }
+        let half = len / 2;
+        start = start.wrapping_add(half & all_ones_if_le(key(start.wrapping_add(half))?, target) as u32);
+        len -= half;
+    }
+    Some(start)
 }
 
 /// `u64::MAX` if `a <= b`, else 0, computed without a branch (for values below 2^63).
