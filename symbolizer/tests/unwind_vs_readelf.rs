@@ -155,7 +155,7 @@ fn compare(path: &Path, expected_arch: Arch) {
                 checked += 1;
                 match table.lookup(address) {
                     Some(ours) => {
-                        if let Some(problem) = disagreement(table.arch(), ours, row) {
+                        if let Some(problem) = disagreement(table.arch(), &ours, row) {
                             problems.push(format!("{address:#x}: {problem}"));
                         }
                     }
@@ -165,7 +165,7 @@ fn compare(path: &Path, expected_arch: Arch) {
         }
     }
     assert!(problems.is_empty(), "{}: {} of {checked} addresses disagree with readelf, e.g.\n{}", path.display(), problems.len(), problems[..problems.len().min(10)].join("\n"));
-    eprintln!("{}: {} FDEs, {checked} addresses agree with readelf, {} rows", path.display(), fdes.len(), table.rows().len());
+    eprintln!("{}: {} FDEs, {checked} addresses agree with readelf, {} rows", path.display(), fdes.len(), table.len());
 }
 
 /// A C binary built with -O2 and no frame pointers, from the test workloads.
@@ -211,12 +211,12 @@ fn aarch64_libc_agrees_with_readelf() {
 #[test]
 fn plt_stubs_get_the_plt_rule() {
     let table = UnwindTable::compile(&std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").unwrap()).unwrap();
-    assert!(table.rows().iter().any(|r| matches!(r.cfa, CfaRule::PltX86 { threshold: 11 })), "libc's .plt has no PLT rule");
+    assert!(table.rows().any(|r| matches!(r.cfa, CfaRule::PltX86 { threshold: 11 })), "libc's .plt has no PLT rule");
 }
 
 #[test]
 fn outermost_frames_end_the_stack() {
     // The C runtime's _start marks the return address undefined.
     let table = UnwindTable::compile(&std::fs::read(optimized_c_binary()).unwrap()).unwrap();
-    assert!(table.rows().iter().any(|r| r.ra == RaRule::EndOfStack), "no end-of-stack row in a C executable");
+    assert!(table.rows().any(|r| r.ra == RaRule::EndOfStack), "no end-of-stack row in a C executable");
 }

@@ -1,7 +1,7 @@
 //! Turning a compiled [`UnwindTable`] into the rows and rules the BPF unwinder reads.
 
 use agent_common::unwind::{cfa, fp, ra, row, UnwindEntry, UnwindRule, MAX_FILE_ROWS, NO_INFO_RULE};
-use symbolizer::unwind::{CfaRule, FpRule, RaRule, RowKind, UnwindRow, UnwindTable};
+use symbolizer::unwind::{CfaRule, FpRule, RaRule, RowKind, UnwindRules, UnwindTable};
 
 /// A file's rows, with addresses relative to `base` (the first row's address).
 #[derive(Debug)]
@@ -16,22 +16,23 @@ pub struct EncodedTable {
 /// from the first, or past [`MAX_FILE_ROWS`], are cut and the table ends with a no-info row
 /// (the unwinder then uses frame pointers there).
 pub fn encode(table: &UnwindTable, mut intern: impl FnMut(UnwindRule) -> u32) -> EncodedTable {
-    let rows = table.rows();
-    let base = rows.first().map_or(0, |row| row.start);
-    let mut entries: Vec<UnwindEntry> = Vec::with_capacity(rows.len().min(MAX_FILE_ROWS as usize));
-    for source in rows {
-        let Ok(pc) = u32::try_from(source.start - base) else { break };
+    let base = table.entries().next().map_or(0, |(start, _)| start);
+    // The table's own few hundred rules, each interned once.
+    let rules: Vec<u32> = table.rules().iter().map(|rules| intern(rule(rules))).collect();
+    let mut entries: Vec<UnwindEntry> = Vec::with_capacity(table.len().min(MAX_FILE_ROWS as usize));
+    for (start, index) in table.entries() {
+        let Ok(pc) = u32::try_from(start - base) else { break };
         if entries.len() + 1 >= MAX_FILE_ROWS as usize {
             entries.push(UnwindEntry { pc, rule: NO_INFO_RULE });
             break;
         }
-        entries.push(UnwindEntry { pc, rule: intern(rule(source)) });
+        entries.push(UnwindEntry { pc, rule: rules[index as usize] });
     }
     EncodedTable { base, entries }
 }
 
-/// The rule a row stands for.
-pub fn rule(source: &UnwindRow) -> UnwindRule {
+/// The kernel's form of a row's rules.
+pub fn rule(source: &UnwindRules) -> UnwindRule {
     let row_kind = match source.kind {
         RowKind::Normal => row::NORMAL,
         RowKind::SignalFrame => row::SIGNAL_FRAME,
@@ -73,8 +74,8 @@ mod tests {
                 rules.len() as u32 - 1
             }
         });
-        assert_eq!(encoded.entries.len(), table.rows().len());
-        assert_eq!(encoded.base, table.rows()[0].start);
+        assert_eq!(encoded.entries.len(), table.len());
+        assert_eq!(encoded.base, table.row(0).start);
         assert!(encoded.entries.windows(2).all(|pair| pair[0].pc < pair[1].pc));
         // Thousands of rows share a few hundred rules.
         assert!(rules.len() * 20 < encoded.entries.len(), "{} rules for {} rows", rules.len(), encoded.entries.len());

@@ -222,6 +222,16 @@ fn run(maps: UnwindMaps, initial: Vec<u32>, requests: Receiver<Request>, stats: 
     }
 }
 
+/// Compiling a large table needs tens of MB for a moment; give them back to the system
+/// afterwards (glibc keeps freed memory of a thread's arena otherwise).
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: plain libc call, no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The unwinder thread's state.
 struct Worker {
     processes: ProcessMappings,
@@ -273,6 +283,9 @@ impl Worker {
                 self.stats.slowest_describe = self.stats.slowest_describe.max(begun.elapsed());
                 let after = self.processes.tables.stats();
                 let (new_tables, new_rows) = (after.compiled - before.compiled, after.rows.saturating_sub(before.rows));
+                if new_tables > 0 {
+                    release_freed_memory();
+                }
                 debug!(pid, new_tables, new_rows, elapsed_ms = begun.elapsed().as_secs_f64() * 1e3, "described process to the unwinder");
             }
             Ok(Outcome::Unchanged) => {}

@@ -3,10 +3,9 @@
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(table) = symbolizer::unwind::UnwindTable::compile(data) {
-        let rows = table.rows();
-        assert!(rows.windows(2).all(|w| w[0].start < w[1].start));
-        if let Some(first) = rows.first() {
-            let _ = table.lookup(first.start);
+        assert!(table.rows().zip(table.rows().skip(1)).all(|(a, b)| a.start < b.start));
+        if let Some(first) = table.rows().next() {
+            assert_eq!(table.lookup(first.start), Some(first));
         }
     }
 });

@@ -5,8 +5,9 @@ use gimli::{
     UnwindTableRow, X86_64,
 };
 use object::{Object, ObjectSection};
+use std::collections::HashMap;
 
-use super::{Arch, CfaRule, FpRule, RaRule, RowKind, UnwindRow, UnwindTable};
+use super::{Arch, CfaRule, FpRule, RaRule, RowKind, UnwindRules, UnwindTable};
 
 /// Most rows a table may have (a 2 GB binary has a few million); bounds memory on hostile input.
 pub const MAX_ROWS: usize = 20_000_000;
@@ -56,7 +57,7 @@ impl UnwindTable {
         if let Some(got) = file.section_by_name(".got") {
             bases = bases.set_got(got.address());
         }
-        let mut compiler = Compiler { arch, registers, spans: Vec::new(), skipped: 0 };
+        let mut compiler = Compiler { arch, registers, spans: Vec::new(), rules: Vec::new(), rule_index: HashMap::new(), skipped: 0 };
         if let Some(section) = file.section_by_name(".eh_frame") {
             let data = section.uncompressed_data()?;
             let bases = bases.set_eh_frame(section.address());
@@ -77,15 +78,30 @@ impl UnwindTable {
         } else {
             return Err(CompileError::NoUnwindInfo);
         }
-        Ok(UnwindTable { arch, rows: merge(compiler.spans), skipped_entries: compiler.skipped })
+        let no_info = compiler.intern(UnwindRules::NO_INFO);
+        let (starts, rule_of) = merge(compiler.spans, no_info);
+        Ok(UnwindTable { arch, starts, rule_of, rules: compiler.rules, skipped_entries: compiler.skipped })
     }
+}
+
+/// One row of one FDE: 16 bytes, so a large binary's millions of rows stay cheap until merged.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u64,
+    /// Bytes covered (an FDE covers less than 4 GiB).
+    len: u32,
+    /// Index into `Compiler::rules`.
+    rule: u32,
 }
 
 struct Compiler {
     arch: Arch,
     registers: Registers,
-    /// (start, end, rules) for every row of every FDE.
-    spans: Vec<(u64, u64, UnwindRow)>,
+    /// Every row of every FDE.
+    spans: Vec<Span>,
+    /// The distinct rules the spans use (a few hundred per file).
+    rules: Vec<UnwindRules>,
+    rule_index: HashMap<UnwindRules, u32>,
     skipped: usize,
 }
 
@@ -117,8 +133,9 @@ impl Compiler {
             loop {
                 match table.next_row() {
                     Ok(Some(row)) => {
-                        let rules = self.convert(row, section, signal_frame);
-                        self.spans.push((row.start_address(), row.end_address(), rules));
+                        let rule = self.intern(self.convert(row, section, signal_frame));
+                        let len = u32::try_from(row.end_address().saturating_sub(row.start_address())).unwrap_or(u32::MAX);
+                        self.spans.push(Span { start: row.start_address(), len, rule });
                     }
                     Ok(None) => break,
                     Err(_) => {
@@ -135,7 +152,17 @@ impl Compiler {
         }
     }
 
-    fn convert<'a, S: UnwindSection<Slice<'a>>>(&self, row: &UnwindTableRow<usize>, section: &S, signal_frame: bool) -> UnwindRow {
+    /// The index of `rules`, added if new.
+    fn intern(&mut self, rules: UnwindRules) -> u32 {
+        let next = self.rules.len() as u32;
+        let index = *self.rule_index.entry(rules).or_insert(next);
+        if index == next {
+            self.rules.push(rules);
+        }
+        index
+    }
+
+    fn convert<'a, S: UnwindSection<Slice<'a>>>(&self, row: &UnwindTableRow<usize>, section: &S, signal_frame: bool) -> UnwindRules {
         let Registers { sp, fp, ra } = self.registers;
         let cfa = match row.cfa() {
             gimli::CfaRule::RegisterAndOffset { register, offset } => match i32::try_from(*offset) {
@@ -161,7 +188,7 @@ impl Compiler {
             _ => FpRule::Unsupported,
         };
         let kind = if signal_frame { RowKind::SignalFrame } else { RowKind::Normal };
-        UnwindRow { start: row.start_address(), kind, cfa, ra, fp }
+        UnwindRules { kind, cfa, ra, fp }
     }
 }
 
@@ -178,39 +205,54 @@ fn plt_rule(expression: &[u8]) -> CfaRule {
     }
 }
 
-/// Turns per-FDE spans into one sorted table: gaps between FDEs become no-info rows, and
-/// consecutive rows with the same rules merge.
-fn merge(mut spans: Vec<(u64, u64, UnwindRow)>) -> Vec<UnwindRow> {
-    spans.sort_by_key(|(start, ..)| *start);
-    let mut rows: Vec<UnwindRow> = Vec::with_capacity(spans.len() / 2);
+/// Turns per-FDE spans into one sorted table (start addresses and rule indices): gaps
+/// between FDEs become no-info rows, and consecutive rows with the same rules merge.
+fn merge(mut spans: Vec<Span>, no_info: u32) -> (Vec<u64>, Vec<u32>) {
+    spans.sort_by_key(|span| span.start);
+    let mut table = Rows::default();
     let mut covered_until = None;
-    for (start, end, row) in spans {
+    for Span { start, len, rule } in spans {
+        let end = start.saturating_add(u64::from(len));
         if start >= end {
             continue;
         }
-        if covered_until.is_some_and(|until| start > until) {
-            push(&mut rows, UnwindRow::no_info(covered_until.unwrap_or(start)));
+        if let Some(until) = covered_until.filter(|&until| start > until) {
+            table.push(until, no_info);
         }
-        push(&mut rows, row);
+        table.push(start, rule);
         covered_until = Some(end);
     }
     if let Some(until) = covered_until {
-        push(&mut rows, UnwindRow::no_info(until));
+        table.push(until, no_info);
     }
-    rows.shrink_to_fit();
-    rows
+    table.starts.shrink_to_fit();
+    table.rule_of.shrink_to_fit();
+    (table.starts, table.rule_of)
 }
 
-fn push(rows: &mut Vec<UnwindRow>, row: UnwindRow) {
-    match rows.last_mut() {
-        // Overlapping entries (malformed input): the later start wins from there on.
-        Some(last) if last.start == row.start => *last = row,
-        Some(last) if last.same_rules(&row) => {}
-        _ => rows.push(row),
-    }
-    // Replacing a row can make it equal to the one before it.
-    if rows.len() >= 2 && rows[rows.len() - 2].same_rules(&rows[rows.len() - 1]) {
-        rows.pop();
+#[derive(Default)]
+struct Rows {
+    starts: Vec<u64>,
+    rule_of: Vec<u32>,
+}
+
+impl Rows {
+    fn push(&mut self, start: u64, rule: u32) {
+        match (self.starts.last(), self.rule_of.last_mut()) {
+            // Overlapping entries (malformed input): the later start wins from there on.
+            (Some(&last), Some(last_rule)) if last == start => *last_rule = rule,
+            (Some(_), Some(&mut last_rule)) if last_rule == rule => {}
+            _ => {
+                self.starts.push(start);
+                self.rule_of.push(rule);
+            }
+        }
+        // Replacing a row's rule can make it equal to the one before it.
+        let n = self.rule_of.len();
+        if n >= 2 && self.rule_of[n - 2] == self.rule_of[n - 1] {
+            self.starts.pop();
+            self.rule_of.pop();
+        }
     }
 }
 
@@ -228,12 +270,12 @@ mod tests {
 
     #[test]
     fn merges_equal_rows_and_marks_gaps() {
-        let row = |start, offset| UnwindRow { start, kind: RowKind::Normal, cfa: CfaRule::SpOffset(offset), ra: RaRule::CfaOffset(-8), fp: FpRule::Unchanged };
-        let spans = vec![(0x20, 0x30, row(0x20, 8)), (0x10, 0x18, row(0x10, 8)), (0x18, 0x20, row(0x18, 8)), (0x30, 0x40, row(0x30, 16))];
-        let rows = merge(spans);
-        assert_eq!(rows, [row(0x10, 8), row(0x30, 16), UnwindRow::no_info(0x40)]);
-        let gap = merge(vec![(0x10, 0x18, row(0x10, 8)), (0x20, 0x28, row(0x20, 8))]);
-        assert_eq!(gap, [row(0x10, 8), UnwindRow::no_info(0x18), row(0x20, 8), UnwindRow::no_info(0x28)]);
+        // Rules 0 and 1; 9 is "no info".
+        let span = |start: u64, end: u64, rule| Span { start, len: (end - start) as u32, rule };
+        let spans = vec![span(0x20, 0x30, 0), span(0x10, 0x18, 0), span(0x18, 0x20, 0), span(0x30, 0x40, 1)];
+        assert_eq!(merge(spans, 9), (vec![0x10, 0x30, 0x40], vec![0, 1, 9]));
+        let gap = merge(vec![span(0x10, 0x18, 0), span(0x20, 0x28, 0)], 9);
+        assert_eq!(gap, (vec![0x10, 0x18, 0x20, 0x28], vec![0, 9, 0, 9]));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! ```no_run
 //! let data = std::fs::read("/lib/x86_64-linux-gnu/libc.so.6")?;
 //! let table = symbolizer::unwind::UnwindTable::compile(&data)?;
-//! println!("{} rows; at 0x27100: {:?}", table.rows().len(), table.lookup(0x27100));
+//! println!("{} rows; at 0x27100: {:?}", table.len(), table.lookup(0x27100));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -80,6 +80,24 @@ pub enum RowKind {
     NoInfo,
 }
 
+/// The unwind rules of a row, without its address: a file has a few hundred distinct ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UnwindRules {
+    /// What the addresses are.
+    pub kind: RowKind,
+    /// How to find the CFA.
+    pub cfa: CfaRule,
+    /// Where the return address is.
+    pub ra: RaRule,
+    /// Where the caller's frame pointer is.
+    pub fp: FpRule,
+}
+
+impl UnwindRules {
+    /// Nothing is known.
+    pub const NO_INFO: UnwindRules = UnwindRules { kind: RowKind::NoInfo, cfa: CfaRule::Unsupported, ra: RaRule::Unsupported, fp: FpRule::Unsupported };
+}
+
 /// The unwind rules from `start` up to the next row's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UnwindRow {
@@ -96,22 +114,30 @@ pub struct UnwindRow {
 }
 
 impl UnwindRow {
-    /// A row saying that nothing is known from `start` on.
-    pub const fn no_info(start: u64) -> Self {
-        UnwindRow { start, kind: RowKind::NoInfo, cfa: CfaRule::Unsupported, ra: RaRule::Unsupported, fp: FpRule::Unsupported }
+    /// The row starting at `start` with `rules`.
+    pub const fn new(start: u64, rules: UnwindRules) -> Self {
+        UnwindRow { start, kind: rules.kind, cfa: rules.cfa, ra: rules.ra, fp: rules.fp }
     }
 
-    /// Whether two rows give the same rules (ignoring where they start).
-    pub fn same_rules(&self, other: &UnwindRow) -> bool {
-        (self.kind, self.cfa, self.ra, self.fp) == (other.kind, other.cfa, other.ra, other.fp)
+    /// A row saying that nothing is known from `start` on.
+    pub const fn no_info(start: u64) -> Self {
+        UnwindRow::new(start, UnwindRules::NO_INFO)
+    }
+
+    /// The rules, without the address.
+    pub const fn rules(&self) -> UnwindRules {
+        UnwindRules { kind: self.kind, cfa: self.cfa, ra: self.ra, fp: self.fp }
     }
 }
 
-/// A file's unwind table: rows sorted by `start`, each covering up to the next.
+/// A file's unwind table: rows sorted by start address, each covering up to the next, stored
+/// as an address and the index of its rules (12 bytes a row).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnwindTable {
     arch: Arch,
-    rows: Vec<UnwindRow>,
+    starts: Vec<u64>,
+    rule_of: Vec<u32>,
+    rules: Vec<UnwindRules>,
     /// FDEs that could not be parsed or evaluated (their ranges have no info).
     skipped_entries: usize,
 }
@@ -122,9 +148,34 @@ impl UnwindTable {
         self.arch
     }
 
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Row `index`.
+    pub fn row(&self, index: usize) -> UnwindRow {
+        UnwindRow::new(self.starts[index], self.rules[self.rule_of[index] as usize])
+    }
+
     /// The rows, sorted by start address.
-    pub fn rows(&self) -> &[UnwindRow] {
-        &self.rows
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = UnwindRow> + '_ {
+        (0..self.len()).map(|index| self.row(index))
+    }
+
+    /// The distinct rules, indexed by [`UnwindTable::entries`].
+    pub fn rules(&self) -> &[UnwindRules] {
+        &self.rules
+    }
+
+    /// Each row's start address and the index of its rules in [`UnwindTable::rules`].
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = (u64, u32)> + '_ {
+        self.starts.iter().copied().zip(self.rule_of.iter().copied())
     }
 
     /// Entries of the unwind section that were malformed and left out.
@@ -134,8 +185,8 @@ impl UnwindTable {
 
     /// The row covering `address` (a [`RowKind::NoInfo`] row, or `None` before the first row,
     /// when nothing covers it).
-    pub fn lookup(&self, address: u64) -> Option<&UnwindRow> {
-        let index = self.rows.partition_point(|row| row.start <= address).checked_sub(1)?;
-        Some(&self.rows[index])
+    pub fn lookup(&self, address: u64) -> Option<UnwindRow> {
+        let index = self.starts.partition_point(|&start| start <= address).checked_sub(1)?;
+        Some(self.row(index))
     }
 }

@@ -50,8 +50,8 @@ pub fn run() -> Result<()> {
         compile_time += started.elapsed();
         compiled += 1;
         bytes += data.len() as u64;
-        rows += table.rows().len();
-        rules.extend(table.rows().iter().map(|r| (r.kind, r.cfa, r.ra, r.fp)));
+        rows += table.len();
+        rules.extend(table.rules().iter().copied());
     }
     let wide = rows * WIDE_ROW_BYTES;
     let narrow = rows * NARROW_ROW_BYTES + rules.len() * WIDE_ROW_BYTES;
@@ -74,7 +74,7 @@ pub fn run() -> Result<()> {
             let started = Instant::now();
             let data = fs::read(&path)?;
             size = data.len();
-            table_rows = UnwindTable::compile(&data)?.rows().len();
+            table_rows = UnwindTable::compile(&data)?.len();
             times.push(started.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
