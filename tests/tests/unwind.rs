@@ -180,3 +180,33 @@ fn unwind_tables_are_reported_on_exit() {
     let files: u64 = line["oxeye: unwind tables: ".len()..].split(' ').next().unwrap().parse().unwrap();
     assert!(files >= 3, "{line}");
 }
+
+#[test]
+fn signal_handlers_unwind_through_the_signal_frame() {
+    // SIGPROF interrupts interrupted() every 10 ms of CPU time; the handler runs about as long.
+    let binary = build_workload("signal.c", &NO_FRAME_POINTERS);
+    let folded = profile("unwind-signal", &binary, &["3"], &[]).folded();
+    let total = folded.samples("signal");
+    let dump = folded.dump("signal");
+    let (mut in_handler, mut through) = (0, 0);
+    for stack in folded.process("signal") {
+        let user = stack.user_frames();
+        if user.last() != Some(&"on_signal") {
+            continue;
+        }
+        in_handler += stack.count;
+        // _start … main → interrupted → (the signal frame: libc's __restore_rt) → on_signal.
+        let signal_frame = &user[..user.len() - 1];
+        if complete_to(stack, &["on_signal"])
+            && signal_frame.iter().any(|f| *f == "main")
+            && signal_frame.last().is_some_and(|f| f.starts_with("__restore_rt") || f.starts_with("libc.so.6+"))
+            && signal_frame[signal_frame.len() - 2] == "interrupted"
+        {
+            through += stack.count;
+        }
+    }
+    assert!(in_handler * 4 >= total, "only {in_handler} of {total} samples in the handler:\n{dump}");
+    let share = through as f64 / in_handler as f64;
+    eprintln!("signal: {:.1}% of {in_handler} handler samples unwind through the signal frame", share * 100.0);
+    assert!(share >= 0.90, "{:.1}% of {in_handler} handler samples go _start→main→interrupted→signal frame→on_signal:\n{dump}", share * 100.0);
+}

@@ -13,7 +13,7 @@
 volatile unsigned long sink;
 
 NOINLINE void on_signal(int signal) {
-    for (unsigned long i = 0; i < 3000000; i++) sink += i ^ (unsigned long)signal;
+    for (unsigned long i = 0; i < 20000000; i++) sink += i ^ (unsigned long)signal;
 }
 
 static double now(void) {

@@ -82,7 +82,7 @@ impl Probes {
             .map_max_entries("EXEC_MAPPINGS", unwind_sizes.mappings)
             .map_max_entries("PROCESS_MAPPINGS", unwind_sizes.processes)
             .load(BPF_OBJECT)
-            .context("cannot load oxeye's BPF programs (needs Linux 5.8 or later with BPF ring buffers)")?;
+            .context("cannot load oxeye's BPF programs (needs Linux 5.15 or later with BTF and BPF ring buffers)")?;
 
         for (program, category, name) in TRACEPOINTS {
             let tracepoint: &mut TracePoint = program_mut(&mut ebpf, program)?.try_into()?;
