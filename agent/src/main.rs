@@ -15,6 +15,7 @@ mod profile;
 mod run;
 mod symbolize;
 mod unwind;
+mod vdso;
 
 use std::process::ExitCode;
 

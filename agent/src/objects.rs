@@ -3,7 +3,8 @@
 //! A file is identified by device, inode and modification time; once its ELF is read, files
 //! with the same build ID share one symbol table. Symbols are read the first time a sample
 //! lands in the file, through `/proc/PID/map_files` (which works across mount namespaces and
-//! for deleted files) while the process is alive, falling back to the path.
+//! for deleted files) while the process is alive, falling back to the path. The vDSO is one
+//! more object, named `[vdso]`, whose symbols come from oxeye's own copy.
 
 use std::{collections::HashMap, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
 
@@ -104,6 +105,24 @@ impl ObjectRegistry {
         id
     }
 
+    /// Registers the vDSO (the same image in every process), or finds it: its symbols are
+    /// read from oxeye's own copy.
+    pub fn register_vdso(&mut self) -> ObjectId {
+        let key = FileKey { dev: 0, inode: 0, mtime_ns: 0 };
+        if let Some(&id) = self.by_key.get(&key) {
+            return id;
+        }
+        let id = ObjectId(self.objects.len() as u32);
+        let symbols = match crate::vdso::image().map(ElfSymbols::parse) {
+            Some(Ok(symbols)) => Symbols::Loaded(Arc::new(symbols)),
+            _ => Symbols::Failed,
+        };
+        let size = crate::vdso::image().map_or(0, |image| image.len() as u64);
+        self.objects.push(Object { path: "[vdso]".to_owned(), size, open_paths: Vec::new(), symbols, file_id: None });
+        self.by_key.insert(key, id);
+        id
+    }
+
     /// The object with id `id`.
     pub fn get(&self, id: ObjectId) -> &Object {
         &self.objects[id.0 as usize]
@@ -112,7 +131,7 @@ impl ObjectRegistry {
     /// Makes sure `id`'s symbols have been loaded (or that loading has been tried once).
     pub fn ensure_loaded(&mut self, id: ObjectId) -> &Object {
         let object = &mut self.objects[id.0 as usize];
-        if matches!(object.symbols, Symbols::NotLoaded) {
+        if matches!(object.symbols, Symbols::NotLoaded) && !object.open_paths.is_empty() {
             object.symbols = match load_first(&object.open_paths) {
                 Ok((symbols, path)) => {
                     object.file_id = FileId::from_path(path).ok();

@@ -25,7 +25,7 @@ pub enum Frame {
         /// Offset into the file (return addresses already moved back into the call).
         file_offset: u64,
     },
-    /// A user address outside any file: JIT code, `[vdso]`, or a bad frame pointer.
+    /// A user address outside any file or the vDSO: JIT code, or a bad frame pointer.
     Unknown {
         /// The virtual address.
         address: u64,

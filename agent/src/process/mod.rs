@@ -28,9 +28,9 @@ const IDLE_EXPIRY: Duration = Duration::from_secs(600);
 /// Where a user-space address points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserAddress {
-    /// Inside a file-backed mapping, at this offset into the file.
+    /// Inside a file-backed mapping (or the vDSO), at this offset into the file (image).
     File { object: ObjectId, file_offset: u64 },
-    /// Inside executable memory with no file (JIT code, `[vdso]`), or outside every mapping.
+    /// Inside executable memory with no file (JIT code), or outside every mapping.
     Unknown,
 }
 
@@ -188,7 +188,13 @@ impl Process {
                 start: e.start,
                 end: e.end,
                 file_offset: e.file_offset,
-                object: e.is_file().then(|| objects.register(pid, e.start, e.end, e.dev, e.inode, &e.path)),
+                object: if e.is_file() {
+                    Some(objects.register(pid, e.start, e.end, e.dev, e.inode, &e.path))
+                } else if e.path == "[vdso]" {
+                    Some(objects.register_vdso())
+                } else {
+                    None
+                },
             })
             .collect();
         self.mappings.sort_by_key(|m| m.start);

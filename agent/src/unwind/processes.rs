@@ -59,7 +59,7 @@ impl ProcessMappings {
         tables: TableStore,
     ) -> Self {
         let extents = Extents::new(mappings.len() as u32);
-        ProcessMappings { processes: HashMap::new(), mappings, extents, ranges, max_processes, vdso: read_own_vdso(), tables }
+        ProcessMappings { processes: HashMap::new(), mappings, extents, ranges, max_processes, vdso: crate::vdso::image().map(<[u8]>::to_vec), tables }
     }
 
     /// Processes described.
@@ -195,14 +195,4 @@ fn read_mapped_file(pid: u32, entry: &MapsEntry) -> Result<FileBytes> {
     // mapping is only read while the table is compiled.
     let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {path}"))?;
     Ok(FileBytes::Mapped(map))
-}
-
-/// A copy of this process's vDSO image: the kernel maps the same one into every process.
-fn read_own_vdso() -> Option<Vec<u8>> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let line = maps.lines().find(|line| line.ends_with("[vdso]"))?;
-    let (start, end) = line.split(' ').next()?.split_once('-')?;
-    let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
-    // SAFETY: the vDSO is mapped readable in this process for its whole life.
-    Some(unsafe { std::slice::from_raw_parts(start as *const u8, end.checked_sub(start)?) }.to_vec())
 }
