@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod btf;
 pub mod build_id;
 pub mod demangle;
 pub mod elf;
