@@ -36,7 +36,6 @@ pub struct ProcessMappings {
     extents: Extents,
     ranges: BpfHashMap<MapData, u32, MappingRange>,
     max_processes: usize,
-    vdso: Option<Vec<u8>>,
     /// The unwind tables the mappings point into.
     pub tables: TableStore,
 }
@@ -59,7 +58,7 @@ impl ProcessMappings {
         tables: TableStore,
     ) -> Self {
         let extents = Extents::new(mappings.len() as u32);
-        ProcessMappings { processes: HashMap::new(), mappings, extents, ranges, max_processes, vdso: crate::vdso::image().map(<[u8]>::to_vec), tables }
+        ProcessMappings { processes: HashMap::new(), mappings, extents, ranges, max_processes, tables }
     }
 
     /// Processes described.
@@ -88,9 +87,8 @@ impl ProcessMappings {
             let key = self.table_key(pid, entry);
             let mut mapping = ExecMapping { start: entry.start, end: entry.end, ..Default::default() };
             if let Some(key) = key {
-                let vdso = self.vdso.as_deref();
                 let table = self.tables.acquire(key, || match key {
-                    TableKey::Vdso => vdso.map(|image| FileBytes::Owned(image.to_vec())).context("no vDSO image"),
+                    TableKey::Vdso => crate::vdso::image().map(|image| FileBytes::Owned(image.to_vec())).context("no vDSO image"),
                     TableKey::File { .. } => read_mapped_file(pid, entry),
                 });
                 if let (Some(rows), Some(vaddr)) = (table.rows, table.vaddr_of(entry.file_offset)) {
@@ -106,30 +104,22 @@ impl ProcessMappings {
         if let Some(previous) = self.processes.get_mut(&pid) {
             if previous.mappings == mappings {
                 previous.at = Instant::now();
-                for key in &tables {
-                    self.tables.release(key);
-                }
+                self.tables.release_all(&tables);
                 return Ok(Outcome::Unchanged);
             }
         } else if self.processes.len() >= self.max_processes {
-            for key in &tables {
-                self.tables.release(key);
-            }
+            self.tables.release_all(&tables);
             anyhow::bail!("{} processes are described already (the unwinder's limit)", self.max_processes);
         }
         let Some(range) = self.extents.allocate(mappings.len() as u32) else {
-            for key in &tables {
-                self.tables.release(key);
-            }
+            self.tables.release_all(&tables);
             anyhow::bail!("no room left for the mappings of process {pid}");
         };
         self.mappings.write(range.start as usize, &mappings);
         let value = MappingRange { start: range.start, len: range.len };
         if let Err(error) = self.ranges.insert(pid, value, 0) {
             self.extents.release(range);
-            for key in &tables {
-                self.tables.release(key);
-            }
+            self.tables.release_all(&tables);
             return Err(error).context("cannot update the unwinder's process map");
         }
         if let Some(previous) = self.processes.insert(pid, Described { range, mappings, tables, at: Instant::now() }) {
@@ -158,14 +148,12 @@ impl ProcessMappings {
 
     fn release(&mut self, described: Described) {
         self.extents.release(described.range);
-        for key in &described.tables {
-            self.tables.release(key);
-        }
+        self.tables.release_all(&described.tables);
     }
 
     fn table_key(&self, pid: u32, entry: &MapsEntry) -> Option<TableKey> {
         if entry.path == "[vdso]" {
-            return self.vdso.is_some().then_some(TableKey::Vdso);
+            return crate::vdso::image().is_some().then_some(TableKey::Vdso);
         }
         if !entry.is_file() {
             return None; // anonymous code (JIT): frame pointers only

@@ -156,6 +156,13 @@ impl TableStore {
         }
     }
 
+    /// Drops one reference to each of `keys`.
+    pub fn release_all(&mut self, keys: &[TableKey]) {
+        for key in keys {
+            self.release(key);
+        }
+    }
+
     fn load(&mut self, key: TableKey, read: impl FnOnce() -> Result<FileBytes>) -> FileTable {
         let mut table = FileTable { rows: None, base: 0, segments: Vec::new(), refs: 0, unused_since: 0 };
         let data = match read() {
