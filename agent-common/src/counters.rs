@@ -25,11 +25,17 @@ pub enum Counter {
     UnwindUnknownProcess = 8,
     /// The unwinder's tail call failed (the sample is sent with the frames found so far).
     UnwindTailCallFailed = 9,
+    /// Network records (connections, payloads) lost because `NET_EVENTS` was full.
+    NetRingFull = 10,
+    /// Payload records sent to user space.
+    PayloadsSent = 11,
+    /// Connections that could not be tracked: their socket could not be read.
+    SocketReadFailed = 12,
 }
 
 impl Counter {
     /// Number of counters: the `COUNTERS` array's size.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 13;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -43,6 +49,9 @@ impl Counter {
         Counter::ProcessEventRingFull,
         Counter::UnwindUnknownProcess,
         Counter::UnwindTailCallFailed,
+        Counter::NetRingFull,
+        Counter::PayloadsSent,
+        Counter::SocketReadFailed,
     ];
 
     /// A short snake_case name for logs and summaries.
@@ -58,6 +67,9 @@ impl Counter {
             Counter::ProcessEventRingFull => "process_event_ring_full",
             Counter::UnwindUnknownProcess => "unwind_unknown_process",
             Counter::UnwindTailCallFailed => "unwind_tail_call_failed",
+            Counter::NetRingFull => "net_ring_full",
+            Counter::PayloadsSent => "payloads_sent",
+            Counter::SocketReadFailed => "socket_read_failed",
         }
     }
 }

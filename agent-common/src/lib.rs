@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod counters;
+pub mod net;
 pub mod records;
 pub mod sampler;
 pub mod unwind;

@@ -13,6 +13,12 @@ pub enum RecordKind {
     Exec = 2,
     /// A [`ProcessEvent`] for a process (thread-group leader) that exited.
     Exit = 3,
+    /// A [`crate::net::TcpOpenEvent`] (in the `NET_EVENTS` ring buffer).
+    TcpOpen = 4,
+    /// A [`crate::net::TcpCloseEvent`] (in the `NET_EVENTS` ring buffer).
+    TcpClose = 5,
+    /// A [`crate::net::PayloadHeader`] and its data (in the `NET_EVENTS` ring buffer).
+    Payload = 6,
 }
 
 impl RecordKind {
@@ -22,6 +28,9 @@ impl RecordKind {
             1 => Some(RecordKind::Sample),
             2 => Some(RecordKind::Exec),
             3 => Some(RecordKind::Exit),
+            4 => Some(RecordKind::TcpOpen),
+            5 => Some(RecordKind::TcpClose),
+            6 => Some(RecordKind::Payload),
             _ => None,
         }
     }

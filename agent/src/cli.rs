@@ -4,11 +4,13 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// oxeye: a whole-system CPU profiler built on eBPF.
+/// oxeye: a whole-system CPU profiler and TCP/HTTP tracer built on eBPF.
 ///
 /// Samples the kernel and user stacks of every process on every CPU, names the frames on the
 /// host (no debug packages needed), and on exit writes profile.pb.gz (pprof), flamegraph.svg
-/// and stacks.folded. Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE).
+/// and stacks.folded. Traces every TCP connection and plaintext HTTP/1.x request into OTLP
+/// spans and metrics (and Prometheus metrics with --prometheus-listen). Needs root (or
+/// CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE).
 #[derive(Debug, Parser)]
 #[command(name = "oxeye", version)]
 pub struct Args {
@@ -75,6 +77,18 @@ pub struct Args {
     /// through code built without frame pointers come out short.
     #[arg(long)]
     pub frame_pointers_only: bool,
+
+    /// Do not trace TCP connections and HTTP requests (profile only).
+    #[arg(long)]
+    pub no_network: bool,
+
+    /// Serve metrics in the Prometheus text format at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus_listen: Option<String>,
+
+    /// Most TCP connections tracked at once (kernel maps; least recently used go first).
+    #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub max_connections: u32,
 
     /// Log filter (tracing's EnvFilter syntax), e.g. `debug` or `oxeye=debug`.
     #[arg(long, value_name = "FILTER", env = "OXEYE_LOG", default_value = "info")]

@@ -181,7 +181,7 @@ impl Collector {
 }
 
 /// Wall-clock time minus CLOCK_MONOTONIC (which BPF timestamps use), in nanoseconds.
-fn monotonic_to_unix_offset() -> u64 {
+pub fn monotonic_to_unix_offset() -> u64 {
     let mut monotonic = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut monotonic) };

@@ -36,11 +36,13 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         }
         RecordKind::Exec => Some(Record::Exec(read(bytes)?)),
         RecordKind::Exit => Some(Record::Exit(read(bytes)?)),
+        // These travel in `NET_EVENTS`, decoded by `net::records`.
+        RecordKind::TcpOpen | RecordKind::TcpClose | RecordKind::Payload => None,
     }
 }
 
 /// Copies a plain-data `T` out of `bytes` if they are big enough.
-fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+pub fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     (bytes.len() >= size_of::<T>())
         // SAFETY: `T: Pod` accepts any bit pattern; the length was checked; no alignment needed.
         .then(|| unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })

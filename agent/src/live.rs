@@ -5,7 +5,7 @@ use std::{collections::HashMap, fmt::Write as _, io::Write, sync::Arc, time::Dur
 
 use agent_common::counters::Counter;
 
-use crate::{bpf::Counters, collector::Collector, export::Exporter};
+use crate::{bpf::Counters, collector::Collector, export::{Exporter, Profiles}};
 
 /// Each refresh keeps this share of the previous counts, so the view follows the last few
 /// seconds, like `perf top`.
@@ -44,7 +44,7 @@ impl TopFunctions {
 }
 
 /// One line with the counts a user checks first.
-pub fn summary_line(collector: &Collector, counters: &Counters, exporter: Option<&Exporter>, elapsed: Duration) -> String {
+pub fn summary_line(collector: &Collector, counters: &Counters, exporter: Option<&Exporter<Profiles>>, elapsed: Duration) -> String {
     let mut line = format!(
         "{:.0}s: {} samples ({} lost in kernel, {} dropped when full), {} processes, {} stacks",
         elapsed.as_secs_f64(),

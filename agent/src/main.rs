@@ -6,6 +6,8 @@ mod collector;
 mod events;
 mod export;
 mod live;
+mod metrics;
+mod net;
 mod objects;
 mod otlp;
 mod output;

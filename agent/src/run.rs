@@ -3,6 +3,7 @@
 use std::{
     io::IsTerminal,
     path::Path,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -17,11 +18,13 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    bpf::{ProbeConfig, Probes, DRAIN_INTERVAL},
+    bpf::{Loaded, ProbeConfig, Probes, DRAIN_INTERVAL},
     cli::Args,
-    collector::Collector,
-    export::{self, ExportConfig, Exporter},
+    collector::{monotonic_to_unix_offset, Collector},
+    export::{self, ExportConfig, Exporter, Metrics, Profiles, Signal, Traces},
     live,
+    metrics::{self, MetricsStore},
+    net::{spans::SpanBatch, NetTracker},
     otlp::{build_request, resource::HostInfo, BuildContext, SampleBatch},
     output::{self, RunInfo},
     privileges,
@@ -37,6 +40,12 @@ const MAX_BATCH_SAMPLES: usize = 250_000;
 const INITIAL_TABLES_WAIT: Duration = Duration::from_secs(3);
 /// How long queued profiles get to reach the collector when oxeye stops.
 const EXPORT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most spans held for one export interval; more are counted as dropped.
+const MAX_BATCH_SPANS: usize = 200_000;
+/// Most series per metric; more fold into one overflow series.
+const MAX_SERIES_PER_METRIC: usize = 2_000;
+/// The network events ring buffer: a few hundred thousand payload records of slack.
+const NET_RING_BYTES: u32 = 8 << 20;
 
 /// Runs oxeye until Ctrl-C, SIGTERM or `--duration`, then writes the outputs.
 pub async fn run(args: Args) -> Result<()> {
@@ -53,15 +62,17 @@ pub async fn run(args: Args) -> Result<()> {
             None
         }
     };
-    // The exporter checks its endpoint and TLS set-up before anything touches the kernel.
-    let exporter = match export::resolve(args.collection_agent.as_deref(), args.disable_tls)? {
-        Some(endpoint) => {
-            let (uri, tls) = (endpoint.uri.clone(), endpoint.tls);
-            let interval = Duration::from_secs_f64(args.reporter_interval);
-            let config = ExportConfig { endpoint, tls_ca_file: args.tls_ca_file.clone(), max_queue_bytes: args.max_export_queue_bytes, interval };
-            let exporter = Exporter::start(config)?;
-            info!(endpoint = %uri, tls, "exporting OTLP profiles every {}s", args.reporter_interval);
-            Some(exporter)
+    // The exporters check their endpoints and TLS set-up before anything touches the kernel.
+    let exporter = start_exporter::<Profiles>(&args)?;
+    let trace_network = !args.no_network;
+    let (span_exporter, metric_exporter) =
+        if trace_network { (start_exporter::<Traces>(&args)?, start_exporter::<Metrics>(&args)?) } else { (None, None) };
+    let metric_store = Arc::new(Mutex::new(MetricsStore::new(MAX_SERIES_PER_METRIC)));
+    let prometheus = match &args.prometheus_listen {
+        Some(address) => {
+            let listener = metrics::bind(address).await?;
+            info!(address = %address, "serving Prometheus metrics at /metrics");
+            Some(tokio::spawn(metrics::serve(listener, metric_store.clone())))
         }
         None => None,
     };
@@ -75,8 +86,11 @@ pub async fn run(args: Args) -> Result<()> {
         include_idle: args.include_idle,
         unwind_tables: !args.frame_pointers_only,
         unwind_table_bytes: args.unwind_table_memory_mb << 20,
+        trace_network,
+        max_connections: args.max_connections,
+        net_ring_bytes: NET_RING_BYTES,
     };
-    let (mut probes, ring, unwind_maps) = Probes::load(config)?;
+    let Loaded { mut probes, events: ring, unwind_maps, net_events } = Probes::load(config)?;
     let unwinder = if args.frame_pointers_only {
         None
     } else {
@@ -109,6 +123,10 @@ pub async fn run(args: Args) -> Result<()> {
     export_tick.reset();
     // SAFETY: the ring buffer owns its fd and keeps it open until `into_inner` hands it back.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("cannot poll the BPF ring buffer: {e}"))?;
+    let mut net = net_events.map(|ring| {
+        let spans = span_exporter.is_some().then(|| SpanBatch::new(MAX_BATCH_SPANS));
+        (NetTracker::new(metric_store.clone(), spans, host.name.clone(), monotonic_to_unix_offset()), ring)
+    });
     let live_view = !args.no_live && std::io::stdout().is_terminal();
     let mut drain_tick = interval(DRAIN_INTERVAL);
     let mut report_tick = interval(if live_view { Duration::from_secs(1) } else { Duration::from_secs(args.summary_interval) });
@@ -131,7 +149,12 @@ pub async fn run(args: Args) -> Result<()> {
                 drain(guard.get_inner_mut(), &mut collector);
                 guard.clear_ready();
             }
-            _ = drain_tick.tick() => drain(ring.get_mut(), &mut collector),
+            _ = drain_tick.tick() => {
+                drain(ring.get_mut(), &mut collector);
+                if let Some((tracker, ring)) = &mut net {
+                    tracker.drain(ring);
+                }
+            }
             _ = report_tick.tick() => {
                 let counters = probes.counters()?;
                 if live_view {
@@ -144,13 +167,19 @@ pub async fn run(args: Args) -> Result<()> {
                 }
                 collector.top.decay();
             }
-            _ = export_tick.tick(), if exporter.is_some() => {
+            _ = export_tick.tick(), if exporter.is_some() || span_exporter.is_some() || metric_exporter.is_some() => {
                 if let Some(exporter) = &exporter {
                     report(&mut collector, exporter, &host, period_ns);
+                }
+                if let Some((tracker, _)) = &mut net {
+                    report_network(tracker, span_exporter.as_ref(), metric_exporter.as_ref(), &metric_store, &host);
                 }
             }
             _ = expire_tick.tick() => {
                 collector.processes.expire();
+                if let Some((tracker, _)) = &mut net {
+                    tracker.expire();
+                }
                 // In case its exit event was lost.
                 if args.pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
                     collector.target_exited = true;
@@ -169,6 +198,41 @@ pub async fn run(args: Args) -> Result<()> {
     drain(&mut ring, &mut collector);
     drop(ring);
     let elapsed = started.elapsed();
+    if let Some(server) = prometheus {
+        server.abort();
+    }
+    if let Some((mut tracker, mut ring)) = net {
+        tracker.drain(&mut ring);
+        report_network(&mut tracker, span_exporter.as_ref(), metric_exporter.as_ref(), &metric_store, &host);
+        let matched = tracker.match_stats();
+        let stats = tracker.stats;
+        let overflowed = metric_store.lock().map_or(0, |store| store.overflowed());
+        eprintln!(
+            "oxeye: traced {} TCP connections ({} closed) and {} HTTP requests ({} as server, {} as client); {} responses without a request, {} requests without a response; {} metric measurements over the series limit",
+            stats.opened,
+            stats.closed,
+            stats.server_exchanges + stats.client_exchanges,
+            stats.server_exchanges,
+            stats.client_exchanges,
+            matched.unmatched_responses,
+            matched.unanswered_requests,
+            overflowed,
+        );
+    }
+    if let Some(exporter) = span_exporter {
+        let stats = exporter.stats.clone();
+        exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
+        eprintln!(
+            "oxeye: exported {} spans ({} dropped, {} refused by the collector, {} failed attempts)",
+            stats.exported(),
+            stats.dropped(),
+            stats.rejected(),
+            stats.failed_attempts()
+        );
+    }
+    if let Some(exporter) = metric_exporter {
+        exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
+    }
 
     if let Some(exporter) = exporter {
         report(&mut collector, &exporter, &host, period_ns);
@@ -221,8 +285,56 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Starts the exporter of signal `S` if it has an endpoint.
+fn start_exporter<S: Signal>(args: &Args) -> Result<Option<Exporter<S>>> {
+    let Some(endpoint) = export::resolve::<S>(args.collection_agent.as_deref(), args.disable_tls)? else { return Ok(None) };
+    let (uri, tls) = (endpoint.uri.clone(), endpoint.tls);
+    let interval = Duration::from_secs_f64(args.reporter_interval);
+    let config = ExportConfig { endpoint, tls_ca_file: args.tls_ca_file.clone(), max_queue_bytes: args.max_export_queue_bytes, interval };
+    let exporter = Exporter::start(config)?;
+    info!(endpoint = %uri, tls, "exporting OTLP {} every {}s", S::ITEMS, args.reporter_interval);
+    Ok(Some(exporter))
+}
+
+/// Queues the spans of the interval that just ended, and the metrics so far (cumulative).
+fn report_network(
+    tracker: &mut NetTracker,
+    spans: Option<&Exporter<Traces>>,
+    metrics: Option<&Exporter<Metrics>>,
+    store: &Mutex<MetricsStore>,
+    host: &HostInfo,
+) {
+    if let (Some(exporter), Some(batch)) = (spans, tracker.spans.as_mut()) {
+        exporter.stats.add_dropped(std::mem::take(&mut batch.dropped));
+        if !batch.is_empty() {
+            let (request, count) = batch.take_request(host);
+            exporter.submit(request, count);
+        }
+    }
+    if let Some(exporter) = metrics {
+        let request = {
+            let store = store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            metrics::to_request(&store, unix_now_ns(), "oxeye", env!("CARGO_PKG_VERSION"))
+        };
+        if !request.resource_metrics.is_empty() {
+            let points = request
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(|m| match &m.data {
+                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(sum)) => sum.data_points.len(),
+                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => h.data_points.len(),
+                    _ => 0,
+                })
+                .sum::<usize>();
+            exporter.submit(request, points as u64);
+        }
+    }
+}
+
 /// Encodes the samples of the interval that just ended and queues them for the collector.
-fn report(collector: &mut Collector, exporter: &Exporter, host: &HostInfo, period_ns: u64) {
+fn report(collector: &mut Collector, exporter: &Exporter<Profiles>, host: &HostInfo, period_ns: u64) {
     let now = unix_now_ns();
     let Some(batch) = collector.batch.replace(SampleBatch::new(now, MAX_BATCH_SAMPLES)) else { return };
     exporter.stats.add_dropped(batch.dropped);
@@ -234,7 +346,8 @@ fn report(collector: &mut Collector, exporter: &Exporter, host: &HostInfo, perio
     exporter.submit(request, samples);
 }
 
-fn unix_now_ns() -> u64 {
+/// Now, in nanoseconds since the Unix epoch.
+pub fn unix_now_ns() -> u64 {
     SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 

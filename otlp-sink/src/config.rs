@@ -14,14 +14,14 @@ pub struct TlsIdentity {
     pub key_pem: String,
 }
 
-/// How the sink answers one `Export` call.
+/// How the sink answers one `Export` call (of any of the three services).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// Accept the request fully (empty `ExportProfilesServiceResponse`).
+    /// Accept the request fully (response without `partial_success`).
     Ok,
     /// Accept the request but report a partial success.
     PartialSuccess {
-        /// Reported number of rejected profiles.
+        /// Reported number of rejected profiles, spans or data points.
         rejected: i64,
         /// Reported error message.
         message: String,
@@ -44,9 +44,16 @@ pub struct SinkConfig {
     pub listen: SocketAddr,
     /// Serve TLS with this identity instead of plaintext.
     pub tls: Option<TlsIdentity>,
-    /// The i-th `Export` call is answered with `script[i]`; calls past the
-    /// end of the script are answered with [`Reply::Ok`].
+    /// The i-th profiles `Export` call is answered with `script[i]`; calls
+    /// past the end of the script are answered with [`Reply::Ok`].
     pub script: Vec<Reply>,
+    /// The same for the trace service, counted separately: the i-th trace
+    /// `Export` call is answered with `trace_script[i]`. Empty (accept
+    /// everything) by default.
+    pub trace_script: Vec<Reply>,
+    /// The same for the metrics service, counted separately. Empty (accept
+    /// everything) by default.
+    pub metrics_script: Vec<Reply>,
 }
 
 impl SinkConfig {
@@ -56,6 +63,8 @@ impl SinkConfig {
             listen,
             tls: None,
             script: Vec::new(),
+            trace_script: Vec::new(),
+            metrics_script: Vec::new(),
         }
     }
 

@@ -167,6 +167,13 @@ fn attribute(attr: &KeyValueAndUnit, dict: &ProfilesDictionary) -> (String, Stri
     (string(dict, attr.key_strindex), value)
 }
 
+/// Attributes of a trace or metrics message (no dictionary) as a map, values
+/// formatted like the profiles ones.
+pub(crate) fn plain_attributes(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+    let empty = ProfilesDictionary::default();
+    attributes.iter().map(|kv| key_value(kv, &empty)).collect()
+}
+
 fn key_value(kv: &KeyValue, dict: &ProfilesDictionary) -> (String, String) {
     let key = if kv.key.is_empty() && kv.key_strindex != 0 {
         string(dict, kv.key_strindex)

@@ -1,4 +1,5 @@
-//! `otlp-sink`: run an OTLP profiles receiver and print its totals.
+//! `otlp-sink`: run an OTLP profiles, traces and metrics receiver and print
+//! its totals.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +9,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use otlp_sink::{self_signed, Retention, Sink, SinkConfig, Stats};
 
-/// An OTLP profiles gRPC receiver that counts what it gets.
+/// An OTLP gRPC receiver (profiles, traces and metrics) that counts what it
+/// gets.
+///
+/// Every stats line reads `requests=N samples=N wire_bytes=N spans=N
+/// metric_points=N`: profiles requests and samples, bytes read from the
+/// sockets, spans, and metric data points (summed over metrics requests).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -26,8 +32,8 @@ struct Args {
 
 fn stats_line(stats: &Stats) -> String {
     format!(
-        "requests={} samples={} wire_bytes={}",
-        stats.accepted, stats.samples, stats.bytes_received
+        "requests={} samples={} wire_bytes={} spans={} metric_points={}",
+        stats.accepted, stats.samples, stats.bytes_received, stats.spans, stats.metric_points
     )
 }
 

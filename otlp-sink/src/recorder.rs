@@ -1,12 +1,10 @@
-//! What the sink saw: every call, its reply, and the accepted requests.
+//! What the sink saw: every call, its reply, and the accepted requests,
+//! one [`Recorder`] per signal (profiles, traces, metrics).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
-
 use crate::config::Reply;
-use crate::decode::total_samples;
 
 /// Whether a sink keeps the decoded accepted requests in memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -14,21 +12,36 @@ pub enum Retention {
     /// Keep every accepted request (what tests want).
     #[default]
     All,
-    /// Keep only counters; [`crate::Sink::requests`] stays empty. For long
-    /// benchmark runs, where keeping every request would grow without bound.
+    /// Keep only counters; [`crate::Sink::requests`],
+    /// [`crate::Sink::trace_requests`] and [`crate::Sink::metrics_requests`]
+    /// stay empty. For long benchmark runs, where keeping every request would
+    /// grow without bound.
     CountsOnly,
 }
 
 /// Running totals of a sink, cheap to read at any time.
+///
+/// `attempts`, `accepted` and `samples` are about the profiles service only;
+/// traces and metrics have their own fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Export calls that reached the service (accepted or not).
+    /// Profiles `Export` calls that reached the service (accepted or not).
     pub attempts: usize,
-    /// Export calls answered with [`Reply::Ok`] or [`Reply::PartialSuccess`].
+    /// Profiles `Export` calls answered with [`Reply::Ok`] or
+    /// [`Reply::PartialSuccess`].
     pub accepted: usize,
-    /// Samples in the accepted requests: per sample the number of
+    /// Samples in the accepted profiles requests: per sample the number of
     /// timestamps, or the sum of its values when it has none.
     pub samples: u64,
+    /// Accepted trace `Export` calls.
+    pub trace_requests: usize,
+    /// Spans in the accepted trace requests.
+    pub spans: u64,
+    /// Accepted metrics `Export` calls.
+    pub metrics_requests: usize,
+    /// Data points in the accepted metrics requests, summed over requests
+    /// (with cumulative metrics the same series counts once per request).
+    pub metric_points: u64,
     /// Bytes read from the TCP connections (encrypted bytes with TLS).
     pub bytes_received: u64,
     /// Bytes written to the TCP connections (encrypted bytes with TLS).
@@ -37,33 +50,42 @@ pub struct Stats {
     pub connections: u64,
 }
 
-#[derive(Default)]
-struct State {
+struct State<R> {
     replies: Vec<Reply>,
-    requests: Vec<ExportProfilesServiceRequest>,
+    requests: Vec<R>,
     accepted: usize,
-    samples: u64,
+    /// Sum of `Recorder::units` over the accepted requests.
+    units: u64,
 }
 
-/// Shared record of the calls, filled by the service, read by the [`crate::Sink`].
-pub(crate) struct Recorder {
+/// Shared record of the calls of one signal, filled by the service, read by
+/// the [`crate::Sink`].
+pub(crate) struct Recorder<R> {
     script: Vec<Reply>,
     retention: Retention,
-    state: Mutex<State>,
+    /// What one request counts for (samples, spans, data points).
+    units: fn(&R) -> u64,
+    state: Mutex<State<R>>,
     changed: Condvar,
 }
 
-impl Recorder {
-    pub(crate) fn new(script: Vec<Reply>, retention: Retention) -> Self {
+impl<R: Clone> Recorder<R> {
+    pub(crate) fn new(script: Vec<Reply>, retention: Retention, units: fn(&R) -> u64) -> Self {
         Recorder {
             script,
             retention,
-            state: Mutex::new(State::default()),
+            units,
+            state: Mutex::new(State {
+                replies: Vec::new(),
+                requests: Vec::new(),
+                accepted: 0,
+                units: 0,
+            }),
             changed: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<R>> {
         // A panic elsewhere while holding the lock leaves consistent data.
         self.state
             .lock()
@@ -71,7 +93,7 @@ impl Recorder {
     }
 
     /// Records one call and returns the scripted reply for it.
-    pub(crate) fn record(&self, request: ExportProfilesServiceRequest) -> Reply {
+    pub(crate) fn record(&self, request: R) -> Reply {
         let mut state = self.lock();
         let reply = self
             .script
@@ -81,7 +103,7 @@ impl Recorder {
         state.replies.push(reply.clone());
         if reply.is_accepted() {
             state.accepted += 1;
-            state.samples = state.samples.saturating_add(total_samples(&request));
+            state.units = state.units.saturating_add((self.units)(&request));
             if self.retention == Retention::All {
                 state.requests.push(request);
             }
@@ -91,8 +113,13 @@ impl Recorder {
         reply
     }
 
-    pub(crate) fn requests(&self) -> Vec<ExportProfilesServiceRequest> {
+    pub(crate) fn requests(&self) -> Vec<R> {
         self.lock().requests.clone()
+    }
+
+    /// The most recent stored request, if any.
+    pub(crate) fn last_request(&self) -> Option<R> {
+        self.lock().requests.last().cloned()
     }
 
     pub(crate) fn replies(&self) -> Vec<Reply> {
@@ -103,10 +130,10 @@ impl Recorder {
         self.lock().replies.len()
     }
 
-    /// (attempts, accepted, samples)
+    /// (attempts, accepted, units)
     pub(crate) fn totals(&self) -> (usize, usize, u64) {
         let state = self.lock();
-        (state.replies.len(), state.accepted, state.samples)
+        (state.replies.len(), state.accepted, state.units)
     }
 
     pub(crate) fn clear_requests(&self) {
@@ -115,9 +142,19 @@ impl Recorder {
 
     /// Waits until at least `n` requests were accepted, or `timeout` passed.
     pub(crate) fn wait_for_accepted(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |state| state.accepted >= n)
+    }
+
+    /// Waits until the accepted requests count for at least `n` units, or
+    /// `timeout` passed.
+    pub(crate) fn wait_for_units(&self, n: u64, timeout: Duration) -> bool {
+        self.wait_until(timeout, |state| state.units >= n)
+    }
+
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&State<R>) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
-        while state.accepted < n {
+        while !done(&state) {
             let now = Instant::now();
             if now >= deadline {
                 return false;

@@ -5,8 +5,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    metrics_service_server::MetricsServiceServer, ExportMetricsServiceRequest,
+};
 use opentelemetry_proto::tonic::collector::profiles::v1development::{
     profiles_service_server::ProfilesServiceServer, ExportProfilesServiceRequest,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    trace_service_server::TraceServiceServer, ExportTraceServiceRequest,
 };
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -16,21 +22,31 @@ use tonic::transport::server::{Router, ServerTlsConfig};
 use tonic::transport::{Identity, Server};
 
 use crate::config::{Reply, SinkConfig};
+use crate::decode::total_samples;
 use crate::error::SinkError;
+use crate::metrics::{metric_points, total_metric_points, MetricPoint};
 use crate::recorder::{Recorder, Retention, Stats};
 use crate::service::SinkService;
+use crate::spans::{spans, total_spans, DecodedSpan};
 use crate::wire::{CountingStream, WireCounters};
 
 /// How long connections may drain after a stop before they are cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// A running OTLP profiles receiver.
+/// A running OTLP receiver for profiles, traces and metrics, all three
+/// services on one gRPC port.
 ///
 /// It serves on its own OS thread with its own tokio runtime, so plain
 /// synchronous tests can use it. Dropping it stops it.
+///
+/// The accessors without a signal in their name ([`Sink::requests`],
+/// [`Sink::attempts`], [`Sink::replies`], [`Sink::wait_for_requests`]) are
+/// about profiles; traces and metrics have their own.
 pub struct Sink {
     addr: SocketAddr,
-    recorder: Arc<Recorder>,
+    recorder: Arc<Recorder<ExportProfilesServiceRequest>>,
+    traces: Arc<Recorder<ExportTraceServiceRequest>>,
+    metrics: Arc<Recorder<ExportMetricsServiceRequest>>,
     wire: Arc<WireCounters>,
     stop_tx: watch::Sender<bool>,
     thread: Option<JoinHandle<Result<(), SinkError>>>,
@@ -53,7 +69,13 @@ impl Sink {
         listener.set_nonblocking(true).map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
 
-        let recorder = Arc::new(Recorder::new(config.script, retention));
+        let recorder = Arc::new(Recorder::new(config.script, retention, total_samples));
+        let traces = Arc::new(Recorder::new(config.trace_script, retention, total_spans));
+        let metrics = Arc::new(Recorder::new(
+            config.metrics_script,
+            retention,
+            total_metric_points,
+        ));
         let wire = Arc::new(WireCounters::default());
 
         let mut builder = Server::builder();
@@ -63,9 +85,16 @@ impl Sink {
                 .tls_config(ServerTlsConfig::new().identity(identity))
                 .map_err(SinkError::Tls)?;
         }
-        let service = ProfilesServiceServer::new(SinkService::new(recorder.clone()))
+        let profiles_service = ProfilesServiceServer::new(SinkService::new(recorder.clone()))
             .accept_compressed(CompressionEncoding::Gzip);
-        let router = builder.add_service(service);
+        let trace_service = TraceServiceServer::new(SinkService::new(traces.clone()))
+            .accept_compressed(CompressionEncoding::Gzip);
+        let metrics_service = MetricsServiceServer::new(SinkService::new(metrics.clone()))
+            .accept_compressed(CompressionEncoding::Gzip);
+        let router = builder
+            .add_service(profiles_service)
+            .add_service(trace_service)
+            .add_service(metrics_service);
 
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -85,6 +114,8 @@ impl Sink {
         Ok(Sink {
             addr,
             recorder,
+            traces,
+            metrics,
             wire,
             stop_tx,
             thread: Some(thread),
@@ -103,30 +134,84 @@ impl Sink {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Every accepted request (reply `Ok` or `PartialSuccess`), in arrival
-    /// order. Empty with [`Retention::CountsOnly`].
+    /// Every accepted profiles request (reply `Ok` or `PartialSuccess`), in
+    /// arrival order. Empty with [`Retention::CountsOnly`].
     pub fn requests(&self) -> Vec<ExportProfilesServiceRequest> {
         self.recorder.requests()
     }
 
-    /// Forgets the stored requests (counters are kept).
+    /// Forgets the stored requests of all three signals (counters are kept).
     pub fn clear_requests(&self) {
-        self.recorder.clear_requests()
+        self.recorder.clear_requests();
+        self.traces.clear_requests();
+        self.metrics.clear_requests();
     }
 
-    /// Number of `Export` calls that reached the service, accepted or not.
+    /// Number of profiles `Export` calls that reached the service, accepted
+    /// or not.
     pub fn attempts(&self) -> usize {
         self.recorder.attempts()
     }
 
-    /// The reply given to each `Export` call so far, in call order.
+    /// The reply given to each profiles `Export` call so far, in call order.
     pub fn replies(&self) -> Vec<Reply> {
         self.recorder.replies()
     }
 
-    /// Waits until at least `n` requests were accepted; false on timeout.
+    /// Waits until at least `n` profiles requests were accepted; false on
+    /// timeout.
     pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
         self.recorder.wait_for_accepted(n, timeout)
+    }
+
+    /// Every accepted trace request, in arrival order. Empty with
+    /// [`Retention::CountsOnly`].
+    pub fn trace_requests(&self) -> Vec<ExportTraceServiceRequest> {
+        self.traces.requests()
+    }
+
+    /// The reply given to each trace `Export` call so far, in call order.
+    pub fn trace_replies(&self) -> Vec<Reply> {
+        self.traces.replies()
+    }
+
+    /// Every span of the stored trace requests, decoded (see [`spans`]), in
+    /// arrival order.
+    pub fn all_spans(&self) -> Vec<DecodedSpan> {
+        self.traces.requests().iter().flat_map(spans).collect()
+    }
+
+    /// Waits until the accepted trace requests hold at least `n` spans in
+    /// all; false on timeout. Works with [`Retention::CountsOnly`] too.
+    pub fn wait_for_spans(&self, n: usize, timeout: Duration) -> bool {
+        self.traces.wait_for_units(n as u64, timeout)
+    }
+
+    /// Every accepted metrics request, in arrival order. Empty with
+    /// [`Retention::CountsOnly`].
+    pub fn metrics_requests(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.metrics.requests()
+    }
+
+    /// The reply given to each metrics `Export` call so far, in call order.
+    pub fn metrics_replies(&self) -> Vec<Reply> {
+        self.metrics.replies()
+    }
+
+    /// The sum, gauge and histogram points (see [`metric_points`]) of the
+    /// most recent stored metrics request only: with cumulative metrics it
+    /// holds the current totals. Empty if none was stored.
+    pub fn latest_metric_points(&self) -> Vec<MetricPoint> {
+        self.metrics
+            .last_request()
+            .map(|request| metric_points(&request))
+            .unwrap_or_default()
+    }
+
+    /// Waits until at least `n` metrics requests were accepted; false on
+    /// timeout.
+    pub fn wait_for_metrics_requests(&self, n: usize, timeout: Duration) -> bool {
+        self.metrics.wait_for_accepted(n, timeout)
     }
 
     /// Bytes read from the TCP connections so far (TLS: encrypted bytes).
@@ -142,10 +227,16 @@ impl Sink {
     /// All running totals at once.
     pub fn stats(&self) -> Stats {
         let (attempts, accepted, samples) = self.recorder.totals();
+        let (_, trace_requests, spans) = self.traces.totals();
+        let (_, metrics_requests, metric_points) = self.metrics.totals();
         Stats {
             attempts,
             accepted,
             samples,
+            trace_requests,
+            spans,
+            metrics_requests,
+            metric_points,
             bytes_received: self.wire.received(),
             bytes_sent: self.wire.sent(),
             connections: self.wire.connections(),

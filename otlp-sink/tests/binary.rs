@@ -7,9 +7,37 @@ use std::time::Duration;
 
 use otlp_sink::fixtures;
 use otlp_sink::proto::collector::profiles::v1development::profiles_service_client::ProfilesServiceClient;
+use otlp_sink::proto::collector::trace::v1::{
+    trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
+};
+use otlp_sink::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// The numeric `name=N` field of a stats line.
+fn field(line: &str, name: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+fn two_spans() -> ExportTraceServiceRequest {
+    let span = |name: &str| Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: name.into(),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span("a"), span("b")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
 
 #[test]
 fn binary_serves_tls_prints_stats_and_exits_on_sigterm() {
@@ -68,11 +96,15 @@ fn binary_serves_tls_prints_stats_and_exits_on_sigterm() {
             .connect()
             .await
             .expect("connects");
-        let mut client = ProfilesServiceClient::new(channel);
+        let mut client = ProfilesServiceClient::new(channel.clone());
         client
             .export(fixtures::valid_request())
             .await
             .expect("accepted");
+        TraceServiceClient::new(channel)
+            .export(two_spans())
+            .await
+            .expect("spans accepted");
     });
     drop(rt);
 
@@ -82,7 +114,8 @@ fn binary_serves_tls_prints_stats_and_exits_on_sigterm() {
             .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
             .expect("a stats line with the request");
         assert!(line.starts_with("requests="), "{line}");
-        if line.starts_with("requests=1 samples=3 wire_bytes=") {
+        if line.starts_with("requests=1 samples=3 wire_bytes=") && line.contains(" spans=2 ") {
+            assert!(line.ends_with(" metric_points=0"), "{line}");
             break;
         }
     }
@@ -96,10 +129,13 @@ fn binary_serves_tls_prints_stats_and_exits_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
     reader.join().expect("reader thread");
     let last = lines.try_iter().last().expect("a final stats line");
-    let wire: u64 = last
-        .strip_prefix("requests=1 samples=3 wire_bytes=")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected final line {last:?}"));
+    assert!(
+        last.starts_with("requests=1 samples=3 wire_bytes="),
+        "unexpected final line {last:?}"
+    );
+    let wire = field(&last, "wire_bytes").expect("wire_bytes field");
     assert!(wire > 0);
+    assert_eq!(field(&last, "spans"), Some(2), "{last}");
+    assert_eq!(field(&last, "metric_points"), Some(0), "{last}");
     let _ = std::fs::remove_dir_all(&dir);
 }

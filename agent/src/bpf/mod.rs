@@ -1,10 +1,11 @@
 //! Loading oxeye's BPF programs, attaching them, and reading their maps.
 
+mod network;
 mod sizing;
 
 use std::{path::Path, time::Duration};
 
-use agent_common::{counters::Counter, sampler::SamplerConfig};
+use agent_common::{counters::Counter, net::NetConfig, sampler::SamplerConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, ProgramArray, RingBuf},
@@ -14,7 +15,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::unwind::{registers, UnwindMaps};
 
@@ -42,6 +43,24 @@ pub struct ProbeConfig {
     pub unwind_tables: bool,
     /// Bytes for unwind rows in the kernel.
     pub unwind_table_bytes: u64,
+    /// Trace TCP connections and HTTP payloads.
+    pub trace_network: bool,
+    /// Most connections tracked at once.
+    pub max_connections: u32,
+    /// Bytes of the network events ring buffer.
+    pub net_ring_bytes: u32,
+}
+
+/// What [`Probes::load`] hands back.
+pub struct Loaded {
+    /// The programs.
+    pub probes: Probes,
+    /// Samples and process events.
+    pub events: RingBuf<MapData>,
+    /// The unwinder's maps.
+    pub unwind_maps: UnwindMaps,
+    /// Connection and payload records, when network tracing runs.
+    pub net_events: Option<RingBuf<MapData>>,
 }
 
 /// The loaded and attached programs. Dropping it detaches and unloads everything.
@@ -57,10 +76,10 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Loads the programs and attaches the process tracepoints; [`Probes::start_sampling`]
-    /// starts the sampler. Returns the probes, the ring buffer that carries samples and
-    /// process events, and the unwinder's maps.
-    pub fn load(config: ProbeConfig) -> Result<(Self, RingBuf<MapData>, UnwindMaps)> {
+    /// Loads the programs and attaches the process and network tracepoints;
+    /// [`Probes::start_sampling`] starts the sampler. A kernel that cannot trace the network
+    /// still profiles (with a warning).
+    pub fn load(config: ProbeConfig) -> Result<Loaded> {
         raise_memlock_limit();
         ensure_tracefs()?;
         let cpus = aya::util::online_cpus().map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
@@ -73,9 +92,19 @@ impl Probes {
         let unwind_config = registers::config(config.unwind_tables)
             .context("oxeye cannot unwind user stacks on this CPU architecture (x86-64 and arm64 only)")?;
         let unwind_sizes = sizing::UnwindSizes::for_table_bytes(config.unwind_table_bytes);
+        let net_config = if config.trace_network {
+            network::config(config.target_pid).inspect_err(|error| warn!("network tracing is off: {error:#}")).ok()
+        } else {
+            None
+        };
+        let connections = if net_config.is_some() { config.max_connections.max(1) } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .override_global("SAMPLER_CONFIG", &sampler_config, true)
             .override_global("UNWIND_CONFIG", &unwind_config, true)
+            .override_global("NET_CONFIG", &net_config.unwrap_or(NetConfig::DISABLED), true)
+            .map_max_entries("NET_EVENTS", if net_config.is_some() { config.net_ring_bytes } else { 4096 })
+            .map_max_entries("CONNECTIONS", connections)
+            .map_max_entries("SOCKETS", connections)
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("UNWIND_ROWS", unwind_sizes.rows)
             .map_max_entries("UNWIND_RULES", unwind_sizes.rules)
@@ -90,6 +119,14 @@ impl Probes {
             tracepoint
                 .attach(category, name)
                 .with_context(|| format!("cannot attach to tracepoint {category}:{name} (is tracefs available?)"))?;
+        }
+
+        let mut net_events = None;
+        if net_config.is_some() {
+            match network::attach(&mut ebpf) {
+                Ok(()) => net_events = Some(RingBuf::try_from(ebpf.take_map("NET_EVENTS").context("BPF object has no NET_EVENTS map")?)?),
+                Err(error) => warn!("network tracing is off: {error:#}"),
+            }
         }
 
         let unwinder: &mut PerfEvent = program_mut(&mut ebpf, UNWIND_PROGRAM)?.try_into()?;
@@ -108,7 +145,7 @@ impl Probes {
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("BPF object has no COUNTERS map")?)?;
         let unwind_maps = UnwindMaps::take(&mut ebpf, unwind_sizes.rows, unwind_sizes.rules, unwind_sizes.mappings, unwind_sizes.processes)?;
         let probes = Probes { counters, ebpf, _unwind_programs: unwind_programs, samples_per_second: config.samples_per_second };
-        Ok((probes, events, unwind_maps))
+        Ok(Loaded { probes, events, unwind_maps, net_events })
     }
 
     /// Attaches the sampler to the cpu-clock of every online CPU: samples start flowing.

@@ -5,6 +5,8 @@ use std::{path::Path, time::Duration};
 use anyhow::{bail, Context, Result};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+use super::Signal;
+
 /// A resolved collector endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -16,12 +18,16 @@ pub struct Endpoint {
     pub tls: bool,
 }
 
-/// The endpoint from the flag, else `OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT`, else
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`; `None` when none is set (local output only). A bare
-/// `host:port` uses TLS unless `disable_tls`; a URL's scheme decides (`http` is plaintext).
-pub fn resolve(flag: Option<&str>, disable_tls: bool) -> Result<Option<Endpoint>> {
+/// The endpoint of signal `S`: `--collection-agent` and the signal's own variable
+/// (`OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT`, ...), in the order [`Signal::VARIABLE_FIRST`]
+/// says, else `OTEL_EXPORTER_OTLP_ENDPOINT`; `None` when none is set (local output only). A
+/// bare `host:port` uses TLS unless `disable_tls`; a URL's scheme decides (`http` is
+/// plaintext).
+pub fn resolve<S: Signal>(flag: Option<&str>, disable_tls: bool) -> Result<Option<Endpoint>> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let Some(value) = flag.map(str::to_owned).or_else(|| env("OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT")).or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")) else {
+    let flag = flag.map(str::to_owned);
+    let first = if S::VARIABLE_FIRST { env(S::ENDPOINT_VARIABLE).or(flag) } else { flag.or_else(|| env(S::ENDPOINT_VARIABLE)) };
+    let Some(value) = first.or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")) else {
         return Ok(None);
     };
     parse(value.trim(), disable_tls).map(Some)

@@ -1,22 +1,23 @@
-//! Sending profiles to an OTLP collector (or devfiler) over gRPC, without ever holding up
-//! sampling: batches wait in a byte-bounded queue; a background task sends them with
-//! exponential back-off and jitter, drops the oldest when the queue is full, and counts
-//! every sample it could not deliver.
+//! Sending profiles, spans and metrics to an OTLP collector (or devfiler) over gRPC, without
+//! ever holding up sampling or tracing: each signal's batches wait in a byte-bounded queue; a
+//! background task sends them with exponential back-off and jitter, drops the oldest when the
+//! queue is full, and counts every item it could not deliver.
 
 mod backoff;
 mod endpoint;
 mod queue;
 mod sender;
+mod signal;
 mod stats;
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Result;
-use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use prost::Message;
 use tokio::task::JoinHandle;
 
 pub use endpoint::{resolve, Endpoint};
+pub use signal::{Metrics, Profiles, Signal, Traces};
 pub use stats::ExportStats;
 
 use self::queue::{Batch, ExportQueue};
@@ -34,27 +35,27 @@ pub struct ExportConfig {
     pub interval: Duration,
 }
 
-/// A running exporter.
-pub struct Exporter {
-    queue: Arc<ExportQueue>,
+/// A running exporter of one signal.
+pub struct Exporter<S: Signal> {
+    queue: Arc<ExportQueue<S::Request>>,
     /// What it has done so far.
     pub stats: Arc<ExportStats>,
     task: JoinHandle<()>,
 }
 
-impl Exporter {
+impl<S: Signal> Exporter<S> {
     /// Starts the sending task. Connecting happens lazily: a collector that is down now is
     /// tried again later, it is not an error.
     pub fn start(config: ExportConfig) -> Result<Self> {
         let channel = endpoint::channel(&config.endpoint, config.tls_ca_file.as_deref())?;
         let stats = Arc::new(ExportStats::default());
         let queue = Arc::new(ExportQueue::new(config.max_queue_bytes, stats.clone()));
-        let task = tokio::spawn(sender::run(channel, queue.clone(), stats.clone(), config.interval));
+        let task = tokio::spawn(sender::run::<S>(channel, queue.clone(), stats.clone(), config.interval));
         Ok(Exporter { queue, stats, task })
     }
 
-    /// Queues a request carrying `samples` samples; the oldest batches go if it does not fit.
-    pub fn submit(&self, request: ExportProfilesServiceRequest, samples: u64) {
+    /// Queues a request carrying `samples` items; the oldest batches go if it does not fit.
+    pub fn submit(&self, request: S::Request, samples: u64) {
         let bytes = request.encoded_len();
         self.queue.push(Batch { request, bytes, samples });
     }

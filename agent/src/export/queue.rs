@@ -7,25 +7,24 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use tokio::sync::Notify;
 
 use super::stats::ExportStats;
 
 /// One request waiting to be sent.
 #[derive(Debug)]
-pub struct Batch {
+pub struct Batch<R> {
     /// The request.
-    pub request: ExportProfilesServiceRequest,
+    pub request: R,
     /// Its encoded size.
     pub bytes: usize,
-    /// Samples it carries.
+    /// Items (samples, spans, data points) it carries.
     pub samples: u64,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    waiting: VecDeque<Batch>,
+#[derive(Debug)]
+struct Inner<R> {
+    waiting: VecDeque<Batch<R>>,
     /// Bytes of the waiting batches plus the one being sent.
     bytes: usize,
     in_flight: bool,
@@ -33,27 +32,27 @@ struct Inner {
 
 /// The byte-bounded queue between the reporting loop and the sending task.
 #[derive(Debug)]
-pub struct ExportQueue {
-    inner: Mutex<Inner>,
+pub struct ExportQueue<R> {
+    inner: Mutex<Inner<R>>,
     max_bytes: usize,
     stats: Arc<ExportStats>,
     changed: Notify,
 }
 
-impl ExportQueue {
+impl<R> ExportQueue<R> {
     /// An empty queue holding at most `max_bytes`.
     pub fn new(max_bytes: usize, stats: Arc<ExportStats>) -> Self {
-        ExportQueue { inner: Mutex::default(), max_bytes, stats, changed: Notify::new() }
+        ExportQueue { inner: Mutex::new(Inner { waiting: VecDeque::new(), bytes: 0, in_flight: false }), max_bytes, stats, changed: Notify::new() }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner<R>> {
         // A panic elsewhere while holding the lock leaves plain data behind; keep going.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds a batch, dropping the oldest waiting ones to make room (or the batch itself if it
     /// can never fit).
-    pub fn push(&self, batch: Batch) {
+    pub fn push(&self, batch: Batch<R>) {
         if batch.bytes > self.max_bytes {
             self.stats.add_dropped(batch.samples);
             return;
@@ -77,7 +76,7 @@ impl ExportQueue {
 
     /// Takes the oldest batch for sending, waiting for one; its bytes stay counted until
     /// [`ExportQueue::done`] or [`ExportQueue::retry`].
-    pub async fn take(&self) -> Batch {
+    pub async fn take(&self) -> Batch<R> {
         loop {
             let notified = self.changed.notified();
             {
@@ -92,7 +91,7 @@ impl ExportQueue {
     }
 
     /// The batch taken last was sent, or given up on.
-    pub fn done(&self, batch: &Batch) {
+    pub fn done(&self, batch: &Batch<R>) {
         let mut inner = self.lock();
         inner.bytes -= batch.bytes;
         inner.in_flight = false;
@@ -101,7 +100,7 @@ impl ExportQueue {
     }
 
     /// The batch taken last must be sent again: it goes back to the front.
-    pub fn retry(&self, batch: Batch) {
+    pub fn retry(&self, batch: Batch<R>) {
         let mut inner = self.lock();
         inner.in_flight = false;
         inner.waiting.push_front(batch);
@@ -139,8 +138,8 @@ impl ExportQueue {
 mod tests {
     use super::*;
 
-    fn batch(bytes: usize, samples: u64) -> Batch {
-        Batch { request: ExportProfilesServiceRequest::default(), bytes, samples }
+    fn batch(bytes: usize, samples: u64) -> Batch<()> {
+        Batch { request: (), bytes, samples }
     }
 
     #[tokio::test]

@@ -5,34 +5,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_client::ProfilesServiceClient;
-use tonic::{codec::CompressionEncoding, transport::Channel, Code};
+use tonic::{transport::Channel, Code};
 use tracing::{info, warn};
 
-use super::{backoff::Backoff, queue::ExportQueue, stats::ExportStats};
+use super::{backoff::Backoff, queue::ExportQueue, signal::Signal, stats::ExportStats};
 
 /// Sends batches forever (the exporter aborts the task at shutdown).
-pub async fn run(channel: Channel, queue: Arc<ExportQueue>, stats: Arc<ExportStats>, log_interval: Duration) {
-    let mut client = ProfilesServiceClient::new(channel).send_compressed(CompressionEncoding::Gzip);
+pub async fn run<S: Signal>(channel: Channel, queue: Arc<ExportQueue<S::Request>>, stats: Arc<ExportStats>, log_interval: Duration) {
     let mut backoff = Backoff::new();
     let mut failure_log = RateLimitedLog::new(log_interval);
     let mut was_failing = false;
     loop {
         let batch = queue.take().await;
         let started = Instant::now();
-        match client.export(batch.request.clone()).await {
-            Ok(response) => {
+        match S::export(channel.clone(), batch.request.clone()).await {
+            Ok(partial) => {
                 backoff.reset();
-                let rejected = response.into_inner().partial_success.filter(|p| p.rejected_profiles > 0 || !p.error_message.is_empty());
-                if let Some(partial) = rejected {
-                    // Profiles, not samples, are what the collector counts; the batch's samples
-                    // are counted as rejected only if the whole batch was.
-                    warn!(rejected_profiles = partial.rejected_profiles, message = %partial.error_message, "collector accepted the export only in part");
+                if let Some(message) = partial {
+                    // The batch's items are counted as rejected only if the whole batch was.
+                    warn!(signal = S::ITEMS, "collector accepted the export only in part: {message}");
                 }
                 stats.add_exported(batch.samples, started.elapsed().as_micros() as u64);
                 queue.done(&batch);
                 if was_failing {
-                    info!("exporting profiles again");
+                    info!("exporting {} again", S::ITEMS);
                     was_failing = false;
                 }
             }
@@ -40,14 +36,14 @@ pub async fn run(channel: Channel, queue: Arc<ExportQueue>, stats: Arc<ExportSta
                 stats.add_failed_attempt();
                 was_failing = true;
                 let wait = backoff.next_wait();
-                failure_log.warn(|| format!("collector unavailable, retrying in {wait:.1?}: {}: {}", status.code(), status.message()));
+                failure_log.warn(|| format!("collector unavailable for {}, retrying in {wait:.1?}: {}: {}", S::ITEMS, status.code(), status.message()));
                 queue.retry(batch);
                 tokio::time::sleep(wait).await;
             }
             Err(status) => {
                 stats.add_failed_attempt();
                 stats.add_rejected(batch.samples);
-                failure_log.warn(|| format!("collector refused {} samples, not retrying: {}: {}", batch.samples, status.code(), status.message()));
+                failure_log.warn(|| format!("collector refused {} {}, not retrying: {}: {}", batch.samples, S::ITEMS, status.code(), status.message()));
                 queue.done(&batch);
             }
         }

@@ -1,0 +1,365 @@
+//! TCP connection and HTTP payload tracing: the records the network programs send through the
+//! `NET_EVENTS` ring buffer, the per-connection state they keep, and their configuration.
+//!
+//! Connections are tracked from the `accept`/`accept4`/`connect` syscalls that create them
+//! (keyed by process and file descriptor) until `close`; their TCP statistics are read from
+//! the kernel's `tcp_sock` when `sock:inet_sock_set_state` moves them to `TCP_CLOSE`.
+
+/// Most payload bytes copied per `read`/`write`-like syscall. A power of two, so a length can
+/// be masked into range for the verifier.
+pub const CAPTURE_BYTES: usize = 1024;
+const _: () = assert!(CAPTURE_BYTES.is_power_of_two());
+
+/// Bytes looked at to decide whether a payload is HTTP before copying it.
+pub const PREFIX_BYTES: usize = 8;
+
+/// Who opened a connection.
+pub mod role {
+    /// Accepted from a listening socket.
+    pub const SERVER: u32 = 1;
+    /// Opened with `connect`.
+    pub const CLIENT: u32 = 2;
+}
+
+/// What the first payload of a connection said it carries.
+pub mod protocol {
+    /// No payload seen yet.
+    pub const UNKNOWN: u32 = 0;
+    /// The first payload was an HTTP/1.x request or response.
+    pub const HTTP: u32 = 1;
+    /// Something else: later payloads are not copied.
+    pub const OTHER: u32 = 2;
+}
+
+/// Which way a payload went, seen from the process.
+pub mod direction {
+    /// Received: `read`, `recvfrom`, `readv`, `recvmsg`.
+    pub const INGRESS: u32 = 0;
+    /// Sent: `write`, `sendto`, `writev`, `sendmsg`.
+    pub const EGRESS: u32 = 1;
+}
+
+/// Address families, as in `<sys/socket.h>`.
+pub mod family {
+    /// IPv4.
+    pub const INET: u16 = 2;
+    /// IPv6.
+    pub const INET6: u16 = 10;
+}
+
+/// The two ends of a TCP connection, seen from the process that owns it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketAddrs {
+    /// [`family::INET`] or [`family::INET6`].
+    pub family: u16,
+    /// Local port, host byte order.
+    pub local_port: u16,
+    /// Remote port, host byte order.
+    pub remote_port: u16,
+    /// Padding.
+    pub reserved: u16,
+    /// Local address: IPv4 in the first 4 bytes, or IPv6 (network byte order).
+    pub local: [u8; 16],
+    /// Remote address, as `local`.
+    pub remote: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<SocketAddrs>() == 40);
+
+/// A tracked connection, in `CONNECTIONS` under `(tgid << 32) | fd`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Connection {
+    /// The kernel's `struct sock` address: identifies the connection to user space.
+    pub sock: u64,
+    /// Its addresses.
+    pub addrs: SocketAddrs,
+    /// A [`role`].
+    pub role: u32,
+    /// A [`protocol`], learnt from the first payload.
+    pub protocol: u32,
+}
+const _: () = assert!(core::mem::size_of::<Connection>() == 56);
+
+/// Who owns a socket, in `SOCKETS` under the `struct sock` address, for its close report
+/// (which may run in softirq context, where the current task is unrelated, and after the
+/// kernel has released the local port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketOwner {
+    /// Process id.
+    pub pid: u32,
+    /// A [`role`].
+    pub role: u32,
+    /// `bpf_ktime_get_ns()` when accepted or connected.
+    pub opened_ns: u64,
+    /// The owner's `comm`.
+    pub comm: [u8; 16],
+    /// The addresses when accepted or connected.
+    pub addrs: SocketAddrs,
+}
+const _: () = assert!(core::mem::size_of::<SocketOwner>() == 72);
+
+/// A syscall in progress on a tracked socket, in `PENDING_IO` under its `pid_tgid`, from its
+/// entry to its exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingIo {
+    /// The file descriptor.
+    pub fd: u32,
+    /// A [`direction`], or [`PendingIo::CONNECT`].
+    pub direction: u32,
+    /// The user buffer, or the `struct iovec` array when `vectored` is 1.
+    pub buf: u64,
+    /// 1 when `buf` points to `struct iovec`s (readv/writev/sendmsg/recvmsg).
+    pub vectored: u32,
+    /// Padding.
+    pub reserved: u32,
+    /// `bpf_ktime_get_ns()` at entry.
+    pub entered_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<PendingIo>() == 32);
+
+impl PendingIo {
+    /// `direction` of a pending `connect`.
+    pub const CONNECT: u32 = 2;
+}
+
+/// A connection accepted or connected ([`crate::records::RecordKind::TcpOpen`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpOpenEvent {
+    /// [`crate::records::RecordKind::TcpOpen`] as `u32`.
+    pub kind: u32,
+    /// Process id.
+    pub pid: u32,
+    /// `bpf_ktime_get_ns()`.
+    pub timestamp_ns: u64,
+    /// The `struct sock` address.
+    pub sock: u64,
+    /// Addresses.
+    pub addrs: SocketAddrs,
+    /// A [`role`].
+    pub role: u32,
+    /// The file descriptor.
+    pub fd: u32,
+    /// The process's `comm`.
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<TcpOpenEvent>() == 88);
+
+/// A tracked connection reached `TCP_CLOSE` ([`crate::records::RecordKind::TcpClose`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpCloseEvent {
+    /// [`crate::records::RecordKind::TcpClose`] as `u32`.
+    pub kind: u32,
+    /// Process id of the owner.
+    pub pid: u32,
+    /// When it was accepted or connected.
+    pub opened_ns: u64,
+    /// When it closed.
+    pub closed_ns: u64,
+    /// The `struct sock` address.
+    pub sock: u64,
+    /// Addresses.
+    pub addrs: SocketAddrs,
+    /// A [`role`].
+    pub role: u32,
+    /// Retransmitted segments (`tcp_sock.total_retrans`).
+    pub retransmits: u32,
+    /// Payload bytes sent, retransmissions not counted (`tcp_sock.bytes_sent -
+    /// bytes_retrans`).
+    pub bytes_sent: u64,
+    /// Payload bytes received (`tcp_sock.bytes_received`, less the peer's FIN, which the
+    /// kernel counts as a byte).
+    pub bytes_received: u64,
+    /// Smoothed round-trip time in microseconds (`tcp_sock.srtt_us >> 3`); 0 if unknown.
+    pub srtt_us: u32,
+    /// Padding.
+    pub reserved: u32,
+    /// The owner's `comm`.
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<TcpCloseEvent>() == 120);
+
+/// The fixed part of a payload record ([`crate::records::RecordKind::Payload`]); `captured`
+/// bytes of data follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PayloadHeader {
+    /// [`crate::records::RecordKind::Payload`] as `u32`.
+    pub kind: u32,
+    /// Process id.
+    pub pid: u32,
+    /// The file descriptor.
+    pub fd: u32,
+    /// A [`direction`].
+    pub direction: u32,
+    /// The `struct sock` address.
+    pub sock: u64,
+    /// For a send, when the syscall started; for a receive, when it returned (the data
+    /// became the process's).
+    pub timestamp_ns: u64,
+    /// Bytes the syscall moved.
+    pub size: u64,
+    /// Bytes copied after this header (at most [`CAPTURE_BYTES`]).
+    pub captured: u32,
+    /// A [`role`] of the connection.
+    pub role: u32,
+    /// Addresses.
+    pub addrs: SocketAddrs,
+}
+const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 88);
+
+/// A payload record as the BPF side builds it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PayloadRecord {
+    /// The header.
+    pub header: PayloadHeader,
+    /// The first bytes of the payload.
+    pub data: [u8; CAPTURE_BYTES],
+}
+
+/// Byte offsets of the kernel structure members the network programs read, from kernel BTF.
+///
+/// oxeye does not use CO-RE: user space resolves these with its own BTF reader and passes
+/// them in as a read-only global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    /// `task_struct.files`.
+    pub task_files: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.fd`.
+    pub fdtable_fd: u32,
+    /// `fdtable.max_fds`.
+    pub fdtable_max_fds: u32,
+    /// `file.private_data`.
+    pub file_private_data: u32,
+    /// `socket.type`.
+    pub socket_type: u32,
+    /// `socket.sk`.
+    pub socket_sk: u32,
+    /// `sock.__sk_common.skc_family`.
+    pub sk_family: u32,
+    /// `sock.__sk_common.skc_num` (local port, host order).
+    pub sk_num: u32,
+    /// `sock.__sk_common.skc_dport` (remote port, network order).
+    pub sk_dport: u32,
+    /// `sock.__sk_common.skc_rcv_saddr`.
+    pub sk_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_daddr`.
+    pub sk_daddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr`.
+    pub sk_v6_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_v6_daddr`.
+    pub sk_v6_daddr: u32,
+    /// `tcp_sock.bytes_received`.
+    pub tcp_bytes_received: u32,
+    /// `tcp_sock.bytes_sent`.
+    pub tcp_bytes_sent: u32,
+    /// `tcp_sock.bytes_retrans`.
+    pub tcp_bytes_retrans: u32,
+    /// `tcp_sock.total_retrans`.
+    pub tcp_total_retrans: u32,
+    /// `tcp_sock.srtt_us`.
+    pub tcp_srtt_us: u32,
+    /// `sock.__sk_common.skc_flags` (`SOCK_DONE`: the peer's FIN was processed).
+    pub sk_flags: u32,
+    /// Padding.
+    pub reserved: u32,
+}
+
+/// Configuration of the network programs, a read-only global set at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetConfig {
+    /// 1 to trace connections and payloads.
+    pub enabled: u32,
+    /// Only this process (0: all).
+    pub target_pid: u32,
+    /// oxeye's own process id: its own connections are not traced.
+    pub self_pid: u32,
+    /// Padding.
+    pub reserved: u32,
+    /// Kernel structure offsets.
+    pub offsets: KernelOffsets,
+}
+
+impl KernelOffsets {
+    /// All offsets zero (nothing resolved).
+    pub const ZERO: KernelOffsets = KernelOffsets {
+        task_files: 0,
+        files_fdt: 0,
+        fdtable_fd: 0,
+        fdtable_max_fds: 0,
+        file_private_data: 0,
+        socket_type: 0,
+        socket_sk: 0,
+        sk_family: 0,
+        sk_num: 0,
+        sk_dport: 0,
+        sk_rcv_saddr: 0,
+        sk_daddr: 0,
+        sk_v6_rcv_saddr: 0,
+        sk_v6_daddr: 0,
+        tcp_bytes_received: 0,
+        tcp_bytes_sent: 0,
+        tcp_bytes_retrans: 0,
+        tcp_total_retrans: 0,
+        tcp_srtt_us: 0,
+        sk_flags: 0,
+        reserved: 0,
+    };
+}
+
+impl NetConfig {
+    /// Network tracing off.
+    pub const DISABLED: NetConfig = NetConfig { enabled: 0, target_pid: 0, self_pid: 0, reserved: 0, offsets: KernelOffsets::ZERO };
+}
+
+crate::impl_pod!(SocketAddrs, Connection, SocketOwner, PendingIo, TcpOpenEvent, TcpCloseEvent, PayloadHeader, KernelOffsets, NetConfig);
+
+/// True when `prefix` starts like an HTTP/1.x request line (a known method and a space) or a
+/// status line (`HTTP/1.`). Cheap enough for BPF: one word compare per candidate.
+#[inline(always)]
+pub fn is_http_prefix(prefix: &[u8; PREFIX_BYTES]) -> bool {
+    let word = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+    const fn w(s: &[u8; 4]) -> u32 {
+        u32::from_le_bytes(*s)
+    }
+    let next = prefix[4];
+    match word {
+        x if x == w(b"GET ") || x == w(b"PUT ") => true,
+        x if x == w(b"POST") || x == w(b"HEAD") => next == b' ',
+        x if x == w(b"DELE") => prefix[5] == b'T' && prefix[6] == b'E' && prefix[7] == b' ',
+        x if x == w(b"PATC") => next == b'H',
+        x if x == w(b"OPTI") || x == w(b"CONN") || x == w(b"TRAC") => true,
+        x if x == w(b"HTTP") => next == b'/' && prefix[5] == b'1' && prefix[6] == b'.',
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(s: &[u8]) -> [u8; PREFIX_BYTES] {
+        let mut p = [0; PREFIX_BYTES];
+        p[..s.len().min(PREFIX_BYTES)].copy_from_slice(&s[..s.len().min(PREFIX_BYTES)]);
+        p
+    }
+
+    #[test]
+    fn http_prefixes_are_recognised() {
+        for yes in [&b"GET / HTTP/1.1"[..], b"POST /x", b"HEAD / H", b"DELETE /", b"PATCH /a", b"OPTIONS ", b"HTTP/1.1 200", b"HTTP/1.0 404"] {
+            assert!(is_http_prefix(&prefix(yes)), "{}", core::str::from_utf8(yes).unwrap_or("?"));
+        }
+        for no in [&b"\x16\x03\x01\x02\x00\x01"[..], b"GETX / H", b"POSTS /", b"HTTP/2.0", b"get / HT", b"", b"DELETED "] {
+            assert!(!is_http_prefix(&prefix(no)), "{}", core::str::from_utf8(no).unwrap_or("?"));
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Starting and stopping connection tracking: `accept`/`accept4` and `connect` exits add a
+//! connection, `close` removes it.
+
+use agent_common::{
+    counters::Counter,
+    net::{protocol, role, Connection, PendingIo, SocketOwner, TcpOpenEvent},
+    records::RecordKind,
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use super::{config, connection_key, send, socket, traced, CONNECTIONS, PENDING_IO, SOCKETS};
+use crate::maps::count;
+
+/// Offset of the first argument in a `sys_enter_*` record, and of `ret` in `sys_exit_*`.
+pub const ARG0: usize = 16;
+/// `EINPROGRESS`: a non-blocking `connect` that has sent its SYN.
+const EINPROGRESS: i64 = 115;
+
+/// `syscalls:sys_exit_accept` and `sys_exit_accept4`: the returned descriptor is a new
+/// server-side connection.
+#[tracepoint]
+pub fn oxeye_accept_exit(ctx: TracePointContext) -> u32 {
+    // SAFETY: `ret` is at offset 16 of every sys_exit record.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(ARG0) }) else { return 0 };
+    if ret >= 0 {
+        track(ret as u32, role::SERVER);
+    }
+    0
+}
+
+/// `syscalls:sys_enter_connect`: remembers the descriptor for the exit.
+#[tracepoint]
+pub fn oxeye_connect_enter(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !traced(&config(), (pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: the first argument of connect(2) is the descriptor.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else { return 0 };
+    let pending = PendingIo { fd: fd as u32, direction: PendingIo::CONNECT, buf: 0, vectored: 0, reserved: 0, entered_ns: 0 };
+    let _ = PENDING_IO.insert(pid_tgid, pending, 0);
+    0
+}
+
+/// `syscalls:sys_exit_connect`: a connect that succeeded or is under way is a new
+/// client-side connection.
+#[tracepoint]
+pub fn oxeye_connect_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(pending) = PENDING_IO.get_ptr(pid_tgid) else { return 0 };
+    // SAFETY: a valid map value pointer; copied before the entry is removed.
+    let pending = unsafe { *pending };
+    let _ = PENDING_IO.remove(pid_tgid);
+    // SAFETY: `ret` is at offset 16 of every sys_exit record.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(ARG0) }) else { return 0 };
+    if pending.direction == PendingIo::CONNECT && (ret == 0 || ret == -EINPROGRESS) {
+        track(pending.fd, role::CLIENT);
+    }
+    0
+}
+
+/// `syscalls:sys_enter_close`: the descriptor no longer names the connection.
+#[tracepoint]
+pub fn oxeye_close_enter(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !traced(&config(), tgid) {
+        return 0;
+    }
+    // SAFETY: the first argument of close(2) is the descriptor.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else { return 0 };
+    let _ = CONNECTIONS.remove(connection_key(tgid, fd as u32));
+    0
+}
+
+/// Starts tracking descriptor `fd` of the current process if it is a TCP socket.
+#[inline(always)]
+fn track(fd: u32, role: u32) {
+    let config = config();
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !traced(&config, tgid) {
+        return;
+    }
+    let Some(sock) = socket::tcp_sock_of_fd(&config.offsets, fd) else { return };
+    let Some(addrs) = socket::addrs(&config.offsets, sock) else {
+        count(Counter::SocketReadFailed);
+        return;
+    };
+    let connection = Connection { sock, addrs, role, protocol: protocol::UNKNOWN };
+    let _ = CONNECTIONS.insert(connection_key(tgid, fd), connection, 0);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let _ = SOCKETS.insert(sock, SocketOwner { pid: tgid, role, opened_ns: now, comm, addrs }, 0);
+    send(&TcpOpenEvent { kind: RecordKind::TcpOpen as u32, pid: tgid, timestamp_ns: now, sock, addrs, role, fd, comm });
+}

@@ -1,0 +1,104 @@
+//! TCP connection and HTTP payload tracing, from tracepoints alone (no kprobes, no fentry):
+//!
+//! - [`connections`]: `accept`/`accept4`/`connect` exits start tracking a connection, `close`
+//!   stops it.
+//! - [`payload`]: the `read`/`write` family copies the first bytes of what tracked
+//!   connections carry, when they look like HTTP/1.x.
+//! - [`tcp_state`]: `sock:inet_sock_set_state` reports a tracked connection's TCP statistics
+//!   when it closes.
+//! - [`socket`]: reading a `struct sock` (found through the task's file table).
+//!
+//! # Minimum kernel version
+//!
+//! 4.16 (`sock:inet_sock_set_state`); 5.8 for the ring buffer. Syscall tracepoints need
+//! `CONFIG_FTRACE_SYSCALLS`.
+
+pub mod connections;
+pub mod payload;
+pub mod socket;
+pub mod tcp_state;
+
+use agent_common::{
+    counters::Counter,
+    net::{Connection, NetConfig, PayloadRecord, PendingIo, SocketOwner},
+};
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    Global,
+};
+
+use crate::maps::count;
+
+/// Set by user space at load time (read-only, so the verifier prunes disabled paths).
+#[unsafe(no_mangle)]
+pub static NET_CONFIG: Global<NetConfig> = Global::new(NetConfig::DISABLED);
+
+/// Connection opens and closes, and HTTP payloads, in the order the kernel produced them.
+///
+/// - Records: [`agent_common::net::TcpOpenEvent`], [`agent_common::net::TcpCloseEvent`] and
+///   [`agent_common::net::PayloadHeader`] + data, told apart by their first `u32`.
+/// - Written by: every network program. Read by: the agent's network tracker.
+/// - Size: set by user space at load time (`--net-ring-mb`); this default is overridden.
+#[map]
+pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Connections being tracked.
+///
+/// - Key: `(tgid << 32) | fd`. Value: [`Connection`] (56 bytes).
+/// - Written by: `connections` (insert on accept/connect, remove on close) and `payload`
+///   (the protocol, learnt from the first payload). Read by: `payload`.
+/// - Size: `--max-connections` at load time. LRU: connections of processes that exit without
+///   closing them age out instead of filling the map.
+#[map]
+pub static CONNECTIONS: LruHashMap<u64, Connection> = LruHashMap::with_max_entries(1, 0);
+
+/// Who owns each tracked socket, for its close report.
+///
+/// - Key: `struct sock` address. Value: [`SocketOwner`] (72 bytes).
+/// - Written by: `connections`; removed by `tcp_state` at `TCP_CLOSE`.
+/// - Size: as [`CONNECTIONS`]; LRU for the same reason.
+#[map]
+pub static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(1, 0);
+
+/// Syscalls on tracked sockets between their entry and their exit.
+///
+/// - Key: `pid_tgid` of the calling thread. Value: [`PendingIo`] (32 bytes).
+/// - Written by the entry programs, read and removed by the exit programs.
+/// - Size: 16,384 threads in such a syscall at once; LRU, so a thread killed inside one leaves
+///   nothing behind for long.
+#[map]
+pub static PENDING_IO: LruHashMap<u64, PendingIo> = LruHashMap::with_max_entries(16_384, 0);
+
+/// The payload record being built on this CPU (too big for the BPF stack).
+///
+/// - Key: 0. Value: [`PayloadRecord`] (88 + 1,024 bytes). One entry per CPU.
+#[map]
+pub static PAYLOAD_SCRATCH: PerCpuArray<PayloadRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// The configuration, read once per program run.
+#[inline(always)]
+pub fn config() -> NetConfig {
+    NET_CONFIG.load()
+}
+
+/// Whether the process `tgid` is traced at all.
+#[inline(always)]
+pub fn traced(config: &NetConfig, tgid: u32) -> bool {
+    config.enabled != 0 && tgid != config.self_pid && (config.target_pid == 0 || config.target_pid == tgid)
+}
+
+/// The `CONNECTIONS` key of a file descriptor of process `tgid`.
+#[inline(always)]
+pub fn connection_key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}
+
+/// Sends a fixed-size record; user space drains on a timer, so no wake-up.
+#[inline(always)]
+pub fn send<T>(record: &T) {
+    if NET_EVENTS.output::<T>(record, BPF_RB_NO_WAKEUP as u64).is_err() {
+        count(Counter::NetRingFull);
+    }
+}

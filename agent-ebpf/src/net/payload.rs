@@ -1,0 +1,183 @@
+//! Copying the first bytes of what tracked connections carry, when they look like HTTP/1.x.
+//!
+//! Each `read`/`write`-like syscall is seen twice: its entry remembers the descriptor and
+//! buffer (only for tracked connections), its exit copies up to [`CAPTURE_BYTES`] of what was
+//! actually moved. A connection whose first payload is not HTTP is marked and skipped from
+//! then on, so TLS or database traffic costs one map lookup per syscall.
+
+use agent_common::{
+    counters::Counter,
+    net::{direction, is_http_prefix, protocol, PendingIo, PayloadHeader, CAPTURE_BYTES, PREFIX_BYTES},
+    records::RecordKind,
+};
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use super::{config, connection_key, connections::ARG0, traced, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
+use crate::maps::count;
+
+/// Where a syscall's data is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Buffer {
+    /// Second argument is the buffer (`read`, `write`, `recvfrom`, `sendto`).
+    Plain,
+    /// Second argument is a `struct iovec` array (`readv`, `writev`).
+    Vector,
+    /// Second argument is a `struct msghdr` (`recvmsg`, `sendmsg`).
+    Message,
+}
+
+/// Offset of `msg_iov` in `struct msghdr` (user ABI, same on x86-64 and arm64).
+const MSGHDR_IOV: u64 = 16;
+
+/// `read`, `recvfrom` entry.
+#[tracepoint]
+pub fn oxeye_recv_enter(ctx: TracePointContext) -> u32 {
+    enter(&ctx, direction::INGRESS, Buffer::Plain);
+    0
+}
+
+/// `write`, `sendto` entry.
+#[tracepoint]
+pub fn oxeye_send_enter(ctx: TracePointContext) -> u32 {
+    enter(&ctx, direction::EGRESS, Buffer::Plain);
+    0
+}
+
+/// `readv` entry.
+#[tracepoint]
+pub fn oxeye_readv_enter(ctx: TracePointContext) -> u32 {
+    enter(&ctx, direction::INGRESS, Buffer::Vector);
+    0
+}
+
+/// `writev` entry.
+#[tracepoint]
+pub fn oxeye_writev_enter(ctx: TracePointContext) -> u32 {
+    enter(&ctx, direction::EGRESS, Buffer::Vector);
+    0
+}
+
+/// `recvmsg` entry.
+#[tracepoint]
+pub fn oxeye_recvmsg_enter(ctx: TracePointContext) -> u32 {
+    enter(&ctx, direction::INGRESS, Buffer::Message);
+    0
+}
+
+/// `sendmsg` entry.
+#[tracepoint]
+pub fn oxeye_sendmsg_enter(ctx: TracePointContext) -> u32 {
+    enter(&ctx, direction::EGRESS, Buffer::Message);
+    0
+}
+
+/// The exit of every syscall above.
+#[tracepoint]
+pub fn oxeye_io_exit(ctx: TracePointContext) -> u32 {
+    exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn enter(ctx: &TracePointContext, direction: u32, buffer: Buffer) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !traced(&config(), tgid) {
+        return;
+    }
+    // SAFETY: every syscall here takes the descriptor first and the buffer second.
+    let (Ok(fd), Ok(arg1)) = (unsafe { ctx.read_at::<u64>(ARG0) }, unsafe { ctx.read_at::<u64>(ARG0 + 8) }) else { return };
+    let Some(connection) = CONNECTIONS.get_ptr(connection_key(tgid, fd as u32)) else { return };
+    // SAFETY: a valid map value pointer.
+    if unsafe { (*connection).protocol } == protocol::OTHER {
+        return;
+    }
+    let (buf, vectored) = match buffer {
+        Buffer::Plain => (arg1, 0),
+        Buffer::Vector => (arg1, 1),
+        // SAFETY: a user pointer; a bad one is an error, not a fault.
+        Buffer::Message => match unsafe { bpf_probe_read_user((arg1 + MSGHDR_IOV) as *const u64) } {
+            Ok(iov) => (iov, 1),
+            Err(_) => return,
+        },
+    };
+    let pending = PendingIo { fd: fd as u32, direction, buf, vectored, reserved: 0, entered_ns: unsafe { bpf_ktime_get_ns() } };
+    let _ = PENDING_IO.insert(pid_tgid, pending, 0);
+}
+
+#[inline(always)]
+fn exit(ctx: &TracePointContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(pending) = PENDING_IO.get_ptr(pid_tgid) else { return };
+    // SAFETY: a valid map value pointer; copied before the entry is removed.
+    let pending = unsafe { *pending };
+    let _ = PENDING_IO.remove(pid_tgid);
+    // SAFETY: `ret` is at offset 16 of every sys_exit record.
+    let Ok(moved) = (unsafe { ctx.read_at::<i64>(ARG0) }) else { return };
+    if moved <= 0 || pending.direction == PendingIo::CONNECT {
+        return;
+    }
+    let (data, available) = if pending.vectored != 0 {
+        // Only the first iovec is looked at: it holds the request or status line.
+        // SAFETY: a user pointer; a bad one is an error, not a fault.
+        let Ok(iov) = (unsafe { bpf_probe_read_user(pending.buf as *const [u64; 2]) }) else { return };
+        (iov[0], iov[1].min(moved as u64))
+    } else {
+        (pending.buf, moved as u64)
+    };
+    // Shorter pieces cannot be told apart; they are continuations of something.
+    if available < PREFIX_BYTES as u64 {
+        return;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(connection) = CONNECTIONS.get_ptr_mut(connection_key(tgid, pending.fd)) else { return };
+    // SAFETY: a user pointer; a bad one is an error, not a fault.
+    let Ok(prefix) = (unsafe { bpf_probe_read_user(data as *const [u8; PREFIX_BYTES]) }) else { return };
+    let http = is_http_prefix(&prefix);
+    // SAFETY: a valid map value pointer; a racing writer can only set the same protocol.
+    let connection = unsafe { &mut *connection };
+    if connection.protocol == protocol::UNKNOWN {
+        connection.protocol = if http { protocol::HTTP } else { protocol::OTHER };
+    }
+    if !http || connection.protocol != protocol::HTTP {
+        return;
+    }
+    let Some(record) = PAYLOAD_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's scratch slot; programs on one CPU do not preempt each other.
+    let record = unsafe { &mut *record };
+    // In [1, CAPTURE_BYTES], in a form the verifier can bound.
+    let captured = ((available.min(CAPTURE_BYTES as u64) as u32 - 1) & (CAPTURE_BYTES as u32 - 1)) + 1;
+    // SAFETY: `captured` bytes fit in `data`; the source is a user pointer checked by the helper.
+    let copied = unsafe { generated::bpf_probe_read_user(record.data.as_mut_ptr().cast(), captured, data as *const _) };
+    if copied != 0 {
+        return;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    record.header = PayloadHeader {
+        kind: RecordKind::Payload as u32,
+        pid: tgid,
+        fd: pending.fd,
+        direction: pending.direction,
+        sock: connection.sock,
+        // A send's request or response leaves when the call starts; a receive's data is the
+        // process's when the call returns.
+        timestamp_ns: if pending.direction == direction::EGRESS { pending.entered_ns } else { now },
+        size: moved as u64,
+        captured,
+        role: connection.role,
+        addrs: connection.addrs,
+    };
+    let len = core::mem::size_of::<PayloadHeader>() + captured as usize;
+    // SAFETY: `len` is within the record, which is plain data.
+    let bytes = unsafe { core::slice::from_raw_parts((record as *const agent_common::net::PayloadRecord).cast::<u8>(), len) };
+    if NET_EVENTS.output::<[u8]>(bytes, BPF_RB_NO_WAKEUP as u64).is_err() {
+        count(Counter::NetRingFull);
+    } else {
+        count(Counter::PayloadsSent);
+    }
+}

@@ -1,0 +1,64 @@
+//! Reading sockets from kernel memory, at offsets user space resolved from kernel BTF.
+
+use agent_common::net::{family, KernelOffsets, SocketAddrs};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+
+/// `SOCK_STREAM` in `struct socket.type`.
+const SOCK_STREAM: u16 = 1;
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+fn read<T>(base: u64, offset: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
+}
+
+/// The `struct sock` behind file descriptor `fd` of the current process, if it is a TCP
+/// socket: `current->files->fdt->fd[fd]->private_data->sk`.
+#[inline(always)]
+pub fn tcp_sock_of_fd(offsets: &KernelOffsets, fd: u32) -> Option<u64> {
+    // SAFETY: the helper only returns the current task's address.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, offsets.task_files)?;
+    let fdt: u64 = read(files, offsets.files_fdt)?;
+    let max_fds: u32 = read(fdt, offsets.fdtable_max_fds)?;
+    if fd >= max_fds {
+        return None;
+    }
+    let fd_array: u64 = read(fdt, offsets.fdtable_fd)?;
+    let file: u64 = read(fd_array, fd * 8)?;
+    let socket: u64 = read(file, offsets.file_private_data)?;
+    let kind: u16 = read(socket, offsets.socket_type)?;
+    if kind != SOCK_STREAM {
+        return None;
+    }
+    let sock: u64 = read(socket, offsets.socket_sk)?;
+    if sock == 0 {
+        return None;
+    }
+    Some(sock)
+}
+
+/// The addresses of `sock`, if it is IPv4 or IPv6.
+#[inline(always)]
+pub fn addrs(offsets: &KernelOffsets, sock: u64) -> Option<SocketAddrs> {
+    let sock_family: u16 = read(sock, offsets.sk_family)?;
+    let local_port: u16 = read(sock, offsets.sk_num)?;
+    let remote_port: u16 = read(sock, offsets.sk_dport)?;
+    let mut addrs = SocketAddrs { family: sock_family, local_port, remote_port: u16::from_be(remote_port), ..SocketAddrs::default() };
+    if sock_family == family::INET {
+        let local: [u8; 4] = read(sock, offsets.sk_rcv_saddr)?;
+        let remote: [u8; 4] = read(sock, offsets.sk_daddr)?;
+        addrs.local[..4].copy_from_slice(&local);
+        addrs.remote[..4].copy_from_slice(&remote);
+    } else if sock_family == family::INET6 {
+        // Zero offsets: the kernel has no IPv6 (the fields are left zero).
+        if offsets.sk_v6_daddr != 0 {
+            addrs.local = read(sock, offsets.sk_v6_rcv_saddr)?;
+            addrs.remote = read(sock, offsets.sk_v6_daddr)?;
+        }
+    } else {
+        return None;
+    }
+    Some(addrs)
+}

@@ -1,0 +1,181 @@
+//! Loading and attaching the network tracing programs: kernel structure offsets from BTF,
+//! which hooks this kernel has, and the one-time log of the choice.
+//!
+//! Everything here uses tracepoints: syscall tracepoints for connections and payloads, and
+//! `sock:inet_sock_set_state` for TCP statistics at close. They exist on every kernel oxeye
+//! supports, with or without kprobes and fentry, so there is nothing to fall back from; a
+//! kernel without syscall tracepoints (`CONFIG_FTRACE_SYSCALLS=n`) runs without network
+//! tracing and says so.
+
+use std::path::Path;
+
+use agent_common::net::{KernelOffsets, NetConfig};
+use anyhow::{bail, Context, Result};
+use aya::{programs::TracePoint, Ebpf};
+use symbolizer::btf::Btf;
+use tracing::{info, warn};
+
+use super::program_mut;
+
+/// (program, tracepoint category, tracepoint name, required). Without a required one there
+/// is no network tracing; a missing optional one only loses the payloads of that syscall.
+const HOOKS: &[(&str, &str, &str, bool)] = &[
+    ("oxeye_tcp_state", "sock", "inet_sock_set_state", true),
+    ("oxeye_accept_exit", "syscalls", "sys_exit_accept4", true),
+    ("oxeye_accept_exit", "syscalls", "sys_exit_accept", false),
+    ("oxeye_connect_enter", "syscalls", "sys_enter_connect", true),
+    ("oxeye_connect_exit", "syscalls", "sys_exit_connect", true),
+    ("oxeye_close_enter", "syscalls", "sys_enter_close", true),
+    ("oxeye_recv_enter", "syscalls", "sys_enter_read", false),
+    ("oxeye_recv_enter", "syscalls", "sys_enter_recvfrom", false),
+    ("oxeye_send_enter", "syscalls", "sys_enter_write", false),
+    ("oxeye_send_enter", "syscalls", "sys_enter_sendto", false),
+    ("oxeye_readv_enter", "syscalls", "sys_enter_readv", false),
+    ("oxeye_writev_enter", "syscalls", "sys_enter_writev", false),
+    ("oxeye_recvmsg_enter", "syscalls", "sys_enter_recvmsg", false),
+    ("oxeye_sendmsg_enter", "syscalls", "sys_enter_sendmsg", false),
+    ("oxeye_io_exit", "syscalls", "sys_exit_read", false),
+    ("oxeye_io_exit", "syscalls", "sys_exit_recvfrom", false),
+    ("oxeye_io_exit", "syscalls", "sys_exit_write", false),
+    ("oxeye_io_exit", "syscalls", "sys_exit_sendto", false),
+    ("oxeye_io_exit", "syscalls", "sys_exit_readv", false),
+    ("oxeye_io_exit", "syscalls", "sys_exit_writev", false),
+    ("oxeye_io_exit", "syscalls", "sys_exit_recvmsg", false),
+    ("oxeye_io_exit", "syscalls", "sys_exit_sendmsg", false),
+];
+
+/// (field, offset) of `sock:inet_sock_set_state` the BPF program reads (see
+/// `agent-ebpf/src/net/tcp_state.rs`).
+const STATE_FIELDS: [(&str, u32); 3] = [("skaddr", 8), ("newstate", 20), ("protocol", 30)];
+
+/// The network configuration for the BPF programs, or why network tracing cannot run here.
+pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
+    let btf = Btf::from_sys_fs().context("network tracing needs kernel BTF (/sys/kernel/btf/vmlinux)")?;
+    let offsets = kernel_offsets(&btf)?;
+    let missing: Vec<_> = HOOKS.iter().filter(|(_, _, _, required)| *required).filter(|(_, c, n, _)| !tracepoint_exists(c, n)).collect();
+    if let Some((_, category, name, _)) = missing.first() {
+        bail!("this kernel has no tracepoint {category}:{name}");
+    }
+    check_state_format()?;
+    Ok(NetConfig { enabled: 1, target_pid: target_pid.unwrap_or(0), self_pid: std::process::id(), reserved: 0, offsets })
+}
+
+/// Loads the network programs and attaches each to its tracepoints.
+pub fn attach(ebpf: &mut Ebpf) -> Result<()> {
+    let mut loaded: Vec<&str> = Vec::new();
+    let mut attached = Vec::new();
+    let mut skipped = Vec::new();
+    for &(program, category, name, required) in HOOKS {
+        if !tracepoint_exists(category, name) {
+            skipped.push(name);
+            continue;
+        }
+        let tracepoint: &mut TracePoint = program_mut(ebpf, program)?.try_into()?;
+        if !loaded.contains(&program) {
+            tracepoint.load().with_context(|| format!("the kernel rejected BPF program {program}"))?;
+            loaded.push(program);
+        }
+        match tracepoint.attach(category, name) {
+            Ok(_) => attached.push(name),
+            Err(error) if !required => {
+                warn!("cannot attach to tracepoint {category}:{name}, its payloads are not traced: {error}");
+                skipped.push(name);
+            }
+            Err(error) => return Err(error).with_context(|| format!("cannot attach to tracepoint {category}:{name}")),
+        }
+    }
+    info!(
+        tcp = "tracepoint sock:inet_sock_set_state",
+        connections = "syscall tracepoints accept/accept4/connect/close",
+        payloads = "syscall tracepoints read/write/recvfrom/sendto/readv/writev/recvmsg/sendmsg",
+        kprobes = "not used",
+        attached = attached.len(),
+        missing = ?skipped,
+        "network tracing hooks"
+    );
+    Ok(())
+}
+
+/// Offsets of every kernel structure member the network programs read.
+fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
+    let get = |structure: &str, member: &str| {
+        btf.member_offset(structure, member).with_context(|| format!("kernel BTF has no {structure}.{member}: network tracing is off"))
+    };
+    let sk = |member: &str| get("sock", &format!("__sk_common.{member}"));
+    // Kernels without IPv6 lack these; zero tells the BPF side to leave IPv6 addresses empty.
+    let sk_v6 = |member: &str| btf.member_offset("sock", &format!("__sk_common.{member}")).unwrap_or(0);
+    Ok(KernelOffsets {
+        task_files: get("task_struct", "files")?,
+        files_fdt: get("files_struct", "fdt")?,
+        fdtable_fd: get("fdtable", "fd")?,
+        fdtable_max_fds: get("fdtable", "max_fds")?,
+        file_private_data: get("file", "private_data")?,
+        socket_type: get("socket", "type")?,
+        socket_sk: get("socket", "sk")?,
+        sk_family: sk("skc_family")?,
+        sk_num: sk("skc_num")?,
+        sk_dport: sk("skc_dport")?,
+        sk_rcv_saddr: sk("skc_rcv_saddr")?,
+        sk_daddr: sk("skc_daddr")?,
+        sk_v6_rcv_saddr: sk_v6("skc_v6_rcv_saddr"),
+        sk_v6_daddr: sk_v6("skc_v6_daddr"),
+        tcp_bytes_received: get("tcp_sock", "bytes_received")?,
+        tcp_bytes_sent: get("tcp_sock", "bytes_sent")?,
+        tcp_bytes_retrans: get("tcp_sock", "bytes_retrans")?,
+        tcp_total_retrans: get("tcp_sock", "total_retrans")?,
+        tcp_srtt_us: get("tcp_sock", "srtt_us")?,
+        sk_flags: sk("skc_flags")?,
+        reserved: 0,
+    })
+}
+
+fn tracefs() -> &'static str {
+    if Path::new("/sys/kernel/tracing/events").exists() {
+        "/sys/kernel/tracing"
+    } else {
+        "/sys/kernel/debug/tracing"
+    }
+}
+
+fn tracepoint_exists(category: &str, name: &str) -> bool {
+    Path::new(tracefs()).join("events").join(category).join(name).exists()
+}
+
+/// The BPF program reads `inet_sock_set_state` at fixed offsets; check the kernel agrees.
+fn check_state_format() -> Result<()> {
+    let path = Path::new(tracefs()).join("events/sock/inet_sock_set_state/format");
+    let format = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    for (field, expected) in STATE_FIELDS {
+        let offset = field_offset(&format, field);
+        if offset != Some(expected) {
+            bail!("sock:inet_sock_set_state has field {field} at offset {offset:?}, oxeye expects {expected}");
+        }
+    }
+    Ok(())
+}
+
+/// The offset of `field` in a tracepoint format file.
+fn field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let declaration = line.trim().strip_prefix("field:")?.split(';').next()?;
+        let name = declaration.rsplit([' ', '*']).next()?.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        line.split(';').find_map(|part| part.trim().strip_prefix("offset:")?.parse().ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_offsets() {
+        let format = "\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;\n\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n";
+        assert_eq!(field_offset(format, "skaddr"), Some(8));
+        assert_eq!(field_offset(format, "newstate"), Some(20));
+        assert_eq!(field_offset(format, "saddr"), Some(32));
+        assert_eq!(field_offset(format, "protocol"), None);
+    }
+}

@@ -1,0 +1,261 @@
+//! Matching HTTP responses to their requests, per connection and in order (HTTP/1.x answers
+//! requests in the order they came, through keep-alive and pipelining).
+//!
+//! A connection is a process and a kernel socket: the same socket shared by two processes
+//! (after `fork`) is two connections, as each process reads and writes its own messages.
+
+use std::collections::{HashMap, VecDeque};
+
+use agent_common::net::{direction, SocketAddrs};
+
+use super::{
+    http::{self, Method},
+    traceparent::{self, TraceContext},
+};
+
+/// Most requests waiting for their responses on one connection; a client that pipelines
+/// more loses the oldest (counted).
+const MAX_PENDING_PER_CONNECTION: usize = 256;
+
+/// Which side of the exchange the traced process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// It received the request and sent the response.
+    Server,
+    /// It sent the request and received the response.
+    Client,
+}
+
+/// A request seen, waiting for its response.
+#[derive(Debug, Clone)]
+struct PendingRequest {
+    side: Side,
+    method: Method,
+    path: String,
+    host: Option<String>,
+    trace: Option<TraceContext>,
+    started_ns: u64,
+}
+
+/// One request and its response.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The process.
+    pub pid: u32,
+    /// Its side.
+    pub side: Side,
+    /// Request method.
+    pub method: Method,
+    /// Request path, without the query string.
+    pub path: String,
+    /// The request's `Host` header.
+    pub host: Option<String>,
+    /// The request's `traceparent` header.
+    pub trace: Option<TraceContext>,
+    /// Response status code.
+    pub status: u16,
+    /// Server: the request's first byte was read. Client: the request's write started
+    /// (`CLOCK_MONOTONIC`, ns).
+    pub started_ns: u64,
+    /// Server: the response's write started. Client: its first byte was read.
+    pub ended_ns: u64,
+    /// The connection's addresses, seen from the process.
+    pub addrs: SocketAddrs,
+}
+
+/// What matching has seen, for the summary and the tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MatchStats {
+    /// Requests parsed.
+    pub requests: u64,
+    /// Responses parsed (informational 1xx excluded).
+    pub responses: u64,
+    /// Responses with no request waiting (the request was missed, or oxeye started between).
+    pub unmatched_responses: u64,
+    /// Requests that never got a response (connection closed, or too many pipelined).
+    pub unanswered_requests: u64,
+}
+
+#[derive(Debug, Default)]
+struct ConnectionState {
+    pending: VecDeque<PendingRequest>,
+    last_seen_ns: u64,
+}
+
+/// Per-connection matching state, bounded in connections and in requests per connection.
+#[derive(Debug)]
+pub struct Exchanges {
+    connections: HashMap<(u32, u64), ConnectionState>,
+    max_connections: usize,
+    /// Counters.
+    pub stats: MatchStats,
+}
+
+impl Exchanges {
+    /// Tracks at most `max_connections` connections with requests in flight.
+    pub fn new(max_connections: usize) -> Self {
+        Exchanges { connections: HashMap::new(), max_connections: max_connections.max(1), stats: MatchStats::default() }
+    }
+
+    /// Connections with state.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Whether no connection has state.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    /// Takes in one payload; completed exchanges are appended to `done`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn payload(&mut self, pid: u32, sock: u64, flow: u32, timestamp_ns: u64, addrs: SocketAddrs, data: &[u8], done: &mut Vec<Exchange>) {
+        let requests = http::parse_requests(data);
+        if !requests.heads.is_empty() {
+            let side = if flow == direction::INGRESS { Side::Server } else { Side::Client };
+            self.make_room(pid, sock);
+            let state = self.connections.entry((pid, sock)).or_default();
+            state.last_seen_ns = timestamp_ns;
+            for head in requests.heads {
+                self.stats.requests += 1;
+                if state.pending.len() >= MAX_PENDING_PER_CONNECTION {
+                    state.pending.pop_front();
+                    self.stats.unanswered_requests += 1;
+                }
+                state.pending.push_back(PendingRequest {
+                    side,
+                    method: head.method,
+                    path: head.path.to_owned(),
+                    host: head.host.map(str::to_owned),
+                    trace: head.traceparent.and_then(traceparent::parse),
+                    started_ns: timestamp_ns,
+                });
+            }
+            return;
+        }
+        let responses = http::parse_responses(data);
+        if responses.is_empty() {
+            return;
+        }
+        // A response the process sends answers a request it received, and the other way round.
+        let side = if flow == direction::EGRESS { Side::Server } else { Side::Client };
+        let Some(state) = self.connections.get_mut(&(pid, sock)) else {
+            self.stats.unmatched_responses += responses.iter().filter(|r| r.status >= 200).count() as u64;
+            return;
+        };
+        state.last_seen_ns = timestamp_ns;
+        for response in responses {
+            // Informational responses come before the real one, for the same request.
+            if (100..200).contains(&response.status) && response.status != 101 {
+                continue;
+            }
+            self.stats.responses += 1;
+            let Some(position) = state.pending.iter().position(|p| p.side == side) else {
+                self.stats.unmatched_responses += 1;
+                continue;
+            };
+            let Some(request) = state.pending.remove(position) else { continue };
+            done.push(Exchange {
+                pid,
+                side,
+                method: request.method,
+                path: request.path,
+                host: request.host,
+                trace: request.trace,
+                status: response.status,
+                started_ns: request.started_ns,
+                ended_ns: timestamp_ns.max(request.started_ns),
+                addrs,
+            });
+        }
+        if state.pending.is_empty() {
+            self.connections.remove(&(pid, sock));
+        }
+    }
+
+    /// The connection closed: its unanswered requests will never be.
+    pub fn closed(&mut self, pid: u32, sock: u64) {
+        if let Some(state) = self.connections.remove(&(pid, sock)) {
+            self.stats.unanswered_requests += state.pending.len() as u64;
+        }
+    }
+
+    /// Forgets connections with nothing seen since `before_ns` (their close was missed).
+    pub fn expire(&mut self, before_ns: u64) {
+        let stats = &mut self.stats;
+        self.connections.retain(|_, state| {
+            let keep = state.last_seen_ns >= before_ns;
+            if !keep {
+                stats.unanswered_requests += state.pending.len() as u64;
+            }
+            keep
+        });
+    }
+
+    /// Makes room for one more connection by dropping the least recently active ones.
+    fn make_room(&mut self, pid: u32, sock: u64) {
+        if self.connections.len() < self.max_connections || self.connections.contains_key(&(pid, sock)) {
+            return;
+        }
+        let mut ages: Vec<u64> = self.connections.values().map(|s| s.last_seen_ns).collect();
+        let middle = ages.len() / 2;
+        let (_, median, _) = ages.select_nth_unstable(middle);
+        let cutoff = *median;
+        self.expire(cutoff.saturating_add(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(exchanges: &mut Exchanges, flow: u32, at: u64, data: &[u8]) -> Vec<Exchange> {
+        let mut done = Vec::new();
+        exchanges.payload(7, 0xabc, flow, at, SocketAddrs::default(), data, &mut done);
+        done
+    }
+
+    #[test]
+    fn keep_alive_and_pipelining_match_in_order() {
+        let mut exchanges = Exchanges::new(16);
+        assert!(feed(&mut exchanges, direction::INGRESS, 10, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b?q=1 HTTP/1.1\r\n\r\n").is_empty());
+        let first = feed(&mut exchanges, direction::EGRESS, 15, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let second = feed(&mut exchanges, direction::EGRESS, 18, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!((first[0].path.as_str(), first[0].status, first[0].started_ns, first[0].ended_ns), ("/a", 200, 10, 15));
+        assert_eq!((second[0].path.as_str(), second[0].status, second[0].side), ("/b", 404, Side::Server));
+        assert!(exchanges.is_empty(), "answered connections are forgotten");
+    }
+
+    #[test]
+    fn client_side_and_informational_responses() {
+        let mut exchanges = Exchanges::new(16);
+        feed(&mut exchanges, direction::EGRESS, 1, b"POST /up HTTP/1.1\r\nContent-Length: 0\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n");
+        assert!(feed(&mut exchanges, direction::INGRESS, 2, b"HTTP/1.1 100 Continue\r\n\r\n").is_empty());
+        let done = feed(&mut exchanges, direction::INGRESS, 3, b"HTTP/1.1 201 Created\r\n\r\n");
+        assert_eq!((done[0].side, done[0].status), (Side::Client, 201));
+        assert_eq!(done[0].trace.map(|t| t.parent_id), Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+    }
+
+    #[test]
+    fn garbage_and_unmatched_responses_are_counted_not_matched() {
+        let mut exchanges = Exchanges::new(16);
+        assert!(feed(&mut exchanges, direction::EGRESS, 1, b"HTTP/1.1 200 OK\r\n\r\n").is_empty());
+        assert!(feed(&mut exchanges, direction::INGRESS, 1, b"\x16\x03\x01garbage GET / HTTP/1.1").is_empty());
+        assert_eq!(exchanges.stats.unmatched_responses, 1);
+        assert!(exchanges.is_empty());
+    }
+
+    #[test]
+    fn connections_are_bounded() {
+        let mut exchanges = Exchanges::new(4);
+        let mut done = Vec::new();
+        for sock in 0..100u64 {
+            exchanges.payload(1, sock, direction::INGRESS, sock, SocketAddrs::default(), b"GET / HTTP/1.1\r\n\r\n", &mut done);
+            assert!(exchanges.len() <= 4);
+        }
+        exchanges.closed(1, 99);
+        assert!(exchanges.stats.unanswered_requests >= 96);
+    }
+}

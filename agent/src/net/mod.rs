@@ -1,0 +1,180 @@
+//! Network tracing in user space: connection records and HTTP payloads from the BPF
+//! programs become spans (one per request) and metrics.
+//!
+//! - [`records`]: decoding `NET_EVENTS`.
+//! - [`http`]: parsing HTTP/1.x request and status lines from captured bytes.
+//! - [`exchanges`]: matching responses to requests per connection.
+//! - [`spans`], [`telemetry`]: what the exchanges and connections become.
+//! - [`services`], [`route`], [`traceparent`]: naming processes, bounding routes, trace ids.
+
+pub mod exchanges;
+pub mod http;
+pub mod records;
+pub mod route;
+pub mod services;
+pub mod spans;
+pub mod telemetry;
+pub mod traceparent;
+
+use std::sync::{Arc, Mutex};
+
+use aya::maps::{MapData, RingBuf};
+use tracing::debug;
+
+use crate::{
+    events::comm_str,
+    metrics::MetricsStore,
+};
+
+use self::{
+    exchanges::{Exchange, Exchanges, Side},
+    records::NetRecord,
+    route::RouteLimiter,
+    services::Services,
+    spans::{ip_addresses, SpanBatch},
+    telemetry::ClosedConnection,
+    traceparent::IdGenerator,
+};
+
+/// Most connections with requests in flight.
+const MAX_OPEN_EXCHANGES: usize = 65_536;
+/// Most distinct routes per run; more collapse to `/*`.
+const MAX_ROUTES: usize = 1_000;
+/// Connections silent this long lose their unanswered requests (their close was missed).
+const EXCHANGE_TIMEOUT_NS: u64 = 300_000_000_000;
+
+/// What network tracing has seen so far.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetStats {
+    /// Connections opened.
+    pub opened: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// HTTP payloads received from the kernel.
+    pub payloads: u64,
+    /// Requests answered, as server.
+    pub server_exchanges: u64,
+    /// Requests answered, as client.
+    pub client_exchanges: u64,
+    /// Records that could not be decoded.
+    pub malformed: u64,
+}
+
+/// Turns network records into spans and metrics.
+pub struct NetTracker {
+    exchanges: Exchanges,
+    services: Services,
+    routes: RouteLimiter,
+    ids: IdGenerator,
+    /// Spans waiting for the next export (only kept when spans are exported).
+    pub spans: Option<SpanBatch>,
+    metrics: Arc<Mutex<MetricsStore>>,
+    host_name: String,
+    clock_offset_ns: u64,
+    last_seen_ns: u64,
+    /// Counters.
+    pub stats: NetStats,
+    done: Vec<Exchange>,
+}
+
+impl NetTracker {
+    /// A tracker recording into `metrics`; `clock_offset_ns` turns BPF timestamps into Unix
+    /// time.
+    pub fn new(metrics: Arc<Mutex<MetricsStore>>, spans: Option<SpanBatch>, host_name: String, clock_offset_ns: u64) -> Self {
+        NetTracker {
+            exchanges: Exchanges::new(MAX_OPEN_EXCHANGES),
+            services: Services::default(),
+            routes: RouteLimiter::new(MAX_ROUTES),
+            ids: IdGenerator::new(),
+            spans,
+            metrics,
+            host_name,
+            clock_offset_ns,
+            last_seen_ns: 0,
+            stats: NetStats::default(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Matching counters.
+    pub fn match_stats(&self) -> exchanges::MatchStats {
+        self.exchanges.stats
+    }
+
+    /// Reads every record waiting in the ring buffer.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        let metrics = self.metrics.clone();
+        let mut store = metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        store.set_now(crate::run::unix_now_ns());
+        while let Some(item) = ring.next() {
+            self.handle(&item, &mut store);
+        }
+    }
+
+    /// Handles one record.
+    pub fn handle(&mut self, bytes: &[u8], store: &mut MetricsStore) {
+        match records::decode(bytes) {
+            Some(NetRecord::Open(open)) => {
+                self.stats.opened += 1;
+                let service = self.services.get(open.pid, &comm_str(&open.comm));
+                telemetry::record_open(store, &telemetry::resource(&service, &self.host_name), open.role, &open.addrs);
+            }
+            Some(NetRecord::Close(close)) => {
+                self.stats.closed += 1;
+                self.exchanges.closed(close.pid, close.sock);
+                let service = self.services.get(close.pid, &comm_str(&close.comm));
+                let (local, peer) = ip_addresses(&close.addrs);
+                debug!(
+                    pid = close.pid,
+                    service = %service.name,
+                    local = %format!("{local}:{}", close.addrs.local_port),
+                    peer = %format!("{peer}:{}", close.addrs.remote_port),
+                    sent = close.bytes_sent,
+                    received = close.bytes_received,
+                    retransmits = close.retransmits,
+                    srtt_us = close.srtt_us,
+                    "TCP connection closed"
+                );
+                let closed = ClosedConnection {
+                    role: close.role,
+                    addrs: &close.addrs,
+                    bytes_sent: close.bytes_sent,
+                    bytes_received: close.bytes_received,
+                    retransmits: close.retransmits,
+                    srtt_us: close.srtt_us,
+                    duration_ns: close.closed_ns.saturating_sub(close.opened_ns),
+                };
+                telemetry::record_close(store, &telemetry::resource(&service, &self.host_name), &closed);
+            }
+            Some(NetRecord::Payload(header, data)) => {
+                self.stats.payloads += 1;
+                self.last_seen_ns = self.last_seen_ns.max(header.timestamp_ns);
+                let mut done = std::mem::take(&mut self.done);
+                self.exchanges.payload(header.pid, header.sock, header.direction, header.timestamp_ns, header.addrs, data, &mut done);
+                for exchange in done.drain(..) {
+                    self.finish(exchange, store);
+                }
+                self.done = done;
+            }
+            None => self.stats.malformed += 1,
+        }
+    }
+
+    /// Forgets connections silent for too long.
+    pub fn expire(&mut self) {
+        self.exchanges.expire(self.last_seen_ns.saturating_sub(EXCHANGE_TIMEOUT_NS));
+    }
+
+    fn finish(&mut self, exchange: Exchange, store: &mut MetricsStore) {
+        match exchange.side {
+            Side::Server => self.stats.server_exchanges += 1,
+            Side::Client => self.stats.client_exchanges += 1,
+        }
+        let service = self.services.get(exchange.pid, "");
+        let route = self.routes.limit(route::route(&exchange.path));
+        telemetry::record_exchange(store, &telemetry::resource(&service, &self.host_name), &exchange, &route);
+        if let Some(spans) = &mut self.spans {
+            spans.add(service, &exchange, &route, self.clock_offset_ns, &mut self.ids);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The metrics network tracing produces: HTTP request durations (semantic conventions) and
+//! TCP connection counters, bytes, retransmits and round-trip times.
+
+use agent_common::net::{role, SocketAddrs};
+
+use super::{
+    exchanges::{Exchange, Side},
+    services::Service,
+    spans::ip_addresses,
+};
+use crate::metrics::{AttrValue, Attributes, MetricDesc, MetricKind, MetricsStore, Resource, HTTP_DURATION_BOUNDS};
+
+/// Round-trip time buckets, seconds: loopback (tens of µs) to intercontinental.
+const RTT_BOUNDS: &[f64] = &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// `http.server.request.duration`.
+pub static HTTP_SERVER_DURATION: MetricDesc = MetricDesc {
+    name: "http.server.request.duration",
+    description: "Duration of HTTP server requests: first byte of the request read to first byte of the response written.",
+    unit: "s",
+    kind: MetricKind::Histogram { bounds: HTTP_DURATION_BOUNDS },
+};
+
+/// `http.client.request.duration`.
+pub static HTTP_CLIENT_DURATION: MetricDesc = MetricDesc {
+    name: "http.client.request.duration",
+    description: "Duration of HTTP client requests: request written to first byte of the response read.",
+    unit: "s",
+    kind: MetricKind::Histogram { bounds: HTTP_DURATION_BOUNDS },
+};
+
+/// TCP connections opened (accepted or connected).
+pub static TCP_OPENED: MetricDesc =
+    MetricDesc { name: "oxeye.tcp.connections.opened", description: "TCP connections accepted or connected.", unit: "{connection}", kind: MetricKind::Counter };
+
+/// TCP connections closed.
+pub static TCP_CLOSED: MetricDesc =
+    MetricDesc { name: "oxeye.tcp.connections.closed", description: "TCP connections closed.", unit: "{connection}", kind: MetricKind::Counter };
+
+/// Payload bytes of closed connections, by direction.
+pub static TCP_BYTES: MetricDesc = MetricDesc {
+    name: "oxeye.tcp.bytes",
+    description: "Payload bytes of closed TCP connections, sent (transmit, retransmissions not counted) or received (receive).",
+    unit: "By",
+    kind: MetricKind::Counter,
+};
+
+/// Retransmitted segments of closed connections.
+pub static TCP_RETRANSMITS: MetricDesc =
+    MetricDesc { name: "oxeye.tcp.retransmits", description: "Segments retransmitted by closed TCP connections.", unit: "{segment}", kind: MetricKind::Counter };
+
+/// Smoothed round-trip time of closed connections.
+pub static TCP_RTT: MetricDesc = MetricDesc {
+    name: "oxeye.tcp.rtt",
+    description: "Smoothed round-trip time of TCP connections when they closed.",
+    unit: "s",
+    kind: MetricKind::Histogram { bounds: RTT_BOUNDS },
+};
+
+/// How long connections stayed open.
+pub static TCP_DURATION: MetricDesc = MetricDesc {
+    name: "oxeye.tcp.connection.duration",
+    description: "Time from accept or connect to close of TCP connections.",
+    unit: "s",
+    kind: MetricKind::Histogram { bounds: HTTP_DURATION_BOUNDS },
+};
+
+/// The metrics resource of a service: per service, not per process, so short-lived
+/// processes do not multiply series.
+pub fn resource(service: &Service, host_name: &str) -> Resource {
+    Resource { service_name: service.name.clone(), attributes: vec![("host.name", host_name.to_owned())] }
+}
+
+/// Records one HTTP exchange.
+pub fn record_exchange(store: &mut MetricsStore, resource: &Resource, exchange: &Exchange, route: &str) {
+    let metric = match exchange.side {
+        Side::Server => &HTTP_SERVER_DURATION,
+        Side::Client => &HTTP_CLIENT_DURATION,
+    };
+    let attributes = vec![
+        ("http.request.method", AttrValue::Str(exchange.method.as_str().to_owned())),
+        ("http.response.status_code", AttrValue::Int(exchange.status.into())),
+        ("http.route", AttrValue::Str(route.to_owned())),
+    ];
+    let seconds = exchange.ended_ns.saturating_sub(exchange.started_ns) as f64 / 1e9;
+    store.record(metric, resource, attributes, seconds);
+}
+
+/// Attributes of a connection: its role, the server's port and the peer's address (never the
+/// client's ephemeral port, which would make a series per connection).
+pub fn connection_attributes(connection_role: u32, addrs: &SocketAddrs) -> Attributes {
+    let (_, peer) = ip_addresses(addrs);
+    let (role_name, server_port) = if connection_role == role::SERVER { ("server", addrs.local_port) } else { ("client", addrs.remote_port) };
+    vec![
+        ("oxeye.tcp.role", AttrValue::Str(role_name.to_owned())),
+        ("server.port", AttrValue::Int(server_port.into())),
+        ("network.peer.address", AttrValue::Str(peer.to_string())),
+    ]
+}
+
+/// Counts an opened connection.
+pub fn record_open(store: &mut MetricsStore, resource: &Resource, connection_role: u32, addrs: &SocketAddrs) {
+    store.add(&TCP_OPENED, resource, connection_attributes(connection_role, addrs), 1);
+}
+
+/// What a closed connection reported.
+pub struct ClosedConnection<'a> {
+    /// Role.
+    pub role: u32,
+    /// Addresses.
+    pub addrs: &'a SocketAddrs,
+    /// Bytes sent, retransmissions not counted.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Retransmitted segments.
+    pub retransmits: u32,
+    /// Smoothed RTT, µs (0: unknown).
+    pub srtt_us: u32,
+    /// Open time, ns.
+    pub duration_ns: u64,
+}
+
+/// Records a closed connection.
+pub fn record_close(store: &mut MetricsStore, resource: &Resource, closed: &ClosedConnection<'_>) {
+    let attributes = connection_attributes(closed.role, closed.addrs);
+    store.add(&TCP_CLOSED, resource, attributes.clone(), 1);
+    for (direction, bytes) in [("transmit", closed.bytes_sent), ("receive", closed.bytes_received)] {
+        let mut with_direction = attributes.clone();
+        with_direction.push(("network.io.direction", AttrValue::Str(direction.to_owned())));
+        store.add(&TCP_BYTES, resource, with_direction, bytes);
+    }
+    store.add(&TCP_RETRANSMITS, resource, attributes.clone(), closed.retransmits.into());
+    if closed.srtt_us > 0 {
+        store.record(&TCP_RTT, resource, attributes.clone(), f64::from(closed.srtt_us) / 1e6);
+    }
+    store.record(&TCP_DURATION, resource, attributes, closed.duration_ns as f64 / 1e9);
+}
