@@ -5,10 +5,15 @@
 //! (keyed by process and file descriptor) until `close`; their TCP statistics are read from
 //! the kernel's `tcp_sock` when `sock:inet_sock_set_state` moves them to `TCP_CLOSE`.
 
-/// Most payload bytes copied per `read`/`write`-like syscall. A power of two, so a length can
-/// be masked into range for the verifier.
-pub const CAPTURE_BYTES: usize = 1024;
+/// Most payload bytes copied per `read`/`write`-like syscall that starts with a request: room
+/// for a pipelined burst of short requests. A power of two, so a length can be masked into
+/// range for the verifier. Only the bytes the syscall moved are copied and sent.
+pub const CAPTURE_BYTES: usize = 8192;
 const _: () = assert!(CAPTURE_BYTES.is_power_of_two());
+
+/// Most bytes copied of a payload that starts with a response: status lines and headers
+/// (the body is not needed, and often follows in the same buffer).
+pub const RESPONSE_CAPTURE_BYTES: usize = 1024;
 
 /// Bytes looked at to decide whether a payload is HTTP before copying it.
 pub const PREFIX_BYTES: usize = 8;
@@ -78,8 +83,14 @@ pub struct Connection {
     pub role: u32,
     /// A [`protocol`], learnt from the first payload.
     pub protocol: u32,
+    /// 1 when the last receive filled the process's buffer and was HTTP: the next receive
+    /// continues it (a server reading a pipelined burst 1 KiB at a time), so it is copied
+    /// whatever it starts with.
+    pub continues: u32,
+    /// Padding.
+    pub reserved: u32,
 }
-const _: () = assert!(core::mem::size_of::<Connection>() == 56);
+const _: () = assert!(core::mem::size_of::<Connection>() == 64);
 
 /// Who owns a socket, in `SOCKETS` under the `struct sock` address, for its close report
 /// (which may run in softirq context, where the current task is unrelated, and after the
@@ -113,8 +124,8 @@ pub struct PendingIo {
     pub buf: u64,
     /// 1 when `buf` points to `struct iovec`s (readv/writev/sendmsg/recvmsg).
     pub vectored: u32,
-    /// Padding.
-    pub reserved: u32,
+    /// Bytes the process asked for (plain buffers; capped at `u32::MAX`; 0 when unknown).
+    pub requested: u32,
     /// `bpf_ktime_get_ns()` at entry.
     pub entered_ns: u64,
 }
@@ -209,8 +220,17 @@ pub struct PayloadHeader {
     pub role: u32,
     /// Addresses.
     pub addrs: SocketAddrs,
+    /// [`PayloadHeader::CONTINUATION`] when the data continues the previous receive.
+    pub flags: u32,
+    /// Padding.
+    pub reserved: u32,
 }
-const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 88);
+const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 96);
+
+impl PayloadHeader {
+    /// The data continues the previous receive on the connection (which filled its buffer).
+    pub const CONTINUATION: u32 = 1;
+}
 
 /// A payload record as the BPF side builds it.
 #[repr(C)]
@@ -322,6 +342,12 @@ impl NetConfig {
 }
 
 crate::impl_pod!(SocketAddrs, Connection, SocketOwner, PendingIo, TcpOpenEvent, TcpCloseEvent, PayloadHeader, KernelOffsets, NetConfig);
+
+/// True when `prefix` starts like an HTTP/1.x status line.
+#[inline(always)]
+pub fn is_response_prefix(prefix: &[u8; PREFIX_BYTES]) -> bool {
+    prefix[0] == b'H' && prefix[1] == b'T' && prefix[2] == b'T' && prefix[3] == b'P' && prefix[4] == b'/'
+}
 
 /// True when `prefix` starts like an HTTP/1.x request line (a known method and a space) or a
 /// status line (`HTTP/1.`). Cheap enough for BPF: one word compare per candidate.

@@ -41,7 +41,7 @@ pub fn oxeye_connect_enter(ctx: TracePointContext) -> u32 {
     }
     // SAFETY: the first argument of connect(2) is the descriptor.
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else { return 0 };
-    let pending = PendingIo { fd: fd as u32, direction: PendingIo::CONNECT, buf: 0, vectored: 0, reserved: 0, entered_ns: 0 };
+    let pending = PendingIo { fd: fd as u32, direction: PendingIo::CONNECT, buf: 0, vectored: 0, requested: 0, entered_ns: 0 };
     let _ = PENDING_IO.insert(pid_tgid, pending, 0);
     0
 }
@@ -89,7 +89,7 @@ fn track(fd: u32, role: u32) {
         count(Counter::SocketReadFailed);
         return;
     };
-    let connection = Connection { sock, addrs, role, protocol: protocol::UNKNOWN };
+    let connection = Connection { sock, addrs, role, protocol: protocol::UNKNOWN, continues: 0, reserved: 0 };
     let _ = CONNECTIONS.insert(connection_key(tgid, fd), connection, 0);
     let now = unsafe { bpf_ktime_get_ns() };
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);

@@ -73,7 +73,7 @@ pub static PENDING_IO: LruHashMap<u64, PendingIo> = LruHashMap::with_max_entries
 
 /// The payload record being built on this CPU (too big for the BPF stack).
 ///
-/// - Key: 0. Value: [`PayloadRecord`] (88 + 1,024 bytes). One entry per CPU.
+/// - Key: 0. Value: [`PayloadRecord`] (96 + 8,192 bytes). One entry per CPU.
 #[map]
 pub static PAYLOAD_SCRATCH: PerCpuArray<PayloadRecord> = PerCpuArray::with_max_entries(1, 0);
 

@@ -7,7 +7,7 @@
 
 use agent_common::{
     counters::Counter,
-    net::{direction, is_http_prefix, protocol, PendingIo, PayloadHeader, CAPTURE_BYTES, PREFIX_BYTES},
+    net::{direction, is_http_prefix, is_response_prefix, protocol, PayloadHeader, PendingIo, CAPTURE_BYTES, PREFIX_BYTES, RESPONSE_CAPTURE_BYTES},
     records::RecordKind,
 };
 use aya_ebpf::{
@@ -90,23 +90,28 @@ fn enter(ctx: &TracePointContext, direction: u32, buffer: Buffer) {
     if !traced(&config(), tgid) {
         return;
     }
-    // SAFETY: every syscall here takes the descriptor first and the buffer second.
-    let (Ok(fd), Ok(arg1)) = (unsafe { ctx.read_at::<u64>(ARG0) }, unsafe { ctx.read_at::<u64>(ARG0 + 8) }) else { return };
+    // SAFETY: every syscall here takes the descriptor first, the buffer second, and (plain
+    // ones) its length third.
+    let (Ok(fd), Ok(arg1), Ok(arg2)) =
+        (unsafe { ctx.read_at::<u64>(ARG0) }, unsafe { ctx.read_at::<u64>(ARG0 + 8) }, unsafe { ctx.read_at::<u64>(ARG0 + 16) })
+    else {
+        return;
+    };
     let Some(connection) = CONNECTIONS.get_ptr(connection_key(tgid, fd as u32)) else { return };
     // SAFETY: a valid map value pointer.
     if unsafe { (*connection).protocol } == protocol::OTHER {
         return;
     }
-    let (buf, vectored) = match buffer {
-        Buffer::Plain => (arg1, 0),
-        Buffer::Vector => (arg1, 1),
+    let (buf, vectored, requested) = match buffer {
+        Buffer::Plain => (arg1, 0, arg2.min(u32::MAX as u64) as u32),
+        Buffer::Vector => (arg1, 1, 0),
         // SAFETY: a user pointer; a bad one is an error, not a fault.
         Buffer::Message => match unsafe { bpf_probe_read_user((arg1 + MSGHDR_IOV) as *const u64) } {
-            Ok(iov) => (iov, 1),
+            Ok(iov) => (iov, 1, 0),
             Err(_) => return,
         },
     };
-    let pending = PendingIo { fd: fd as u32, direction, buf, vectored, reserved: 0, entered_ns: unsafe { bpf_ktime_get_ns() } };
+    let pending = PendingIo { fd: fd as u32, direction, buf, vectored, requested, entered_ns: unsafe { bpf_ktime_get_ns() } };
     let _ = PENDING_IO.insert(pid_tgid, pending, 0);
 }
 
@@ -122,36 +127,54 @@ fn exit(ctx: &TracePointContext) {
     if moved <= 0 || pending.direction == PendingIo::CONNECT {
         return;
     }
-    let (data, available) = if pending.vectored != 0 {
+    let (data, available, filled) = if pending.vectored != 0 {
         // Only the first iovec is looked at: it holds the request or status line.
         // SAFETY: a user pointer; a bad one is an error, not a fault.
         let Ok(iov) = (unsafe { bpf_probe_read_user(pending.buf as *const [u64; 2]) }) else { return };
-        (iov[0], iov[1].min(moved as u64))
+        (iov[0], iov[1].min(moved as u64), moved as u64 >= iov[1])
     } else {
-        (pending.buf, moved as u64)
+        (pending.buf, moved as u64, moved as u64 >= pending.requested as u64)
     };
-    // Shorter pieces cannot be told apart; they are continuations of something.
-    if available < PREFIX_BYTES as u64 {
-        return;
-    }
     let tgid = (pid_tgid >> 32) as u32;
     let Some(connection) = CONNECTIONS.get_ptr_mut(connection_key(tgid, pending.fd)) else { return };
-    // SAFETY: a user pointer; a bad one is an error, not a fault.
-    let Ok(prefix) = (unsafe { bpf_probe_read_user(data as *const [u8; PREFIX_BYTES]) }) else { return };
-    let http = is_http_prefix(&prefix);
-    // SAFETY: a valid map value pointer; a racing writer can only set the same protocol.
+    // SAFETY: a valid map value pointer; racing writers only store the same values.
     let connection = unsafe { &mut *connection };
+    if connection.protocol == protocol::OTHER {
+        return;
+    }
+    let ingress = pending.direction == direction::INGRESS;
+    let continuation = ingress && connection.continues != 0;
+    // Shorter pieces cannot be told apart: only a continuation is worth copying.
+    let prefix = if available >= PREFIX_BYTES as u64 {
+        // SAFETY: a user pointer; a bad one is an error, not a fault.
+        match unsafe { bpf_probe_read_user(data as *const [u8; PREFIX_BYTES]) } {
+            Ok(prefix) => prefix,
+            Err(_) => return,
+        }
+    } else if continuation {
+        [0; PREFIX_BYTES]
+    } else {
+        return;
+    };
+    let http = is_http_prefix(&prefix);
     if connection.protocol == protocol::UNKNOWN {
         connection.protocol = if http { protocol::HTTP } else { protocol::OTHER };
     }
-    if !http || connection.protocol != protocol::HTTP {
+    if connection.protocol != protocol::HTTP {
+        return;
+    }
+    if ingress {
+        connection.continues = u32::from((http || continuation) && filled);
+    }
+    if !http && !continuation {
         return;
     }
     let Some(record) = PAYLOAD_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's scratch slot; programs on one CPU do not preempt each other.
     let record = unsafe { &mut *record };
+    let limit = if http && is_response_prefix(&prefix) { RESPONSE_CAPTURE_BYTES } else { CAPTURE_BYTES } as u64;
     // In [1, CAPTURE_BYTES], in a form the verifier can bound.
-    let captured = ((available.min(CAPTURE_BYTES as u64) as u32 - 1) & (CAPTURE_BYTES as u32 - 1)) + 1;
+    let captured = ((available.min(limit) as u32 - 1) & (CAPTURE_BYTES as u32 - 1)) + 1;
     // SAFETY: `captured` bytes fit in `data`; the source is a user pointer checked by the helper.
     let copied = unsafe { generated::bpf_probe_read_user(record.data.as_mut_ptr().cast(), captured, data as *const _) };
     if copied != 0 {
@@ -171,6 +194,8 @@ fn exit(ctx: &TracePointContext) {
         captured,
         role: connection.role,
         addrs: connection.addrs,
+        flags: if continuation { PayloadHeader::CONTINUATION } else { 0 },
+        reserved: 0,
     };
     let len = core::mem::size_of::<PayloadHeader>() + captured as usize;
     // SAFETY: `len` is within the record, which is plain data.

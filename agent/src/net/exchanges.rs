@@ -16,6 +16,8 @@ use super::{
 /// Most requests waiting for their responses on one connection; a client that pipelines
 /// more loses the oldest (counted).
 const MAX_PENDING_PER_CONNECTION: usize = 256;
+/// Most bytes of an unfinished request head kept until the next receive completes it.
+const MAX_CARRY: usize = 16 * 1024;
 
 /// Which side of the exchange the traced process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +82,37 @@ pub struct MatchStats {
 struct ConnectionState {
     pending: VecDeque<PendingRequest>,
     last_seen_ns: u64,
+    /// The start of a request head the last receive ended in.
+    carry: Vec<u8>,
+    /// Bytes of a request body still to come in later receives.
+    skip: u64,
+}
+
+impl ConnectionState {
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.carry.is_empty() && self.skip == 0
+    }
+}
+
+/// One payload as the kernel copied it.
+#[derive(Debug, Clone, Copy)]
+pub struct Payload<'a> {
+    /// Process.
+    pub pid: u32,
+    /// Socket.
+    pub sock: u64,
+    /// A [`direction`].
+    pub flow: u32,
+    /// When (see `PayloadHeader::timestamp_ns`).
+    pub timestamp_ns: u64,
+    /// The connection's addresses.
+    pub addrs: SocketAddrs,
+    /// The first bytes.
+    pub data: &'a [u8],
+    /// The bytes continue the previous receive.
+    pub continuation: bool,
+    /// The syscall moved more than was copied.
+    pub truncated: bool,
 }
 
 /// Per-connection matching state, bounded in connections and in requests per connection.
@@ -110,30 +143,17 @@ impl Exchanges {
     }
 
     /// Takes in one payload; completed exchanges are appended to `done`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn payload(&mut self, pid: u32, sock: u64, flow: u32, timestamp_ns: u64, addrs: SocketAddrs, data: &[u8], done: &mut Vec<Exchange>) {
-        let requests = http::parse_requests(data);
-        if !requests.heads.is_empty() {
-            let side = if flow == direction::INGRESS { Side::Server } else { Side::Client };
-            self.make_room(pid, sock);
-            let state = self.connections.entry((pid, sock)).or_default();
-            state.last_seen_ns = timestamp_ns;
-            for head in requests.heads {
-                self.stats.requests += 1;
-                if state.pending.len() >= MAX_PENDING_PER_CONNECTION {
-                    state.pending.pop_front();
-                    self.stats.unanswered_requests += 1;
-                }
-                state.pending.push_back(PendingRequest {
-                    side,
-                    method: head.method,
-                    path: head.path.to_owned(),
-                    host: head.host.map(str::to_owned),
-                    trace: head.traceparent.and_then(traceparent::parse),
-                    started_ns: timestamp_ns,
-                });
-            }
+    pub fn payload(&mut self, payload: Payload<'_>, done: &mut Vec<Exchange>) {
+        let Payload { pid, sock, flow, timestamp_ns, addrs, data, .. } = payload;
+        if flow == direction::INGRESS && self.receive(payload) {
             return;
+        }
+        if flow == direction::EGRESS {
+            let requests = http::parse_requests(data);
+            if !requests.heads.is_empty() {
+                self.add_requests(pid, sock, Side::Client, timestamp_ns, requests.heads);
+                return;
+            }
         }
         let responses = http::parse_responses(data);
         if responses.is_empty() {
@@ -170,8 +190,89 @@ impl Exchanges {
                 addrs,
             });
         }
-        if state.pending.is_empty() {
+        if state.idle() {
             self.connections.remove(&(pid, sock));
+        }
+    }
+
+    /// Takes in received bytes: requests to a server, stitched across receives that split
+    /// them. Returns whether they were requests (else they may be a response to a client).
+    fn receive(&mut self, payload: Payload<'_>) -> bool {
+        let Payload { pid, sock, timestamp_ns, data, continuation, truncated, .. } = payload;
+        let mut stitched: Vec<u8>;
+        let mut bytes = data;
+        if let Some(state) = self.connections.get_mut(&(pid, sock)) {
+            if !continuation {
+                // A fresh receive that starts with a request line: whatever was half-read is
+                // gone (or was not HTTP).
+                state.carry.clear();
+                state.skip = 0;
+            } else {
+                if state.skip > 0 {
+                    let skipped = (state.skip.min(bytes.len() as u64)) as usize;
+                    state.skip -= skipped as u64;
+                    bytes = &bytes[skipped..];
+                    if bytes.is_empty() {
+                        return true;
+                    }
+                }
+                if !state.carry.is_empty() {
+                    stitched = std::mem::take(&mut state.carry);
+                    stitched.extend_from_slice(bytes);
+                    bytes = &stitched;
+                }
+            }
+        }
+        let mut requests = http::parse_requests(bytes);
+        let mut carry = Vec::new();
+        let mut skip = 0;
+        if !truncated {
+            match requests.resume {
+                http::Resume::Head { offset, reported } if bytes.len() - offset <= MAX_CARRY => {
+                    carry = bytes[offset..].to_vec();
+                    if reported {
+                        // It comes back whole with the next receive.
+                        requests.heads.pop();
+                    }
+                }
+                http::Resume::Body(remaining) => skip = remaining,
+                _ => {}
+            }
+        }
+        if requests.heads.is_empty() && carry.is_empty() && skip == 0 {
+            if let Some(state) = self.connections.get(&(pid, sock)) {
+                if state.idle() {
+                    self.connections.remove(&(pid, sock));
+                }
+            }
+            return false;
+        }
+        self.add_requests(pid, sock, Side::Server, timestamp_ns, requests.heads);
+        if let Some(state) = self.connections.get_mut(&(pid, sock)) {
+            state.carry = carry;
+            state.skip = skip;
+        }
+        true
+    }
+
+    fn add_requests(&mut self, pid: u32, sock: u64, side: Side, timestamp_ns: u64, heads: Vec<http::RequestHead<'_>>) {
+        self.make_room(pid, sock);
+        let state = self.connections.entry((pid, sock)).or_default();
+        state.last_seen_ns = timestamp_ns;
+        for head in heads {
+            self.stats.requests += 1;
+            if state.pending.len() >= MAX_PENDING_PER_CONNECTION {
+                state.pending.pop_front();
+                self.stats.unanswered_requests += 1;
+            }
+            state.pending.push_back(PendingRequest {
+                side,
+                method: head.method,
+                path: head.path.to_owned(),
+                host: head.host.map(str::to_owned),
+                trace: head.traceparent.and_then(traceparent::parse),
+                started_ns: timestamp_ns,
+            });
         }
     }
 
@@ -211,10 +312,36 @@ impl Exchanges {
 mod tests {
     use super::*;
 
+    fn payload(sock: u64, flow: u32, at: u64, data: &[u8], continuation: bool) -> Payload<'_> {
+        Payload { pid: 7, sock, flow, timestamp_ns: at, addrs: SocketAddrs::default(), data, continuation, truncated: false }
+    }
+
     fn feed(exchanges: &mut Exchanges, flow: u32, at: u64, data: &[u8]) -> Vec<Exchange> {
         let mut done = Vec::new();
-        exchanges.payload(7, 0xabc, flow, at, SocketAddrs::default(), data, &mut done);
+        exchanges.payload(payload(0xabc, flow, at, data, false), &mut done);
         done
+    }
+
+    #[test]
+    fn requests_split_across_receives_are_stitched() {
+        let mut exchanges = Exchanges::new(16);
+        let burst: Vec<u8> = (0..40).flat_map(|i| format!("GET /r{i}?x=1 HTTP/1.1\r\nHost: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n").into_bytes()).collect();
+        let mut done = Vec::new();
+        for (i, piece) in burst.chunks(100).enumerate() {
+            exchanges.payload(payload(1, direction::INGRESS, i as u64, piece, i > 0), &mut done);
+        }
+        // A POST whose body spans receives, then a GET.
+        exchanges.payload(payload(1, direction::INGRESS, 100, b"POST /up HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345", false), &mut done);
+        exchanges.payload(payload(1, direction::INGRESS, 101, b"67890GET /last HTTP/1.1\r\n\r\n", true), &mut done);
+        for i in 0..42 {
+            exchanges.payload(payload(1, direction::EGRESS, 200 + i, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false), &mut done);
+        }
+        let paths: Vec<&str> = done.iter().map(|e| e.path.as_str()).collect();
+        let mut expected: Vec<String> = (0..40).map(|i| format!("/r{i}")).collect();
+        expected.extend(["/up".to_owned(), "/last".to_owned()]);
+        assert_eq!(paths, expected);
+        assert!(done[..40].iter().all(|e| e.trace.is_some()), "headers split across receives are kept");
+        assert_eq!(exchanges.stats.unmatched_responses, 0);
     }
 
     #[test]
@@ -252,7 +379,7 @@ mod tests {
         let mut exchanges = Exchanges::new(4);
         let mut done = Vec::new();
         for sock in 0..100u64 {
-            exchanges.payload(1, sock, direction::INGRESS, sock, SocketAddrs::default(), b"GET / HTTP/1.1\r\n\r\n", &mut done);
+            exchanges.payload(payload(sock, direction::INGRESS, sock, b"GET / HTTP/1.1\r\n\r\n", false), &mut done);
             assert!(exchanges.len() <= 4);
         }
         exchanges.closed(1, 99);

@@ -10,9 +10,9 @@
 //! everything after them, since a span without a `traceparent` is still a span, and never panic:
 //! the input is whatever a traced process happened to send.
 
-/// Most message heads reported from one buffer: a 1 KiB capture holds a few dozen real ones at
-/// most, so anything beyond this is a flood not worth itemising.
-const MAX_HEADS: usize = 64;
+/// Most message heads reported from one buffer: an 8 KiB capture (plus a carried head) holds a
+/// few hundred of the shortest real requests; this bounds the work on anything longer.
+const MAX_HEADS: usize = 512;
 
 /// Most blank lines skipped between pipelined messages; RFC 9112 §2.2 asks servers to tolerate
 /// some after a body (clients used to send a stray CRLF after POST data), but not unboundedly.
@@ -110,12 +110,36 @@ pub struct ResponseHead {
 /// The requests found in one buffer, see [`parse_requests`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requests<'a> {
-    /// The heads of the requests that start in the buffer, in order; at most 64.
+    /// The heads of the requests that start in the buffer, in order; at most 512.
     pub heads: Vec<RequestHead<'a>>,
     /// Whether the bytes that follow this buffer on the connection probably continue a message
     /// started in it (a head or body cut off by the buffer's end, a body whose end could not be
-    /// found, a `CONNECT` tunnel, more than 64 requests) rather than start a new request.
+    /// found, a `CONNECT` tunnel, more than 512 requests) rather than start a new request.
     pub continues: bool,
+    /// Where the next bytes of the stream fit, for a caller that sees the stream piece by piece.
+    pub resume: Resume,
+}
+
+/// How the bytes after a buffer relate to it (see [`Requests::resume`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Resume {
+    /// The buffer ended at a message boundary: the next bytes start a request.
+    #[default]
+    Boundary,
+    /// The buffer ended inside the request line or head of the request starting at `offset`:
+    /// prepend `buf[offset..]` to the next bytes and parse again. When `reported`, that
+    /// request (its line was complete) is already the last of `heads`.
+    Head {
+        /// Where the unfinished request starts.
+        offset: usize,
+        /// Whether it is in `heads`.
+        reported: bool,
+    },
+    /// The buffer ended inside a body of which this many bytes are still to come.
+    Body(u64),
+    /// Where the stream goes on is unknown (a chunked or unframed body, a tunnel, garbage):
+    /// only a buffer that starts with a request line can be parsed again.
+    Lost,
 }
 
 /// Finds the heads of the requests in `buf`, which must start at a request line: a buffer that
@@ -124,20 +148,25 @@ pub struct Requests<'a> {
 /// After each head the body is skipped by its `Content-Length` or its chunks, and scanning goes
 /// on with the next pipelined request. A request whose line is complete counts even if its
 /// headers are cut off. Scanning stops at anything that is not a request line, at a body whose
-/// end is unknown, after `CONNECT` (the connection becomes a tunnel) and after 64 requests.
+/// end is unknown, after `CONNECT` (the connection becomes a tunnel) and after 512 requests.
 pub fn parse_requests(buf: &[u8]) -> Requests<'_> {
     let mut requests = Requests::default();
     let mut pos = 0;
     while pos < buf.len() {
         if requests.heads.len() == MAX_HEADS {
             requests.continues = true;
+            requests.resume = Resume::Head { offset: pos, reported: false };
             break;
         }
         let Some((line, after_line)) = line_at(buf, pos) else {
             requests.continues = may_start_request(&buf[pos..]);
+            requests.resume = if requests.continues { Resume::Head { offset: pos, reported: false } } else { Resume::Lost };
             break;
         };
-        let Some(start) = parse_request_line(line) else { break };
+        let Some(start) = parse_request_line(line) else {
+            requests.resume = Resume::Lost;
+            break;
+        };
         let (fields, end) = scan_headers(buf, after_line);
         requests.heads.push(RequestHead {
             method: start.method,
@@ -146,14 +175,26 @@ pub fn parse_requests(buf: &[u8]) -> Requests<'_> {
             traceparent: fields.traceparent,
             version_minor: start.version_minor,
         });
+        let body = request_body(&fields);
+        requests.resume = match (&end, &body) {
+            (HeadEnd::Cut, _) => Resume::Head { offset: pos, reported: true },
+            (HeadEnd::Body(at), Body::Length(length)) => {
+                Resume::Body(length.saturating_sub((buf.len() - (*at).min(buf.len())) as u64))
+            }
+            _ => Resume::Lost,
+        };
         let next = match start.method {
             Method::Connect => None,
-            _ => next_message(buf, end, request_body(&fields)),
+            _ => next_message(buf, end, body),
         };
         let Some(next) = next else {
             requests.continues = true;
+            if start.method == Method::Connect {
+                requests.resume = Resume::Lost;
+            }
             break;
         };
+        requests.resume = Resume::Boundary;
         pos = skip_blank_lines(buf, next);
     }
     requests
@@ -725,7 +766,9 @@ mod tests {
             b"{\"body\":1}\r\nGET / HTTP/1.1\r\n\r\n",
             b"",
         ] {
-            assert_eq!(parse_requests(line), Requests::default(), "{:?}", String::from_utf8_lossy(line));
+            let requests = parse_requests(line);
+            assert!(requests.heads.is_empty() && !requests.continues, "{:?}", String::from_utf8_lossy(line));
+            assert!(matches!(requests.resume, Resume::Lost | Resume::Boundary), "{:?}", String::from_utf8_lossy(line));
         }
     }
 
@@ -737,10 +780,11 @@ mod tests {
 
     #[test]
     fn results_are_capped() {
-        let buf = b"GET / HTTP/1.1\r\n\r\n".repeat(100);
+        let buf = b"GET / HTTP/1.1\r\n\r\n".repeat(MAX_HEADS + 10);
         let requests = parse_requests(&buf);
-        assert_eq!((requests.heads.len(), requests.continues), (64, true));
-        assert_eq!(parse_responses(&b"HTTP/1.1 204 No Content\r\n\r\n".repeat(100)).len(), 64);
+        assert_eq!((requests.heads.len(), requests.continues), (MAX_HEADS, true));
+        assert_eq!(requests.resume, Resume::Head { offset: MAX_HEADS * 18, reported: false });
+        assert_eq!(parse_responses(&b"HTTP/1.1 204 No Content\r\n\r\n".repeat(MAX_HEADS + 10)).len(), MAX_HEADS);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod traceparent;
 
 use std::sync::{Arc, Mutex};
 
+use agent_common::net::PayloadHeader;
 use aya::maps::{MapData, RingBuf};
 use tracing::debug;
 
@@ -27,7 +28,7 @@ use crate::{
 };
 
 use self::{
-    exchanges::{Exchange, Exchanges, Side},
+    exchanges::{Exchange, Exchanges, Payload, Side},
     records::NetRecord,
     route::RouteLimiter,
     services::Services,
@@ -147,10 +148,21 @@ impl NetTracker {
                 telemetry::record_close(store, &telemetry::resource(&service, &self.host_name), &closed);
             }
             Some(NetRecord::Payload(header, data)) => {
+                tracing::trace!(pid = header.pid, direction = header.direction, size = header.size, captured = data.len(), flags = header.flags, "payload");
                 self.stats.payloads += 1;
                 self.last_seen_ns = self.last_seen_ns.max(header.timestamp_ns);
                 let mut done = std::mem::take(&mut self.done);
-                self.exchanges.payload(header.pid, header.sock, header.direction, header.timestamp_ns, header.addrs, data, &mut done);
+                let payload = Payload {
+                    pid: header.pid,
+                    sock: header.sock,
+                    flow: header.direction,
+                    timestamp_ns: header.timestamp_ns,
+                    addrs: header.addrs,
+                    data,
+                    continuation: header.flags & PayloadHeader::CONTINUATION != 0,
+                    truncated: header.size > data.len() as u64,
+                };
+                self.exchanges.payload(payload, &mut done);
                 for exchange in done.drain(..) {
                     self.finish(exchange, store);
                 }

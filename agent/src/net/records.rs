@@ -52,6 +52,8 @@ mod tests {
             captured: 4000,
             role: 1,
             addrs: SocketAddrs::default(),
+            flags: 0,
+            reserved: 0,
         };
         // SAFETY: plain data.
         let mut bytes = unsafe { std::slice::from_raw_parts((&header as *const PayloadHeader).cast::<u8>(), size_of::<PayloadHeader>()) }.to_vec();
