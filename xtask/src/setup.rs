@@ -24,9 +24,9 @@ const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
 /// in the kernel, setpriv to run unprivileged, protoc + Python protobuf + pprof's own
 /// `profile.proto` to read the pprof output with a reader that is not ours.
 const TEST_PACKAGES: &[&str] =
-    &["gcc", "g++", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev", "libc6-arm64-cross", "binutils"];
+    &["gcc", "g++", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev", "libc6-arm64-cross", "binutils", "nginx-light", "wrk", "curl", "prometheus"];
 /// Packages the benchmark uses: `perf` as the reference profiler.
-const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf"];
+const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf", "nginx-light", "wrk", "python3-venv"];
 /// Packages for cross-building the agent for arm64.
 const AARCH64_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "libstd-rust-web-dev:arm64"];
 
