@@ -22,10 +22,12 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
 /// Packages the tests use: C and C++ compilers for the workloads, bpftool to check nothing is left
 /// in the kernel, setpriv to run unprivileged, protoc + Python protobuf + pprof's own
-/// `profile.proto` to read the pprof output with a reader that is not ours.
+/// `profile.proto` to read the pprof output with a reader that is not ours; nginx, wrk, curl
+/// and Prometheus as the real servers, clients and scraper of the network tracing tests.
 const TEST_PACKAGES: &[&str] =
     &["gcc", "g++", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev", "libc6-arm64-cross", "binutils", "nginx-light", "wrk", "curl", "prometheus"];
-/// Packages the benchmark uses: `perf` as the reference profiler.
+/// Packages the benchmark uses: `perf` as the reference profiler; nginx and wrk for the HTTP
+/// overhead runs; a Python venv for the OpenTelemetry SDK comparison.
 const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf", "nginx-light", "wrk", "python3-venv"];
 /// Packages for cross-building the agent for arm64.
 const AARCH64_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "libstd-rust-web-dev:arm64"];
