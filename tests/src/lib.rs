@@ -3,6 +3,8 @@
 //!
 //! Tests panic with a message rather than return errors, and need root: they load BPF.
 
+pub mod servers;
+
 use std::{
     collections::BTreeMap,
     fs,

@@ -23,9 +23,10 @@ const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
 /// Packages the tests use: C and C++ compilers for the workloads, bpftool to check nothing is left
 /// in the kernel, setpriv to run unprivileged, protoc + Python protobuf + pprof's own
 /// `profile.proto` to read the pprof output with a reader that is not ours; nginx, wrk, curl
-/// and Prometheus as the real servers, clients and scraper of the network tracing tests.
+/// (and ab, which sends an exact number of requests) and Prometheus as the real servers, clients
+/// and scraper of the network tracing tests.
 const TEST_PACKAGES: &[&str] =
-    &["gcc", "g++", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev", "libc6-arm64-cross", "binutils", "nginx-light", "wrk", "curl", "prometheus"];
+    &["gcc", "g++", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev", "libc6-arm64-cross", "binutils", "nginx-light", "wrk", "apache2-utils", "curl", "prometheus"];
 /// Packages the benchmark uses: `perf` as the reference profiler; nginx and wrk for the HTTP
 /// overhead runs; a Python venv for the OpenTelemetry SDK comparison.
 const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf", "nginx-light", "wrk", "python3-venv"];

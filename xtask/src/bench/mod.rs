@@ -6,6 +6,9 @@
 //! The agents' own CPU time leaves out the work done in the kernel on their behalf; for oxeye
 //! the sampler's run time per sample comes from the kernel's BPF statistics, switched on for
 //! the benchmark.
+//!
+//! Then the HTTP tracing overhead (`http`): nginx under wrk with and without oxeye, and a Flask
+//! app uninstrumented, under the OpenTelemetry Python SDK and with oxeye.
 
 use std::{
     fs,
@@ -17,6 +20,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+mod http;
 mod sink;
 mod unwind;
 mod unwinder;
@@ -37,6 +41,10 @@ pub struct BenchArgs {
     /// `perf --call-graph dwarf`, time to make a new binary unwindable, and table memory.
     #[arg(long)]
     unwinder_only: bool,
+    /// Only the HTTP tracing figures: nginx under wrk without and with oxeye, and a Flask app
+    /// uninstrumented, under the OpenTelemetry Python SDK, and with oxeye.
+    #[arg(long)]
+    http_only: bool,
     /// Rounds (each runs every configuration once); medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -140,6 +148,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         unwinder::run(&oxeye, &work_dir, args.rounds)?;
         return unwind::run();
     }
+    if args.http_only {
+        return http::run(&oxeye, &work_dir, args.rounds);
+    }
     let sink = sink::SinkProcess::start(&sink::build()?, &work_dir)?;
 
     say(format!("benchmark: {cpus} busy threads, {} s per run, {} rounds", args.seconds, args.rounds));
@@ -202,6 +213,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     println!("target: <= 20 bytes per sample");
     drop(sink);
+    http::run(&oxeye, &work_dir, args.rounds)?;
     unwinder::run(&oxeye, &work_dir, args.rounds)?;
     unwind::run()
 }

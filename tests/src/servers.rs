@@ -1,0 +1,248 @@
+//! Real servers and clients for the network tracing tests: nginx and Prometheus from Debian,
+//! each in its own temporary directory on a free loopback port, stopped when dropped; and a
+//! minimal HTTP/1.1 client on std's `TcpStream`.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::output_dir;
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests run one at a time).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port} after {timeout:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx serving `/` (200, a small page), `/a/b.txt` (200) and 404 for anything else.
+pub struct Nginx {
+    _process: Guard,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The body of `/`.
+    pub index: String,
+}
+
+impl Nginx {
+    /// Starts nginx (one worker, no access log) and waits until it listens.
+    pub fn start(test: &str) -> Nginx {
+        let dir = output_dir(&format!("{test}-nginx"));
+        let html = dir.join("html");
+        fs::create_dir_all(html.join("a")).expect("create nginx root");
+        let index = "<html><body>oxeye test page</body></html>\n".to_owned();
+        fs::write(html.join("index.html"), &index).expect("write index");
+        fs::write(html.join("a/b.txt"), "bbb\n").expect("write a/b.txt");
+        fs::create_dir_all(dir.join("logs")).expect("create logs");
+        let port = free_port();
+        let config = format!(
+            "worker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
+             keepalive_requests 100000;\n  server {{\n    listen 127.0.0.1:{port};\n    root {dir}/html;\n  }}\n}}\n",
+            dir = dir.display()
+        );
+        let conf = dir.join("nginx.conf");
+        fs::write(&conf, config).expect("write nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx (install it with `cargo xtask setup`)");
+        let nginx = Nginx { _process: Guard(child), port, index };
+        wait_for_port(port, Duration::from_secs(10));
+        nginx
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A Prometheus server scraping one target every second.
+pub struct Prometheus {
+    _process: Guard,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `target` (`host:port`) every second.
+    pub fn start(test: &str, target: &str) -> Prometheus {
+        let dir = output_dir(&format!("{test}-prometheus"));
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: oxeye\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        let conf = dir.join("prometheus.yml");
+        fs::write(&conf, config).expect("write prometheus.yml");
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("prometheus.log")).expect("create prometheus.log"))
+            .spawn()
+            .expect("start prometheus (install it with `cargo xtask setup`)");
+        let prometheus = Prometheus { _process: Guard(child), port, dir };
+        wait_for_port(port, Duration::from_secs(30));
+        prometheus
+    }
+
+    /// Runs an instant PromQL query; returns each series' labels and value.
+    pub fn query(&self, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let path = format!("/api/v1/query?query={}", percent_encode(promql));
+        let response = get(self.port, &path);
+        assert_eq!(response.status, 200, "Prometheus query {promql:?} failed: {}", response.body);
+        let json: serde_json::Value = serde_json::from_str(&response.body).expect("Prometheus answers JSON");
+        let results = json["data"]["result"].as_array().cloned().unwrap_or_default();
+        results
+            .iter()
+            .map(|series| {
+                let labels = series["metric"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+                    .unwrap_or_default();
+                let value = series["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+                (labels, value)
+            })
+            .collect()
+    }
+
+    /// Prometheus' own log, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// An HTTP response read by [`Connection`].
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Body (as text).
+    pub body: String,
+}
+
+/// A keep-alive HTTP/1.1 client connection.
+pub struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Connection {
+    /// Connects to 127.0.0.1:`port`.
+    pub fn open(port: u16) -> Connection {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("set timeout");
+        stream.set_nodelay(true).expect("set nodelay");
+        Connection { stream, buffer: Vec::new() }
+    }
+
+    /// Sends `GET path` requests, all in one write (pipelined when more than one).
+    pub fn send(&mut self, paths: &[&str], extra_headers: &str) {
+        let requests: String = paths.iter().map(|path| format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra_headers}\r\n")).collect();
+        self.stream.write_all(requests.as_bytes()).expect("send requests");
+    }
+
+    /// Reads one response (framed by `Content-Length`).
+    pub fn receive(&mut self) -> Response {
+        loop {
+            if let Some((response, used)) = parse_response(&self.buffer) {
+                self.buffer.drain(..used);
+                return response;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk).expect("read a response");
+            assert!(n > 0, "connection closed before a whole response");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// One request and its response.
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send(&[path], "");
+        self.receive()
+    }
+}
+
+/// `GET path` on a new connection.
+pub fn get(port: u16, path: &str) -> Response {
+    Connection::open(port).get(path)
+}
+
+fn parse_response(bytes: &[u8]) -> Option<(Response, usize)> {
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&bytes[..head_end]).expect("ASCII head");
+    let status = head.split_whitespace().nth(1)?.parse().expect("status code");
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().expect("content length")))
+        .unwrap_or(0);
+    if bytes.len() < head_end + length {
+        return None;
+    }
+    let body = String::from_utf8_lossy(&bytes[head_end..head_end + length]).into_owned();
+    Some((Response { status, body }, head_end + length))
+}
+
+/// Samples of a Prometheus text exposition: (name, labels) → value.
+pub fn parse_exposition(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value: f64 = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|pair| !pair.is_empty())
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    Some((key.to_owned(), value.trim_matches('"').to_owned()))
+                })
+                .collect();
+            Some((name.to_owned(), labels, value))
+        })
+        .collect()
+}

@@ -1,0 +1,369 @@
+//! End-to-end tests of TCP and HTTP tracing: the real oxeye binary and BPF programs watching
+//! real servers (nginx, Prometheus) and real clients (curl, ab, and plain sockets), with spans
+//! and metrics read back from a real OTLP receiver and a real Prometheus.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use otlp_sink::{DecodedSpan, Sink, SinkConfig};
+use oxeye_tests::{
+    servers::{free_port, get, parse_exposition, Connection, Nginx, Prometheus},
+    Finished, Oxeye,
+};
+
+/// `SpanKind` values in OTLP.
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+
+fn sink() -> Sink {
+    Sink::start(SinkConfig::localhost()).expect("start otlp-sink")
+}
+
+/// oxeye exporting to `sink` every second (and serving Prometheus metrics on `prometheus`).
+fn oxeye(test: &str, sink: &Sink, prometheus: Option<u16>) -> Oxeye {
+    let addr = sink.addr().to_string();
+    let mut args = vec!["--collection-agent".to_owned(), addr, "--disable-tls".to_owned(), "--reporter-interval".to_owned(), "1".to_owned()];
+    if let Some(port) = prometheus {
+        args.extend(["--prometheus-listen".to_owned(), format!("127.0.0.1:{port}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut oxeye = Oxeye::start(test, &args);
+    oxeye.wait_for_stderr("network tracing hooks", Duration::from_secs(5));
+    oxeye
+}
+
+/// Stops oxeye (it exports what is left) and returns its spans of `service`.
+fn stop_and_collect(oxeye: Oxeye, sink: &Sink) -> (Finished, Vec<DecodedSpan>) {
+    let finished = oxeye.stop();
+    finished.assert_success();
+    (finished, sink.all_spans())
+}
+
+fn of<'a>(spans: &'a [DecodedSpan], service: &str, kind: i32) -> Vec<&'a DecodedSpan> {
+    spans.iter().filter(|s| s.service_name == service && s.kind == kind).collect()
+}
+
+/// (method, url.path, status) → spans.
+fn by_request(spans: &[&DecodedSpan]) -> BTreeMap<(String, String, String), usize> {
+    let mut counts = BTreeMap::new();
+    for span in spans {
+        let key = (span.attributes["http.request.method"].clone(), span.attributes["url.path"].clone(), span.attributes["http.response.status_code"].clone());
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+fn key(method: &str, path: &str, status: u16) -> (String, String, String) {
+    (method.to_owned(), path.to_owned(), status.to_string())
+}
+
+/// Runs curl; returns the seconds to the whole response it measured.
+fn curl(url: &str, extra: &[&str]) -> f64 {
+    let output = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{time_total}"]).args(extra).arg(url).output().expect("run curl");
+    assert!(output.status.success(), "curl {url} failed");
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("curl prints its time")
+}
+
+#[test]
+fn nginx_requests_from_curl_and_ab_become_exactly_as_many_server_spans() {
+    let nginx = Nginx::start("http-nginx");
+    let sink = sink();
+    let oxeye = oxeye("http-nginx", &sink, None);
+
+    let mut slowest = 0f64;
+    for _ in 0..7 {
+        slowest = slowest.max(curl(&format!("{}/a/b.txt?x=1", nginx.url()), &[]));
+    }
+    for _ in 0..5 {
+        slowest = slowest.max(curl(&format!("{}/missing", nginx.url()), &[]));
+    }
+    let ab = Command::new("ab").args(["-q", "-n", "2000", "-c", "4", "-k"]).arg(format!("{}/", nginx.url())).output().expect("run ab");
+    let ab_out = String::from_utf8_lossy(&ab.stdout);
+    assert!(ab_out.contains("Complete requests:      2000") && ab_out.contains("Failed requests:        0"), "ab did not complete:\n{ab_out}");
+
+    assert!(sink.wait_for_spans(2012 + 12, Duration::from_secs(10)), "spans did not arrive");
+    let (finished, spans) = stop_and_collect(oxeye, &sink);
+    let server = of(&spans, "nginx", SERVER);
+    let counts = by_request(&server);
+    let expected: BTreeMap<_, _> = [(key("GET", "/", 200), 2000), (key("GET", "/a/b.txt", 200), 7), (key("GET", "/missing", 404), 5)].into();
+    assert_eq!(counts, expected, "nginx server spans per request\n{}", finished.stderr);
+
+    for span in &server {
+        let duration = span.end_unix_nano.saturating_sub(span.start_unix_nano);
+        assert!(span.end_unix_nano > span.start_unix_nano, "non-positive duration: {span:?}");
+        if span.attributes["url.path"] != "/" {
+            assert!(duration as f64 / 1e9 <= slowest, "server span of {duration} ns is longer than curl's slowest request ({slowest} s)");
+        }
+        assert_eq!(span.attributes["server.port"], nginx.port.to_string());
+        assert_eq!(span.attributes["network.peer.address"], "127.0.0.1");
+        assert!(span.parent_span_id.is_empty() && span.trace_id.len() == 16 && span.span_id.len() == 8);
+        assert_eq!(span.name, format!("GET {}", span.attributes["http.route"]));
+        assert_eq!(span.resource.get("process.executable.name").map(String::as_str), Some("nginx"));
+    }
+    // curl's own requests, seen from the client side.
+    let curl_counts = by_request(&of(&spans, "curl", CLIENT));
+    assert_eq!(curl_counts, [(key("GET", "/a/b.txt", 200), 7), (key("GET", "/missing", 404), 5)].into(), "curl client spans");
+    // ab's 2000, as client spans of ab.
+    assert_eq!(by_request(&of(&spans, "ab", CLIENT)), [(key("GET", "/", 200), 2000)].into(), "ab client spans");
+}
+
+#[test]
+fn prometheus_scrapes_exact_request_counts_per_method_and_status() {
+    let nginx = Nginx::start("http-prometheus");
+    let sink = sink();
+    let metrics_port = free_port();
+    let oxeye = oxeye("http-prometheus", &sink, Some(metrics_port));
+    let prometheus = Prometheus::start("http-prometheus", &format!("127.0.0.1:{metrics_port}"));
+
+    let mut connection = Connection::open(nginx.port);
+    for i in 0..30 {
+        let path = if i % 3 == 0 { "/missing" } else { "/" };
+        let response = connection.get(path);
+        assert_eq!(response.status, if i % 3 == 0 { 404 } else { 200 });
+    }
+    for _ in 0..4 {
+        curl(&format!("{}/a/b.txt", nginx.url()), &["-I"]);
+    }
+    let query = "sum by (http_request_method, http_response_status_code) (http_server_request_duration_seconds_count{service_name=\"nginx\"})";
+    let expected: BTreeMap<(String, String), f64> =
+        [(("GET".to_owned(), "200".to_owned()), 20.0), (("GET".to_owned(), "404".to_owned()), 10.0), (("HEAD".to_owned(), "200".to_owned()), 4.0)].into();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = BTreeMap::new();
+    while Instant::now() < deadline {
+        seen = prometheus
+            .query(query)
+            .into_iter()
+            .map(|(labels, value)| ((labels["http_request_method"].clone(), labels["http_response_status_code"].clone()), value))
+            .collect();
+        if seen == expected {
+            break;
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(seen, expected, "request counts Prometheus scraped\n{}", prometheus.log());
+    // The histogram is whole: buckets are cumulative and +Inf equals the count.
+    let inf = prometheus.query("sum(http_server_request_duration_seconds_bucket{service_name=\"nginx\",le=\"+Inf\"})");
+    assert_eq!(inf.first().map(|(_, v)| *v), Some(34.0));
+    let text = get(metrics_port, "/metrics").body;
+    assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"), "{text}");
+    assert!(text.contains("# HELP http_server_request_duration_seconds "), "{text}");
+    drop(prometheus);
+    stop_and_collect(oxeye, &sink);
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_each_matched_to_their_own_response() {
+    let nginx = Nginx::start("http-pipeline");
+    let sink = sink();
+    let oxeye = oxeye("http-pipeline", &sink, None);
+    let status_of = |path: &str| if path == "/missing" { 404 } else { 200 };
+
+    // 1,000 requests, one after the other, on one keep-alive connection.
+    let mut connection = Connection::open(nginx.port);
+    let paths = ["/", "/missing", "/a/b.txt"];
+    for i in 0..1000 {
+        let path = paths[i % 3];
+        assert_eq!(connection.get(path).status, status_of(path));
+    }
+    // A pipelined burst: 150 requests (about 6 KiB) in one write, then all the responses.
+    let mut burst = Connection::open(nginx.port);
+    let burst_paths: Vec<&str> = (0..150).map(|i| paths[(i * 7 + i / 5) % 3]).collect();
+    burst.send(&burst_paths, "");
+    for path in &burst_paths {
+        assert_eq!(burst.receive().status, status_of(path));
+    }
+
+    assert!(sink.wait_for_spans(1150, Duration::from_secs(10)), "spans did not arrive");
+    let (finished, spans) = stop_and_collect(oxeye, &sink);
+    let server = of(&spans, "nginx", SERVER);
+    let mut expected = BTreeMap::new();
+    for path in (0..1000).map(|i| paths[i % 3]).chain(burst_paths.iter().copied()) {
+        *expected.entry(key("GET", path, status_of(path))).or_default() += 1;
+    }
+    // A response matched to another request would pair a path with the wrong status.
+    assert_eq!(by_request(&server), expected, "server spans\n{}", finished.stderr);
+    // This test process is the client of the keep-alive connection.
+    let me = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
+    let client = of(&spans, &me, CLIENT);
+    let client_counts = by_request(&client);
+    for path in paths {
+        let sequential = (0..1000).filter(|i| paths[i % 3] == path).count();
+        let seen = client_counts.get(&key("GET", path, status_of(path))).copied().unwrap_or(0);
+        assert!(seen >= sequential, "client spans for {path}: {seen} < {sequential}: {client_counts:?}");
+    }
+    assert!(client_counts.keys().all(|(_, path, status)| status_of(path).to_string() == *status), "client spans mismatched: {client_counts:?}");
+}
+
+#[test]
+fn curl_traceparent_links_client_and_server_spans_in_one_trace() {
+    let nginx = Nginx::start("http-traceparent");
+    let sink = sink();
+    let oxeye = oxeye("http-traceparent", &sink, None);
+    let header = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    curl(&format!("{}/a/b.txt?id=7", nginx.url()), &["-H", header]);
+    curl(&format!("{}/", nginx.url()), &[]);
+    assert!(sink.wait_for_spans(4, Duration::from_secs(10)), "spans did not arrive");
+    let (_, spans) = stop_and_collect(oxeye, &sink);
+
+    let find = |service: &str, kind: i32, path: &str| -> DecodedSpan {
+        let found: Vec<_> = of(&spans, service, kind).into_iter().filter(|s| s.attributes["url.path"] == path).cloned().collect();
+        assert_eq!(found.len(), 1, "{service} {kind} {path}: {found:?}");
+        found[0].clone()
+    };
+    let trace_id = hex("4bf92f3577b34da6a3ce929d0e0e4736");
+    let caller = hex("00f067aa0ba902b7");
+    let (client, server) = (find("curl", CLIENT, "/a/b.txt"), find("nginx", SERVER, "/a/b.txt"));
+    assert_eq!((&client.trace_id, &server.trace_id), (&trace_id, &trace_id), "one trace");
+    assert_eq!(client.span_id, caller, "the client span is the one its header named");
+    assert_eq!(server.parent_span_id, client.span_id, "the server span's parent is the client span");
+    assert!(client.start_unix_nano <= server.start_unix_nano && server.end_unix_nano <= client.end_unix_nano, "the server span nests in the client span");
+    assert_eq!(client.attributes["server.port"], nginx.port.to_string());
+
+    // Without a header: a new trace, shared by neither.
+    let (client, server) = (find("curl", CLIENT, "/"), find("nginx", SERVER, "/"));
+    assert!(server.parent_span_id.is_empty() && client.trace_id != trace_id && server.trace_id != trace_id);
+}
+
+#[test]
+fn garbage_and_half_open_connections_make_no_spans_and_no_growth() {
+    let nginx = Nginx::start("http-garbage");
+    let sink = sink();
+    let metrics_port = free_port();
+    let oxeye = oxeye("http-garbage", &sink, Some(metrics_port));
+    // A listener that reads and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("address").port();
+    thread::spawn(move || {
+        for stream in silent.incoming().flatten() {
+            thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut round = |count: usize| {
+        let mut half_open = Vec::new();
+        for i in 0..count {
+            for port in [nginx.port, silent_port, metrics_port] {
+                let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { continue };
+                // Every fourth connection starts with the half request, so it is parsed as HTTP.
+                let length = if i % 4 == 0 { 0 } else { (random() % 3000) as usize };
+                let bytes: Vec<u8> = (0..length).map(|_| random() as u8).collect();
+                let _ = stream.write_all(&bytes);
+                // Half a request line, or HTTP-looking garbage, left hanging.
+                let _ = stream.write_all(if i % 2 == 0 { b"GET /half-open HT" } else { b"HTTP/1.1 200 OK\r\n\r\n" });
+                half_open.push(stream);
+            }
+        }
+        thread::sleep(Duration::from_millis(300));
+        drop(half_open);
+    };
+    round(100);
+    thread::sleep(Duration::from_secs(2));
+    let rss_before = rss_kib(oxeye.pid());
+    for _ in 0..5 {
+        round(200);
+    }
+    thread::sleep(Duration::from_secs(2));
+    let rss_after = rss_kib(oxeye.pid());
+    // Still serving, and still tracing real requests.
+    assert!(get(metrics_port, "/metrics").status == 200, "the metrics endpoint stopped answering after garbage");
+    assert_eq!(get(nginx.port, "/a/b.txt").status, 200);
+    assert!(sink.wait_for_spans(1, Duration::from_secs(10)), "the real request made no span");
+    let (finished, spans) = stop_and_collect(oxeye, &sink);
+    let nginx_spans = of(&spans, "nginx", SERVER);
+    assert_eq!(by_request(&nginx_spans), [(key("GET", "/a/b.txt", 200), 1)].into(), "only the real request is a span\n{}", finished.stderr);
+    assert!(spans.iter().all(|s| s.attributes.get("url.path").map(String::as_str) != Some("/half-open")), "a half-open request became a span");
+    assert!(rss_after < rss_before + 8 * 1024, "oxeye grew from {rss_before} KiB to {rss_after} KiB over 3,000 garbage connections");
+}
+
+#[test]
+fn tcp_connection_is_reported_with_the_bytes_it_moved() {
+    let sink = sink();
+    let metrics_port = free_port();
+    let oxeye = oxeye("tcp-bytes", &sink, Some(metrics_port));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    const UP: usize = 123_457;
+    const DOWN: usize = 7_654_321;
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut got = 0;
+        let mut buf = vec![0u8; 65536];
+        while got < UP {
+            let n = stream.read(&mut buf).expect("read");
+            assert!(n > 0);
+            got += n;
+        }
+        stream.write_all(&vec![b'y'; DOWN]).expect("write");
+    });
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    client.write_all(&vec![b'x'; UP]).expect("write");
+    let mut received = Vec::new();
+    client.read_to_end(&mut received).expect("read");
+    assert_eq!(received.len(), DOWN);
+    drop(client);
+    server.join().expect("server thread");
+
+    let port_label = port.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bytes = loop {
+        let samples = parse_exposition(&get(metrics_port, "/metrics").body);
+        let bytes: BTreeMap<(String, String), f64> = samples
+            .iter()
+            .filter(|(name, labels, _)| name == "oxeye_tcp_bytes_total" && labels.get("server_port") == Some(&port_label))
+            .map(|(_, labels, value)| ((labels["oxeye_tcp_role"].clone(), labels["network_io_direction"].clone()), *value))
+            .collect();
+        if bytes.len() == 4 || Instant::now() > deadline {
+            break bytes;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    let expected: BTreeMap<(String, String), f64> = [
+        (("client".to_owned(), "transmit".to_owned()), UP as f64),
+        (("client".to_owned(), "receive".to_owned()), DOWN as f64),
+        (("server".to_owned(), "transmit".to_owned()), DOWN as f64),
+        (("server".to_owned(), "receive".to_owned()), UP as f64),
+    ]
+    .into();
+    assert_eq!(bytes, expected, "TCP byte counters of the connection on port {port}");
+    let (finished, _) = stop_and_collect(oxeye, &sink);
+    let points = sink.latest_metric_points();
+    let opened: f64 = points
+        .iter()
+        .filter(|p| p.name == "oxeye.tcp.connections.opened" && p.attributes.get("server.port") == Some(&port_label))
+        .map(|p| match p.value {
+            otlp_sink::MetricValue::Sum(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(opened, 2.0, "one connection, seen from both ends, in OTLP metrics\n{}", finished.stderr);
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("RssAnon:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
