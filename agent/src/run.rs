@@ -208,7 +208,7 @@ pub async fn run(args: Args) -> Result<()> {
         let stats = tracker.stats;
         let overflowed = metric_store.lock().map_or(0, |store| store.overflowed());
         eprintln!(
-            "oxeye: traced {} TCP connections ({} closed) and {} HTTP requests ({} as server, {} as client); {} responses without a request, {} requests without a response; {} metric measurements over the series limit",
+            "oxeye: traced {} TCP connections ({} closed) and {} HTTP requests ({} as server, {} as client); {} responses without a request, {} requests without a response; {} network records lost in kernel; {} metric measurements over the series limit",
             stats.opened,
             stats.closed,
             stats.server_exchanges + stats.client_exchanges,
@@ -216,6 +216,7 @@ pub async fn run(args: Args) -> Result<()> {
             stats.client_exchanges,
             matched.unmatched_responses,
             matched.unanswered_requests,
+            counters.get(agent_common::counters::Counter::NetRingFull),
             overflowed,
         );
     }
