@@ -29,11 +29,21 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     }
 }
 
-/// A child process killed when dropped.
+/// A child process stopped when dropped: SIGTERM first (nginx's master then stops its
+/// workers; SIGKILL would orphan them), SIGKILL after 5 s.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -3,7 +3,7 @@
 //!   oxeye and with oxeye tracing every request and exporting spans, metrics and profiles to the
 //!   local OTLP receiver: throughput, p99 latency, oxeye's CPU per 1,000 requests, and how many
 //!   of the requests wrk sent oxeye traced;
-//! - a Flask app (Werkzeug's threaded server) under `wrk -t1 -c8 -d8s`, as in the Beyla talk:
+//! - a Flask app (served by waitress, 4 threads) under `wrk -t1 -c8 -d8s`, as in the Beyla talk:
 //!   uninstrumented, under the OpenTelemetry Python SDK's auto-instrumentation (exporting to the
 //!   same receiver), and uninstrumented with oxeye running.
 //!
@@ -32,14 +32,15 @@ const WRK_SECONDS: u32 = 8;
 /// Throughput ratio with/without oxeye that nginx must keep.
 const TARGET_RATIO: f64 = 0.97;
 /// What the Python comparison installs into its venv.
-const PY_PACKAGES: &[&str] = &["flask", "opentelemetry-distro", "opentelemetry-exporter-otlp-proto-grpc", "opentelemetry-instrumentation-flask"];
+const PY_PACKAGES: &[&str] = &["flask", "waitress", "opentelemetry-distro", "opentelemetry-exporter-otlp-proto-grpc", "opentelemetry-instrumentation-flask"];
 
-/// The Flask app: one route with a short JSON body; per-request logging off, HTTP/1.1 keep-alive.
+/// The Flask app: one route with a short JSON body, served by waitress (keep-alive; Werkzeug's
+/// development server closes every connection).
 const FLASK_APP: &str = r#"import logging
 import sys
 
 from flask import Flask
-from werkzeug.serving import WSGIRequestHandler
+from waitress import serve
 
 app = Flask(__name__)
 
@@ -50,9 +51,8 @@ def index():
 
 
 if __name__ == "__main__":
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    WSGIRequestHandler.protocol_version = "HTTP/1.1"
-    app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
+    logging.getLogger("waitress").setLevel(logging.ERROR)
+    serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=4)
 "#;
 
 /// A child process, killed and reaped on drop (also when the benchmark fails half-way).
@@ -415,6 +415,9 @@ fn nginx_overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, work_dir: &Path, s
         traced as f64 * 100.0 / sent.max(1) as f64,
         min_share * 100.0
     );
+    if dropped > 0 {
+        println!("  warning: oxeye dropped {dropped} spans instead of exporting them (see {})", work_dir.join("oxeye-http.stderr").display());
+    }
     if min_share < 0.95 {
         println!("  warning: in some run oxeye traced fewer than 95% of the requests wrk sent");
     }
@@ -435,7 +438,7 @@ fn python_venv() -> std::result::Result<PathBuf, String> {
     let ready = || {
         venv.join("bin/opentelemetry-instrument").exists()
             && Command::new(&python)
-                .args(["-c", "import flask, opentelemetry.distro, opentelemetry.instrumentation.flask, opentelemetry.exporter.otlp.proto.grpc"])
+                .args(["-c", "import flask, waitress, opentelemetry.distro, opentelemetry.instrumentation.flask, opentelemetry.exporter.otlp.proto.grpc"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -542,7 +545,7 @@ fn python_comparison(oxeye: &Path, wrk_bin: &Path, work_dir: &Path, sink: &sink:
     }
 
     let plain = &runs[0];
-    println!("\nPython comparison (as in the Beyla talk): Flask (Werkzeug threaded server) under wrk -t1 -c8 -d{WRK_SECONDS}s, medians of {rounds} rounds");
+    println!("\nPython comparison (as in the Beyla talk): Flask (waitress, 4 threads) under wrk -t1 -c8 -d{WRK_SECONDS}s, medians of {rounds} rounds");
     println!("  {:<28} {:>9} {:>10} {:>24} {:>24}", "configuration", "req/s", "vs (a)", "server CPU (ms/1k req)", "extra CPU (ms/1k req)");
     let mut extra = [0.0; 3];
     for (index, config) in PyConfig::ALL.iter().enumerate() {
@@ -565,7 +568,15 @@ fn python_comparison(oxeye: &Path, wrk_bin: &Path, work_dir: &Path, sink: &sink:
     }
     let traced: u64 = runs[2].iter().filter_map(|r| r.oxeye).map(|(_, t)| t.server).sum();
     let sent: u64 = runs[2].iter().map(|r| r.wrk.requests).sum();
-    println!("  oxeye traced {traced} of the {sent} requests wrk completed in (c) as server ({:.2}%)", traced as f64 * 100.0 / sent.max(1) as f64);
+    let exported: u64 = runs[2].iter().filter_map(|r| r.oxeye).map(|(_, t)| t.spans_exported).sum();
+    let dropped: u64 = runs[2].iter().filter_map(|r| r.oxeye).map(|(_, t)| t.spans_dropped).sum();
+    println!(
+        "  oxeye traced {traced} of the {sent} requests wrk completed in (c) as server ({:.2}%); {exported} spans exported, {dropped} dropped",
+        traced as f64 * 100.0 / sent.max(1) as f64
+    );
+    if dropped > 0 {
+        println!("  warning: oxeye dropped {dropped} spans instead of exporting them (see {})", work_dir.join("oxeye-http.stderr").display());
+    }
     println!(
         "  target: oxeye's extra CPU per request below the SDK's ({:.3} vs {:.3} ms/1k req): {}",
         extra[2],
