@@ -55,9 +55,12 @@ if __name__ == "__main__":
     serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=4)
 "#;
 
-/// A child process, killed and reaped on drop (also when the benchmark fails half-way).
+/// A child process, stopped and reaped on drop (also when the benchmark fails half-way).
 struct Guard {
     child: Child,
+    /// Signal that stops it with its children (nginx's workers outlive a SIGKILLed master);
+    /// SIGKILL follows if it has not exited within 5 s.
+    stop_signal: Option<i32>,
 }
 
 impl Guard {
@@ -76,6 +79,14 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        if let (Some(signal), Ok(None)) = (self.stop_signal, self.child.try_wait()) {
+            // SAFETY: signalling our own child, not reaped yet.
+            unsafe { libc::kill(self.child.id() as i32, signal) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -92,6 +103,8 @@ struct Oxeye {
 struct Traced {
     server: u64,
     client: u64,
+    /// Network records the kernel could not hand over (ring buffer full).
+    lost: u64,
     spans_exported: u64,
     spans_dropped: u64,
 }
@@ -106,7 +119,7 @@ impl Oxeye {
             .stderr(fs::File::create(&log)?)
             .spawn()
             .context("cannot start oxeye")?;
-        let oxeye = Oxeye { guard: Guard { child }, log };
+        let oxeye = Oxeye { guard: Guard { child, stop_signal: Some(libc::SIGINT) }, log };
         wait_for_text(&oxeye.log, "sampling;")?;
         Ok(oxeye)
     }
@@ -139,6 +152,7 @@ impl Oxeye {
         let mut traced = Traced {
             server: number_before(line, " as server").context("no server count in oxeye's 'traced' line")?,
             client: number_before(line, " as client").context("no client count in oxeye's 'traced' line")?,
+            lost: number_before(line, " network records lost").unwrap_or(0),
             ..Traced::default()
         };
         if let Some(line) = text.lines().find(|l| l.starts_with("oxeye: exported") && l.contains(" spans ")) {
@@ -329,7 +343,8 @@ fn nginx_overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, work_dir: &Path, s
         .stderr(fs::File::create(prefix.join("nginx.stderr"))?)
         .spawn()
         .context("cannot start nginx")?;
-    let mut server = Guard { child };
+    // SIGTERM: nginx's fast shutdown, which stops the worker too.
+    let mut server = Guard { child, stop_signal: Some(libc::SIGTERM) };
     wait_ready(&mut server, "nginx", &prefix.join("nginx.stderr"), port, Duration::from_secs(10))?;
     let missing = http_status(port, "/missing")?;
     if missing != 404 {
@@ -396,6 +411,7 @@ fn nginx_overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, work_dir: &Path, s
     let sent: u64 = with.iter().map(|r| r.wrk.requests).sum();
     let traced: u64 = with.iter().filter_map(|r| r.oxeye).map(|(_, t)| t.server).sum();
     let client: u64 = with.iter().filter_map(|r| r.oxeye).map(|(_, t)| t.client).sum();
+    let lost: u64 = with.iter().filter_map(|r| r.oxeye).map(|(_, t)| t.lost).sum();
     let exported: u64 = with.iter().filter_map(|r| r.oxeye).map(|(_, t)| t.spans_exported).sum();
     let dropped: u64 = with.iter().filter_map(|r| r.oxeye).map(|(_, t)| t.spans_dropped).sum();
     let min_share = with.iter().filter_map(|r| Some(r.oxeye?.1.server as f64 / r.wrk.requests.max(1) as f64)).fold(f64::INFINITY, f64::min);
@@ -411,7 +427,7 @@ fn nginx_overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, work_dir: &Path, s
         med(with, &oxeye_share)
     );
     println!(
-        "  traced: {traced} requests as server of {sent} that wrk completed ({:.2}%; lowest run {:.2}%), {client} as client; {exported} spans exported, {dropped} dropped",
+        "  traced: {traced} requests as server of {sent} that wrk completed ({:.2}%; lowest run {:.2}%), {client} as client; {lost} network records lost in the kernel; {exported} spans exported, {dropped} dropped",
         traced as f64 * 100.0 / sent.max(1) as f64,
         min_share * 100.0
     );
@@ -546,7 +562,7 @@ fn python_comparison(oxeye: &Path, wrk_bin: &Path, work_dir: &Path, sink: &sink:
 
     let plain = &runs[0];
     println!("\nPython comparison (as in the Beyla talk): Flask (waitress, 4 threads) under wrk -t1 -c8 -d{WRK_SECONDS}s, medians of {rounds} rounds");
-    println!("  {:<28} {:>9} {:>10} {:>24} {:>24}", "configuration", "req/s", "vs (a)", "server CPU (ms/1k req)", "extra CPU (ms/1k req)");
+    println!("  {:<28} {:>9} {:>10} {:>24}   extra CPU (ms/1k req)", "configuration", "req/s", "vs (a)", "server CPU (ms/1k req)");
     let mut extra = [0.0; 3];
     for (index, config) in PyConfig::ALL.iter().enumerate() {
         let these = &runs[index];
@@ -564,7 +580,7 @@ fn python_comparison(oxeye: &Path, wrk_bin: &Path, work_dir: &Path, sink: &sink:
                 format!("{:+.3} (oxeye {own:.3}, server {delta:+.3})", extra[index])
             }
         };
-        println!("  {:<28} {:>9.0} {:>10.4} {:>24.3} {:>24}", config.label(), rps, ratio, server, extra_text);
+        println!("  {:<28} {:>9.0} {:>10.4} {:>24.3}   {}", config.label(), rps, ratio, server, extra_text);
     }
     let traced: u64 = runs[2].iter().filter_map(|r| r.oxeye).map(|(_, t)| t.server).sum();
     let sent: u64 = runs[2].iter().map(|r| r.wrk.requests).sum();
@@ -617,7 +633,7 @@ fn python_run(config: PyConfig, venv: &Path, app: &Path, dir: &Path, oxeye: &Pat
         .stderr(fs::File::create(dir.join("server.stderr"))?)
         .spawn()
         .with_context(|| format!("cannot start the Flask app ({})", config.label()))?;
-    let mut server = Guard { child };
+    let mut server = Guard { child, stop_signal: None };
     let stderr = dir.join("server.stderr");
     wait_ready(&mut server, "the Flask app", &stderr, port, Duration::from_secs(30))?;
     let url = format!("http://127.0.0.1:{port}/");
@@ -660,5 +676,7 @@ mod tests {
         let line = "oxeye: traced 20 TCP connections (18 closed) and 12345 HTTP requests (12000 as server, 345 as client); 0 responses without a request";
         assert_eq!(number_before(line, " as server"), Some(12000));
         assert_eq!(number_before(line, " as client"), Some(345));
+        let line = "oxeye: traced 21 TCP connections (18 closed) and 10 HTTP requests (5 as server, 5 as client); 0 responses without a request, 6 requests without a response; 77 network records lost in kernel; 0 metric";
+        assert_eq!(number_before(line, " network records lost"), Some(77));
     }
 }
