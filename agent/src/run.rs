@@ -40,8 +40,9 @@ const MAX_BATCH_SAMPLES: usize = 250_000;
 const INITIAL_TABLES_WAIT: Duration = Duration::from_secs(3);
 /// How long queued profiles get to reach the collector when oxeye stops.
 const EXPORT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most spans held for one export interval; more are counted as dropped.
-const MAX_BATCH_SPANS: usize = 200_000;
+/// Most spans held between two drains (they are queued for export as soon as a request's worth
+/// is there); more are counted as dropped.
+const MAX_BATCH_SPANS: usize = 50_000;
 /// Most series per metric; more fold into one overflow series.
 const MAX_SERIES_PER_METRIC: usize = 2_000;
 /// The network events ring buffer: a few hundred thousand payload records of slack.
@@ -153,6 +154,9 @@ pub async fn run(args: Args) -> Result<()> {
                 drain(ring.get_mut(), &mut collector);
                 if let Some((tracker, ring)) = &mut net {
                     tracker.drain(ring);
+                    if tracker.spans.as_ref().is_some_and(SpanBatch::full_request_ready) {
+                        report_spans(tracker, span_exporter.as_ref(), &host);
+                    }
                 }
             }
             _ = report_tick.tick() => {
@@ -305,13 +309,7 @@ fn report_network(
     store: &Mutex<MetricsStore>,
     host: &HostInfo,
 ) {
-    if let (Some(exporter), Some(batch)) = (spans, tracker.spans.as_mut()) {
-        exporter.stats.add_dropped(std::mem::take(&mut batch.dropped));
-        if !batch.is_empty() {
-            let (request, count) = batch.take_request(host);
-            exporter.submit(request, count);
-        }
-    }
+    report_spans(tracker, spans, host);
     if let Some(exporter) = metrics {
         let request = {
             let store = store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -331,6 +329,15 @@ fn report_network(
                 .sum::<usize>();
             exporter.submit(request, points as u64);
         }
+    }
+}
+
+/// Queues the spans waiting, a request per [`crate::net::spans::SPANS_PER_REQUEST`].
+fn report_spans(tracker: &mut NetTracker, exporter: Option<&Exporter<Traces>>, host: &HostInfo) {
+    let (Some(exporter), Some(batch)) = (exporter, tracker.spans.as_mut()) else { return };
+    exporter.stats.add_dropped(std::mem::take(&mut batch.dropped));
+    for (request, count) in batch.take_requests(host) {
+        exporter.submit(request, count);
     }
 }
 

@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::{config, connection_key, send, socket, traced, CONNECTIONS, PENDING_IO, SOCKETS};
+use super::{config, connection_key, field, send, socket, traced, CONNECTIONS, PENDING_IO, SOCKETS};
 use crate::maps::count;
 
 /// Offset of the first argument in a `sys_enter_*` record, and of `ret` in `sys_exit_*`.
@@ -25,7 +25,7 @@ const EINPROGRESS: i64 = 115;
 #[tracepoint]
 pub fn oxeye_accept_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(ARG0) }) else { return 0 };
+    let ret: i64 = unsafe { field(&ctx, ARG0) };
     if ret >= 0 {
         track(ret as u32, role::SERVER);
     }
@@ -40,7 +40,7 @@ pub fn oxeye_connect_enter(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: the first argument of connect(2) is the descriptor.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else { return 0 };
+    let fd: u64 = unsafe { field(&ctx, ARG0) };
     let pending = PendingIo { fd: fd as u32, direction: PendingIo::CONNECT, buf: 0, vectored: 0, requested: 0, entered_ns: 0 };
     let _ = PENDING_IO.insert(pid_tgid, pending, 0);
     0
@@ -56,7 +56,7 @@ pub fn oxeye_connect_exit(ctx: TracePointContext) -> u32 {
     let pending = unsafe { *pending };
     let _ = PENDING_IO.remove(pid_tgid);
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(ARG0) }) else { return 0 };
+    let ret: i64 = unsafe { field(&ctx, ARG0) };
     if pending.direction == PendingIo::CONNECT && (ret == 0 || ret == -EINPROGRESS) {
         track(pending.fd, role::CLIENT);
     }
@@ -71,7 +71,7 @@ pub fn oxeye_close_enter(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: the first argument of close(2) is the descriptor.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else { return 0 };
+    let fd: u64 = unsafe { field(&ctx, ARG0) };
     let _ = CONNECTIONS.remove(connection_key(tgid, fd as u32));
     0
 }

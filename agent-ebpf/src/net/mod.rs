@@ -25,8 +25,9 @@ use agent_common::{
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
-    Global,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    EbpfContext, Global,
 };
 
 use crate::maps::count;
@@ -66,16 +67,28 @@ pub static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(
 ///
 /// - Key: `pid_tgid` of the calling thread. Value: [`PendingIo`] (32 bytes).
 /// - Written by the entry programs, read and removed by the exit programs.
-/// - Size: 16,384 threads in such a syscall at once; LRU, so a thread killed inside one leaves
-///   nothing behind for long.
+/// - Size: 16,384 threads in such a syscall at once. A plain hash (cheaper than LRU on this hot
+///   path): a thread's next syscall overwrites its entry, and one killed inside a syscall leaves
+///   one 32-byte entry behind.
 #[map]
-pub static PENDING_IO: LruHashMap<u64, PendingIo> = LruHashMap::with_max_entries(16_384, 0);
+pub static PENDING_IO: HashMap<u64, PendingIo> = HashMap::with_max_entries(16_384, 0);
 
 /// The payload record being built on this CPU (too big for the BPF stack).
 ///
 /// - Key: 0. Value: [`PayloadRecord`] (96 + 8,192 bytes). One entry per CPU.
 #[map]
 pub static PAYLOAD_SCRATCH: PerCpuArray<PayloadRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// A field of the tracepoint record at `offset`, read straight from the context (tracepoint
+/// programs may; it saves a helper call on every syscall).
+///
+/// # Safety
+///
+/// `offset` must be a field of the record, aligned for `T`.
+#[inline(always)]
+pub unsafe fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().add(offset).cast::<T>()) }
+}
 
 /// The configuration, read once per program run.
 #[inline(always)]

@@ -17,7 +17,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::{config, connection_key, connections::ARG0, traced, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
+use super::{config, connection_key, connections::ARG0, field, traced, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
 use crate::maps::count;
 
 /// Where a syscall's data is.
@@ -92,11 +92,7 @@ fn enter(ctx: &TracePointContext, direction: u32, buffer: Buffer) {
     }
     // SAFETY: every syscall here takes the descriptor first, the buffer second, and (plain
     // ones) its length third.
-    let (Ok(fd), Ok(arg1), Ok(arg2)) =
-        (unsafe { ctx.read_at::<u64>(ARG0) }, unsafe { ctx.read_at::<u64>(ARG0 + 8) }, unsafe { ctx.read_at::<u64>(ARG0 + 16) })
-    else {
-        return;
-    };
+    let (fd, arg1, arg2): (u64, u64, u64) = unsafe { (field(ctx, ARG0), field(ctx, ARG0 + 8), field(ctx, ARG0 + 16)) };
     let Some(connection) = CONNECTIONS.get_ptr(connection_key(tgid, fd as u32)) else { return };
     // SAFETY: a valid map value pointer.
     if unsafe { (*connection).protocol } == protocol::OTHER {
@@ -123,7 +119,7 @@ fn exit(ctx: &TracePointContext) {
     let pending = unsafe { *pending };
     let _ = PENDING_IO.remove(pid_tgid);
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
-    let Ok(moved) = (unsafe { ctx.read_at::<i64>(ARG0) }) else { return };
+    let moved: i64 = unsafe { field(ctx, ARG0) };
     if moved <= 0 || pending.direction == PendingIo::CONNECT {
         return;
     }

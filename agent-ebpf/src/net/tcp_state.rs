@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::{config, send, SOCKETS};
+use super::{config, field, send, SOCKETS};
 
 /// Offsets in the tracepoint record (stable since 4.16; user space checks them against the
 /// tracepoint's format file before attaching).
@@ -30,11 +30,7 @@ const IPPROTO_TCP: u16 = 6;
 #[tracepoint]
 pub fn oxeye_tcp_state(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets of the inet_sock_set_state record, checked by user space.
-    let (Ok(new_state), Ok(protocol), Ok(sock)) =
-        (unsafe { ctx.read_at::<i32>(NEWSTATE) }, unsafe { ctx.read_at::<u16>(PROTOCOL) }, unsafe { ctx.read_at::<u64>(SKADDR) })
-    else {
-        return 0;
-    };
+    let (new_state, protocol, sock): (i32, u16, u64) = unsafe { (field(&ctx, NEWSTATE), field(&ctx, PROTOCOL), field(&ctx, SKADDR)) };
     if new_state != TCP_CLOSE || protocol != IPPROTO_TCP {
         return 0;
     }

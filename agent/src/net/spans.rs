@@ -50,11 +50,6 @@ impl SpanBatch {
         SpanBatch { spans: Vec::new(), max, dropped: 0 }
     }
 
-    /// Whether the batch is empty.
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
     /// Adds the span of `exchange`, named with its bounded `route`.
     pub fn add(&mut self, service: Arc<Service>, exchange: &Exchange, route: &str, clock_offset_ns: u64, ids: &mut IdGenerator) {
         if self.spans.len() >= self.max {
@@ -64,27 +59,46 @@ impl SpanBatch {
         self.spans.push((service, span(exchange, route, clock_offset_ns, ids)));
     }
 
-    /// The export request for everything held, grouped by service; empties the batch.
-    pub fn take_request(&mut self, host: &HostInfo) -> (ExportTraceServiceRequest, u64) {
-        let count = self.spans.len() as u64;
-        let mut by_service: HashMap<Arc<Service>, Vec<Span>> = HashMap::new();
-        for (service, span) in self.spans.drain(..) {
-            by_service.entry(service).or_default().push(span);
-        }
-        let resource_spans = by_service
-            .into_iter()
-            .map(|(service, spans)| ResourceSpans {
-                resource: Some(resource(&service, host)),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope { name: "oxeye".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }),
-                    spans,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            })
-            .collect();
-        (ExportTraceServiceRequest { resource_spans }, count)
+    /// Whether a full request's worth of spans is waiting.
+    pub fn full_request_ready(&self) -> bool {
+        self.spans.len() >= SPANS_PER_REQUEST
     }
+
+    /// Export requests for everything held, at most [`SPANS_PER_REQUEST`] spans each (well
+    /// under gRPC's usual 4 MiB message limit), grouped by service; empties the batch.
+    pub fn take_requests(&mut self, host: &HostInfo) -> Vec<(ExportTraceServiceRequest, u64)> {
+        let mut requests = Vec::new();
+        while !self.spans.is_empty() {
+            let rest = self.spans.split_off(self.spans.len().min(SPANS_PER_REQUEST));
+            let chunk = std::mem::replace(&mut self.spans, rest);
+            requests.push(request(chunk, host));
+        }
+        requests
+    }
+}
+
+/// Most spans in one export request: about 300 bytes each encoded, so about 300 KiB.
+pub const SPANS_PER_REQUEST: usize = 1_000;
+
+fn request(spans: Vec<(Arc<Service>, Span)>, host: &HostInfo) -> (ExportTraceServiceRequest, u64) {
+    let count = spans.len() as u64;
+    let mut by_service: HashMap<Arc<Service>, Vec<Span>> = HashMap::new();
+    for (service, span) in spans {
+        by_service.entry(service).or_default().push(span);
+    }
+    let resource_spans = by_service
+        .into_iter()
+        .map(|(service, spans)| ResourceSpans {
+            resource: Some(resource(&service, host)),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: "oxeye".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        })
+        .collect();
+    (ExportTraceServiceRequest { resource_spans }, count)
 }
 
 /// The resource of a traced process.
