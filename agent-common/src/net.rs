@@ -20,6 +20,9 @@ pub const PREFIX_BYTES: usize = 8;
 
 /// Who opened a connection.
 pub mod role {
+    /// Not known: the connection was open before oxeye started, and was found on its first
+    /// payload.
+    pub const UNKNOWN: u32 = 0;
     /// Accepted from a listening socket.
     pub const SERVER: u32 = 1;
     /// Opened with `connect`.
@@ -87,8 +90,15 @@ pub struct Connection {
     /// continues it (a server reading a pipelined burst 1 KiB at a time), so it is copied
     /// whatever it starts with.
     pub continues: u32,
-    /// Padding.
-    pub reserved: u32,
+    /// For a connection found mid-stream ([`role::UNKNOWN`]): payloads seen that were not
+    /// HTTP. Its first payload may be the middle of a body, so it is only given up on after
+    /// [`Connection::DISCOVERED_TRIES`] of them.
+    pub misses: u32,
+}
+
+impl Connection {
+    /// Non-HTTP payloads after which a connection found mid-stream is marked not HTTP.
+    pub const DISCOVERED_TRIES: u32 = 16;
 }
 const _: () = assert!(core::mem::size_of::<Connection>() == 64);
 

@@ -367,3 +367,25 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+#[test]
+fn keep_alive_connection_opened_before_oxeye_is_traced_from_its_next_request() {
+    let nginx = Nginx::start("http-preexisting");
+    let mut connection = Connection::open(nginx.port);
+    assert_eq!(connection.get("/").status, 200);
+    let sink = sink();
+    let oxeye = oxeye("http-preexisting", &sink, None);
+    let paths = ["/", "/missing"];
+    for i in 0..50 {
+        let path = paths[i % 2];
+        assert_eq!(connection.get(path).status, if path == "/" { 200 } else { 404 });
+    }
+    assert!(sink.wait_for_spans(100, Duration::from_secs(10)), "spans did not arrive");
+    let (finished, spans) = stop_and_collect(oxeye, &sink);
+    assert_eq!(
+        by_request(&of(&spans, "nginx", SERVER)),
+        [(key("GET", "/", 200), 25), (key("GET", "/missing", 404), 25)].into(),
+        "server spans of a connection found mid-stream\n{}",
+        finished.stderr
+    );
+}

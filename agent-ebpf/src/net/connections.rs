@@ -3,7 +3,7 @@
 
 use agent_common::{
     counters::Counter,
-    net::{protocol, role, Connection, PendingIo, SocketOwner, TcpOpenEvent},
+    net::{protocol, role, Connection, NetConfig, PendingIo, SocketOwner, TcpOpenEvent},
     records::RecordKind,
 };
 use aya_ebpf::{
@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::{config, connection_key, field, send, socket, traced, CONNECTIONS, PENDING_IO, SOCKETS};
+use super::{config, connection_key, field, send, socket, traced, CONNECTIONS, NOT_SOCKETS, PENDING_IO, SOCKETS};
 use crate::maps::count;
 
 /// Offset of the first argument in a `sys_enter_*` record, and of `ret` in `sys_exit_*`.
@@ -72,8 +72,34 @@ pub fn oxeye_close_enter(ctx: TracePointContext) -> u32 {
     }
     // SAFETY: the first argument of close(2) is the descriptor.
     let fd: u64 = unsafe { field(&ctx, ARG0) };
-    let _ = CONNECTIONS.remove(connection_key(tgid, fd as u32));
+    let key = connection_key(tgid, fd as u32);
+    let _ = CONNECTIONS.remove(key);
+    let _ = NOT_SOCKETS.remove(key);
     0
+}
+
+/// Starts tracking descriptor `fd` of process `tgid` on its first payload, if it is a TCP
+/// socket that was open before oxeye started (or reached the process some other way, such as
+/// `SCM_RIGHTS`). Returns whether it is tracked now. Descriptors that are not TCP sockets are
+/// remembered in `NOT_SOCKETS`, so the file table is walked once per descriptor.
+#[inline(always)]
+pub fn discover(config: &NetConfig, tgid: u32, fd: u32) -> bool {
+    let key = connection_key(tgid, fd);
+    // SAFETY: only presence is checked.
+    if unsafe { NOT_SOCKETS.get(key) }.is_some() {
+        return false;
+    }
+    let found = socket::tcp_sock_of_fd(&config.offsets, fd).and_then(|sock| Some((sock, socket::addrs(&config.offsets, sock)?)));
+    let Some((sock, addrs)) = found else {
+        let _ = NOT_SOCKETS.insert(key, 0, 0);
+        return false;
+    };
+    let connection = Connection { sock, addrs, role: role::UNKNOWN, protocol: protocol::UNKNOWN, continues: 0, misses: 0 };
+    let _ = CONNECTIONS.insert(key, connection, 0);
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // Its open time is unknown (0): no duration is reported for it.
+    let _ = SOCKETS.insert(sock, SocketOwner { pid: tgid, role: role::UNKNOWN, opened_ns: 0, comm, addrs }, 0);
+    true
 }
 
 /// Starts tracking descriptor `fd` of the current process if it is a TCP socket.
@@ -89,8 +115,10 @@ fn track(fd: u32, role: u32) {
         count(Counter::SocketReadFailed);
         return;
     };
-    let connection = Connection { sock, addrs, role, protocol: protocol::UNKNOWN, continues: 0, reserved: 0 };
-    let _ = CONNECTIONS.insert(connection_key(tgid, fd), connection, 0);
+    let connection = Connection { sock, addrs, role, protocol: protocol::UNKNOWN, continues: 0, misses: 0 };
+    let key = connection_key(tgid, fd);
+    let _ = CONNECTIONS.insert(key, connection, 0);
+    let _ = NOT_SOCKETS.remove(key);
     let now = unsafe { bpf_ktime_get_ns() };
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     let _ = SOCKETS.insert(sock, SocketOwner { pid: tgid, role, opened_ns: now, comm, addrs }, 0);

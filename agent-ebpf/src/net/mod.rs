@@ -55,6 +55,16 @@ pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static CONNECTIONS: LruHashMap<u64, Connection> = LruHashMap::with_max_entries(1, 0);
 
+/// Descriptors known not to be TCP sockets, so the read/write family does not walk the file
+/// table for them on every call (see `connections::discover`).
+///
+/// - Key: `(tgid << 32) | fd`. Value: unused.
+/// - Written by: `payload` (after a descriptor turns out not to be a TCP socket). Removed by
+///   `connections` on close, accept and connect of that descriptor.
+/// - Size: 32,768; LRU, so descriptors of exited processes age out.
+#[map]
+pub static NOT_SOCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(32_768, 0);
+
 /// Who owns each tracked socket, for its close report.
 ///
 /// - Key: `struct sock` address. Value: [`SocketOwner`] (72 bytes).

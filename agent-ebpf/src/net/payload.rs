@@ -7,7 +7,7 @@
 
 use agent_common::{
     counters::Counter,
-    net::{direction, is_http_prefix, is_response_prefix, protocol, PayloadHeader, PendingIo, CAPTURE_BYTES, PREFIX_BYTES, RESPONSE_CAPTURE_BYTES},
+    net::{direction, is_http_prefix, is_response_prefix, protocol, role, Connection, PayloadHeader, PendingIo, CAPTURE_BYTES, PREFIX_BYTES, RESPONSE_CAPTURE_BYTES},
     records::RecordKind,
 };
 use aya_ebpf::{
@@ -17,7 +17,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::{config, connection_key, connections::ARG0, field, traced, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
+use super::{config, connection_key, connections::{self, ARG0}, field, traced, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
 use crate::maps::count;
 
 /// Where a syscall's data is.
@@ -87,13 +87,22 @@ pub fn oxeye_io_exit(ctx: TracePointContext) -> u32 {
 fn enter(ctx: &TracePointContext, direction: u32, buffer: Buffer) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !traced(&config(), tgid) {
+    let config = config();
+    if !traced(&config, tgid) {
         return;
     }
     // SAFETY: every syscall here takes the descriptor first, the buffer second, and (plain
     // ones) its length third.
     let (fd, arg1, arg2): (u64, u64, u64) = unsafe { (field(ctx, ARG0), field(ctx, ARG0 + 8), field(ctx, ARG0 + 16)) };
-    let Some(connection) = CONNECTIONS.get_ptr(connection_key(tgid, fd as u32)) else { return };
+    let key = connection_key(tgid, fd as u32);
+    let connection = match CONNECTIONS.get_ptr(key) {
+        Some(connection) => connection,
+        None if connections::discover(&config, tgid, fd as u32) => match CONNECTIONS.get_ptr(key) {
+            Some(connection) => connection,
+            None => return,
+        },
+        None => return,
+    };
     // SAFETY: a valid map value pointer.
     if unsafe { (*connection).protocol } == protocol::OTHER {
         return;
@@ -154,7 +163,13 @@ fn exit(ctx: &TracePointContext) {
     };
     let http = is_http_prefix(&prefix);
     if connection.protocol == protocol::UNKNOWN {
-        connection.protocol = if http { protocol::HTTP } else { protocol::OTHER };
+        if http {
+            connection.protocol = protocol::HTTP;
+        } else if connection.role != role::UNKNOWN || connection.misses >= Connection::DISCOVERED_TRIES {
+            connection.protocol = protocol::OTHER;
+        } else {
+            connection.misses += 1;
+        }
     }
     if connection.protocol != protocol::HTTP {
         return;

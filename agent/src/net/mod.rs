@@ -143,7 +143,7 @@ impl NetTracker {
                     bytes_received: close.bytes_received,
                     retransmits: close.retransmits,
                     srtt_us: close.srtt_us,
-                    duration_ns: close.closed_ns.saturating_sub(close.opened_ns),
+                    duration_ns: (close.opened_ns != 0).then(|| close.closed_ns.saturating_sub(close.opened_ns)),
                 };
                 telemetry::record_close(store, &telemetry::resource(&service, &self.host_name), &closed);
             }

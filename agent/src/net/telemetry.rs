@@ -90,7 +90,13 @@ pub fn record_exchange(store: &mut MetricsStore, resource: &Resource, exchange: 
 /// client's ephemeral port, which would make a series per connection).
 pub fn connection_attributes(connection_role: u32, addrs: &SocketAddrs) -> Attributes {
     let (_, peer) = ip_addresses(addrs);
-    let (role_name, server_port) = if connection_role == role::SERVER { ("server", addrs.local_port) } else { ("client", addrs.remote_port) };
+    let (role_name, server_port) = match connection_role {
+        role::SERVER => ("server", addrs.local_port),
+        role::CLIENT => ("client", addrs.remote_port),
+        // Open before oxeye started: the lower port is the likelier server (ephemeral ports
+        // are high).
+        _ => ("unknown", addrs.local_port.min(addrs.remote_port)),
+    };
     vec![
         ("oxeye.tcp.role", AttrValue::Str(role_name.to_owned())),
         ("server.port", AttrValue::Int(server_port.into())),
@@ -117,8 +123,8 @@ pub struct ClosedConnection<'a> {
     pub retransmits: u32,
     /// Smoothed RTT, µs (0: unknown).
     pub srtt_us: u32,
-    /// Open time, ns.
-    pub duration_ns: u64,
+    /// Open time, ns; `None` when it was open before oxeye started.
+    pub duration_ns: Option<u64>,
 }
 
 /// Records a closed connection.
@@ -134,5 +140,7 @@ pub fn record_close(store: &mut MetricsStore, resource: &Resource, closed: &Clos
     if closed.srtt_us > 0 {
         store.record(&TCP_RTT, resource, attributes.clone(), f64::from(closed.srtt_us) / 1e6);
     }
-    store.record(&TCP_DURATION, resource, attributes, closed.duration_ns as f64 / 1e9);
+    if let Some(duration_ns) = closed.duration_ns {
+        store.record(&TCP_DURATION, resource, attributes, duration_ns as f64 / 1e9);
+    }
 }
