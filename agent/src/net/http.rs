@@ -511,16 +511,10 @@ fn request_body(fields: &Fields) -> Body {
 fn response_body(fields: &Fields, status: u16) -> Body {
     if status < 200 || status == 204 || status == 304 {
         Body::Length(0)
-    } else if fields.transfer_encoding {
-        if fields.chunked {
-            Body::Chunked
-        } else {
-            Body::Unknown
-        }
-    } else if fields.bad_content_length {
+    } else if !fields.transfer_encoding && !fields.bad_content_length && fields.content_length.is_none() {
         Body::Unknown
     } else {
-        fields.content_length.map_or(Body::Unknown, Body::Length)
+        request_body(fields)
     }
 }
 
