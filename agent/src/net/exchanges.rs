@@ -6,6 +6,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use foldhash::fast::RandomState;
+
 use agent_common::net::{direction, SocketAddrs};
 
 use super::{
@@ -118,7 +120,7 @@ pub struct Payload<'a> {
 /// Per-connection matching state, bounded in connections and in requests per connection.
 #[derive(Debug)]
 pub struct Exchanges {
-    connections: HashMap<(u32, u64), ConnectionState>,
+    connections: HashMap<(u32, u64), ConnectionState, RandomState>,
     max_connections: usize,
     /// Counters.
     pub stats: MatchStats,
@@ -127,7 +129,7 @@ pub struct Exchanges {
 impl Exchanges {
     /// Tracks at most `max_connections` connections with requests in flight.
     pub fn new(max_connections: usize) -> Self {
-        Exchanges { connections: HashMap::new(), max_connections: max_connections.max(1), stats: MatchStats::default() }
+        Exchanges { connections: HashMap::default(), max_connections: max_connections.max(1), stats: MatchStats::default() }
     }
 
     /// Connections with state.

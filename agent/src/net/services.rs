@@ -26,7 +26,7 @@ pub struct Service {
 /// The cache.
 #[derive(Debug, Default)]
 pub struct Services {
-    known: HashMap<u32, (Arc<Service>, Instant)>,
+    known: HashMap<u32, (Arc<Service>, Instant), foldhash::fast::RandomState>,
 }
 
 impl Services {
