@@ -297,7 +297,7 @@ fn start_exporter<S: Signal>(args: &Args) -> Result<Option<Exporter<S>>> {
     let interval = Duration::from_secs_f64(args.reporter_interval);
     let config = ExportConfig { endpoint, tls_ca_file: args.tls_ca_file.clone(), max_queue_bytes: args.max_export_queue_bytes, interval };
     let exporter = Exporter::start(config)?;
-    info!(endpoint = %uri, tls, "exporting OTLP {} every {}s", S::ITEMS, args.reporter_interval);
+    info!(endpoint = %uri, tls, gzip = S::gzip(), "exporting OTLP {} every {}s", S::ITEMS, args.reporter_interval);
     Ok(Some(exporter))
 }
 

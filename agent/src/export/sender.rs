@@ -15,10 +15,11 @@ pub async fn run<S: Signal>(channel: Channel, queue: Arc<ExportQueue<S::Request>
     let mut backoff = Backoff::new();
     let mut failure_log = RateLimitedLog::new(log_interval);
     let mut was_failing = false;
+    let gzip = S::gzip();
     loop {
         let batch = queue.take().await;
         let started = Instant::now();
-        match S::export(channel.clone(), batch.request.clone()).await {
+        match S::export(channel.clone(), batch.request.clone(), gzip).await {
             Ok(partial) => {
                 backoff.reset();
                 if let Some(message) = partial {

@@ -20,9 +20,34 @@ pub trait Signal: Send + Sync + 'static {
     /// Whether that variable wins over `--collection-agent` (true for spans and metrics,
     /// which may go to a different collector than profiles).
     const VARIABLE_FIRST: bool = true;
+    /// The signal's own compression variable, read before `OTEL_EXPORTER_OTLP_COMPRESSION`.
+    const COMPRESSION_VARIABLE: &'static str;
+    /// Whether to gzip when no variable says: OTLP's default is no compression; profiles,
+    /// small and very repetitive, are gzipped unless told otherwise.
+    const GZIP_BY_DEFAULT: bool = false;
 
     /// Sends one request; `Ok(Some(message))` when the collector accepted only part of it.
-    fn export(channel: Channel, request: Self::Request) -> impl Future<Output = Result<Option<String>, Status>> + Send;
+    fn export(channel: Channel, request: Self::Request, gzip: bool) -> impl Future<Output = Result<Option<String>, Status>> + Send;
+
+    /// Whether to gzip requests: the signal's `OTEL_EXPORTER_OTLP_*_COMPRESSION`, else
+    /// `OTEL_EXPORTER_OTLP_COMPRESSION` (`gzip` or `none`), else the signal's default.
+    fn gzip() -> bool {
+        let env = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty());
+        match env(Self::COMPRESSION_VARIABLE).or_else(|| env("OTEL_EXPORTER_OTLP_COMPRESSION")).as_deref() {
+            Some("gzip") => true,
+            Some(_) => false,
+            None => Self::GZIP_BY_DEFAULT,
+        }
+    }
+}
+
+/// Gzips requests when asked to.
+fn compressed<T>(client: T, gzip: bool, compress: impl FnOnce(T) -> T) -> T {
+    if gzip {
+        compress(client)
+    } else {
+        client
+    }
 }
 
 /// Profiles (`v1development`).
@@ -37,9 +62,11 @@ impl Signal for Profiles {
     const ITEMS: &'static str = "samples";
     const ENDPOINT_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT";
     const VARIABLE_FIRST: bool = false;
+    const COMPRESSION_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION";
+    const GZIP_BY_DEFAULT: bool = true;
 
-    async fn export(channel: Channel, request: Self::Request) -> Result<Option<String>, Status> {
-        let mut client = ProfilesServiceClient::new(channel).send_compressed(CompressionEncoding::Gzip);
+    async fn export(channel: Channel, request: Self::Request, gzip: bool) -> Result<Option<String>, Status> {
+        let mut client = compressed(ProfilesServiceClient::new(channel), gzip, |c| c.send_compressed(CompressionEncoding::Gzip));
         let partial = client.export(request).await?.into_inner().partial_success;
         Ok(partial
             .filter(|p| p.rejected_profiles > 0 || !p.error_message.is_empty())
@@ -51,9 +78,10 @@ impl Signal for Traces {
     type Request = ExportTraceServiceRequest;
     const ITEMS: &'static str = "spans";
     const ENDPOINT_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+    const COMPRESSION_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION";
 
-    async fn export(channel: Channel, request: Self::Request) -> Result<Option<String>, Status> {
-        let mut client = TraceServiceClient::new(channel).send_compressed(CompressionEncoding::Gzip);
+    async fn export(channel: Channel, request: Self::Request, gzip: bool) -> Result<Option<String>, Status> {
+        let mut client = compressed(TraceServiceClient::new(channel), gzip, |c| c.send_compressed(CompressionEncoding::Gzip));
         let partial = client.export(request).await?.into_inner().partial_success;
         Ok(partial
             .filter(|p| p.rejected_spans > 0 || !p.error_message.is_empty())
@@ -65,9 +93,10 @@ impl Signal for Metrics {
     type Request = ExportMetricsServiceRequest;
     const ITEMS: &'static str = "data points";
     const ENDPOINT_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
+    const COMPRESSION_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION";
 
-    async fn export(channel: Channel, request: Self::Request) -> Result<Option<String>, Status> {
-        let mut client = MetricsServiceClient::new(channel).send_compressed(CompressionEncoding::Gzip);
+    async fn export(channel: Channel, request: Self::Request, gzip: bool) -> Result<Option<String>, Status> {
+        let mut client = compressed(MetricsServiceClient::new(channel), gzip, |c| c.send_compressed(CompressionEncoding::Gzip));
         let partial = client.export(request).await?.into_inner().partial_success;
         Ok(partial
             .filter(|p| p.rejected_data_points > 0 || !p.error_message.is_empty())
