@@ -371,7 +371,7 @@ pub fn is_http_prefix(prefix: &[u8; PREFIX_BYTES]) -> bool {
     match word {
         x if x == w(b"GET ") || x == w(b"PUT ") => true,
         x if x == w(b"POST") || x == w(b"HEAD") => next == b' ',
-        x if x == w(b"DELE") => prefix[5] == b'T' && prefix[6] == b'E' && prefix[7] == b' ',
+        x if x == w(b"DELE") => prefix[4] == b'T' && prefix[5] == b'E' && prefix[6] == b' ',
         x if x == w(b"PATC") => next == b'H',
         x if x == w(b"OPTI") || x == w(b"CONN") || x == w(b"TRAC") => true,
         x if x == w(b"HTTP") => next == b'/' && prefix[5] == b'1' && prefix[6] == b'.',

@@ -115,6 +115,8 @@ pub struct Payload<'a> {
     pub continuation: bool,
     /// The syscall moved more than was copied.
     pub truncated: bool,
+    /// Bytes the syscall moved.
+    pub size: u64,
 }
 
 /// Per-connection matching state, bounded in connections and in requests per connection.
@@ -146,7 +148,7 @@ impl Exchanges {
 
     /// Takes in one payload; completed exchanges are appended to `done`.
     pub fn payload(&mut self, payload: Payload<'_>, done: &mut Vec<Exchange>) {
-        let Payload { pid, sock, flow, timestamp_ns, addrs, data, .. } = payload;
+        let Payload { pid, sock, flow, timestamp_ns, addrs, data, size, .. } = payload;
         if flow == direction::INGRESS && self.receive(payload) {
             return;
         }
@@ -157,10 +159,17 @@ impl Exchanges {
                 return;
             }
         }
-        let responses = http::parse_responses(data);
+        let (responses, extent) = http::parse_responses_extent(data);
         if responses.is_empty() {
             return;
         }
+        // Responses the kernel moved but did not copy (a client reading a pipelined burst of
+        // them in big pieces): matching the next ones in order would pair them wrongly.
+        let unseen = match extent {
+            http::Extent::Ends(end) => (end as u64) < size,
+            http::Extent::Beyond(end) => end < size,
+            http::Extent::Unknown => false,
+        };
         // A response the process sends answers a request it received, and the other way round.
         let side = if flow == direction::EGRESS { Side::Server } else { Side::Client };
         let Some(state) = self.connections.get_mut(&(pid, sock)) else {
@@ -191,6 +200,12 @@ impl Exchanges {
                 ended_ns: timestamp_ns.max(request.started_ns),
                 addrs,
             });
+        }
+        if unseen {
+            // Missing spans rather than wrong ones: what was in flight is given up on.
+            let before = state.pending.len();
+            state.pending.retain(|p| p.side != side);
+            self.stats.unanswered_requests += (before - state.pending.len()) as u64;
         }
         if state.idle() {
             self.connections.remove(&(pid, sock));
@@ -315,7 +330,7 @@ mod tests {
     use super::*;
 
     fn payload(sock: u64, flow: u32, at: u64, data: &[u8], continuation: bool) -> Payload<'_> {
-        Payload { pid: 7, sock, flow, timestamp_ns: at, addrs: SocketAddrs::default(), data, continuation, truncated: false }
+        Payload { pid: 7, sock, flow, timestamp_ns: at, addrs: SocketAddrs::default(), data, continuation, truncated: false, size: data.len() as u64 }
     }
 
     fn feed(exchanges: &mut Exchanges, flow: u32, at: u64, data: &[u8]) -> Vec<Exchange> {
@@ -374,6 +389,20 @@ mod tests {
         assert!(feed(&mut exchanges, direction::INGRESS, 1, b"\x16\x03\x01garbage GET / HTTP/1.1").is_empty());
         assert_eq!(exchanges.stats.unmatched_responses, 1);
         assert!(exchanges.is_empty());
+    }
+
+    #[test]
+    fn responses_beyond_the_capture_drop_the_requests_in_flight_instead_of_mismatching() {
+        let mut exchanges = Exchanges::new(16);
+        let mut done = Vec::new();
+        exchanges.payload(payload(3, direction::EGRESS, 1, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n", false), &mut done);
+        let first = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        // The read moved three responses; only the first was copied.
+        let read = Payload { size: 3 * first.len() as u64, truncated: true, ..payload(3, direction::INGRESS, 2, first, false) };
+        exchanges.payload(read, &mut done);
+        exchanges.payload(payload(3, direction::INGRESS, 3, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", false), &mut done);
+        assert_eq!(done.iter().map(|e| (e.path.as_str(), e.status)).collect::<Vec<_>>(), [("/a", 200)]);
+        assert_eq!((exchanges.stats.unanswered_requests, exchanges.stats.unmatched_responses), (2, 1));
     }
 
     #[test]

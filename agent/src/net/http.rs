@@ -209,20 +209,44 @@ pub fn parse_requests(buf: &[u8]) -> Requests<'_> {
 /// headers say, but the parser cannot know which request a response answers: after such a
 /// response, the ones reported behind it in the same buffer may be wrong or missing.
 pub fn parse_responses(buf: &[u8]) -> Vec<ResponseHead> {
+    parse_responses_extent(buf).0
+}
+
+/// Where the bytes of the responses found by [`parse_responses_extent`] end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// The last response ends at this offset, inside the buffer.
+    Ends(usize),
+    /// The last response's body goes on past the buffer and ends at this offset.
+    Beyond(u64),
+    /// Not known (a cut head, a chunked or unframed body, garbage).
+    Unknown,
+}
+
+/// [`parse_responses`], also saying where the last response ends: a caller that knows how many
+/// bytes followed can tell whether responses it did not see came after it.
+pub fn parse_responses_extent(buf: &[u8]) -> (Vec<ResponseHead>, Extent) {
     let mut responses = Vec::new();
+    let mut extent = Extent::Unknown;
     let mut pos = 0;
     while pos < buf.len() && responses.len() < MAX_HEADS {
         let Some((line, after_line)) = line_at(buf, pos) else { break };
         let Some(head) = parse_status_line(line) else { break };
         responses.push(head);
+        extent = Extent::Unknown;
         if head.status == 101 {
             break; // The bytes that follow belong to the upgraded protocol.
         }
         let (fields, end) = scan_headers(buf, after_line);
-        let Some(next) = next_message(buf, end, response_body(&fields, head.status)) else { break };
+        let body = response_body(&fields, head.status);
+        if let (HeadEnd::Body(at), Body::Length(length)) = (&end, &body) {
+            extent = Extent::Beyond((*at as u64).saturating_add(*length));
+        }
+        let Some(next) = next_message(buf, end, body) else { break };
+        extent = Extent::Ends(next);
         pos = skip_blank_lines(buf, next);
     }
-    responses
+    (responses, extent)
 }
 
 /// Whether `prefix` starts like a request: a known method and a space, then a target byte if

@@ -161,6 +161,7 @@ impl NetTracker {
                     data,
                     continuation: header.flags & PayloadHeader::CONTINUATION != 0,
                     truncated: header.size > data.len() as u64,
+                    size: header.size,
                 };
                 self.exchanges.payload(payload, &mut done);
                 for exchange in done.drain(..) {
