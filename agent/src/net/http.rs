@@ -208,6 +208,7 @@ pub fn parse_requests(buf: &[u8]) -> Requests<'_> {
 /// Responses to `HEAD` (and 2xx responses to `CONNECT`) have no body either, whatever their
 /// headers say, but the parser cannot know which request a response answers: after such a
 /// response, the ones reported behind it in the same buffer may be wrong or missing.
+#[cfg(test)]
 pub fn parse_responses(buf: &[u8]) -> Vec<ResponseHead> {
     parse_responses_extent(buf).0
 }
@@ -223,7 +224,7 @@ pub enum Extent {
     Unknown,
 }
 
-/// [`parse_responses`], also saying where the last response ends: a caller that knows how many
+/// The response heads in `buf` (see `parse_responses` above for the rules), also saying where the last response ends: a caller that knows how many
 /// bytes followed can tell whether responses it did not see came after it.
 pub fn parse_responses_extent(buf: &[u8]) -> (Vec<ResponseHead>, Extent) {
     let mut responses = Vec::new();
