@@ -224,8 +224,9 @@ pub enum Extent {
     Unknown,
 }
 
-/// The response heads in `buf` (see `parse_responses` above for the rules), also saying where the last response ends: a caller that knows how many
-/// bytes followed can tell whether responses it did not see came after it.
+/// The response heads in `buf` (by the rules above), and where the last response ends: a
+/// caller that knows how many bytes followed can tell whether responses it did not see came
+/// after it.
 pub fn parse_responses_extent(buf: &[u8]) -> (Vec<ResponseHead>, Extent) {
     let mut responses = Vec::new();
     let mut extent = Extent::Unknown;
