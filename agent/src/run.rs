@@ -15,7 +15,7 @@ use tokio::{
     signal::unix::{signal, SignalKind},
     time::{interval, sleep, MissedTickBehavior},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     bpf::{Loaded, ProbeConfig, Probes, DRAIN_INTERVAL},
@@ -196,12 +196,15 @@ pub async fn run(args: Args) -> Result<()> {
     }
 
     // Stop sampling: detach and unload every program, then take what is left in the ring.
+    // The profile covers until sampling stops; detaching every tracepoint takes a while more.
+    let elapsed = started.elapsed();
     let counters = probes.counters()?;
+    let detach_started = Instant::now();
     drop(probes);
+    debug!(elapsed_ms = detach_started.elapsed().as_millis() as u64, "BPF programs detached");
     let mut ring = ring.into_inner();
     drain(&mut ring, &mut collector);
     drop(ring);
-    let elapsed = started.elapsed();
     if let Some(server) = prometheus {
         server.abort();
     }
