@@ -65,6 +65,8 @@ pub struct Loaded {
 
 /// The loaded and attached programs. Dropping it detaches and unloads everything.
 pub struct Probes {
+    /// The network programs' attachments, detached first and all at once.
+    _net_links: Option<network::NetLinks>,
     counters: PerCpuArray<MapData, u64>,
     /// Keeps programs and links alive. Dropped first (fields drop in order), so the sampler
     /// is detached before the tail-call table below is emptied.
@@ -122,9 +124,13 @@ impl Probes {
         }
 
         let mut net_events = None;
+        let mut net_links = None;
         if net_config.is_some() {
             match network::attach(&mut ebpf) {
-                Ok(()) => net_events = Some(RingBuf::try_from(ebpf.take_map("NET_EVENTS").context("BPF object has no NET_EVENTS map")?)?),
+                Ok(links) => {
+                    net_links = Some(links);
+                    net_events = Some(RingBuf::try_from(ebpf.take_map("NET_EVENTS").context("BPF object has no NET_EVENTS map")?)?);
+                }
                 Err(error) => warn!("network tracing is off: {error:#}"),
             }
         }
@@ -144,7 +150,7 @@ impl Probes {
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("BPF object has no EVENTS map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("BPF object has no COUNTERS map")?)?;
         let unwind_maps = UnwindMaps::take(&mut ebpf, unwind_sizes.rows, unwind_sizes.rules, unwind_sizes.mappings, unwind_sizes.processes)?;
-        let probes = Probes { counters, ebpf, _unwind_programs: unwind_programs, samples_per_second: config.samples_per_second };
+        let probes = Probes { _net_links: net_links, counters, ebpf, _unwind_programs: unwind_programs, samples_per_second: config.samples_per_second };
         Ok(Loaded { probes, events, unwind_maps, net_events })
     }
 

@@ -11,7 +11,10 @@ use std::path::Path;
 
 use agent_common::net::{KernelOffsets, NetConfig};
 use anyhow::{bail, Context, Result};
-use aya::{programs::TracePoint, Ebpf};
+use aya::{
+    programs::{trace_point::TracePointLink, TracePoint},
+    Ebpf,
+};
 use symbolizer::btf::Btf;
 use tracing::{info, warn};
 
@@ -60,9 +63,29 @@ pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
     Ok(NetConfig { enabled: 1, target_pid: target_pid.unwrap_or(0), self_pid: std::process::id(), reserved: 0, offsets })
 }
 
+/// The network programs' attachments. Dropping them detaches them all at once: each syscall
+/// tracepoint's detach waits for an RCU grace period (about 70 ms here), so 22 of them one
+/// after the other would hold up oxeye's exit by more than a second.
+pub struct NetLinks(Vec<TracePointLink>);
+
+impl Drop for NetLinks {
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.0);
+        std::thread::scope(|scope| {
+            for link in links {
+                // A thread that cannot start drops its link here, one after the other.
+                if let Err(error) = std::thread::Builder::new().spawn_scoped(scope, move || drop(link)) {
+                    tracing::debug!("detaching on the calling thread: {error}");
+                }
+            }
+        });
+    }
+}
+
 /// Loads the network programs and attaches each to its tracepoints.
-pub fn attach(ebpf: &mut Ebpf) -> Result<()> {
+pub fn attach(ebpf: &mut Ebpf) -> Result<NetLinks> {
     let mut loaded: Vec<&str> = Vec::new();
+    let mut links = NetLinks(Vec::new());
     let mut attached = Vec::new();
     let mut skipped = Vec::new();
     for &(program, category, name, required) in HOOKS {
@@ -76,7 +99,10 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<()> {
             loaded.push(program);
         }
         match tracepoint.attach(category, name) {
-            Ok(_) => attached.push(name),
+            Ok(id) => {
+                links.0.push(tracepoint.take_link(id)?);
+                attached.push(name);
+            }
             Err(error) if !required => {
                 warn!("cannot attach to tracepoint {category}:{name}, its payloads are not traced: {error}");
                 skipped.push(name);
@@ -93,7 +119,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<()> {
         missing = ?skipped,
         "network tracing hooks"
     );
-    Ok(())
+    Ok(links)
 }
 
 /// Offsets of every kernel structure member the network programs read.
