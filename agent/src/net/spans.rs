@@ -10,7 +10,7 @@ use std::{
 use agent_common::net::{family, SocketAddrs};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
-    common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue},
+    common::v1::{InstrumentationScope, KeyValue},
     resource::v1::Resource,
     trace::v1::{span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status},
 };
@@ -20,7 +20,10 @@ use super::{
     services::Service,
     traceparent::IdGenerator,
 };
-use crate::otlp::resource::HostInfo;
+use crate::otlp::{
+    dictionary::Value,
+    resource::{key_value, HostInfo},
+};
 
 /// The local and remote IP addresses of a connection (IPv4-mapped IPv6 shown as IPv4).
 pub fn ip_addresses(addrs: &SocketAddrs) -> (IpAddr, IpAddr) {
@@ -104,19 +107,15 @@ fn request(spans: Vec<(Arc<Service>, Span)>, host: &HostInfo) -> (ExportTraceSer
 /// The resource of a traced process.
 pub fn resource(service: &Service, host: &HostInfo) -> Resource {
     let mut attributes = vec![
-        string("service.name", &service.name),
-        int("process.pid", service.pid.into()),
-        string("host.name", &host.name),
-        string("telemetry.distro.name", "oxeye"),
+        ("service.name".to_owned(), Value::Str(service.name.clone())),
+        ("process.pid".to_owned(), Value::Int(service.pid.into())),
+        ("host.name".to_owned(), Value::Str(host.name.clone())),
+        ("telemetry.distro.name".to_owned(), Value::Str("oxeye".to_owned())),
     ];
     if !service.executable.is_empty() {
-        attributes.push(string("process.executable.name", &service.executable));
+        attributes.push(("process.executable.name".to_owned(), Value::Str(service.executable.clone())));
     }
-    for (key, value) in &host.extra {
-        attributes.retain(|kv| &kv.key != key);
-        attributes.push(string(key, value));
-    }
-    Resource { attributes, ..Default::default() }
+    Resource { attributes: host.resource_attributes(attributes), ..Default::default() }
 }
 
 fn span(exchange: &Exchange, route: &str, clock_offset_ns: u64, ids: &mut IdGenerator) -> Span {
@@ -181,17 +180,18 @@ fn host_name(header: Option<&str>) -> Option<String> {
 }
 
 fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), ..Default::default() }
+    key_value(key, Value::Str(value.to_owned()))
 }
 
 fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(Value::IntValue(value)) }), ..Default::default() }
+    key_value(key, Value::Int(value))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::net::{http::Method, traceparent::parse};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
     fn exchange(side: Side, trace: Option<&str>) -> Exchange {
         let mut addrs = SocketAddrs { family: family::INET, local_port: 8080, remote_port: 51000, ..Default::default() };

@@ -171,10 +171,5 @@ fn resource_attributes(host: &HostInfo, pid: u32, meta: &ProcessMeta) -> Vec<Key
     if !meta.container_id.is_empty() {
         attributes.push(("container.id".into(), Value::Str(meta.container_id.to_string())));
     }
-    // OTEL_RESOURCE_ATTRIBUTES adds to, and overrides, what oxeye detects.
-    for (key, value) in &host.extra {
-        attributes.retain(|(k, _)| k != key);
-        attributes.push((key.clone(), Value::Str(value.clone())));
-    }
-    attributes.into_iter().map(|(key, value)| KeyValue { key, value: Some(value.to_any()), ..Default::default() }).collect()
+    host.resource_attributes(attributes)
 }

@@ -3,7 +3,7 @@
 
 mod batch;
 mod builder;
-mod dictionary;
+pub mod dictionary;
 pub mod resource;
 
 pub use batch::{BatchSample, ProcessMeta, SampleBatch};

@@ -1,5 +1,9 @@
 //! Resource attributes: the host, the process, and `OTEL_RESOURCE_ATTRIBUTES`.
 
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+use super::dictionary::Value;
+
 /// Facts about this host, read once.
 #[derive(Debug, Clone)]
 pub struct HostInfo {
@@ -18,6 +22,23 @@ impl HostInfo {
         let extra = std::env::var("OTEL_RESOURCE_ATTRIBUTES").map(|v| parse_resource_attributes(&v)).unwrap_or_default();
         HostInfo { name, arch: host_arch(), extra }
     }
+}
+
+impl HostInfo {
+    /// The attributes of a resource: what oxeye `detected`, then `OTEL_RESOURCE_ATTRIBUTES`,
+    /// which adds to and overrides it.
+    pub fn resource_attributes(&self, mut detected: Vec<(String, Value)>) -> Vec<KeyValue> {
+        for (key, value) in &self.extra {
+            detected.retain(|(k, _)| k != key);
+            detected.push((key.clone(), Value::Str(value.clone())));
+        }
+        detected.into_iter().map(|(key, value)| key_value(key, value)).collect()
+    }
+}
+
+/// An OTLP attribute.
+pub fn key_value(key: impl Into<String>, value: Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(value.to_any()), ..Default::default() }
 }
 
 fn host_arch() -> &'static str {
