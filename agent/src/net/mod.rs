@@ -70,7 +70,6 @@ pub struct NetTracker {
     /// Spans waiting for the next export (only kept when spans are exported).
     pub spans: Option<SpanBatch>,
     metrics: Arc<Mutex<MetricsStore>>,
-    host_name: String,
     clock_offset_ns: u64,
     last_seen_ns: u64,
     /// Counters.
@@ -84,12 +83,11 @@ impl NetTracker {
     pub fn new(metrics: Arc<Mutex<MetricsStore>>, spans: Option<SpanBatch>, host_name: String, clock_offset_ns: u64) -> Self {
         NetTracker {
             exchanges: Exchanges::new(MAX_OPEN_EXCHANGES),
-            services: Services::default(),
+            services: Services::new(host_name),
             routes: RouteLimiter::new(MAX_ROUTES),
             ids: IdGenerator::new(),
             spans,
             metrics,
-            host_name,
             clock_offset_ns,
             last_seen_ns: 0,
             stats: NetStats::default(),
@@ -118,7 +116,7 @@ impl NetTracker {
             Some(NetRecord::Open(open)) => {
                 self.stats.opened += 1;
                 let service = self.services.get(open.pid, &comm_str(&open.comm));
-                telemetry::record_open(store, &telemetry::resource(&service, &self.host_name), open.role, &open.addrs);
+                telemetry::record_open(store, &service.metrics, open.role, &open.addrs);
             }
             Some(NetRecord::Close(close)) => {
                 self.stats.closed += 1;
@@ -145,7 +143,7 @@ impl NetTracker {
                     srtt_us: close.srtt_us,
                     duration_ns: (close.opened_ns != 0).then(|| close.closed_ns.saturating_sub(close.opened_ns)),
                 };
-                telemetry::record_close(store, &telemetry::resource(&service, &self.host_name), &closed);
+                telemetry::record_close(store, &service.metrics, &closed);
             }
             Some(NetRecord::Payload(header, data)) => {
                 tracing::trace!(pid = header.pid, direction = header.direction, size = header.size, captured = data.len(), flags = header.flags, "payload");
@@ -185,7 +183,7 @@ impl NetTracker {
         }
         let service = self.services.get(exchange.pid, "");
         let route = self.routes.limit(route::route(&exchange.path));
-        telemetry::record_exchange(store, &telemetry::resource(&service, &self.host_name), &exchange, &route);
+        telemetry::record_exchange(store, &service.metrics, &exchange, &route);
         if let Some(spans) = &mut self.spans {
             spans.add(service, &exchange, &route, self.clock_offset_ns, &mut self.ids);
         }

@@ -1,6 +1,8 @@
 //! Which service a process is: `OTEL_SERVICE_NAME` from its environment, else its
 //! executable's name, else its `comm`. Read from `/proc` once per process and cached.
 
+use crate::metrics::Resource;
+
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -21,15 +23,24 @@ pub struct Service {
     pub executable: String,
     /// `process.pid`.
     pub pid: u32,
+    /// Its metrics resource (per service name, not per process), built once here rather than
+    /// per request.
+    pub metrics: Resource,
 }
 
 /// The cache.
 #[derive(Debug, Default)]
 pub struct Services {
     known: HashMap<u32, (Arc<Service>, Instant), foldhash::fast::RandomState>,
+    host_name: String,
 }
 
 impl Services {
+    /// An empty cache for processes of host `host_name`.
+    pub fn new(host_name: String) -> Self {
+        Services { known: HashMap::default(), host_name }
+    }
+
     /// The service of `pid`; `comm` names it if `/proc` no longer has it.
     pub fn get(&mut self, pid: u32, comm: &str) -> Arc<Service> {
         if let Some((service, at)) = self.known.get(&pid) {
@@ -40,13 +51,13 @@ impl Services {
         if self.known.len() >= MAX_PROCESSES {
             self.known.clear();
         }
-        let service = Arc::new(read(pid, comm));
+        let service = Arc::new(read(pid, comm, &self.host_name));
         self.known.insert(pid, (service.clone(), Instant::now()));
         service
     }
 }
 
-fn read(pid: u32, comm: &str) -> Service {
+fn read(pid: u32, comm: &str, host_name: &str) -> Service {
     let executable = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .and_then(|path| path.file_name().map(|name| name.to_string_lossy().into_owned()))
@@ -56,7 +67,8 @@ fn read(pid: u32, comm: &str) -> Service {
         .or_else(|| (!executable.is_empty()).then(|| executable.clone()))
         .or_else(|| (!comm.is_empty()).then(|| comm.to_owned()))
         .unwrap_or_else(|| "unknown_service".to_owned());
-    Service { name, executable, pid }
+    let metrics = Resource { service_name: name.clone(), attributes: vec![("host.name", host_name.to_owned())] };
+    Service { name, executable, pid, metrics }
 }
 
 /// `OTEL_SERVICE_NAME` from a NUL-separated environment block.

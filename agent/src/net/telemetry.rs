@@ -5,7 +5,6 @@ use agent_common::net::{role, SocketAddrs};
 
 use super::{
     exchanges::{Exchange, Side},
-    services::Service,
     spans::ip_addresses,
 };
 use crate::metrics::{AttrValue, Attributes, MetricDesc, MetricKind, MetricsStore, Resource, HTTP_DURATION_BOUNDS};
@@ -64,12 +63,6 @@ pub static TCP_DURATION: MetricDesc = MetricDesc {
     unit: "s",
     kind: MetricKind::Histogram { bounds: HTTP_DURATION_BOUNDS },
 };
-
-/// The metrics resource of a service: per service, not per process, so short-lived
-/// processes do not multiply series.
-pub fn resource(service: &Service, host_name: &str) -> Resource {
-    Resource { service_name: service.name.clone(), attributes: vec![("host.name", host_name.to_owned())] }
-}
 
 /// Records one HTTP exchange.
 pub fn record_exchange(store: &mut MetricsStore, resource: &Resource, exchange: &Exchange, route: &str) {
