@@ -168,7 +168,8 @@ impl Exchanges {
         let unseen = match extent {
             http::Extent::Ends(end) => (end as u64) < size,
             http::Extent::Beyond(end) => end < size,
-            http::Extent::Unknown => false,
+            // Cut inside a head, or a body of unknown length: anything may have followed.
+            http::Extent::Unknown => payload.truncated,
         };
         // A response the process sends answers a request it received, and the other way round.
         let side = if flow == direction::EGRESS { Side::Server } else { Side::Client };
