@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use otlp_sink::{self_signed, Retention, Sink, SinkConfig, Stats};
+use otlp_sink::{proto::trace::v1::span::SpanKind, self_signed, DecodedSpan, Retention, Sink, SinkConfig, Stats};
 
 /// An OTLP gRPC receiver (profiles, traces and metrics) that counts what it
 /// gets.
@@ -28,6 +28,11 @@ struct Args {
     /// Seconds between two stats lines.
     #[arg(long, default_value_t = 1.0)]
     stats_interval: f64,
+    /// On exit, write every span received to this file, one per line: kind, service name,
+    /// span name, then `key=value` attributes, separated by tabs. Keeps every request in
+    /// memory: for tests, not for long runs.
+    #[arg(long, value_name = "PATH")]
+    spans_out: Option<PathBuf>,
 }
 
 fn stats_line(stats: &Stats) -> String {
@@ -52,7 +57,8 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing the certificate to {}", path.display()))?;
         config.tls = Some(identity);
     }
-    let mut sink = Sink::start_with(config, Retention::CountsOnly)?;
+    let retention = if args.spans_out.is_some() { Retention::All } else { Retention::CountsOnly };
+    let mut sink = Sink::start_with(config, retention)?;
     eprintln!("otlp-sink: listening on {}", sink.addr());
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -74,5 +80,21 @@ fn main() -> anyhow::Result<()> {
     })?;
     let stopped = sink.stop();
     println!("{}", stats_line(&sink.stats()));
+    if let Some(path) = &args.spans_out {
+        let lines: String = sink.all_spans().iter().map(span_line).collect();
+        std::fs::write(path, lines).with_context(|| format!("writing the spans to {}", path.display()))?;
+    }
     stopped.context("stopping the server")
+}
+
+/// One `--spans-out` line; tabs and line breaks inside values become spaces.
+fn span_line(span: &DecodedSpan) -> String {
+    let clean = |text: &str| text.replace(['\t', '\n', '\r'], " ");
+    let kind = SpanKind::try_from(span.kind).map_or("UNKNOWN", |kind| kind.as_str_name().trim_start_matches("SPAN_KIND_"));
+    let mut line = format!("{kind}\t{}\t{}", clean(&span.service_name), clean(&span.name));
+    for (key, value) in &span.attributes {
+        line.push_str(&format!("\t{}={}", clean(key), clean(value)));
+    }
+    line.push('\n');
+    line
 }

@@ -1,6 +1,7 @@
 /* A known call chain for profiler tests: main -> outer -> middle -> leaf_a / leaf_b.
  * middle() gives leaf_a three times the work of leaf_b, so a correct profiler splits their
- * samples 75% / 25%. Runs for argv[1] seconds (default 5). */
+ * samples 75% / 25%. Runs for argv[1] seconds (default 5), after sleeping argv[2] seconds (default
+ * 0: a profiler started before it has that long to describe the new process). */
 #include <stdlib.h>
 #include <time.h>
 
@@ -35,6 +36,11 @@ NOINLINE void outer(double seconds) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 2) {
+        double pause = atof(argv[2]);
+        struct timespec ts = {(time_t)pause, (long)((pause - (time_t)pause) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
     outer(argc > 1 ? atof(argv[1]) : 5.0);
     return 0;
 }

@@ -1,6 +1,7 @@
 //! The known call chain in Rust, for the unwinder tests: main -> outer -> middle ->
 //! leaf_a / leaf_b, built with `rustc -O` (no frame pointers, like a release build).
-//! middle() gives leaf_a three times the work of leaf_b. Runs for argv[1] seconds (default 5).
+//! middle() gives leaf_a three times the work of leaf_b. Runs for argv[1] seconds (default 5),
+//! after sleeping argv[2] seconds (default 0).
 use std::{
     hint::black_box,
     time::{Duration, Instant},
@@ -37,5 +38,9 @@ fn outer(seconds: f64) -> u64 {
 
 fn main() {
     let seconds = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    // A pause first (argv[2] seconds) gives a profiler started earlier time to describe us.
+    if let Some(pause) = std::env::args().nth(2).and_then(|s| s.parse::<f64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_secs_f64(pause));
+    }
     black_box(outer(seconds));
 }

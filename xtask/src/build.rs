@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Debian's rustc, which has an arm64 standard library in `libstd-rust-web-dev:arm64`.
-const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 
 /// Flags of `cargo xtask build`.
 #[derive(clap::Args)]
@@ -46,4 +46,21 @@ pub fn run(args: &BuildArgs) -> Result<PathBuf> {
     say(format!("building {}", binary.display()));
     shell::run(&mut cargo)?;
     Ok(binary)
+}
+
+/// Builds `package` in release mode (cross-built for `target` with Debian's rustc) and returns
+/// the path of its binary `binary`.
+pub fn package(package: &str, binary: &str, target: Option<&str>) -> Result<PathBuf> {
+    let mut cargo = Command::new(setup::cargo());
+    cargo.current_dir(root()).args(["build", "--release", "--package", package]);
+    let mut path = root().join("target");
+    if let Some(target) = target {
+        cargo.args(["--target", target]).env("RUSTC", DEBIAN_RUSTC);
+        path.push(target);
+    }
+    path.push("release");
+    path.push(binary);
+    say(format!("building {}", path.display()));
+    shell::run(&mut cargo)?;
+    Ok(path)
 }

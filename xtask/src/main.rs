@@ -7,6 +7,15 @@ mod build;
 mod setup;
 mod shell;
 mod test;
+mod vm;
+
+// The host tests' checks, shared as source (they use only std) so the VM scenarios pass the
+// same assertions.
+#[path = "../../tests/src/checks.rs"]
+mod checks;
+#[path = "../../tests/src/folded.rs"]
+#[allow(dead_code)]
+mod folded;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -30,13 +39,19 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test: unit tests and end-to-end tests with the real BPF programs.
+    /// Run every test: unit tests, end-to-end tests with the real BPF programs, and the
+    /// scenarios on other kernels and arm64 under qemu (as `vm-test`).
     Test {
-        /// Only run end-to-end tests whose name contains this.
+        /// Only run end-to-end tests whose name contains this (no VMs then).
         filter: Option<String>,
+        /// Skip the VMs.
+        #[arg(long)]
+        no_vm: bool,
     },
     /// Measure oxeye's overhead against running without it and against `perf record`.
     Bench(bench::BenchArgs),
+    /// Run the scenarios on other kernels and on arm64 under qemu, and on this kernel.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,7 +73,8 @@ fn run(cli: Cli) -> Result<()> {
             let binary = build::run(&build::BuildArgs { release: true, target: None })?;
             shell::exec_as_root(&binary, &args)
         }
-        Command::Test { filter } => test::run(filter.as_deref()),
+        Command::Test { filter, no_vm } => test::run(filter.as_deref(), !no_vm),
         Command::Bench(args) => bench::run(&args),
+        Command::VmTest(args) => vm::run(&args),
     }
 }

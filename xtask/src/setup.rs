@@ -30,6 +30,9 @@ const TEST_PACKAGES: &[&str] =
 /// Packages the benchmark uses: `perf` as the reference profiler; nginx and wrk for the HTTP
 /// overhead runs; a Python venv for the OpenTelemetry SDK comparison.
 const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf", "nginx-light", "wrk", "python3-venv"];
+/// Packages for the VM tests: the emulators, cpio for the initramfs, and binutils for arm64
+/// (to strip the guest's binaries).
+const VM_PACKAGES: &[&str] = &["qemu-system-arm", "qemu-system-x86", "cpio", "binutils", "binutils-aarch64-linux-gnu"];
 /// Packages for cross-building the agent for arm64.
 const AARCH64_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "libstd-rust-web-dev:arm64"];
 
@@ -94,6 +97,11 @@ pub fn ensure_test_tools() -> Result<()> {
 /// What the benchmark needs.
 pub fn ensure_bench_tools() -> Result<()> {
     apt_install(BENCH_PACKAGES)
+}
+
+/// What the VM tests need.
+pub fn ensure_vm_tools() -> Result<()> {
+    apt_install(VM_PACKAGES)
 }
 
 /// The arm64 cross toolchain: Debian's arm64 Rust standard library for `/usr/bin/rustc`, and

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: unit tests, then end-to-end tests that load the real BPF programs.
+//! `cargo xtask test`: unit tests, then end-to-end tests that load the real BPF programs, then
+//! the same scenarios on other kernels and on arm64 under qemu (`cargo xtask vm-test`).
 
 use std::process::Command;
 
@@ -6,12 +7,14 @@ use anyhow::Result;
 
 use crate::{
     build::{self, BuildArgs},
+    vm,
     setup,
     shell::{self, root, root_command, say},
 };
 
-/// Runs every test; `filter` narrows the end-to-end tests.
-pub fn run(filter: Option<&str>) -> Result<()> {
+/// Runs every test; `filter` narrows the end-to-end tests (and skips the VMs); `vms` runs the
+/// kernel matrix after them.
+pub fn run(filter: Option<&str>, vms: bool) -> Result<()> {
     setup::ensure_build_tools()?;
     setup::ensure_test_tools()?;
     let binary = build::run(&BuildArgs { release: true, target: None })?;
@@ -25,5 +28,11 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     if let Some(filter) = filter {
         e2e.arg(filter);
     }
-    shell::run(&mut e2e)
+    shell::run(&mut e2e)?;
+
+    if vms && filter.is_none() {
+        say("the scenarios on every kernel of the matrix (qemu), and on this one");
+        vm::run(&vm::VmTestArgs::default())?;
+    }
+    Ok(())
 }

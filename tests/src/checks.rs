@@ -1,0 +1,226 @@
+//! What a user checks in oxeye's outputs, as functions: the host's end-to-end tests and the
+//! scenarios `cargo xtask vm-test` runs inside VMs share them, so a kernel under qemu passes
+//! the same assertions as the host.
+//!
+//! Each check returns `Ok(summary)` (the figures it saw, for reports) or `Err(why)` with the
+//! hottest stacks for context. Only the standard library: xtask compiles this file too.
+
+use std::collections::BTreeMap;
+
+use super::folded::{Folded, Stack};
+
+/// The outcome of one check: the figures seen, or why it failed.
+pub type Check = Result<String, String>;
+
+/// The known call chain of `chain.c` above its leaves.
+pub const CHAIN: [&str; 3] = ["main", "outer", "middle"];
+
+/// Samples per second the chain scenarios run oxeye at.
+pub const SAMPLES_PER_SECOND: f64 = 99.0;
+
+/// Share of `process`'s samples whose user stack ends in `main → outer → middle → leaf_*`,
+/// leaf_a's share of those, and the process's samples.
+pub fn chain_shares(folded: &Folded, process: &str) -> (f64, f64, u64) {
+    let (mut whole, mut leaf_a) = (0, 0);
+    for stack in folded.process(process) {
+        for leaf in ["leaf_a", "leaf_b"] {
+            if stack.user_ends_with(&[&CHAIN[..], &[leaf]].concat()) {
+                whole += stack.count;
+                if leaf == "leaf_a" {
+                    leaf_a += stack.count;
+                }
+            }
+        }
+    }
+    let total = folded.samples(process);
+    (whole as f64 / total.max(1) as f64, leaf_a as f64 / whole.max(1) as f64, total)
+}
+
+/// `chain.c` built with frame pointers, run for `seconds` at 99 Hz: enough samples, at least
+/// 90% carry `main → outer → middle → leaf`, and leaf_a has 75% ± 10% of those.
+pub fn known_chain(folded: &Folded, process: &str, seconds: f64) -> Check {
+    let (whole, leaf_a, total) = chain_shares(folded, process);
+    let dump = folded.dump(process);
+    let expected = SAMPLES_PER_SECOND * seconds;
+    let summary = format!("{total} samples (expected {expected:.0}), {:.1}% whole chain, leaf_a {:.1}%", whole * 100.0, leaf_a * 100.0);
+    ensure(total as f64 >= expected * 0.505, || format!("only {total} samples of {process} in {seconds} s at 99 Hz:\n{dump}"))?;
+    ensure(whole >= 0.90, || format!("{:.1}% of {total} samples carry main→outer→middle→leaf:\n{dump}", whole * 100.0))?;
+    ensure((leaf_a - 0.75).abs() <= 0.10, || format!("leaf_a has {:.1}% of the chain samples, expected 75%:\n{dump}", leaf_a * 100.0))?;
+    Ok(summary)
+}
+
+/// `syscalls.c` (frame pointers, reads of /dev/zero): kernel frames only ever under user
+/// frames, and at least half of the samples show `main → do_reads → … → vfs_read` with every
+/// kernel frame named.
+pub fn kernel_frames_named(folded: &Folded, process: &str, seconds: f64) -> Check {
+    let total = folded.samples(process);
+    let dump = folded.dump(process);
+    let expected = SAMPLES_PER_SECOND * seconds;
+    ensure(total as f64 >= expected * 0.3367, || format!("only {total} samples of {process} in {seconds} s at 99 Hz:\n{dump}"))?;
+    let mut in_kernel_under_user = 0;
+    for stack in folded.process(process) {
+        if let Some(first) = stack.frames.iter().position(|f| f.ends_with("_[k]")) {
+            ensure(stack.frames[first..].iter().all(|f| f.ends_with("_[k]")), || format!("user frame under a kernel frame: {stack:?}"))?;
+        }
+        let kernel = stack.kernel_frames();
+        if stack.user_frames().ends_with(&["main", "do_reads"]) && kernel.contains(&"vfs_read") {
+            ensure(kernel.iter().all(|f| !f.starts_with("[kernel]")), || format!("unnamed kernel frame in {stack:?}"))?;
+            in_kernel_under_user += stack.count;
+        }
+    }
+    let share = in_kernel_under_user as f64 / total as f64;
+    ensure(share >= 0.5, || format!("{:.1}% of samples show main→do_reads→…→vfs_read:\n{dump}", share * 100.0))?;
+    Ok(format!("{total} samples (expected {expected:.0}), {:.1}% main→do_reads→…→vfs_read with named kernel frames", share * 100.0))
+}
+
+/// Whether the user stack goes all the way from the ELF entry point (`_start`) to `chain`.
+pub fn complete_to(stack: &Stack, chain: &[&str]) -> bool {
+    let user = stack.user_frames();
+    user.first() == Some(&"_start") && user.ends_with(chain) && user.iter().all(|f| !f.starts_with("[unwind error"))
+}
+
+/// Share of `process`'s samples whose stack is complete from `_start` down to `prefix`
+/// followed by one of `leaves`, and the process's samples.
+pub fn complete_share(folded: &Folded, process: &str, prefix: &[&str], leaves: &[&str]) -> (f64, u64) {
+    let total = folded.samples(process);
+    let complete: u64 = folded
+        .process(process)
+        .filter(|stack| leaves.iter().any(|leaf| complete_to(stack, &[prefix, &[*leaf]].concat())))
+        .map(|stack| stack.count)
+        .sum();
+    (complete as f64 / total.max(1) as f64, total)
+}
+
+/// `chain.c` built at -O2 without frame pointers: at least 95% of the samples go from
+/// `_start` to `main → outer → middle → leaf`.
+pub fn c_without_frame_pointers(folded: &Folded, process: &str, seconds: f64) -> Check {
+    let (share, total) = complete_share(folded, process, &CHAIN, &["leaf_a", "leaf_b"]);
+    whole_stacks(folded, process, seconds, share, total, "go from _start to main→outer→middle→leaf")
+}
+
+/// `chain.rs` built in release mode without frame pointers: at least 95% of the samples go
+/// from `_start` through `main`, `chain::main`, `chain::outer` and `chain::middle` (in that
+/// order, the standard library's start-up frames between) to a leaf.
+pub fn rust_without_frame_pointers(folded: &Folded, process: &str, seconds: f64) -> Check {
+    let chain = ["main", "chain::main", "chain::outer", "chain::middle"];
+    let total = folded.samples(process);
+    let complete: u64 = folded
+        .process(process)
+        .filter(|stack| {
+            let user = stack.user_frames();
+            let in_order = chain.iter().try_fold(0, |from, want| user[from..].iter().position(|f| f == want).map(|i| from + i + 1));
+            complete_to(stack, &[])
+                && in_order.is_some()
+                && matches!(user.last(), Some(&"chain::leaf_a" | &"chain::leaf_b"))
+                && user[user.len() - 2] == "chain::middle"
+        })
+        .map(|stack| stack.count)
+        .sum();
+    let share = complete as f64 / total.max(1) as f64;
+    whole_stacks(folded, process, seconds, share, total, "go from _start through main, chain::main, outer and middle to a leaf")
+}
+
+fn whole_stacks(folded: &Folded, process: &str, seconds: f64, share: f64, total: u64, what: &str) -> Check {
+    let dump = folded.dump(process);
+    let expected = SAMPLES_PER_SECOND * seconds;
+    ensure(total as f64 >= expected * 0.63, || format!("only {total} samples of {process} in {seconds} s at 99 Hz:\n{dump}"))?;
+    ensure(share >= 0.95, || format!("{:.1}% of {total} samples {what}:\n{dump}", share * 100.0))?;
+    Ok(format!("{total} samples (expected {expected:.0}), {:.1}% complete", share * 100.0))
+}
+
+/// The value of `key=` in oxeye's `hooks chosen` log line.
+pub fn chosen_hook(stderr: &str, key: &str) -> Option<String> {
+    let line = stderr.lines().find(|line| line.contains("hooks chosen"))?;
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let value = &line[start..];
+    let value = if let Some(quoted) = value.strip_prefix('"') { &quoted[..quoted.find('"')?] } else { value.split(' ').next()? };
+    Some(value.to_owned())
+}
+
+/// oxeye logged that it chose `expected` for `key` (e.g. `tcp_state`).
+pub fn hook_choice(stderr: &str, key: &str, expected: &str) -> Check {
+    match chosen_hook(stderr, key) {
+        Some(chosen) if chosen == expected => {
+            let fallbacks = chosen_hook(stderr, &format!("{key}_fallbacks")).unwrap_or_default();
+            Ok(format!("{key}={chosen} (fallbacks: {fallbacks})"))
+        }
+        Some(chosen) => Err(format!("oxeye chose {key}={chosen}, expected {expected}:\n{}", hooks_line(stderr))),
+        None => Err(format!("no `hooks chosen` line with {key}= in oxeye's log:\n{stderr}")),
+    }
+}
+
+fn hooks_line(stderr: &str) -> &str {
+    stderr.lines().find(|line| line.contains("hooks chosen")).unwrap_or("")
+}
+
+/// oxeye exited 0 after SIGINT, wrote its three outputs, and `bpftool prog show` taken after
+/// it exited lists none of its programs.
+pub fn clean_exit(exit_code: Option<i32>, outputs: &[(&str, bool)], bpftool_programs: &str) -> Check {
+    ensure(exit_code == Some(0), || format!("oxeye exited with {exit_code:?} after SIGINT"))?;
+    for (name, present) in outputs {
+        ensure(*present, || format!("{name} was not written"))?;
+    }
+    let left: Vec<&str> = bpftool_programs.split_whitespace().filter(|word| word.starts_with("oxeye_")).collect();
+    ensure(left.is_empty(), || format!("BPF programs left in the kernel after exit: {left:?}"))?;
+    Ok(format!("exit 0, {} outputs written, no oxeye_ program left", outputs.len()))
+}
+
+/// One span as `otlp-sink --spans-out` writes it: a tab-separated line `kind service name`
+/// then `key=value` attributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpanLine {
+    /// `SERVER`, `CLIENT`, …
+    pub kind: String,
+    /// The resource's `service.name`.
+    pub service: String,
+    /// The span name.
+    pub name: String,
+    /// The span's attributes.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl SpanLine {
+    /// Parses the lines of a `--spans-out` file; malformed lines are an error.
+    pub fn parse_all(text: &str) -> Result<Vec<SpanLine>, String> {
+        text.lines()
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                let mut fields = line.split('\t');
+                let (Some(kind), Some(service), Some(name)) = (fields.next(), fields.next(), fields.next()) else {
+                    return Err(format!("malformed span line {line:?}"));
+                };
+                let attributes = fields
+                    .map(|pair| pair.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("malformed attribute {pair:?}")))
+                    .collect::<Result<_, _>>()?;
+                Ok(SpanLine { kind: kind.to_owned(), service: service.to_owned(), name: name.to_owned(), attributes })
+            })
+            .collect()
+    }
+
+    /// An attribute, or "".
+    pub fn attribute(&self, key: &str) -> &str {
+        self.attributes.get(key).map_or("", String::as_str)
+    }
+}
+
+/// An HTTP exchange over loopback traced into spans: for each `(path, status, count)` in
+/// `expected`, exactly `count` GET spans of that kind from `service` with that path and
+/// status, and no span of that kind from `service` with any other (path, status).
+pub fn http_spans(spans: &[SpanLine], kind: &str, service: &str, port: u16, expected: &[(&str, &str, usize)]) -> Check {
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for span in spans.iter().filter(|s| s.kind == kind && s.service == service && s.attribute("server.port") == port.to_string()) {
+        ensure(span.attribute("http.request.method") == "GET", || format!("{kind} span with method {:?}: {span:?}", span.attribute("http.request.method")))?;
+        *seen.entry((span.attribute("url.path").to_owned(), span.attribute("http.response.status_code").to_owned())).or_default() += 1;
+    }
+    let wanted: BTreeMap<(String, String), usize> = expected.iter().map(|(p, s, n)| ((p.to_string(), s.to_string()), *n)).collect();
+    ensure(seen == wanted, || format!("{kind} spans of {service} on port {port} by (path, status): {seen:?}, expected {wanted:?}"))?;
+    Ok(format!("{} {kind} spans of {service}, all with the right path and status", seen.values().sum::<usize>()))
+}
+
+fn ensure(condition: bool, why: impl FnOnce() -> String) -> Result<(), String> {
+    if condition {
+        Ok(())
+    } else {
+        Err(why())
+    }
+}

@@ -1,0 +1,202 @@
+//! `cargo xtask vm-test`: oxeye on other kernels and on arm64. Builds oxeye, the OTLP receiver
+//! and the workloads for each kernel's architecture, packs them with busybox into an
+//! initramfs, boots the kernel under qemu (software emulation), runs the scenarios inside
+//! (`scenarios.sh`), and checks what they wrote on the host with the same checks as the host
+//! tests. The host's own kernel runs the same scenarios directly.
+//!
+//! - [`kernels`]: the matrix, one line per kernel.
+//! - [`debian`]: kernels, busybox and bpftool from Debian's packages, cached.
+//! - [`guest`]: the programs a guest runs, built for its architecture.
+//! - [`initramfs`]: packing them with `/init`.
+//! - [`qemu`]: booting.
+//! - [`results`]: the console protocol, and the checks.
+
+mod arch;
+mod debian;
+mod guest;
+mod initramfs;
+mod kernels;
+mod qemu;
+mod results;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+
+use self::{
+    arch::Arch,
+    kernels::{Source, TcpStateHook, KERNELS},
+    results::{Outcome, Transcript, GUEST_HTTP_PORT},
+};
+use crate::shell::{root, root_command, say};
+
+/// Ports the scenarios use when they run directly on the host (the guests use their own
+/// loopback, see `init.sh`).
+const HOST_HTTP_PORT: u16 = 18080;
+const HOST_OTLP_PORT: &str = "14317";
+
+/// Flags of `cargo xtask vm-test`.
+#[derive(clap::Args, Default)]
+pub struct VmTestArgs {
+    /// Only the kernels of this architecture (default: every kernel of the matrix).
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// Boot this kernel image (a vmlinuz) instead of the matrix's, for --arch (default: this
+    /// machine's architecture).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+}
+
+/// One kernel to run the scenarios on.
+struct Run {
+    name: String,
+    arch: Arch,
+    /// The image to boot, or `None` for the running kernel.
+    image: Option<PathBuf>,
+    /// A description: the package, path or release.
+    what: String,
+    tcp_state_hook: Option<&'static str>,
+}
+
+/// `cargo xtask vm-test`.
+pub fn run(args: &VmTestArgs) -> Result<()> {
+    let runs = plan(args)?;
+    let mut prepared: BTreeMap<&str, guest::GuestFiles> = BTreeMap::new();
+    let mut failed = Vec::new();
+    let mut report = Vec::new();
+    for run in &runs {
+        if !prepared.contains_key(run.arch.name()) {
+            guest::ensure_tools(run.arch)?;
+            prepared.insert(run.arch.name(), guest::prepare(run.arch)?);
+        }
+        let files = &prepared[run.arch.name()];
+        let dir = root().join("target/vm/results").join(&run.name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        say(format!("{}: {} on {}", run.name, run.what, run.arch.name()));
+        let started = Instant::now();
+        let (transcript, http_port) = match &run.image {
+            Some(image) => {
+                let initramfs = initramfs::build(files, &dir)?;
+                let boot = qemu::boot(run.arch, image, &initramfs, &dir.join("console.log"))?;
+                (Transcript::parse(&boot.console)?, GUEST_HTTP_PORT)
+            }
+            None => (run_on_host(files, &dir)?, HOST_HTTP_PORT),
+        };
+        let wall = started.elapsed().as_secs_f64();
+        transcript.save(&dir.join("out"))?;
+        let outcomes = results::check(&transcript, http_port, run.tcp_state_hook);
+        let timing = timing(&transcript, wall);
+        println!("{} ({}, {}): {timing}", run.name, run.arch.name(), run.what);
+        report.push(format!("{} ({}): {timing}", run.name, run.arch.name()));
+        for (scenario, outcome) in &outcomes {
+            let line = match outcome {
+                Outcome::Pass(summary) => format!("  PASS  {scenario}: {summary}"),
+                Outcome::Skip(why) => format!("  SKIP  {scenario}: {why}"),
+                Outcome::Fail(why) => {
+                    failed.push(format!("{}: {scenario}", run.name));
+                    format!("  FAIL  {scenario}: {}", why.replace('\n', "\n        "))
+                }
+            };
+            println!("{line}");
+            report.push(line);
+        }
+        if outcomes.iter().any(|(_, outcome)| matches!(outcome, Outcome::Fail(_))) {
+            let log = if run.image.is_some() { dir.join("console.log") } else { dir.join("out/oxeye.stderr") };
+            println!("  the guest's outputs are in {}, its console in {}", dir.join("out").display(), log.display());
+        }
+    }
+    let summary = root().join("target/vm/results/summary.txt");
+    fs::write(&summary, report.join("\n") + "\n").with_context(|| format!("cannot write {}", summary.display()))?;
+    if !failed.is_empty() {
+        bail!("{} scenario(s) failed: {}", failed.len(), failed.join(", "));
+    }
+    say(format!("every scenario passed on {} kernel(s); summary in {}", runs.len(), summary.display()));
+    Ok(())
+}
+
+/// The kernels to run, from the flags.
+fn plan(args: &VmTestArgs) -> Result<Vec<Run>> {
+    if let Some(image) = &args.kernel {
+        let image = fs::canonicalize(image).with_context(|| format!("no kernel image at {}", image.display()))?;
+        let arch = args.arch.unwrap_or(Arch::HOST);
+        return Ok(vec![Run { name: "custom".to_owned(), arch, what: image.display().to_string(), image: Some(image), tcp_state_hook: None }]);
+    }
+    let mut runs = Vec::new();
+    for kernel in KERNELS.iter().filter(|k| args.arch.is_none_or(|arch| arch == k.arch)) {
+        let tcp_state_hook = Some(match kernel.tcp_state_hook {
+            TcpStateHook::Exactly(hook) => hook,
+            TcpStateHook::FromRunningKernel => kernels::host_tcp_state_hook(),
+        });
+        let run = match kernel.source {
+            Source::Debian { metapackage, version_prefix } => {
+                let package = debian::resolve_kernel(metapackage, kernel.arch.debian(), version_prefix)?;
+                let unpacked = debian::unpacked(&package, kernel.arch.debian())?;
+                let image = vmlinuz(&unpacked)?;
+                Run { name: kernel.name.to_owned(), arch: kernel.arch, image: Some(image), what: package, tcp_state_hook }
+            }
+            Source::Host => {
+                let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+                Run { name: kernel.name.to_owned(), arch: kernel.arch, image: None, what: format!("running kernel {}", release.trim()), tcp_state_hook }
+            }
+        };
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// The `boot/vmlinuz-*` of an unpacked kernel package.
+fn vmlinuz(unpacked: &Path) -> Result<PathBuf> {
+    let boot = unpacked.join("boot");
+    for entry in fs::read_dir(&boot).with_context(|| format!("cannot read {}", boot.display()))? {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-")) {
+            return Ok(path);
+        }
+    }
+    bail!("no vmlinuz in {}", boot.display())
+}
+
+/// Runs the scenarios directly on this machine, as root.
+fn run_on_host(files: &guest::GuestFiles, dir: &Path) -> Result<Transcript> {
+    let script = dir.join("scenarios.sh");
+    fs::write(&script, initramfs::SCENARIOS)?;
+    let out = dir.join("out");
+    let output = root_command("sh")
+        .arg(&script)
+        .arg(&files.bin_dir)
+        .arg(&out)
+        .arg(HOST_HTTP_PORT.to_string())
+        .arg(HOST_OTLP_PORT)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run the scenarios")?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    fs::write(dir.join("console.log"), &stdout)?;
+    let transcript = Transcript::read_dir(&out, &stdout)?;
+    // `save` writes the files back where they are: keep them out of the way first.
+    fs::rename(&out, dir.join("direct"))?;
+    Ok(transcript)
+}
+
+/// One line of timings: kernel boot to `/init`, oxeye's start to sampling, and the wall time
+/// from starting qemu (or the script) to the result.
+fn timing(transcript: &Transcript, wall: f64) -> String {
+    let seconds = |value: Option<f64>| value.map_or_else(|| "?".to_owned(), |v| format!("{v:.1} s"));
+    let started = transcript.at("start");
+    let to_sampling = started.zip(transcript.at("sampling")).map(|(a, b)| b - a);
+    let exit = transcript.at("http").zip(transcript.at("exit")).map(|(a, b)| b - a - 2.0);
+    format!(
+        "kernel boot to /init {}, oxeye start to sampling {}, stop to exit {}, boot to result {wall:.1} s",
+        seconds(transcript.at("booted")),
+        seconds(to_sampling),
+        seconds(exit),
+    )
+}

@@ -1,0 +1,143 @@
+//! Reading what the scenarios left (files sent over the console, or written directly on the
+//! host) and checking it with the same checks as the host's end-to-end tests
+//! (`tests/src/checks.rs`).
+
+use std::{collections::BTreeMap, fs, path::Path};
+
+use anyhow::{Context, Result};
+use base64::Engine;
+
+use crate::{
+    checks::{self, Check, SpanLine},
+    folded::Folded,
+};
+
+/// The marker every line of the guest's protocol starts with.
+const MARK: &str = "@@oxeye-vm ";
+
+/// Timestamps (seconds of guest uptime) and files the guest printed on its console.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    /// `step NAME UPTIME` lines, plus `booted` and `done`.
+    pub steps: Vec<(String, f64)>,
+    /// Files sent between `file NAME` and `end`.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl Transcript {
+    /// Parses a console (kernel and other lines around the protocol are ignored).
+    pub fn parse(console: &str) -> Result<Transcript> {
+        let mut transcript = Transcript::default();
+        let mut file: Option<(String, String)> = None;
+        for line in console.lines() {
+            if let Some((name, body)) = &mut file {
+                if line == "@@oxeye-vm end" {
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).with_context(|| format!("file {name} is not valid base64"))?;
+                    transcript.files.insert(std::mem::take(name), bytes);
+                    file = None;
+                } else {
+                    body.push_str(line.trim());
+                }
+                continue;
+            }
+            let Some(rest) = line.find(MARK).map(|at| &line[at + MARK.len()..]) else { continue };
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            match words.as_slice() {
+                ["file", name] => file = Some((name.to_string(), String::new())),
+                ["step", name, uptime] => transcript.steps.push((name.to_string(), uptime.parse().unwrap_or(f64::NAN))),
+                ["booted", uptime, ..] | ["done", uptime] => transcript.steps.push((words[0].to_owned(), uptime.parse().unwrap_or(f64::NAN))),
+                _ => {}
+            }
+        }
+        Ok(transcript)
+    }
+
+    /// Reads the files the scenarios wrote directly (the host row).
+    pub fn read_dir(dir: &Path, stdout: &str) -> Result<Transcript> {
+        let mut transcript = Transcript::parse(stdout)?;
+        for entry in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                transcript.files.insert(entry.file_name().to_string_lossy().into_owned(), fs::read(entry.path())?);
+            }
+        }
+        Ok(transcript)
+    }
+
+    /// Writes the files into `dir`, for a person to look at.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir)?;
+        for (name, bytes) in &self.files {
+            fs::write(dir.join(name), bytes).with_context(|| format!("cannot write {}", dir.join(name).display()))?;
+        }
+        Ok(())
+    }
+
+    /// The uptime at a step.
+    pub fn at(&self, step: &str) -> Option<f64> {
+        self.steps.iter().find(|(name, _)| name == step).map(|(_, at)| *at)
+    }
+
+    fn text(&self, name: &str) -> String {
+        self.files.get(name).map(|bytes| String::from_utf8_lossy(bytes).into_owned()).unwrap_or_default()
+    }
+}
+
+/// A scenario's outcome.
+pub enum Outcome {
+    /// Passed; the figures seen.
+    Pass(String),
+    /// Failed; why.
+    Fail(String),
+    /// Not run; why.
+    Skip(String),
+}
+
+/// The HTTP server's port inside the scenarios (`init.sh` passes it).
+pub const GUEST_HTTP_PORT: u16 = 8080;
+
+/// Runs every check on a transcript. `tcp_state_hook` is the hook oxeye must have chosen, or
+/// `None` for a kernel whose right choice is not known (`--kernel`).
+pub fn check(transcript: &Transcript, http_port: u16, tcp_state_hook: Option<&str>) -> Vec<(&'static str, Outcome)> {
+    let folded = transcript.files.get("stacks.folded").map(|bytes| Folded::read_str(&String::from_utf8_lossy(bytes)));
+    let stderr = transcript.text("oxeye.stderr");
+    let spans = SpanLine::parse_all(&transcript.text("spans.tsv"));
+    let profile = |check: fn(&Folded, &str, f64) -> Check, process: &str, seconds: f64| match &folded {
+        Some(folded) => check(folded, process, seconds),
+        None => Err(format!("oxeye wrote no stacks.folded; its log:\n{stderr}")),
+    };
+    let http = || -> Check {
+        let spans = spans.clone()?;
+        let expected = [("/hello.txt", "200", 5), ("/missing.txt", "404", 1)];
+        let server = checks::http_spans(&spans, "SERVER", "busybox", http_port, &expected)?;
+        let client = checks::http_spans(&spans, "CLIENT", "busybox", http_port, &expected)?;
+        Ok(format!("{server}; {client}"))
+    };
+    let outputs_listed = transcript.text("outputs.txt");
+    let outputs: Vec<(&str, bool)> =
+        ["stacks.folded", "flamegraph.svg", "profile.pb.gz"].iter().map(|name| (*name, outputs_listed.lines().any(|line| line.trim() == *name))).collect();
+    let exit_code = transcript.text("oxeye.exit").trim().parse().ok();
+
+    let outcome = |check: Check| match check {
+        Ok(summary) => Outcome::Pass(summary),
+        Err(why) => Outcome::Fail(why),
+    };
+    vec![
+        ("frame-pointer chain (C)", outcome(profile(checks::known_chain, "chain", 4.0))),
+        ("no frame pointers (C -O2)", outcome(profile(checks::c_without_frame_pointers, "chain-nofp", 4.0))),
+        ("no frame pointers (Rust release)", outcome(profile(checks::rust_without_frame_pointers, "chain-rs", 4.0))),
+        ("kernel frames named", outcome(profile(checks::kernel_frames_named, "syscalls", 3.0))),
+        ("HTTP over loopback into spans", outcome(http())),
+        (
+            "hook choice",
+            match tcp_state_hook {
+                Some(expected) => outcome(checks::hook_choice(&stderr, "tcp_state", expected)),
+                None => Outcome::Skip(format!(
+                    "a kernel from --kernel has no known right choice; oxeye chose tcp_state={}",
+                    checks::chosen_hook(&stderr, "tcp_state").unwrap_or_else(|| "?".to_owned())
+                )),
+            },
+        ),
+        ("clean exit", outcome(checks::clean_exit(exit_code, &outputs, &transcript.text("bpftool-progs.txt")))),
+    ]
+}

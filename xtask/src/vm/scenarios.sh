@@ -1,0 +1,67 @@
+#!/bin/sh
+# oxeye's VM scenarios, also run as is on the host. One oxeye session, sampling at 99 Hz and
+# exporting to a real OTLP receiver, around known workloads and an HTTP exchange over
+# loopback; then its exit, and what it left in the kernel. The host checks the outputs.
+#
+# Usage: scenarios.sh BIN_DIR OUT_DIR HTTP_PORT OTLP_PORT
+# BIN_DIR holds oxeye, otlp-sink, busybox, bpftool and the workloads: chain (frame pointers),
+# chain-nofp (C -O2 without), chain-rs (Rust release without), syscalls (frame pointers).
+bin=$1 out=$2 http_port=$3 otlp_port=$4
+mkdir -p "$out/www"
+echo "hello from oxeye" > "$out/www/hello.txt"
+mark() { echo "@@oxeye-vm step $1 $(cut -d' ' -f1 /proc/uptime)"; }
+
+# Wait up to $2 tenths of a second for command $1 to succeed.
+wait_for() {
+    tries=0
+    until eval "$1"; do
+        tries=$((tries + 1))
+        [ "$tries" -ge "$2" ] && return 1
+        sleep 0.1
+    done
+}
+
+# The HTTP server, answering before oxeye starts (so the readiness probe is not traced).
+"$bin/busybox" httpd -f -p "127.0.0.1:$http_port" -h "$out/www" &
+httpd=$!
+wait_for "'$bin/busybox' wget -q -O /dev/null http://127.0.0.1:$http_port/hello.txt 2>/dev/null" 300 || echo "httpd did not answer"
+
+"$bin/otlp-sink" --listen "127.0.0.1:$otlp_port" --spans-out "$out/spans.tsv" > "$out/otlp-sink.log" 2>&1 &
+sink=$!
+mark start
+"$bin/oxeye" -F 99 --no-live --output-dir "$out" --collection-agent "127.0.0.1:$otlp_port" --disable-tls \
+    --reporter-interval 1 2> "$out/oxeye.stderr" &
+oxeye=$!
+wait_for "grep -q sampling '$out/oxeye.stderr' || ! kill -0 $oxeye 2>/dev/null" 3000
+mark sampling
+
+"$bin/chain" 4
+mark chain
+# The no-frame-pointer workloads pause 1 s before working, so oxeye has described them by
+# then, as when it profiles a running process (the host tests start them before oxeye).
+"$bin/chain-nofp" 4 1
+mark chain-nofp
+"$bin/chain-rs" 4 1
+mark chain-rs
+"$bin/syscalls" 3
+mark syscalls
+for n in 1 2 3 4 5; do
+    "$bin/busybox" wget -q -O /dev/null "http://127.0.0.1:$http_port/hello.txt"
+done
+# A 404: wget exits 1.
+"$bin/busybox" wget -q -O /dev/null "http://127.0.0.1:$http_port/missing.txt" 2>/dev/null
+mark http
+# Let oxeye read the last records and export them.
+sleep 2
+
+kill -INT "$oxeye"
+wait "$oxeye"
+echo $? > "$out/oxeye.exit"
+mark exit
+# The kernel frees programs asynchronously: give it up to 5 s.
+wait_for "'$bin/bpftool' prog show > '$out/bpftool-progs.txt' 2>&1; ! grep -q oxeye_ '$out/bpftool-progs.txt'" 50
+kill "$httpd"
+kill -TERM "$sink"
+wait "$sink"
+ls "$out" > "$out/outputs.txt"
+mark done
