@@ -24,14 +24,18 @@ pub struct GuestFiles {
     pub lib_dirs: Vec<PathBuf>,
 }
 
-/// Workloads: (binary name, source, compiler flags). The names are the process names the
-/// checks look for.
-const WORKLOADS: &[(&str, &str, &[&str])] = &[
+/// Workloads: (binary name, source, compiler flags, only for this architecture). The names
+/// are the process names the checks look for.
+const WORKLOADS: &[(&str, &str, &[&str], Option<Arch>)] = &[
     // -O0: GCC 12 drops leaf functions' frame pointers at -O1 and above.
-    ("chain", "chain.c", &["-O0", "-fno-omit-frame-pointer", "-fno-inline"]),
-    ("chain-nofp", "chain.c", &["-O2", "-fomit-frame-pointer"]),
-    ("chain-rs", "chain.rs", &["-O", "-C", "force-frame-pointers=no"]),
-    ("syscalls", "syscalls.c", &["-O0", "-fno-omit-frame-pointer", "-fno-inline"]),
+    ("chain", "chain.c", &["-O0", "-fno-omit-frame-pointer", "-fno-inline"], None),
+    ("chain-nofp", "chain.c", &["-O2", "-fomit-frame-pointer"], None),
+    ("chain-rs", "chain.rs", &["-O", "-C", "force-frame-pointers=no"], None),
+    ("syscalls", "syscalls.c", &["-O0", "-fno-omit-frame-pointer", "-fno-inline"], None),
+    // Return addresses signed with pointer authentication (the arm64 guest's CPU has it): in
+    // frame records, and described by DW_CFA_AARCH64_negate_ra_state in the unwind tables.
+    ("chain-pac", "chain.c", &["-O0", "-fno-omit-frame-pointer", "-fno-inline", "-mbranch-protection=pac-ret+leaf"], Some(Arch::Aarch64)),
+    ("chain-pac-nofp", "chain.c", &["-O2", "-fomit-frame-pointer", "-mbranch-protection=pac-ret"], Some(Arch::Aarch64)),
 ];
 
 /// Builds (or reuses) everything a guest of `arch` runs.
@@ -45,8 +49,10 @@ pub fn prepare(arch: Arch) -> Result<GuestFiles> {
     let sink = build::package("otlp-sink", "otlp-sink", target.as_deref())?;
     install_stripped(arch, &sink, &bin_dir.join("otlp-sink"))?;
 
-    for (name, source, flags) in WORKLOADS {
-        compile_workload(arch, source, flags, &bin_dir.join(name))?;
+    for (name, source, flags, only) in WORKLOADS {
+        if only.is_none_or(|only| only == arch) {
+            compile_workload(arch, source, flags, &bin_dir.join(name))?;
+        }
     }
 
     let mut lib_dirs = Vec::new();

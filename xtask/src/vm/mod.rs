@@ -91,7 +91,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
         };
         let wall = started.elapsed().as_secs_f64();
         transcript.save(&dir.join("out"))?;
-        let outcomes = results::check(&transcript, http_port, run.tcp_state_hook);
+        let outcomes = results::check(&transcript, run.arch, http_port, run.tcp_state_hook);
         let timing = timing(&transcript, wall);
         println!("{} ({}, {}): {timing}", run.name, run.arch.name(), run.what);
         report.push(format!("{} ({}): {timing}", run.name, run.arch.name()));

@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, fs, path::Path};
 use anyhow::{Context, Result};
 use base64::Engine;
 
+use super::arch::Arch;
 use crate::{
     checks::{self, Check, SpanLine},
     folded::Folded,
@@ -98,7 +99,7 @@ pub const GUEST_HTTP_PORT: u16 = 8080;
 
 /// Runs every check on a transcript. `tcp_state_hook` is the hook oxeye must have chosen, or
 /// `None` for a kernel whose right choice is not known (`--kernel`).
-pub fn check(transcript: &Transcript, http_port: u16, tcp_state_hook: Option<&str>) -> Vec<(&'static str, Outcome)> {
+pub fn check(transcript: &Transcript, arch: Arch, http_port: u16, tcp_state_hook: Option<&str>) -> Vec<(&'static str, Outcome)> {
     let folded = transcript.files.get("stacks.folded").map(|bytes| Folded::read_str(&String::from_utf8_lossy(bytes)));
     let stderr = transcript.text("oxeye.stderr");
     let spans = SpanLine::parse_all(&transcript.text("spans.tsv"));
@@ -122,11 +123,22 @@ pub fn check(transcript: &Transcript, http_port: u16, tcp_state_hook: Option<&st
         Ok(summary) => Outcome::Pass(summary),
         Err(why) => Outcome::Fail(why),
     };
+    let signed = |check: fn(&Folded, &str, f64) -> Check, process: &str| {
+        if arch != Arch::Aarch64 {
+            return Outcome::Skip("pointer authentication is arm64's".to_owned());
+        }
+        if transcript.text("cpu-pac.txt").trim() != "paca" {
+            return Outcome::Fail("the guest's CPU has no pointer authentication (no `paca` in /proc/cpuinfo)".to_owned());
+        }
+        outcome(profile(check, process, 4.0))
+    };
     vec![
         ("frame-pointer chain (C)", outcome(profile(checks::known_chain, "chain", 4.0))),
         ("no frame pointers (C -O2)", outcome(profile(checks::c_without_frame_pointers, "chain-nofp", 4.0))),
         ("no frame pointers (Rust release)", outcome(profile(checks::rust_without_frame_pointers, "chain-rs", 4.0))),
         ("kernel frames named", outcome(profile(checks::kernel_frames_named, "syscalls", 3.0))),
+        ("signed return addresses, frame pointers", signed(checks::known_chain, "chain-pac")),
+        ("signed return addresses, no frame pointers", signed(checks::c_without_frame_pointers, "chain-pac-nofp")),
         ("HTTP over loopback into spans", outcome(http())),
         (
             "hook choice",

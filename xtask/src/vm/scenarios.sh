@@ -5,7 +5,8 @@
 #
 # Usage: scenarios.sh BIN_DIR OUT_DIR HTTP_PORT OTLP_PORT
 # BIN_DIR holds oxeye, otlp-sink, busybox, bpftool and the workloads: chain (frame pointers),
-# chain-nofp (C -O2 without), chain-rs (Rust release without), syscalls (frame pointers).
+# chain-nofp (C -O2 without), chain-rs (Rust release without), syscalls (frame pointers), and
+# on arm64 chain-pac and chain-pac-nofp (pointer authentication, with and without).
 bin=$1 out=$2 http_port=$3 otlp_port=$4
 mkdir -p "$out/www"
 echo "hello from oxeye" > "$out/www/hello.txt"
@@ -45,6 +46,14 @@ mark chain-nofp
 mark chain-rs
 "$bin/syscalls" 3
 mark syscalls
+# arm64 only: the same chain with return addresses signed (pointer authentication).
+if [ -x "$bin/chain-pac" ]; then
+    grep -m1 -o -w paca /proc/cpuinfo > "$out/cpu-pac.txt"
+    "$bin/chain-pac" 4
+    mark chain-pac
+    "$bin/chain-pac-nofp" 4 1
+    mark chain-pac-nofp
+fi
 for n in 1 2 3 4 5; do
     "$bin/busybox" wget -q -O /dev/null "http://127.0.0.1:$http_port/hello.txt"
 done
