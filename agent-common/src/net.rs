@@ -3,7 +3,8 @@
 //!
 //! Connections are tracked from the `accept`/`accept4`/`connect` syscalls that create them
 //! (keyed by process and file descriptor) until `close`; their TCP statistics are read from
-//! the kernel's `tcp_sock` when `sock:inet_sock_set_state` moves them to `TCP_CLOSE`.
+//! the kernel's `tcp_sock` when `tcp_set_state` moves them to `TCP_CLOSE` (seen by fentry, a
+//! kprobe, or the `sock:inet_sock_set_state` tracepoint, whichever the kernel has).
 
 /// Most payload bytes copied per `read`/`write`-like syscall that starts with a request: room
 /// for a pipelined burst of short requests. A power of two, so a length can be masked into

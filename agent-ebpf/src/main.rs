@@ -3,7 +3,8 @@
 //! - [`sampler`]: perf_event program sampling kernel and user stacks on every CPU.
 //! - [`unwinder`]: walks user stacks with `.eh_frame` tables, tail-calling itself.
 //! - [`process_events`]: tracepoints reporting process exec and exit.
-//! - [`net`]: TCP connections and HTTP payloads, from syscall and socket tracepoints.
+//! - [`net`]: TCP connections and HTTP payloads, from syscall tracepoints, and TCP statistics
+//!   at close from fentry, a kprobe or a socket tracepoint.
 //!
 //! Maps shared by the programs live in [`maps`]; their sizes are set by user space at load time.
 #![no_std]

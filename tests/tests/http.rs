@@ -34,7 +34,7 @@ fn oxeye(test: &str, sink: &Sink, prometheus: Option<u16>) -> Oxeye {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut oxeye = Oxeye::start(test, &args);
-    oxeye.wait_for_stderr("network tracing hooks", Duration::from_secs(5));
+    oxeye.wait_for_stderr("hooks chosen", Duration::from_secs(5));
     oxeye
 }
 
@@ -367,6 +367,17 @@ fn tcp_connection_is_reported_with_the_bytes_it_moved() {
         })
         .sum();
     assert_eq!(opened, 2.0, "one connection, seen from both ends, in OTLP metrics\n{}", finished.stderr);
+
+    // The statistics above came from the TCP-state hook oxeye chose. This host's kernel has no
+    // kprobes and refuses fentry programs (EPERM), so the tracepoint it is, and the line says why.
+    let hooks: Vec<&str> = finished.stderr.lines().filter(|line| line.contains("hooks chosen")).collect();
+    assert_eq!(hooks.len(), 1, "one `hooks chosen` line\n{}", finished.stderr);
+    let hooks = hooks[0];
+    for field in ["cpu_samples=perf_event:cpu-clock", "tcp_state=tracepoint:sock/inet_sock_set_state", "syscalls=tracepoint:syscalls"] {
+        assert!(hooks.contains(field), "`hooks chosen` lacks {field}: {hooks}");
+    }
+    let fallbacks = hooks.split_once("tcp_state_fallbacks=\"").map(|(_, rest)| rest).unwrap_or_default();
+    assert!(fallbacks.contains("fentry: ") && fallbacks.contains("kprobe: "), "fallbacks should explain fentry and kprobe: {hooks}");
 }
 
 fn hex(text: &str) -> Vec<u8> {

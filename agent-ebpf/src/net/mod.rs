@@ -1,17 +1,19 @@
-//! TCP connection and HTTP payload tracing, from tracepoints alone (no kprobes, no fentry):
+//! TCP connection and HTTP payload tracing, from syscall tracepoints, plus one hook of user
+//! space's choosing for TCP statistics at close:
 //!
 //! - [`connections`]: `accept`/`accept4`/`connect` exits start tracking a connection, `close`
 //!   stops it.
 //! - [`payload`]: the `read`/`write` family copies the first bytes of what tracked
 //!   connections carry, when they look like HTTP/1.x.
-//! - [`tcp_state`]: `sock:inet_sock_set_state` reports a tracked connection's TCP statistics
-//!   when it closes.
+//! - [`tcp_state`]: fentry or kprobe on `tcp_set_state`, or the `sock:inet_sock_set_state`
+//!   tracepoint, whichever the kernel has, reports a tracked connection's TCP statistics when
+//!   it closes.
 //! - [`socket`]: reading a `struct sock` (found through the task's file table).
 //!
 //! # Minimum kernel version
 //!
-//! 4.16 (`sock:inet_sock_set_state`); 5.8 for the ring buffer. Syscall tracepoints need
-//! `CONFIG_FTRACE_SYSCALLS`.
+//! 4.16 (`sock:inet_sock_set_state`, the TCP-state hook every kernel has); 5.8 for the ring
+//! buffer. Syscall tracepoints need `CONFIG_FTRACE_SYSCALLS`.
 
 pub mod connections;
 pub mod payload;

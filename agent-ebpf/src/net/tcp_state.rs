@@ -1,5 +1,18 @@
-//! `sock:inet_sock_set_state`: when a tracked connection reaches `TCP_CLOSE`, its TCP
-//! statistics are final; read them from the `tcp_sock` and report the connection.
+//! TCP statistics at close: when a tracked connection reaches `TCP_CLOSE`, its statistics are
+//! final; read them from the `tcp_sock` and report the connection.
+//!
+//! Three programs feed the same [`on_state_change`]; user space attaches the best one this
+//! kernel has (see `agent/src/bpf/hooks.rs`):
+//!
+//! - [`oxeye_tcp_fent`]: fentry on `tcp_set_state` (cheapest; needs BPF trampolines).
+//! - [`oxeye_tcp_kprb`]: kprobe on `tcp_set_state`.
+//! - [`oxeye_tcp_state`]: tracepoint `sock:inet_sock_set_state` (every kernel since 4.16).
+//!
+//! The first two run at the *entry* of `tcp_set_state`, the tracepoint at its end (in
+//! `inet_sk_state_store`). In between the kernel only unhashes the socket, releases its port
+//! (zeroing `inet_num`) and stores the new `sk_state`; the body reads none of those (it takes
+//! the new state from the arguments and the addresses from [`SOCKETS`]), and the statistics it
+//! reads do not change there, so all three report the same.
 
 use agent_common::{
     net::TcpCloseEvent,
@@ -7,8 +20,8 @@ use agent_common::{
 };
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{fentry, kprobe, tracepoint},
+    programs::{FEntryContext, ProbeContext, TracePointContext},
 };
 
 use super::{config, field, send, SOCKETS};
@@ -26,15 +39,43 @@ const TCP_CLOSE: i32 = 7;
 const SOCK_DONE: u64 = 1 << 1;
 const IPPROTO_TCP: u16 = 6;
 
-/// Reports a tracked connection that reached `TCP_CLOSE`.
+/// `fentry/tcp_set_state(struct sock *sk, int state)`: at entry, before the state changes.
+#[fentry(function = "tcp_set_state")]
+pub fn oxeye_tcp_fent(ctx: FEntryContext) -> i32 {
+    let sock: u64 = ctx.arg(0);
+    let new_state: i32 = ctx.arg(1);
+    on_state_change(sock, new_state);
+    0
+}
+
+/// `kprobe/tcp_set_state(struct sock *sk, int state)`: at entry, before the state changes.
+#[kprobe(function = "tcp_set_state")]
+pub fn oxeye_tcp_kprb(ctx: ProbeContext) -> u32 {
+    if let (Some(sock), Some(new_state)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(1)) {
+        on_state_change(sock, new_state);
+    }
+    0
+}
+
+/// `sock:inet_sock_set_state`, for every protocol: only TCP's are of interest.
 #[tracepoint]
 pub fn oxeye_tcp_state(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets of the inet_sock_set_state record, checked by user space.
     let (new_state, protocol, sock): (i32, u16, u64) = unsafe { (field(&ctx, NEWSTATE), field(&ctx, PROTOCOL), field(&ctx, SKADDR)) };
-    if new_state != TCP_CLOSE || protocol != IPPROTO_TCP {
-        return 0;
+    if protocol == IPPROTO_TCP {
+        on_state_change(sock, new_state);
     }
-    let Some(owner) = SOCKETS.get_ptr(sock) else { return 0 };
+    0
+}
+
+/// Reports a tracked TCP socket `sock` that is moving to `new_state`, if that is `TCP_CLOSE`.
+/// Reads nothing that `tcp_set_state` changes (so it may run at its entry or its end).
+#[inline(always)]
+fn on_state_change(sock: u64, new_state: i32) {
+    if new_state != TCP_CLOSE {
+        return;
+    }
+    let Some(owner) = SOCKETS.get_ptr(sock) else { return };
     // SAFETY: a valid map value pointer; copied before the entry is removed.
     let owner = unsafe { *owner };
     let _ = SOCKETS.remove(sock);
@@ -62,5 +103,4 @@ pub fn oxeye_tcp_state(ctx: TracePointContext) -> u32 {
         reserved: 0,
         comm: owner.comm,
     });
-    0
 }

@@ -1,5 +1,6 @@
 //! Loading oxeye's BPF programs, attaching them, and reading their maps.
 
+mod hooks;
 mod network;
 mod sizing;
 
@@ -78,9 +79,9 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Loads the programs and attaches the process and network tracepoints;
-    /// [`Probes::start_sampling`] starts the sampler. A kernel that cannot trace the network
-    /// still profiles (with a warning).
+    /// Loads the programs and attaches the process and network hooks, logging which hooks
+    /// (`hooks chosen`); [`Probes::start_sampling`] starts the sampler. A kernel that cannot
+    /// trace the network still profiles (with a warning).
     pub fn load(config: ProbeConfig) -> Result<Loaded> {
         raise_memlock_limit();
         ensure_tracefs()?;
@@ -125,8 +126,9 @@ impl Probes {
 
         let mut net_events = None;
         let mut net_links = None;
+        let mut hooks = hooks::Hooks::default();
         if net_config.is_some() {
-            match network::attach(&mut ebpf) {
+            match network::attach(&mut ebpf, &mut hooks) {
                 Ok(links) => {
                     net_links = Some(links);
                     net_events = Some(RingBuf::try_from(ebpf.take_map("NET_EVENTS").context("BPF object has no NET_EVENTS map")?)?);
@@ -134,6 +136,7 @@ impl Probes {
                 Err(error) => warn!("network tracing is off: {error:#}"),
             }
         }
+        hooks.log();
 
         let unwinder: &mut PerfEvent = program_mut(&mut ebpf, UNWIND_PROGRAM)?.try_into()?;
         unwinder.load().with_context(|| format!("the kernel rejected BPF program {UNWIND_PROGRAM}"))?;

@@ -1,29 +1,29 @@
-//! Loading and attaching the network tracing programs: kernel structure offsets from BTF,
-//! which hooks this kernel has, and the one-time log of the choice.
+//! Loading and attaching the network tracing programs: kernel structure offsets from BTF and
+//! the syscall tracepoints.
 //!
-//! Everything here uses tracepoints: syscall tracepoints for connections and payloads, and
-//! `sock:inet_sock_set_state` for TCP statistics at close. They exist on every kernel oxeye
-//! supports, with or without kprobes and fentry, so there is nothing to fall back from; a
-//! kernel without syscall tracepoints (`CONFIG_FTRACE_SYSCALLS=n`) runs without network
-//! tracing and says so.
+//! Connections and payloads come from syscall tracepoints, which have no better alternative
+//! (a kernel without them, `CONFIG_FTRACE_SYSCALLS=n`, runs without network tracing and says
+//! so). TCP statistics at close come from the best of fentry, kprobe and the
+//! `sock:inet_sock_set_state` tracepoint this kernel offers: [`super::hooks`] chooses, and
+//! logs the choice with the other hooks.
 
 use std::path::Path;
 
 use agent_common::net::{KernelOffsets, NetConfig};
 use anyhow::{bail, Context, Result};
-use aya::{
-    programs::{trace_point::TracePointLink, TracePoint},
-    Ebpf,
-};
+use aya::{programs::TracePoint, Ebpf};
 use symbolizer::btf::Btf;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
-use super::program_mut;
+use super::{
+    hooks::{self, Hooks, Link},
+    program_mut,
+};
 
-/// (program, tracepoint category, tracepoint name, required). Without a required one there
-/// is no network tracing; a missing optional one only loses the payloads of that syscall.
+/// Syscall tracepoints: (program, tracepoint category, tracepoint name, required). Without a
+/// required one there is no network tracing; a missing optional one only loses the payloads of
+/// that syscall.
 const HOOKS: &[(&str, &str, &str, bool)] = &[
-    ("oxeye_tcp_state", "sock", "inet_sock_set_state", true),
     ("oxeye_accept_exit", "syscalls", "sys_exit_accept4", true),
     ("oxeye_accept_exit", "syscalls", "sys_exit_accept", false),
     ("oxeye_connect_enter", "syscalls", "sys_enter_connect", true),
@@ -59,14 +59,13 @@ pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
     if let Some((_, category, name, _)) = missing.first() {
         bail!("this kernel has no tracepoint {category}:{name}");
     }
-    check_state_format()?;
     Ok(NetConfig { enabled: 1, target_pid: target_pid.unwrap_or(0), self_pid: std::process::id(), reserved: 0, offsets })
 }
 
 /// The network programs' attachments. Dropping them detaches them all at once: each syscall
 /// tracepoint's detach waits for an RCU grace period (about 70 ms here), so 22 of them one
 /// after the other would hold up oxeye's exit by more than a second.
-pub struct NetLinks(Vec<TracePointLink>);
+pub struct NetLinks(Vec<Link>);
 
 impl Drop for NetLinks {
     fn drop(&mut self) {
@@ -82,15 +81,18 @@ impl Drop for NetLinks {
     }
 }
 
-/// Loads the network programs and attaches each to its tracepoints.
-pub fn attach(ebpf: &mut Ebpf) -> Result<NetLinks> {
-    let mut loaded: Vec<&str> = Vec::new();
+/// Loads the network programs and attaches them: the best TCP-state hook first, then each
+/// syscall program to its tracepoints. Records the choice in `hooks` (the reasons for passing
+/// over better TCP-state hooks even when this fails).
+pub fn attach(ebpf: &mut Ebpf, hooks: &mut Hooks) -> Result<NetLinks> {
     let mut links = NetLinks(Vec::new());
-    let mut attached = Vec::new();
-    let mut skipped = Vec::new();
+    let (tcp_state, link) = hooks::attach_tcp_state(ebpf, hooks)?;
+    links.0.push(link);
+    let mut loaded: Vec<&str> = Vec::new();
+    let mut missing = Vec::new();
     for &(program, category, name, required) in HOOKS {
         if !tracepoint_exists(category, name) {
-            skipped.push(name);
+            missing.push(name);
             continue;
         }
         let tracepoint: &mut TracePoint = program_mut(ebpf, program)?.try_into()?;
@@ -99,26 +101,19 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<NetLinks> {
             loaded.push(program);
         }
         match tracepoint.attach(category, name) {
-            Ok(id) => {
-                links.0.push(tracepoint.take_link(id)?);
-                attached.push(name);
-            }
+            Ok(id) => links.0.push(Box::new(tracepoint.take_link(id)?)),
             Err(error) if !required => {
                 warn!("cannot attach to tracepoint {category}:{name}, its payloads are not traced: {error}");
-                skipped.push(name);
             }
             Err(error) => return Err(error).with_context(|| format!("cannot attach to tracepoint {category}:{name}")),
         }
     }
-    info!(
-        tcp = "tracepoint sock:inet_sock_set_state",
-        connections = "syscall tracepoints accept/accept4/connect/close",
-        payloads = "syscall tracepoints read/write/recvfrom/sendto/readv/writev/recvmsg/sendmsg",
-        kprobes = "not used",
-        attached = attached.len(),
-        missing = ?skipped,
-        "network tracing hooks"
-    );
+    if !missing.is_empty() {
+        // Optional ones only: a kernel without a required one has no network tracing.
+        debug!(?missing, "syscall tracepoints this kernel lacks");
+    }
+    hooks.tcp_state = Some(tcp_state);
+    hooks.syscalls = true;
     Ok(links)
 }
 
@@ -163,12 +158,13 @@ fn tracefs() -> &'static str {
     }
 }
 
-fn tracepoint_exists(category: &str, name: &str) -> bool {
+/// Whether tracefs lists the tracepoint `category:name`.
+pub fn tracepoint_exists(category: &str, name: &str) -> bool {
     Path::new(tracefs()).join("events").join(category).join(name).exists()
 }
 
 /// The BPF program reads `inet_sock_set_state` at fixed offsets; check the kernel agrees.
-fn check_state_format() -> Result<()> {
+pub fn check_state_format() -> Result<()> {
     let path = Path::new(tracefs()).join("events/sock/inet_sock_set_state/format");
     let format = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     for (field, expected) in STATE_FIELDS {

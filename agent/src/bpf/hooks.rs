@@ -1,0 +1,270 @@
+//! Choosing the best hook this kernel has where there is a choice, and the one log line that
+//! says which hooks oxeye uses.
+//!
+//! Only TCP statistics at close have alternatives today; they are tried best first:
+//!
+//! 1. fentry on `tcp_set_state`: cheapest, but needs BPF trampolines (x86_64 since 5.5; arm64
+//!    kernels without `DYNAMIC_FTRACE_WITH_DIRECT_CALLS` load it and refuse to attach it, and
+//!    some kernels refuse to load tracing programs at all).
+//! 2. kprobe on `tcp_set_state`: needs `CONFIG_KPROBES`.
+//! 3. tracepoint `sock:inet_sock_set_state` (Linux 4.16), read at offsets checked against its
+//!    format file.
+//!
+//! An attempt that fails unloads what it loaded and leaves a short reason, logged with the
+//! choice (`tcp_state_fallbacks`).
+
+use std::{error::Error, fmt, io};
+
+use anyhow::{bail, Result};
+use aya::{
+    programs::{FEntry, KProbe, ProgramError, TracePoint},
+    Ebpf,
+};
+use tracing::info;
+
+use super::{network, program_mut};
+
+/// The kernel function whose entry the fentry and kprobe programs hook.
+const TCP_SET_STATE: &str = "tcp_set_state";
+
+/// Where TCP statistics at close are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpStateHook {
+    /// `oxeye_tcp_fent` on the entry of `tcp_set_state`.
+    FEntry,
+    /// `oxeye_tcp_kprb` on the entry of `tcp_set_state`.
+    KProbe,
+    /// `oxeye_tcp_state` on `sock:inet_sock_set_state`.
+    TracePoint,
+}
+
+impl TcpStateHook {
+    /// Best first.
+    const ALL: [TcpStateHook; 3] = [TcpStateHook::FEntry, TcpStateHook::KProbe, TcpStateHook::TracePoint];
+
+    fn program(self) -> &'static str {
+        match self {
+            TcpStateHook::FEntry => "oxeye_tcp_fent",
+            TcpStateHook::KProbe => "oxeye_tcp_kprb",
+            TcpStateHook::TracePoint => "oxeye_tcp_state",
+        }
+    }
+
+    /// The kind of hook, as the fallback reasons name it.
+    fn kind(self) -> &'static str {
+        match self {
+            TcpStateHook::FEntry => "fentry",
+            TcpStateHook::KProbe => "kprobe",
+            TcpStateHook::TracePoint => "tracepoint",
+        }
+    }
+}
+
+impl fmt::Display for TcpStateHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TcpStateHook::FEntry => "fentry:tcp_set_state",
+            TcpStateHook::KProbe => "kprobe:tcp_set_state",
+            TcpStateHook::TracePoint => "tracepoint:sock/inet_sock_set_state",
+        })
+    }
+}
+
+/// An attachment of any kind; dropping it detaches it.
+pub type Link = Box<dyn Send>;
+
+/// The hooks oxeye runs on, for the `hooks chosen` line.
+#[derive(Debug, Default)]
+pub struct Hooks {
+    /// Where TCP statistics at close come from; `None` when network tracing is off.
+    pub tcp_state: Option<TcpStateHook>,
+    /// Whether the syscall tracepoints are attached (network tracing is on).
+    pub syscalls: bool,
+    /// Why each better TCP-state hook was not used.
+    pub tcp_state_fallbacks: Vec<String>,
+}
+
+impl Hooks {
+    /// Logs the choice: one line, once, at start.
+    pub fn log(&self) {
+        let off = |on: bool, what: &'static str| if on { what } else { "off" };
+        info!(
+            cpu_samples = %"perf_event:cpu-clock",
+            process_events = %"tracepoint:sched",
+            tcp_state = %self.tcp_state.map_or_else(|| "off".to_owned(), |hook| hook.to_string()),
+            syscalls = %off(self.syscalls, "tracepoint:syscalls"),
+            tcp_state_fallbacks = %Quoted(&self.tcp_state_fallbacks),
+            "hooks chosen"
+        );
+    }
+}
+
+/// Reasons joined with `; ` (or `none`), in double quotes so the field reads as one value.
+struct Quoted<'a>(&'a [String]);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let joined = if self.0.is_empty() { "none".to_owned() } else { self.0.join("; ") };
+        write!(f, "\"{}\"", joined.replace('"', "'"))
+    }
+}
+
+/// Attaches the best TCP-state hook this kernel has, recording in `hooks` why each better one
+/// was passed over. Fails (with every reason) when none works.
+pub fn attach_tcp_state(ebpf: &mut Ebpf, hooks: &mut Hooks) -> Result<(TcpStateHook, Link)> {
+    for hook in TcpStateHook::ALL {
+        match try_attach(ebpf, hook) {
+            Ok(link) => return Ok((hook, link)),
+            Err(reason) => hooks.tcp_state_fallbacks.push(format!("{}: {reason}", hook.kind())),
+        }
+    }
+    bail!("no hook for TCP statistics at close: {}", hooks.tcp_state_fallbacks.join("; "))
+}
+
+/// Loads and attaches `hook`'s program; on failure, a short reason, with the program unloaded.
+fn try_attach(ebpf: &mut Ebpf, hook: TcpStateHook) -> Result<Link, String> {
+    let program = program_mut(ebpf, hook.program()).map_err(|error| format!("{error:#}"))?;
+    match hook {
+        TcpStateHook::FEntry => {
+            let btf = aya::Btf::from_sys_fs().map_err(|error| format!("no kernel BTF: {}", short(&error)))?;
+            let fentry: &mut FEntry = program.try_into().map_err(|error: ProgramError| short(&error))?;
+            fentry.load(TCP_SET_STATE, &btf).map_err(|error| format!("load failed: {}", short(&error)))?;
+            match fentry.attach().and_then(|id| fentry.take_link(id)) {
+                Ok(link) => Ok(Box::new(link)),
+                Err(error) => {
+                    let _ = fentry.unload();
+                    Err(format!("attach failed: {}", short(&error)))
+                }
+            }
+        }
+        TcpStateHook::KProbe => {
+            let kprobe: &mut KProbe = program.try_into().map_err(|error: ProgramError| short(&error))?;
+            kprobe.load().map_err(|error| format!("load failed: {}", short(&error)))?;
+            match kprobe.attach(TCP_SET_STATE, 0).and_then(|id| kprobe.take_link(id)) {
+                Ok(link) => Ok(Box::new(link)),
+                Err(error) => {
+                    let _ = kprobe.unload();
+                    Err(format!("attach failed: {}", short(&error)))
+                }
+            }
+        }
+        TcpStateHook::TracePoint => {
+            let (category, name) = ("sock", "inet_sock_set_state");
+            if !network::tracepoint_exists(category, name) {
+                return Err(format!("this kernel has no {category}:{name}"));
+            }
+            network::check_state_format().map_err(|error| format!("{error:#}"))?;
+            let tracepoint: &mut TracePoint = program.try_into().map_err(|error: ProgramError| short(&error))?;
+            tracepoint.load().map_err(|error| format!("load failed: {}", short(&error)))?;
+            match tracepoint.attach(category, name).and_then(|id| tracepoint.take_link(id)) {
+                Ok(link) => Ok(Box::new(link)),
+                Err(error) => {
+                    let _ = tracepoint.unload();
+                    Err(format!("attach failed: {}", short(&error)))
+                }
+            }
+        }
+    }
+}
+
+/// An error and its causes on one short line: the verifier's log is cut to its last line, and
+/// an errno is named (`Unknown error 524 (524 ENOTSUPP)`).
+fn short(error: &(dyn Error + 'static)) -> String {
+    if let Some(ProgramError::LoadError { io_error, verifier_log }) = error.downcast_ref::<ProgramError>() {
+        let log = verifier_log.to_string();
+        let last = log.lines().rev().map(str::trim).find(|line| !line.is_empty());
+        return match last {
+            Some(line) => format!("BPF_PROG_LOAD: {} (verifier: {line})", io_text(io_error)),
+            None => format!("BPF_PROG_LOAD: {}", io_text(io_error)),
+        };
+    }
+    let mut text = match error.downcast_ref::<io::Error>() {
+        Some(io_error) => io_text(io_error),
+        None => error.to_string(),
+    };
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = match cause.downcast_ref::<io::Error>() {
+            Some(io_error) => io_text(io_error),
+            None => cause.to_string(),
+        };
+        // Some errors repeat their cause in their own message.
+        if !text.contains(&cause.to_string()) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `Operation not permitted (1 EPERM)`: the errno's name, which the kernel's reasons are
+/// documented by (and which libc has no text for in the case of 524).
+fn io_text(error: &io::Error) -> String {
+    let Some(code) = error.raw_os_error() else { return error.to_string() };
+    let text = error.to_string();
+    let description = text.strip_suffix(&format!(" (os error {code})")).unwrap_or(&text);
+    match errno_name(code) {
+        Some(name) => format!("{description} ({code} {name})"),
+        None => format!("{description} ({code})"),
+    }
+}
+
+/// Names of the errnos BPF loads and attachments fail with.
+fn errno_name(code: i32) -> Option<&'static str> {
+    Some(match code {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        // The kernel's internal ENOTSUPP, which leaks to user space from BPF attachments.
+        524 => "ENOTSUPP",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_text() {
+        assert_eq!(io_text(&io::Error::from_raw_os_error(1)), "Operation not permitted (1 EPERM)");
+        assert!(io_text(&io::Error::from_raw_os_error(524)).ends_with("(524 ENOTSUPP)"));
+    }
+
+    #[test]
+    fn causes_on_one_line() {
+        let error = ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_raw_tracepoint_open",
+            io_error: io::Error::from_raw_os_error(524),
+        });
+        let text = short(&error);
+        assert!(text.starts_with("`bpf_raw_tracepoint_open` failed: "), "{text}");
+        assert!(text.ends_with("(524 ENOTSUPP)"), "{text}");
+    }
+
+    #[test]
+    fn fallbacks_are_quoted() {
+        assert_eq!(Quoted(&[]).to_string(), "\"none\"");
+        assert_eq!(Quoted(&["fentry: a".to_owned(), "kprobe: \"b\"".to_owned()]).to_string(), "\"fentry: a; kprobe: 'b'\"");
+    }
+
+    #[test]
+    fn hook_names() {
+        let names: Vec<String> = TcpStateHook::ALL.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["fentry:tcp_set_state", "kprobe:tcp_set_state", "tracepoint:sock/inet_sock_set_state"]);
+        // The kernel truncates program names to 15 characters.
+        assert!(TcpStateHook::ALL.iter().all(|hook| hook.program().len() <= 15));
+    }
+}
