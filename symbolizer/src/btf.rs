@@ -124,7 +124,7 @@ impl Btf {
             bits = bits.checked_add(member_bits)?;
             id = self.resolve(member_type)?;
         }
-        (bits % 8 == 0).then_some(bits / 8)
+        bits.is_multiple_of(8).then_some(bits / 8)
     }
 
     /// (kind, name offset, size-or-type) of type `id`.

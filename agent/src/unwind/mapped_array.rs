@@ -28,7 +28,7 @@ impl<T: aya::Pod> MappedArray<T> {
     /// Maps the array `map`, which has `len` entries of `T`.
     pub fn new(map: Map, len: u32) -> Result<Self> {
         let Map::Array(map) = map else { bail!("not a BPF array map") };
-        if size_of::<T>() % 8 != 0 {
+        if !size_of::<T>().is_multiple_of(8) {
             bail!("array values must be a multiple of 8 bytes to be memory-mapped");
         }
         let page = page_size();
