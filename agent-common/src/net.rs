@@ -235,8 +235,11 @@ pub struct PayloadHeader {
     pub flags: u32,
     /// Padding.
     pub reserved: u32,
+    /// The task's `comm`: names a process that is gone by the time user space looks in
+    /// `/proc` (a server forking a child per connection).
+    pub comm: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 96);
+const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 112);
 
 impl PayloadHeader {
     /// The data continues the previous receive on the connection (which filled its buffer).

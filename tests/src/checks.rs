@@ -217,6 +217,61 @@ pub fn http_spans(spans: &[SpanLine], kind: &str, service: &str, port: u16, expe
     Ok(format!("{} {kind} spans of {service}, all with the right path and status", seen.values().sum::<usize>()))
 }
 
+/// Samples of a Prometheus text exposition: (name, labels) → value.
+pub fn parse_exposition(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value: f64 = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|pair| !pair.is_empty())
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    Some((key.to_owned(), value.trim_matches('"').to_owned()))
+                })
+                .collect();
+            Some((name.to_owned(), labels, value))
+        })
+        .collect()
+}
+
+/// TCP statistics of `connections` HTTP connections to `port`, as oxeye's Prometheus endpoint
+/// reports them: that many closed on each side (the TCP-state hook saw every close), and each
+/// side received exactly what the other sent, in both directions, counted at two different
+/// sockets.
+pub fn tcp_statistics(exposition: &str, port: u16, connections: u64) -> Check {
+    let series = parse_exposition(exposition);
+    let port = port.to_string();
+    let value = |name: &str, role: &str, direction: Option<&str>| -> f64 {
+        series
+            .iter()
+            .filter(|(n, labels, _)| {
+                n == name
+                    && labels.get("server_port") == Some(&port)
+                    && labels.get("oxeye_tcp_role").map(String::as_str) == Some(role)
+                    && direction.is_none_or(|d| labels.get("network_io_direction").map(String::as_str) == Some(d))
+            })
+            .map(|(_, _, value)| value)
+            .sum()
+    };
+    for role in ["server", "client"] {
+        let closed = value("oxeye_tcp_connections_closed_total", role, None);
+        ensure(closed == connections as f64, || format!("{closed} {role} connections on port {port} closed, expected {connections}:\n{exposition}"))?;
+    }
+    let request_bytes = value("oxeye_tcp_bytes_total", "client", Some("transmit"));
+    let response_bytes = value("oxeye_tcp_bytes_total", "server", Some("transmit"));
+    ensure(request_bytes > 0.0 && response_bytes > 0.0, || format!("no bytes counted on port {port}:\n{exposition}"))?;
+    ensure(value("oxeye_tcp_bytes_total", "server", Some("receive")) == request_bytes, || format!("the server received other than the {request_bytes} bytes the clients sent:\n{exposition}"))?;
+    ensure(value("oxeye_tcp_bytes_total", "client", Some("receive")) == response_bytes, || format!("the clients received other than the {response_bytes} bytes the server sent:\n{exposition}"))?;
+    Ok(format!("{connections} connections closed on each side, {request_bytes} bytes up and {response_bytes} down, the same at both ends"))
+}
+
 fn ensure(condition: bool, why: impl FnOnce() -> String) -> Result<(), String> {
     if condition {
         Ok(())

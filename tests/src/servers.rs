@@ -233,26 +233,4 @@ fn parse_response(bytes: &[u8]) -> Option<(Response, usize)> {
     Some((Response { status, body }, head_end + length))
 }
 
-/// Samples of a Prometheus text exposition: (name, labels) → value.
-pub fn parse_exposition(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let value: f64 = value.parse().ok()?;
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split("\",")
-                .filter(|pair| !pair.is_empty())
-                .filter_map(|pair| {
-                    let (key, value) = pair.split_once('=')?;
-                    Some((key.to_owned(), value.trim_matches('"').to_owned()))
-                })
-                .collect();
-            Some((name.to_owned(), labels, value))
-        })
-        .collect()
-}
+pub use crate::checks::parse_exposition;

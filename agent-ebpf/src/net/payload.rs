@@ -12,7 +12,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -207,6 +207,7 @@ fn exit(ctx: &TracePointContext) {
         addrs: connection.addrs,
         flags: if continuation { PayloadHeader::CONTINUATION } else { 0 },
         reserved: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     let len = core::mem::size_of::<PayloadHeader>() + captured as usize;
     // SAFETY: `len` is within the record, which is plain data.

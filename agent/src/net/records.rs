@@ -54,6 +54,7 @@ mod tests {
             addrs: SocketAddrs::default(),
             flags: 0,
             reserved: 0,
+            comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
         };
         // SAFETY: plain data.
         let mut bytes = unsafe { std::slice::from_raw_parts((&header as *const PayloadHeader).cast::<u8>(), size_of::<PayloadHeader>()) }.to_vec();

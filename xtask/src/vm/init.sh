@@ -15,7 +15,7 @@ dmesg -n 1
 ip link set lo up
 hostname oxeye-vm
 echo "@@oxeye-vm booted $(cut -d' ' -f1 /proc/uptime) $(uname -r) $(uname -m)"
-sh /oxeye/scenarios.sh /oxeye /tmp/out 8080 4317
+sh /oxeye/scenarios.sh /oxeye /tmp/out 8080 4317 9464
 for file in /tmp/out/*; do
     [ -f "$file" ] || continue
     echo "@@oxeye-vm file $(basename "$file")"

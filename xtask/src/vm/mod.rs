@@ -40,6 +40,7 @@ use crate::shell::{root, root_command, say};
 /// loopback, see `init.sh`).
 const HOST_HTTP_PORT: u16 = 18080;
 const HOST_OTLP_PORT: &str = "14317";
+const HOST_METRICS_PORT: &str = "19464";
 
 /// Flags of `cargo xtask vm-test`.
 #[derive(clap::Args, Default)]
@@ -174,6 +175,7 @@ fn run_on_host(files: &guest::GuestFiles, dir: &Path) -> Result<Transcript> {
         .arg(&out)
         .arg(HOST_HTTP_PORT.to_string())
         .arg(HOST_OTLP_PORT)
+        .arg(HOST_METRICS_PORT)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()

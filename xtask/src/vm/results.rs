@@ -140,6 +140,7 @@ pub fn check(transcript: &Transcript, arch: Arch, http_port: u16, tcp_state_hook
         ("signed return addresses, frame pointers", signed(checks::known_chain, "chain-pac")),
         ("signed return addresses, no frame pointers", signed(checks::c_without_frame_pointers, "chain-pac-nofp")),
         ("HTTP over loopback into spans", outcome(http())),
+        ("TCP statistics from the chosen hook", outcome(checks::tcp_statistics(&transcript.text("metrics.txt"), http_port, 6))),
         (
             "hook choice",
             match tcp_state_hook {

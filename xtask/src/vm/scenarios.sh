@@ -3,11 +3,11 @@
 # exporting to a real OTLP receiver, around known workloads and an HTTP exchange over
 # loopback; then its exit, and what it left in the kernel. The host checks the outputs.
 #
-# Usage: scenarios.sh BIN_DIR OUT_DIR HTTP_PORT OTLP_PORT
+# Usage: scenarios.sh BIN_DIR OUT_DIR HTTP_PORT OTLP_PORT METRICS_PORT
 # BIN_DIR holds oxeye, otlp-sink, busybox, bpftool and the workloads: chain (frame pointers),
 # chain-nofp (C -O2 without), chain-rs (Rust release without), syscalls (frame pointers), and
 # on arm64 chain-pac and chain-pac-nofp (pointer authentication, with and without).
-bin=$1 out=$2 http_port=$3 otlp_port=$4
+bin=$1 out=$2 http_port=$3 otlp_port=$4 metrics_port=$5
 mkdir -p "$out/www"
 echo "hello from oxeye" > "$out/www/hello.txt"
 mark() { echo "@@oxeye-vm step $1 $(cut -d' ' -f1 /proc/uptime)"; }
@@ -31,7 +31,7 @@ wait_for "'$bin/busybox' wget -q -O /dev/null http://127.0.0.1:$http_port/hello.
 sink=$!
 mark start
 "$bin/oxeye" -F 99 --no-live --output-dir "$out" --collection-agent "127.0.0.1:$otlp_port" --disable-tls \
-    --reporter-interval 1 2> "$out/oxeye.stderr" &
+    --reporter-interval 1 --prometheus-listen "127.0.0.1:$metrics_port" 2> "$out/oxeye.stderr" &
 oxeye=$!
 wait_for "grep -q sampling '$out/oxeye.stderr' || ! kill -0 $oxeye 2>/dev/null" 3000
 mark sampling
@@ -62,6 +62,7 @@ done
 mark http
 # Let oxeye read the last records and export them.
 sleep 2
+"$bin/busybox" wget -q -O "$out/metrics.txt" "http://127.0.0.1:$metrics_port/metrics"
 
 kill -INT "$oxeye"
 wait "$oxeye"
