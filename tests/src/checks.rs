@@ -279,3 +279,57 @@ fn ensure(condition: bool, why: impl FnOnce() -> String) -> Result<(), String> {
         Err(why())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOOKS: &str = "2026-11-22T00:07:42Z  INFO hooks chosen cpu_samples=perf_event:cpu-clock process_events=tracepoint:sched \
+        tcp_state=kprobe:tcp_set_state syscalls=tracepoint:syscalls tcp_state_fallbacks=\"fentry: attach failed: (524 ENOTSUPP)\"";
+
+    #[test]
+    fn hook_choice_reads_plain_and_quoted_values() {
+        assert_eq!(chosen_hook(HOOKS, "tcp_state").as_deref(), Some("kprobe:tcp_set_state"));
+        assert_eq!(chosen_hook(HOOKS, "tcp_state_fallbacks").as_deref(), Some("fentry: attach failed: (524 ENOTSUPP)"));
+        assert!(hook_choice(HOOKS, "tcp_state", "kprobe:tcp_set_state").is_ok());
+        assert!(hook_choice(HOOKS, "tcp_state", "fentry:tcp_set_state").is_err());
+        assert!(hook_choice("no such line", "tcp_state", "kprobe:tcp_set_state").is_err());
+    }
+
+    #[test]
+    fn span_lines_parse_and_count_by_path_and_status() {
+        let text = "SERVER\tnginx\tGET /a\thttp.request.method=GET\turl.path=/a\thttp.response.status_code=200\tserver.port=80\n\
+            SERVER\tnginx\tGET /b\thttp.request.method=GET\turl.path=/b\thttp.response.status_code=404\tserver.port=80\n";
+        let spans = SpanLine::parse_all(text).unwrap();
+        assert_eq!(spans.len(), 2);
+        assert!(http_spans(&spans, "SERVER", "nginx", 80, &[("/a", "200", 1), ("/b", "404", 1)]).is_ok());
+        assert!(http_spans(&spans, "SERVER", "nginx", 80, &[("/a", "200", 2), ("/b", "404", 1)]).is_err());
+        assert!(SpanLine::parse_all("SERVER\tonly two").is_err());
+    }
+
+    #[test]
+    fn tcp_statistics_need_both_ends_to_agree() {
+        let series = |up_received: u32| {
+            format!(
+                "oxeye_tcp_connections_closed_total{{oxeye_tcp_role=\"client\",server_port=\"80\"}} 2\n\
+                 oxeye_tcp_connections_closed_total{{oxeye_tcp_role=\"server\",server_port=\"80\"}} 2\n\
+                 oxeye_tcp_bytes_total{{network_io_direction=\"transmit\",oxeye_tcp_role=\"client\",server_port=\"80\"}} 100\n\
+                 oxeye_tcp_bytes_total{{network_io_direction=\"receive\",oxeye_tcp_role=\"server\",server_port=\"80\"}} {up_received}\n\
+                 oxeye_tcp_bytes_total{{network_io_direction=\"transmit\",oxeye_tcp_role=\"server\",server_port=\"80\"}} 900\n\
+                 oxeye_tcp_bytes_total{{network_io_direction=\"receive\",oxeye_tcp_role=\"client\",server_port=\"80\"}} 900\n"
+            )
+        };
+        assert!(tcp_statistics(&series(100), 80, 2).is_ok());
+        assert!(tcp_statistics(&series(99), 80, 2).is_err());
+        assert!(tcp_statistics(&series(100), 80, 3).is_err());
+    }
+
+    #[test]
+    fn known_chain_needs_samples_and_the_split() {
+        let folded = Folded::read_str("chain;_start;main;outer;middle;leaf_a 300\nchain;_start;main;outer;middle;leaf_b 100\n");
+        assert!(known_chain(&folded, "chain", 4.0).is_ok());
+        assert!(known_chain(&folded, "chain", 10.0).is_err(), "400 samples are too few for 10 s at 99 Hz");
+        let skewed = Folded::read_str("chain;main;outer;middle;leaf_a 400\n");
+        assert!(known_chain(&skewed, "chain", 4.0).is_err());
+    }
+}

@@ -94,11 +94,15 @@ pub fn discover(config: &NetConfig, tgid: u32, fd: u32) -> bool {
         let _ = NOT_SOCKETS.insert(key, 0, 0);
         return false;
     };
-    let connection = Connection { sock, addrs, role: role::UNKNOWN, protocol: protocol::UNKNOWN, continues: 0, misses: 0 };
+    // A socket another process opened under oxeye (a server that accepts, then forks a child
+    // per connection) keeps its role and open time; one open before oxeye started has neither
+    // (open time 0: no duration is reported for it).
+    // SAFETY: the value is copied out at once.
+    let (role, opened_ns) = unsafe { SOCKETS.get(&sock) }.map_or((role::UNKNOWN, 0), |owner| (owner.role, owner.opened_ns));
+    let connection = Connection { sock, addrs, role, protocol: protocol::UNKNOWN, continues: 0, misses: 0 };
     let _ = CONNECTIONS.insert(key, connection, 0);
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    // Its open time is unknown (0): no duration is reported for it.
-    let _ = SOCKETS.insert(sock, SocketOwner { pid: tgid, role: role::UNKNOWN, opened_ns: 0, comm, addrs }, 0);
+    let _ = SOCKETS.insert(sock, SocketOwner { pid: tgid, role, opened_ns, comm, addrs }, 0);
     true
 }
 

@@ -36,6 +36,7 @@ const WORKLOADS: &[(&str, &str, &[&str], Option<Arch>)] = &[
     // frame records, and described by DW_CFA_AARCH64_negate_ra_state in the unwind tables.
     ("chain-pac", "chain.c", &["-O0", "-fno-omit-frame-pointer", "-fno-inline", "-mbranch-protection=pac-ret+leaf"], Some(Arch::Aarch64)),
     ("chain-pac-nofp", "chain.c", &["-O2", "-fomit-frame-pointer", "-mbranch-protection=pac-ret"], Some(Arch::Aarch64)),
+    ("pac-probe", "pac_probe.c", &["-O0", "-fno-omit-frame-pointer", "-mbranch-protection=pac-ret+leaf"], Some(Arch::Aarch64)),
 ];
 
 /// Builds (or reuses) everything a guest of `arch` runs.

@@ -127,10 +127,14 @@ pub fn check(transcript: &Transcript, arch: Arch, http_port: u16, tcp_state_hook
         if arch != Arch::Aarch64 {
             return Outcome::Skip("pointer authentication is arm64's".to_owned());
         }
-        if transcript.text("cpu-pac.txt").trim() != "paca" {
-            return Outcome::Fail("the guest's CPU has no pointer authentication (no `paca` in /proc/cpuinfo)".to_owned());
+        let probe = transcript.text("pac-probe.txt");
+        let words: BTreeMap<&str, &str> = probe.split_whitespace().filter_map(|word| word.split_once('=')).collect();
+        match (words.get("saved"), words.get("returns_to")) {
+            (Some(saved), Some(returns_to)) if saved != returns_to => {
+                outcome(profile(check, process, 4.0).map(|summary| format!("{summary}; saved {saved} returns to {returns_to}")))
+            }
+            _ => Outcome::Fail(format!("return addresses are not signed in the guest, so this proves nothing (pac-probe: {probe:?})")),
         }
-        outcome(profile(check, process, 4.0))
     };
     vec![
         ("frame-pointer chain (C)", outcome(profile(checks::known_chain, "chain", 4.0))),
@@ -153,4 +157,37 @@ pub fn check(transcript: &Transcript, arch: Arch, http_port: u16, tcp_state_hook
         ),
         ("clean exit", outcome(checks::clean_exit(exit_code, &outputs, &transcript.text("bpftool-progs.txt")))),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcript_keeps_files_and_steps_between_kernel_lines() {
+        let console = "[    1.0] booting\r\n@@oxeye-vm booted 2.25 6.1.0-56-arm64 aarch64\n\
+            @@oxeye-vm step sampling 5.5\n[    6.1] random: crng init done\n\
+            @@oxeye-vm file oxeye.exit\nMAo=\n@@oxeye-vm end\n\
+            @@oxeye-vm file outputs.txt\nc3RhY2tzLmZv\nbGRlZAo=\n@@oxeye-vm end\n@@oxeye-vm done 30.0\n";
+        let transcript = Transcript::parse(&console.replace('\r', "")).unwrap();
+        assert_eq!(transcript.at("booted"), Some(2.25));
+        assert_eq!(transcript.at("sampling"), Some(5.5));
+        assert_eq!(transcript.at("done"), Some(30.0));
+        assert_eq!(transcript.text("oxeye.exit"), "0\n");
+        assert_eq!(transcript.text("outputs.txt"), "stacks.folded\n");
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_not_a_panic() {
+        assert!(Transcript::parse("@@oxeye-vm file x\n!!!\n@@oxeye-vm end\n").is_err());
+    }
+
+    #[test]
+    fn empty_transcript_fails_every_scenario_with_a_reason() {
+        let outcomes = check(&Transcript::default(), Arch::Aarch64, GUEST_HTTP_PORT, Some("kprobe:tcp_set_state"));
+        assert!(outcomes.len() >= 9);
+        for (scenario, outcome) in outcomes {
+            assert!(matches!(outcome, Outcome::Fail(ref why) if !why.is_empty()), "{scenario} did not fail on an empty transcript");
+        }
+    }
 }

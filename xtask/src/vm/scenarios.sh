@@ -6,7 +6,8 @@
 # Usage: scenarios.sh BIN_DIR OUT_DIR HTTP_PORT OTLP_PORT METRICS_PORT
 # BIN_DIR holds oxeye, otlp-sink, busybox, bpftool and the workloads: chain (frame pointers),
 # chain-nofp (C -O2 without), chain-rs (Rust release without), syscalls (frame pointers), and
-# on arm64 chain-pac and chain-pac-nofp (pointer authentication, with and without).
+# on arm64 chain-pac and chain-pac-nofp (pointer authentication, with and without) and
+# pac-probe (shows whether return addresses really are signed).
 bin=$1 out=$2 http_port=$3 otlp_port=$4 metrics_port=$5
 mkdir -p "$out/www"
 echo "hello from oxeye" > "$out/www/hello.txt"
@@ -48,7 +49,7 @@ mark chain-rs
 mark syscalls
 # arm64 only: the same chain with return addresses signed (pointer authentication).
 if [ -x "$bin/chain-pac" ]; then
-    grep -m1 -o -w paca /proc/cpuinfo > "$out/cpu-pac.txt"
+    "$bin/pac-probe" > "$out/pac-probe.txt"
     "$bin/chain-pac" 4
     mark chain-pac
     "$bin/chain-pac-nofp" 4 1
