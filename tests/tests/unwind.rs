@@ -166,7 +166,7 @@ fn signal_handlers_unwind_through_the_signal_frame() {
         // _start … main → interrupted → (the signal frame: libc's __restore_rt) → on_signal.
         let signal_frame = &user[..user.len() - 1];
         if complete_to(stack, &["on_signal"])
-            && signal_frame.iter().any(|f| *f == "main")
+            && signal_frame.contains(&"main")
             && signal_frame.last().is_some_and(|f| f.starts_with("__restore_rt") || f.starts_with("libc.so.6+"))
             && signal_frame[signal_frame.len() - 2] == "interrupted"
         {

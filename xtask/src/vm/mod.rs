@@ -4,12 +4,12 @@
 //! (`scenarios.sh`), and checks what they wrote on the host with the same checks as the host
 //! tests. The host's own kernel runs the same scenarios directly.
 //!
-//! - [`kernels`]: the matrix, one line per kernel.
-//! - [`debian`]: kernels, busybox and bpftool from Debian's packages, cached.
-//! - [`guest`]: the programs a guest runs, built for its architecture.
-//! - [`initramfs`]: packing them with `/init`.
-//! - [`qemu`]: booting.
-//! - [`results`]: the console protocol, and the checks.
+//! - [`kernels`] is the matrix, one line per kernel.
+//! - [`debian`] fetches kernels, busybox and bpftool from Debian's packages, and caches them.
+//! - [`guest`] builds the programs a guest runs for its architecture.
+//! - [`initramfs`] packs them with `/init`.
+//! - [`qemu`] boots a kernel with it.
+//! - [`results`] reads the console protocol and runs the checks.
 
 mod arch;
 mod debian;
