@@ -13,6 +13,8 @@ mount -t bpf bpf /sys/fs/bpf
 # Keep kernel messages off the console: the host parses it.
 dmesg -n 1
 ip link set lo up
+# Run counts and times of BPF programs, shown by bpftool (outputs for post-mortems).
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
 hostname oxeye-vm
 echo "@@oxeye-vm booted $(cut -d' ' -f1 /proc/uptime) $(uname -r) $(uname -m)"
 sh /oxeye/scenarios.sh /oxeye /tmp/out 8080 4317 9464

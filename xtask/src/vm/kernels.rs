@@ -35,6 +35,9 @@ pub struct Kernel {
     pub source: Source,
     /// The hook oxeye must pick for TCP state changes there.
     pub tcp_state_hook: TcpStateHook,
+    /// Whether user return addresses come out signed there (arm64 with pointer
+    /// authentication), so the signed-chain scenarios must pass rather than be skipped.
+    pub signs_return_addresses: bool,
 }
 
 /// fentry on `tcp_set_state`: kernels with BPF trampolines.
@@ -48,6 +51,9 @@ pub const TRACEPOINT: &str = "tracepoint:sock/inet_sock_set_state";
 ///
 /// - Debian 6.1 arm64: fentry programs load but cannot attach (no
 ///   `DYNAMIC_FTRACE_WITH_DIRECT_CALLS` on arm64 before 6.4: ENOTSUPP); kprobes exist.
+/// - Debian 6.12 arm64 (Debian 12's newer kernel): BPF trampolines on arm64 (since 6.4), so
+///   fentry attaches. Also with 16 KiB pages, as on some arm64 servers: mappings, biases and
+///   the unwind tables' page arithmetic differ.
 /// - Debian 6.1 x86_64: fentry and kprobes exist.
 /// - The host: this project's machines have neither (`CONFIG_KPROBES` unset, fentry EPERM).
 pub const KERNELS: &[Kernel] = &[
@@ -56,14 +62,36 @@ pub const KERNELS: &[Kernel] = &[
         arch: Arch::Aarch64,
         source: Source::Debian { metapackage: "linux-image-arm64", version_prefix: "6.1." },
         tcp_state_hook: TcpStateHook::Exactly(KPROBE),
+        signs_return_addresses: true,
+    },
+    Kernel {
+        name: "debian-6.12-arm64",
+        arch: Arch::Aarch64,
+        source: Source::Debian { metapackage: "linux-image-6.12-arm64", version_prefix: "6.12." },
+        tcp_state_hook: TcpStateHook::Exactly(FENTRY),
+        signs_return_addresses: true,
+    },
+    Kernel {
+        name: "debian-6.12-arm64-16k",
+        arch: Arch::Aarch64,
+        source: Source::Debian { metapackage: "linux-image-6.12-arm64-16k", version_prefix: "6.12." },
+        tcp_state_hook: TcpStateHook::Exactly(FENTRY),
+        signs_return_addresses: true,
     },
     Kernel {
         name: "debian-6.1-x86_64",
         arch: Arch::X86_64,
         source: Source::Debian { metapackage: "linux-image-amd64", version_prefix: "6.1." },
         tcp_state_hook: TcpStateHook::Exactly(FENTRY),
+        signs_return_addresses: false,
     },
-    Kernel { name: "host", arch: Arch::HOST, source: Source::Host, tcp_state_hook: TcpStateHook::FromRunningKernel },
+    Kernel {
+        name: "host",
+        arch: Arch::HOST,
+        source: Source::Host,
+        tcp_state_hook: TcpStateHook::FromRunningKernel,
+        signs_return_addresses: false,
+    },
 ];
 
 /// The hook the running kernel's configuration calls for, read independently of oxeye: fentry

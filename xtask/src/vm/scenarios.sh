@@ -32,7 +32,7 @@ wait_for "'$bin/busybox' wget -q -O /dev/null http://127.0.0.1:$http_port/hello.
 sink=$!
 mark start
 "$bin/oxeye" -F 99 --no-live --output-dir "$out" --collection-agent "127.0.0.1:$otlp_port" --disable-tls \
-    --reporter-interval 1 --prometheus-listen "127.0.0.1:$metrics_port" 2> "$out/oxeye.stderr" &
+    --reporter-interval 1 --prometheus-listen "127.0.0.1:$metrics_port" --log "${OXEYE_LOG:-info}" 2> "$out/oxeye.stderr" &
 oxeye=$!
 wait_for "grep -q sampling '$out/oxeye.stderr' || ! kill -0 $oxeye 2>/dev/null" 3000
 mark sampling
@@ -49,7 +49,9 @@ mark chain-rs
 mark syscalls
 # arm64 only: the same chain with return addresses signed (pointer authentication).
 if [ -x "$bin/chain-pac" ]; then
-    "$bin/pac-probe" > "$out/pac-probe.txt"
+    # Eight processes, eight keys: with 52-bit virtual addresses the code has only 3 bits and
+    # is zero for one return address in eight.
+    for n in 1 2 3 4 5 6 7 8; do "$bin/pac-probe"; done > "$out/pac-probe.txt"
     "$bin/chain-pac" 4
     mark chain-pac
     "$bin/chain-pac-nofp" 4 1
@@ -64,6 +66,9 @@ mark http
 # Let oxeye read the last records and export them.
 sleep 2
 "$bin/busybox" wget -q -O "$out/metrics.txt" "http://127.0.0.1:$metrics_port/metrics"
+# oxeye's programs while it runs, with their run counts where the kernel keeps them (for a
+# failure's post-mortem).
+"$bin/bpftool" prog show > "$out/bpftool-running.txt" 2>&1
 
 kill -INT "$oxeye"
 wait "$oxeye"
