@@ -224,7 +224,7 @@ fn timing(transcript: &Transcript, wall: f64) -> String {
     let seconds = |value: Option<f64>| value.map_or_else(|| "?".to_owned(), |v| format!("{v:.1} s"));
     let started = transcript.at("start");
     let to_sampling = started.zip(transcript.at("sampling")).map(|(a, b)| b - a);
-    let exit = transcript.at("http").zip(transcript.at("exit")).map(|(a, b)| b - a - 2.0);
+    let exit = transcript.at("stop").zip(transcript.at("exit")).map(|(a, b)| b - a);
     format!(
         "kernel boot to /init {}, oxeye start to sampling {}, stop to exit {}, boot to result {wall:.1} s",
         seconds(transcript.at("booted")),

@@ -70,6 +70,7 @@ sleep 2
 # failure's post-mortem).
 "$bin/bpftool" prog show > "$out/bpftool-running.txt" 2>&1
 
+mark stop
 kill -INT "$oxeye"
 wait "$oxeye"
 echo $? > "$out/oxeye.exit"
