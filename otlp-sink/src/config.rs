@@ -28,13 +28,29 @@ pub enum Reply {
     },
     /// Fail the call with this gRPC status code; the request is not stored.
     Status(tonic::Code),
+    /// Refused by the peer's rules ([`Peer`]): `InvalidArgument` with this
+    /// message, as the peer would answer. Not stored.
+    Refused(String),
 }
 
 impl Reply {
     /// Whether a request answered this way counts as accepted (and is stored).
     pub fn is_accepted(&self) -> bool {
-        !matches!(self, Reply::Status(_))
+        !matches!(self, Reply::Status(_) | Reply::Refused(_))
     }
+}
+
+/// Which real receiver a sink behaves like.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Peer {
+    /// A lenient OTLP receiver: every signal, anything well-formed.
+    #[default]
+    Any,
+    /// devfiler 0.15: only the profiles service (traces and metrics get
+    /// `UNIMPLEMENTED`), messages up to 16 MiB, and every profiles request
+    /// checked by [`crate::devfiler::accepts`]; a request devfiler would
+    /// refuse is refused whole with `InvalidArgument`, as devfiler does.
+    Devfiler,
 }
 
 /// Configuration of a [`crate::Sink`].
@@ -54,6 +70,8 @@ pub struct SinkConfig {
     /// The same for the metrics service, counted separately. Empty (accept
     /// everything) by default.
     pub metrics_script: Vec<Reply>,
+    /// The real receiver whose rules the sink enforces.
+    pub peer: Peer,
 }
 
 impl SinkConfig {
@@ -65,11 +83,18 @@ impl SinkConfig {
             script: Vec::new(),
             trace_script: Vec::new(),
             metrics_script: Vec::new(),
+            peer: Peer::Any,
         }
     }
 
     /// A plaintext sink on 127.0.0.1 with a free port that accepts everything.
     pub fn localhost() -> Self {
         Self::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// A sink on 127.0.0.1 with a free port that accepts and refuses
+    /// exactly what devfiler 0.15 does ([`Peer::Devfiler`]).
+    pub fn devfiler() -> Self {
+        SinkConfig { peer: Peer::Devfiler, ..Self::localhost() }
     }
 }

@@ -39,6 +39,7 @@
 pub mod check;
 mod config;
 mod decode;
+pub mod devfiler;
 mod error;
 pub mod fixtures;
 mod metrics;
@@ -49,7 +50,7 @@ mod spans;
 mod tls;
 mod wire;
 
-pub use config::{Reply, SinkConfig, TlsIdentity};
+pub use config::{Peer, Reply, SinkConfig, TlsIdentity};
 pub use decode::{sample_count, stacks, total_samples, DecodedSample, FRAME_TYPE_KEY};
 pub use error::SinkError;
 pub use metrics::{metric_points, MetricPoint, MetricValue};

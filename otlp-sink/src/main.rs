@@ -13,8 +13,9 @@ use otlp_sink::{proto::trace::v1::span::SpanKind, self_signed, DecodedSpan, Rete
 /// gets.
 ///
 /// Every stats line reads `requests=N samples=N wire_bytes=N spans=N
-/// metric_points=N`: profiles requests and samples, bytes read from the
-/// sockets, spans, and metric data points (summed over metrics requests).
+/// metric_points=N refused=N`: profiles requests and samples, bytes read from
+/// the sockets, spans, metric data points (summed over metrics requests), and
+/// profiles requests refused by `--devfiler`'s rules.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -33,12 +34,17 @@ struct Args {
     /// memory: for tests, not for long runs.
     #[arg(long, value_name = "PATH")]
     spans_out: Option<PathBuf>,
+    /// Behave like devfiler 0.15: serve profiles only (traces and metrics get UNIMPLEMENTED)
+    /// and refuse, whole and with INVALID_ARGUMENT, every request devfiler would refuse;
+    /// each refusal is logged with its reason.
+    #[arg(long)]
+    devfiler: bool,
 }
 
 fn stats_line(stats: &Stats) -> String {
     format!(
-        "requests={} samples={} wire_bytes={} spans={} metric_points={}",
-        stats.accepted, stats.samples, stats.bytes_received, stats.spans, stats.metric_points
+        "requests={} samples={} wire_bytes={} spans={} metric_points={} refused={}",
+        stats.accepted, stats.samples, stats.bytes_received, stats.spans, stats.metric_points, stats.refused
     )
 }
 
@@ -51,6 +57,9 @@ fn main() -> anyhow::Result<()> {
     let interval = Duration::from_secs_f64(args.stats_interval);
 
     let mut config = SinkConfig::new(args.listen);
+    if args.devfiler {
+        config.peer = otlp_sink::Peer::Devfiler;
+    }
     if let Some(path) = &args.tls_cert_out {
         let identity = self_signed("localhost")?;
         std::fs::write(path, &identity.cert_pem)
@@ -67,10 +76,17 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut logged_refusals = 0;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
             tokio::select! {
-                _ = ticker.tick() => println!("{}", stats_line(&sink.stats())),
+                _ = ticker.tick() => {
+                    println!("{}", stats_line(&sink.stats()));
+                    for why in sink.refusals().iter().skip(logged_refusals) {
+                        eprintln!("otlp-sink: refused a profiles request as devfiler would: {why}");
+                    }
+                    logged_refusals = sink.refusals().len();
+                }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
             }

@@ -30,6 +30,9 @@ pub struct Stats {
     /// Profiles `Export` calls answered with [`Reply::Ok`] or
     /// [`Reply::PartialSuccess`].
     pub accepted: usize,
+    /// Profiles `Export` calls refused by the peer's rules
+    /// ([`crate::Peer`]).
+    pub refused: usize,
     /// Samples in the accepted profiles requests: per sample the number of
     /// timestamps, or the sum of its values when it has none.
     pub samples: u64,
@@ -52,6 +55,8 @@ pub struct Stats {
 
 struct State<R> {
     replies: Vec<Reply>,
+    /// Why each refused request was refused, in arrival order.
+    refusals: Vec<String>,
     requests: Vec<R>,
     accepted: usize,
     /// Sum of `Recorder::units` over the accepted requests.
@@ -65,6 +70,8 @@ pub(crate) struct Recorder<R> {
     retention: Retention,
     /// What one request counts for (samples, spans, data points).
     units: fn(&R) -> u64,
+    /// The peer's rules: a request they refuse is answered [`Reply::Refused`].
+    rules: Option<fn(&R) -> Result<(), String>>,
     state: Mutex<State<R>>,
     changed: Condvar,
 }
@@ -75,14 +82,22 @@ impl<R: Clone> Recorder<R> {
             script,
             retention,
             units,
+            rules: None,
             state: Mutex::new(State {
                 replies: Vec::new(),
+                refusals: Vec::new(),
                 requests: Vec::new(),
                 accepted: 0,
                 units: 0,
             }),
             changed: Condvar::new(),
         }
+    }
+
+    /// Checks every request with `rules` before the script is consulted.
+    pub(crate) fn with_rules(mut self, rules: fn(&R) -> Result<(), String>) -> Self {
+        self.rules = Some(rules);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State<R>> {
@@ -94,12 +109,16 @@ impl<R: Clone> Recorder<R> {
 
     /// Records one call and returns the scripted reply for it.
     pub(crate) fn record(&self, request: R) -> Reply {
+        // Checked outside the lock: the rules walk the whole request.
+        let verdict = self.rules.map_or(Ok(()), |rules| rules(&request));
         let mut state = self.lock();
-        let reply = self
-            .script
-            .get(state.replies.len())
-            .cloned()
-            .unwrap_or(Reply::Ok);
+        let reply = match verdict {
+            Err(why) => {
+                state.refusals.push(why.clone());
+                Reply::Refused(why)
+            }
+            Ok(()) => self.script.get(state.replies.len()).cloned().unwrap_or(Reply::Ok),
+        };
         state.replies.push(reply.clone());
         if reply.is_accepted() {
             state.accepted += 1;
@@ -126,14 +145,19 @@ impl<R: Clone> Recorder<R> {
         self.lock().replies.clone()
     }
 
+    /// Why each refused request was refused.
+    pub(crate) fn refusals(&self) -> Vec<String> {
+        self.lock().refusals.clone()
+    }
+
     pub(crate) fn attempts(&self) -> usize {
         self.lock().replies.len()
     }
 
-    /// (attempts, accepted, units)
-    pub(crate) fn totals(&self) -> (usize, usize, u64) {
+    /// (attempts, accepted, units, refused by the rules)
+    pub(crate) fn totals(&self) -> (usize, usize, u64, usize) {
         let state = self.lock();
-        (state.replies.len(), state.accepted, state.units)
+        (state.replies.len(), state.accepted, state.units, state.refusals.len())
     }
 
     pub(crate) fn clear_requests(&self) {

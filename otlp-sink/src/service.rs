@@ -43,6 +43,7 @@ impl<R: Clone> SinkService<R> {
                 Ok(Response::new(respond(Some((rejected, message)))))
             }
             Reply::Status(code) => Err(Status::new(code, "otlp-sink: scripted failure")),
+            Reply::Refused(why) => Err(Status::invalid_argument(why)),
         }
     }
 }

@@ -21,7 +21,8 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::server::{Router, ServerTlsConfig};
 use tonic::transport::{Identity, Server};
 
-use crate::config::{Reply, SinkConfig};
+use crate::config::{Peer, Reply, SinkConfig};
+use crate::devfiler;
 use crate::decode::total_samples;
 use crate::error::SinkError;
 use crate::metrics::{metric_points, total_metric_points, MetricPoint};
@@ -69,7 +70,11 @@ impl Sink {
         listener.set_nonblocking(true).map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
 
-        let recorder = Arc::new(Recorder::new(config.script, retention, total_samples));
+        let recorder = Recorder::new(config.script, retention, total_samples);
+        let recorder = Arc::new(match config.peer {
+            Peer::Any => recorder,
+            Peer::Devfiler => recorder.with_rules(devfiler::accepts),
+        });
         let traces = Arc::new(Recorder::new(config.trace_script, retention, total_spans));
         let metrics = Arc::new(Recorder::new(
             config.metrics_script,
@@ -86,15 +91,16 @@ impl Sink {
                 .map_err(SinkError::Tls)?;
         }
         let profiles_service = ProfilesServiceServer::new(SinkService::new(recorder.clone()))
-            .accept_compressed(CompressionEncoding::Gzip);
-        let trace_service = TraceServiceServer::new(SinkService::new(traces.clone()))
-            .accept_compressed(CompressionEncoding::Gzip);
-        let metrics_service = MetricsServiceServer::new(SinkService::new(metrics.clone()))
-            .accept_compressed(CompressionEncoding::Gzip);
-        let router = builder
-            .add_service(profiles_service)
-            .add_service(trace_service)
-            .add_service(metrics_service);
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(devfiler::MAX_MESSAGE_BYTES);
+        let router = builder.add_service(profiles_service);
+        // devfiler serves profiles only: the other services answer UNIMPLEMENTED.
+        let router = match config.peer {
+            Peer::Devfiler => router,
+            Peer::Any => router
+                .add_service(TraceServiceServer::new(SinkService::new(traces.clone())).accept_compressed(CompressionEncoding::Gzip))
+                .add_service(MetricsServiceServer::new(SinkService::new(metrics.clone())).accept_compressed(CompressionEncoding::Gzip)),
+        };
 
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -224,14 +230,21 @@ impl Sink {
         self.wire.sent()
     }
 
+    /// Why each refused profiles request was refused (by the peer's rules,
+    /// [`crate::Peer`]), in arrival order.
+    pub fn refusals(&self) -> Vec<String> {
+        self.recorder.refusals()
+    }
+
     /// All running totals at once.
     pub fn stats(&self) -> Stats {
-        let (attempts, accepted, samples) = self.recorder.totals();
-        let (_, trace_requests, spans) = self.traces.totals();
-        let (_, metrics_requests, metric_points) = self.metrics.totals();
+        let (attempts, accepted, samples, refused) = self.recorder.totals();
+        let (_, trace_requests, spans, _) = self.traces.totals();
+        let (_, metrics_requests, metric_points, _) = self.metrics.totals();
         Stats {
             attempts,
             accepted,
+            refused,
             samples,
             trace_requests,
             spans,

@@ -115,7 +115,7 @@ fn binary_serves_tls_prints_stats_and_exits_on_sigterm() {
             .expect("a stats line with the request");
         assert!(line.starts_with("requests="), "{line}");
         if line.starts_with("requests=1 samples=3 wire_bytes=") && line.contains(" spans=2 ") {
-            assert!(line.ends_with(" metric_points=0"), "{line}");
+            assert!(line.ends_with(" metric_points=0 refused=0"), "{line}");
             break;
         }
     }

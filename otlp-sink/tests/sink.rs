@@ -555,3 +555,50 @@ fn counts_only_retention_still_counts_spans_and_points() {
     drop(rt);
     sink.stop().expect("clean stop");
 }
+
+#[test]
+fn devfiler_mode_refuses_what_devfiler_refuses_and_serves_profiles_only() {
+    let mut sink = Sink::start(SinkConfig::devfiler()).expect("sink starts");
+    let rt = client_runtime();
+    rt.block_on(async {
+        let channel = Endpoint::from_shared(sink.endpoint(false))
+            .expect("valid endpoint")
+            .connect()
+            .await
+            .expect("connects");
+        let mut profiles = ProfilesServiceClient::new(channel.clone());
+        profiles
+            .export(fixtures::valid_request())
+            .await
+            .expect("a valid request is accepted");
+        // A mapping with a GNU build ID but no htlhash file ID: devfiler refuses the whole call.
+        let mut bad = fixtures::valid_request();
+        let dict = bad.dictionary.as_mut().expect("fixture has a dictionary");
+        dict.string_table.push("process.executable.build_id.gnu".into());
+        dict.attribute_table.push(otlp_sink::proto::profiles::v1development::KeyValueAndUnit {
+            key_strindex: dict.string_table.len() as i32 - 1,
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue("ab12".into())) }),
+            unit_strindex: 0,
+        });
+        let attribute = dict.attribute_table.len() as i32 - 1;
+        dict.mapping_table[1].attribute_indices.push(attribute);
+        let status = profiles.export(bad).await.expect_err("devfiler refuses it");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("failed to get process.executable.build_id"), "{}", status.message());
+        // devfiler has no trace or metrics service.
+        let status = TraceServiceClient::new(channel.clone())
+            .export(trace_request())
+            .await
+            .expect_err("no trace service");
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        let status = MetricsServiceClient::new(channel)
+            .export(metrics_request(1))
+            .await
+            .expect_err("no metrics service");
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+    });
+    let stats = sink.stats();
+    assert_eq!((stats.attempts, stats.accepted, stats.refused), (2, 1, 1));
+    assert_eq!(sink.refusals().len(), 1);
+    sink.stop().expect("clean stop");
+}

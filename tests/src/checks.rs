@@ -18,6 +18,14 @@ pub const CHAIN: [&str; 3] = ["main", "outer", "middle"];
 /// Samples per second the chain scenarios run oxeye at.
 pub const SAMPLES_PER_SECOND: f64 = 99.0;
 
+/// At least `share` of the samples that `cpu_seconds` of CPU time give at 99 Hz (samples follow
+/// the CPU time a workload gets, not wall time: on a slow or busy machine it gets less).
+pub fn enough_samples(total: u64, cpu_seconds: f64, share: f64) -> Check {
+    let expected = SAMPLES_PER_SECOND * cpu_seconds;
+    ensure(total as f64 >= expected * share, || format!("only {total} samples for {cpu_seconds:.2} CPU seconds at 99 Hz (expected {expected:.0}, at least {:.0})", expected * share))?;
+    Ok(format!("{total} samples (expected {expected:.0})"))
+}
+
 /// Share of `process`'s samples whose user stack ends in `main → outer → middle → leaf_*`,
 /// leaf_a's share of those, and the process's samples.
 pub fn chain_shares(folded: &Folded, process: &str) -> (f64, f64, u64) {
@@ -36,14 +44,14 @@ pub fn chain_shares(folded: &Folded, process: &str) -> (f64, f64, u64) {
     (whole as f64 / total.max(1) as f64, leaf_a as f64 / whole.max(1) as f64, total)
 }
 
-/// `chain.c` built with frame pointers, run for `seconds` at 99 Hz: enough samples, at least
-/// 90% carry `main → outer → middle → leaf`, and leaf_a has 75% ± 10% of those.
-pub fn known_chain(folded: &Folded, process: &str, seconds: f64) -> Check {
+/// `chain.c` built with frame pointers, sampled at 99 Hz while it used `cpu_seconds` of CPU:
+/// enough samples, at least 90% carry `main → outer → middle → leaf`, and leaf_a has 75% ± 10%
+/// of those.
+pub fn known_chain(folded: &Folded, process: &str, cpu_seconds: f64) -> Check {
     let (whole, leaf_a, total) = chain_shares(folded, process);
     let dump = folded.dump(process);
-    let expected = SAMPLES_PER_SECOND * seconds;
-    let summary = format!("{total} samples (expected {expected:.0}), {:.1}% whole chain, leaf_a {:.1}%", whole * 100.0, leaf_a * 100.0);
-    ensure(total as f64 >= expected * 0.505, || format!("only {total} samples of {process} in {seconds} s at 99 Hz:\n{dump}"))?;
+    let counted = enough_samples(total, cpu_seconds, 0.505).map_err(|why| format!("{process}: {why}:\n{dump}"))?;
+    let summary = format!("{counted}, {:.1}% whole chain, leaf_a {:.1}%", whole * 100.0, leaf_a * 100.0);
     ensure(whole >= 0.90, || format!("{:.1}% of {total} samples carry main→outer→middle→leaf:\n{dump}", whole * 100.0))?;
     ensure((leaf_a - 0.75).abs() <= 0.10, || format!("leaf_a has {:.1}% of the chain samples, expected 75%:\n{dump}", leaf_a * 100.0))?;
     Ok(summary)
@@ -52,11 +60,10 @@ pub fn known_chain(folded: &Folded, process: &str, seconds: f64) -> Check {
 /// `syscalls.c` (frame pointers, reads of /dev/zero): kernel frames only ever under user
 /// frames, and at least half of the samples show `main → do_reads → … → vfs_read` with every
 /// kernel frame named.
-pub fn kernel_frames_named(folded: &Folded, process: &str, seconds: f64) -> Check {
+pub fn kernel_frames_named(folded: &Folded, process: &str, cpu_seconds: f64) -> Check {
     let total = folded.samples(process);
     let dump = folded.dump(process);
-    let expected = SAMPLES_PER_SECOND * seconds;
-    ensure(total as f64 >= expected * 0.3367, || format!("only {total} samples of {process} in {seconds} s at 99 Hz:\n{dump}"))?;
+    let counted = enough_samples(total, cpu_seconds, 0.3367).map_err(|why| format!("{process}: {why}:\n{dump}"))?;
     let mut in_kernel_under_user = 0;
     for stack in folded.process(process) {
         if let Some(first) = stack.frames.iter().position(|f| f.ends_with("_[k]")) {
@@ -70,7 +77,7 @@ pub fn kernel_frames_named(folded: &Folded, process: &str, seconds: f64) -> Chec
     }
     let share = in_kernel_under_user as f64 / total as f64;
     ensure(share >= 0.5, || format!("{:.1}% of samples show main→do_reads→…→vfs_read:\n{dump}", share * 100.0))?;
-    Ok(format!("{total} samples (expected {expected:.0}), {:.1}% main→do_reads→…→vfs_read with named kernel frames", share * 100.0))
+    Ok(format!("{counted}, {:.1}% main→do_reads→…→vfs_read with named kernel frames", share * 100.0))
 }
 
 /// Whether the user stack goes all the way from the ELF entry point (`_start`) to `chain`.
@@ -93,15 +100,15 @@ pub fn complete_share(folded: &Folded, process: &str, prefix: &[&str], leaves: &
 
 /// `chain.c` built at -O2 without frame pointers: at least 95% of the samples go from
 /// `_start` to `main → outer → middle → leaf`.
-pub fn c_without_frame_pointers(folded: &Folded, process: &str, seconds: f64) -> Check {
+pub fn c_without_frame_pointers(folded: &Folded, process: &str, cpu_seconds: f64) -> Check {
     let (share, total) = complete_share(folded, process, &CHAIN, &["leaf_a", "leaf_b"]);
-    whole_stacks(folded, process, seconds, share, total, "go from _start to main→outer→middle→leaf")
+    whole_stacks(folded, process, cpu_seconds, share, total, "go from _start to main→outer→middle→leaf")
 }
 
 /// `chain.rs` built in release mode without frame pointers: at least 95% of the samples go
 /// from `_start` through `main`, `chain::main`, `chain::outer` and `chain::middle` (in that
 /// order, the standard library's start-up frames between) to a leaf.
-pub fn rust_without_frame_pointers(folded: &Folded, process: &str, seconds: f64) -> Check {
+pub fn rust_without_frame_pointers(folded: &Folded, process: &str, cpu_seconds: f64) -> Check {
     let chain = ["main", "chain::main", "chain::outer", "chain::middle"];
     let total = folded.samples(process);
     let complete: u64 = folded
@@ -117,15 +124,14 @@ pub fn rust_without_frame_pointers(folded: &Folded, process: &str, seconds: f64)
         .map(|stack| stack.count)
         .sum();
     let share = complete as f64 / total.max(1) as f64;
-    whole_stacks(folded, process, seconds, share, total, "go from _start through main, chain::main, outer and middle to a leaf")
+    whole_stacks(folded, process, cpu_seconds, share, total, "go from _start through main, chain::main, outer and middle to a leaf")
 }
 
-fn whole_stacks(folded: &Folded, process: &str, seconds: f64, share: f64, total: u64, what: &str) -> Check {
+fn whole_stacks(folded: &Folded, process: &str, cpu_seconds: f64, share: f64, total: u64, what: &str) -> Check {
     let dump = folded.dump(process);
-    let expected = SAMPLES_PER_SECOND * seconds;
-    ensure(total as f64 >= expected * 0.63, || format!("only {total} samples of {process} in {seconds} s at 99 Hz:\n{dump}"))?;
+    let counted = enough_samples(total, cpu_seconds, 0.63).map_err(|why| format!("{process}: {why}:\n{dump}"))?;
     ensure(share >= 0.95, || format!("{:.1}% of {total} samples {what}:\n{dump}", share * 100.0))?;
-    Ok(format!("{total} samples (expected {expected:.0}), {:.1}% complete", share * 100.0))
+    Ok(format!("{counted}, {:.1}% complete", share * 100.0))
 }
 
 /// The value of `key=` in oxeye's `hooks chosen` log line.

@@ -4,15 +4,17 @@
 //! Tests panic with a message rather than return errors, and need root: they load BPF.
 
 pub mod checks;
+pub mod deadline;
 pub mod folded;
 pub mod servers;
 
+pub use deadline::{deadline, output, run_ok, spawn, waiting_for, Exited, Spawned};
 pub use folded::{Folded, Stack};
 
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
     thread,
     time::{Duration, Instant},
@@ -90,7 +92,7 @@ pub fn output_dir(test: &str) -> PathBuf {
 
 /// A running oxeye.
 pub struct Oxeye {
-    child: Child,
+    child: Spawned,
     /// Where it writes its outputs.
     pub out_dir: PathBuf,
     stderr_path: PathBuf,
@@ -118,17 +120,18 @@ impl Oxeye {
         require_root();
         let out_dir = output_dir(test);
         let stderr_path = out_dir.join("oxeye.stderr");
-        let child = Command::new(oxeye_bin())
-            .envs(env.iter().copied())
-            .args(args)
-            .arg("--no-live")
-            .arg("--output-dir")
-            .arg(&out_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&stderr_path).expect("create stderr file"))
-            .spawn()
-            .expect("start oxeye");
+        let child = spawn(
+            Command::new(oxeye_bin())
+                .envs(env.iter().copied())
+                .args(args)
+                .arg("--no-live")
+                .arg("--output-dir")
+                .arg(&out_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&stderr_path).expect("create stderr file")),
+            "oxeye",
+        );
         let mut oxeye = Oxeye { child, out_dir, stderr_path };
         oxeye.wait_for_stderr("sampling", Duration::from_secs(30));
         oxeye
@@ -136,16 +139,18 @@ impl Oxeye {
 
     /// Waits until oxeye's stderr contains `text`; panics with the log if it exits first.
     pub fn wait_for_stderr(&mut self, text: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
+        let _waiting = waiting_for(format!("waiting for oxeye to log {text:?}"));
+        let until = Instant::now() + timeout;
         loop {
             let stderr = fs::read_to_string(&self.stderr_path).unwrap_or_default();
             if stderr.contains(text) {
                 return;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("oxeye exited with {status} before printing {text:?}:\n{stderr}");
+            if let Some(exited) = self.child.try_wait() {
+                panic!("oxeye exited with {} before printing {text:?}:\n{stderr}", exited.status);
             }
-            assert!(Instant::now() < deadline, "oxeye did not print {text:?} within {timeout:?}:\n{stderr}");
+            deadline::check();
+            assert!(Instant::now() < until, "oxeye did not print {text:?} within {timeout:?}:\n{stderr}");
             thread::sleep(Duration::from_millis(50));
         }
     }
@@ -156,10 +161,9 @@ impl Oxeye {
     }
 
     /// Sends `signal` and waits for oxeye to write its outputs and exit.
-    pub fn stop_with(self, signal: i32) -> Finished {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-        self.wait()
+    pub fn stop_with(mut self, signal: i32) -> Finished {
+        self.child.signal(signal);
+        self.finish()
     }
 
     /// Stops oxeye like Ctrl-C does.
@@ -167,19 +171,14 @@ impl Oxeye {
         self.stop_with(libc::SIGINT)
     }
 
-    /// Waits for oxeye to exit on its own (`--duration`), at most 60 s.
+    /// Waits for oxeye to exit on its own (`--duration`).
     pub fn wait(mut self) -> Finished {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for oxeye") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("oxeye did not exit within 60 s");
-            }
-            thread::sleep(Duration::from_millis(50));
-        };
+        self.finish()
+    }
+
+    /// Waits for the exit: 60 s at most, as writing the outputs takes a few seconds at worst.
+    fn finish(&mut self) -> Finished {
+        let status = self.child.wait_at_most(Duration::from_secs(60)).status;
         let stderr = fs::read_to_string(&self.stderr_path).unwrap_or_default();
         Finished { status, stderr, out_dir: self.out_dir.clone() }
     }
@@ -198,11 +197,25 @@ impl Finished {
     }
 }
 
-/// Runs a workload to completion and returns its pid.
-pub fn run_workload(binary: &Path, args: &[&str]) -> u32 {
-    let mut child = Command::new(binary).args(args).spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-    let pid = child.id();
-    let status = child.wait().expect("wait for workload");
-    assert!(status.success(), "{} failed: {status}", binary.display());
-    pid
+/// Starts a workload; `wait` on it gives its exit status and CPU time.
+pub fn start_workload(binary: &Path, args: &[&str]) -> Spawned {
+    let name = binary.file_name().map_or_else(|| binary.display().to_string(), |n| n.to_string_lossy().into_owned());
+    spawn(Command::new(binary).args(args), &format!("workload {name}"))
+}
+
+/// A workload that ran to completion.
+#[derive(Debug, Clone, Copy)]
+pub struct Ran {
+    /// Its process id.
+    pub pid: u32,
+    /// User plus system CPU seconds it used: what its sample count follows.
+    pub cpu_seconds: f64,
+}
+
+/// Runs a workload to completion; panics unless it succeeds.
+pub fn run_workload(binary: &Path, args: &[&str]) -> Ran {
+    let mut child = start_workload(binary, args);
+    let exited = child.wait();
+    assert!(exited.status.success(), "{} failed: {}", binary.display(), exited.status);
+    Ran { pid: child.id(), cpu_seconds: exited.cpu_seconds() }
 }

@@ -8,12 +8,12 @@ use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use crate::output_dir;
+use crate::{output_dir, spawn, waiting_for, Spawned};
 
 /// A free TCP port on 127.0.0.1 (bound and released: good enough for tests run one at a time).
 pub fn free_port() -> u16 {
@@ -22,6 +22,7 @@ pub fn free_port() -> u16 {
 
 /// Waits until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, timeout: Duration) {
+    let _waiting = waiting_for(format!("waiting for a server on port {port}"));
     let deadline = Instant::now() + timeout;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens on port {port} after {timeout:?}");
@@ -29,29 +30,9 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     }
 }
 
-/// A child process stopped when dropped: SIGTERM first (nginx's master then stops its
-/// workers; SIGKILL would orphan them), SIGKILL after 5 s.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// nginx serving `/` (200, a small page), `/a/b.txt` (200) and 404 for anything else.
 pub struct Nginx {
-    _process: Guard,
+    _process: Spawned,
     /// Its port on 127.0.0.1.
     pub port: u16,
     /// The body of `/`.
@@ -77,17 +58,9 @@ impl Nginx {
         );
         let conf = dir.join("nginx.conf");
         fs::write(&conf, config).expect("write nginx.conf");
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx (install it with `cargo xtask setup`)");
-        let nginx = Nginx { _process: Guard(child), port, index };
+        // Stopped when dropped: SIGTERM to its group first (the master then stops its workers).
+        let process = spawn(Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(&dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()), "nginx");
+        let nginx = Nginx { _process: process, port, index };
         wait_for_port(port, Duration::from_secs(10));
         nginx
     }
@@ -100,7 +73,7 @@ impl Nginx {
 
 /// A Prometheus server scraping one target every second.
 pub struct Prometheus {
-    _process: Guard,
+    _process: Spawned,
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
@@ -116,16 +89,17 @@ impl Prometheus {
         let conf = dir.join("prometheus.yml");
         fs::write(&conf, config).expect("write prometheus.yml");
         let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", conf.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("prometheus.log")).expect("create prometheus.log"))
-            .spawn()
-            .expect("start prometheus (install it with `cargo xtask setup`)");
-        let prometheus = Prometheus { _process: Guard(child), port, dir };
+        let process = spawn(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", conf.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(dir.join("prometheus.log")).expect("create prometheus.log")),
+            "prometheus",
+        );
+        let prometheus = Prometheus { _process: process, port, dir };
         wait_for_port(port, Duration::from_secs(30));
         prometheus
     }

@@ -9,7 +9,11 @@ use std::{
 };
 
 use otlp_sink::{check, stacks, Reply, Sink, SinkConfig};
-use oxeye_tests::{output_dir, run_workload, workload, Oxeye};
+use oxeye_tests::{deadline, output, output_dir, run_workload, start_workload, workload, Oxeye};
+
+/// Each test's limit: a few seconds of workload, oxeye's start and stop, with room for a CPU
+/// three times slower (the collector-down test runs for about a minute by design).
+const LIMIT: Duration = Duration::from_secs(150);
 use tonic::Code;
 
 fn sink(script: Vec<Reply>) -> Sink {
@@ -37,10 +41,11 @@ fn reported(stderr: &str, line_start: &str, label: &str) -> u64 {
 
 #[test]
 fn exported_profiles_carry_whole_chains_and_valid_dictionaries() {
+    let _deadline = deadline(LIMIT);
     let sink = sink(Vec::new());
     let chain = workload("chain");
     let oxeye = oxeye_to(&sink.addr().to_string(), "export-chain", &["--disable-tls"]);
-    let chain_pid = run_workload(&chain, &["3"]);
+    let chain_pid = run_workload(&chain, &["3"]).pid;
     let finished = oxeye.stop();
     finished.assert_success();
     let requests = sink.requests();
@@ -98,6 +103,7 @@ fn exported_profiles_carry_whole_chains_and_valid_dictionaries() {
 
 #[test]
 fn collector_down_at_start_then_up_gets_new_profiles_within_the_queue_bound() {
+    let _deadline = deadline(LIMIT);
     // A port nobody listens on yet.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let address = format!("127.0.0.1:{port}");
@@ -105,7 +111,7 @@ fn collector_down_at_start_then_up_gets_new_profiles_within_the_queue_bound() {
     let bound = queue_bound.to_string();
     let oxeye = oxeye_to(&address, "export-down", &["--disable-tls", "--max-export-queue-bytes", &bound, "--summary-interval", "1"]);
     let chain = workload("chain");
-    let mut busy = std::process::Command::new(&chain).arg("25").spawn().unwrap();
+    let mut busy = start_workload(&chain, &["25"]);
     let started = Instant::now();
     let mut peak_rss_kib = 0;
     while started.elapsed() < Duration::from_secs(10) {
@@ -124,8 +130,7 @@ fn collector_down_at_start_then_up_gets_new_profiles_within_the_queue_bound() {
     let arrived = sink.wait_for_requests(1, Duration::from_secs(40));
     thread::sleep(Duration::from_secs(2));
     let finished = oxeye.stop();
-    let _ = busy.kill();
-    let _ = busy.wait();
+    busy.stop();
     finished.assert_success();
     assert!(arrived, "nothing arrived after the collector came up:\n{}", finished.stderr);
     let newest = sink.requests().iter().flat_map(stacks).flat_map(|s| s.timestamps).max().unwrap_or(0);
@@ -142,6 +147,7 @@ fn collector_down_at_start_then_up_gets_new_profiles_within_the_queue_bound() {
 
 #[test]
 fn unavailable_collector_is_retried_until_it_recovers() {
+    let _deadline = deadline(LIMIT);
     let sink = sink(vec![Reply::Status(Code::Unavailable), Reply::Status(Code::Unavailable)]);
     let oxeye = oxeye_to(&sink.addr().to_string(), "export-retry", &["--disable-tls"]);
     run_workload(&workload("chain"), &["3"]);
@@ -157,6 +163,7 @@ fn unavailable_collector_is_retried_until_it_recovers() {
 
 #[test]
 fn partial_success_is_logged_with_its_counts() {
+    let _deadline = deadline(LIMIT);
     let sink = sink(vec![Reply::PartialSuccess { rejected: 3, message: "three profiles too old".into() }]);
     let oxeye = oxeye_to(&sink.addr().to_string(), "export-partial", &["--disable-tls"]);
     run_workload(&workload("chain"), &["2"]);
@@ -169,6 +176,7 @@ fn partial_success_is_logged_with_its_counts() {
 
 #[test]
 fn non_retryable_errors_are_not_retried() {
+    let _deadline = deadline(LIMIT);
     let sink = sink(vec![Reply::Status(Code::InvalidArgument); 1000]);
     let oxeye = oxeye_to(&sink.addr().to_string(), "export-refused", &["--disable-tls"]);
     run_workload(&workload("chain"), &["3"]);
@@ -184,6 +192,7 @@ fn non_retryable_errors_are_not_retried() {
 
 #[test]
 fn tls_collector_is_trusted_only_with_its_ca() {
+    let _deadline = deadline(LIMIT);
     let identity = otlp_sink::self_signed("localhost").expect("make a certificate");
     let ca_file = output_dir("export-tls-ca").join("ca.pem");
     std::fs::write(&ca_file, &identity.cert_pem).unwrap();
@@ -211,6 +220,7 @@ fn tls_collector_is_trusted_only_with_its_ca() {
 
 #[test]
 fn standard_otlp_environment_variables_are_honoured() {
+    let _deadline = deadline(LIMIT);
     let sink = sink(Vec::new());
     let endpoint = format!("http://{}", sink.addr());
     let env = [
@@ -219,7 +229,7 @@ fn standard_otlp_environment_variables_are_honoured() {
         ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci,service.name=from-env"),
     ];
     let oxeye = Oxeye::start_with_env("export-env", &["--samples-per-second", "99", "--reporter-interval", "1"], &env);
-    let chain_pid = run_workload(&workload("chain"), &["2"]);
+    let chain_pid = run_workload(&workload("chain"), &["2"]).pid;
     let finished = oxeye.stop();
     finished.assert_success();
     let chain: Vec<_> = sink.requests().iter().flat_map(stacks).filter(|s| s.resource.get("process.pid") == Some(&chain_pid.to_string())).collect();
@@ -233,12 +243,13 @@ fn standard_otlp_environment_variables_are_honoured() {
 
 #[test]
 fn bad_endpoints_are_clear_errors() {
+    let _deadline = deadline(LIMIT);
     for (args, expected) in [
         (&["--collection-agent", "nohost"][..], "must be HOST:PORT"),
         (&["--collection-agent", "ftp://x:1"], "unsupported scheme"),
         (&["--collection-agent", "127.0.0.1:1", "--disable-tls", "--tls-ca-file", "/nonexistent"], "needs TLS"),
     ] {
-        let output = std::process::Command::new(oxeye_tests::oxeye_bin()).args(args).arg("--duration").arg("1").output().unwrap();
+        let output = output(std::process::Command::new(oxeye_tests::oxeye_bin()).args(args).arg("--duration").arg("1"), "oxeye with a bad endpoint");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains(expected) && stderr.trim().lines().count() == 1, "{args:?}: {stderr}");

@@ -14,8 +14,11 @@ use std::{
 use otlp_sink::{DecodedSpan, Sink, SinkConfig};
 use oxeye_tests::{
     servers::{free_port, get, parse_exposition, Connection, Nginx, Prometheus},
-    Finished, Oxeye,
+    deadline, output, Finished, Oxeye,
 };
+
+/// Each test's limit, with room for a CPU three times slower.
+const LIMIT: Duration = Duration::from_secs(150);
 
 /// `SpanKind` values in OTLP.
 const SERVER: i32 = 2;
@@ -65,13 +68,14 @@ fn key(method: &str, path: &str, status: u16) -> (String, String, String) {
 
 /// Runs curl; returns the seconds to the whole response it measured.
 fn curl(url: &str, extra: &[&str]) -> f64 {
-    let output = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{time_total}"]).args(extra).arg(url).output().expect("run curl");
+    let output = output(Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{time_total}"]).args(extra).arg(url), "curl");
     assert!(output.status.success(), "curl {url} failed");
     String::from_utf8_lossy(&output.stdout).trim().parse().expect("curl prints its time")
 }
 
 #[test]
 fn nginx_requests_from_curl_and_ab_become_exactly_as_many_server_spans() {
+    let _deadline = deadline(LIMIT);
     let nginx = Nginx::start("http-nginx");
     let sink = sink();
     let oxeye = oxeye("http-nginx", &sink, None);
@@ -88,7 +92,7 @@ fn nginx_requests_from_curl_and_ab_become_exactly_as_many_server_spans() {
     for method in METHODS {
         slowest = slowest.max(curl(&format!("{}/a/b.txt", nginx.url()), &["-X", method, "-d", "body"]));
     }
-    let ab = Command::new("ab").args(["-q", "-n", "2000", "-c", "4", "-k"]).arg(format!("{}/", nginx.url())).output().expect("run ab");
+    let ab = output(Command::new("ab").args(["-q", "-n", "2000", "-c", "4", "-k"]).arg(format!("{}/", nginx.url())), "ab");
     let ab_out = String::from_utf8_lossy(&ab.stdout);
     assert!(ab_out.contains("Complete requests:      2000") && ab_out.contains("Failed requests:        0"), "ab did not complete:\n{ab_out}");
 
@@ -125,6 +129,7 @@ fn nginx_requests_from_curl_and_ab_become_exactly_as_many_server_spans() {
 
 #[test]
 fn prometheus_scrapes_exact_request_counts_per_method_and_status() {
+    let _deadline = deadline(LIMIT);
     let nginx = Nginx::start("http-prometheus");
     let sink = sink();
     let metrics_port = free_port();
@@ -169,6 +174,7 @@ fn prometheus_scrapes_exact_request_counts_per_method_and_status() {
 
 #[test]
 fn keep_alive_and_pipelined_requests_are_each_matched_to_their_own_response() {
+    let _deadline = deadline(LIMIT);
     let nginx = Nginx::start("http-pipeline");
     let sink = sink();
     let oxeye = oxeye("http-pipeline", &sink, None);
@@ -212,6 +218,7 @@ fn keep_alive_and_pipelined_requests_are_each_matched_to_their_own_response() {
 
 #[test]
 fn curl_traceparent_links_client_and_server_spans_in_one_trace() {
+    let _deadline = deadline(LIMIT);
     let nginx = Nginx::start("http-traceparent");
     let sink = sink();
     let oxeye = oxeye("http-traceparent", &sink, None);
@@ -242,6 +249,7 @@ fn curl_traceparent_links_client_and_server_spans_in_one_trace() {
 
 #[test]
 fn garbage_and_half_open_connections_make_no_spans_and_no_growth() {
+    let _deadline = deadline(LIMIT);
     let nginx = Nginx::start("http-garbage");
     let sink = sink();
     let metrics_port = free_port();
@@ -308,6 +316,7 @@ fn garbage_and_half_open_connections_make_no_spans_and_no_growth() {
 
 #[test]
 fn tcp_connection_is_reported_with_the_bytes_it_moved() {
+    let _deadline = deadline(LIMIT);
     let sink = sink();
     let metrics_port = free_port();
     let oxeye = oxeye("tcp-bytes", &sink, Some(metrics_port));
@@ -395,6 +404,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn keep_alive_connection_opened_before_oxeye_is_traced_from_its_next_request() {
+    let _deadline = deadline(LIMIT);
     let nginx = Nginx::start("http-preexisting");
     let mut connection = Connection::open(nginx.port);
     assert_eq!(connection.get("/").status, 200);

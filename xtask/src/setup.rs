@@ -107,13 +107,24 @@ pub fn ensure_vm_tools() -> Result<()> {
 /// The arm64 cross toolchain: Debian's arm64 Rust standard library for `/usr/bin/rustc`, and
 /// the aarch64 GNU linker.
 pub fn ensure_aarch64() -> Result<()> {
-    let foreign = shell::output("dpkg", &["--print-foreign-architectures"]).unwrap_or_default();
-    if !foreign.lines().any(|arch| arch.trim() == "arm64") {
-        say("enabling arm64 packages (dpkg --add-architecture arm64)");
-        shell::run(root_command("dpkg").args(["--add-architecture", "arm64"]))?;
-        APT_UPDATED.store(false, Ordering::SeqCst);
-    }
+    ensure_dpkg_architecture("arm64")?;
     apt_install(AARCH64_PACKAGES)
+}
+
+/// Lets apt install and download packages of Debian architecture `arch` (`arm64`), so that
+/// whatever needs them (the cross toolchain, the VM matrix's kernels and busybox) works on a
+/// machine where nothing enabled it before.
+pub fn ensure_dpkg_architecture(arch: &str) -> Result<()> {
+    let native = shell::output("dpkg", &["--print-architecture"]).unwrap_or_default();
+    let foreign = shell::output("dpkg", &["--print-foreign-architectures"]).unwrap_or_default();
+    if native.trim() == arch || foreign.lines().any(|known| known.trim() == arch) {
+        return Ok(());
+    }
+    say(format!("enabling {arch} packages (dpkg --add-architecture {arch})"));
+    shell::run(root_command("dpkg").args(["--add-architecture", arch]))?;
+    // The package lists must be read again to know the new architecture's packages.
+    APT_UPDATED.store(false, Ordering::SeqCst);
+    apt_update()
 }
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
@@ -125,8 +136,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     say(format!("installing Debian packages: {}", missing.join(" ")));
-    if !APT_UPDATED.swap(true, Ordering::SeqCst) {
-        shell::run(root_command("apt-get").args(["update", "-qq"]))?;
+    if !APT_UPDATED.load(Ordering::SeqCst) {
+        apt_update()?;
     }
     shell::run(
         root_command("apt-get")
@@ -134,6 +145,13 @@ fn apt_install(packages: &[&str]) -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// `apt-get update`, once per run unless the sources changed.
+pub fn apt_update() -> Result<()> {
+    shell::run(root_command("apt-get").args(["update", "-qq"]))?;
+    APT_UPDATED.store(true, Ordering::SeqCst);
+    Ok(())
 }
 
 fn is_installed(package: &str) -> bool {

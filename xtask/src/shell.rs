@@ -4,6 +4,8 @@ use std::{
     ffi::OsStr,
     path::{Path, PathBuf},
     process::Command,
+    thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
@@ -24,6 +26,30 @@ pub fn run(command: &mut Command) -> Result<()> {
     let status = command.status().with_context(|| format!("cannot start {line}"))?;
     if !status.success() {
         bail!("{line} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Runs `command` in its own process group, failing with one line naming `what` if it fails
+/// or is still running after `limit` (then it and everything it started are killed).
+pub fn run_with_deadline(command: &mut Command, what: &str, limit: Duration) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut child = command.process_group(0).spawn().with_context(|| format!("cannot start {what}"))?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > limit {
+            // SAFETY: plain kill(2) of the group made for this child.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            bail!("{what} did not finish within {} s: killed it and what it started", limit.as_secs());
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    if !status.success() {
+        bail!("{what} failed with {status}");
     }
     Ok(())
 }

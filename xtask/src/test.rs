@@ -1,7 +1,7 @@
 //! `cargo xtask test`: unit tests, then end-to-end tests that load the real BPF programs, then
 //! the same scenarios on other kernels and on arm64 under qemu (`cargo xtask vm-test`).
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use anyhow::Result;
 
@@ -11,6 +11,9 @@ use crate::{
     setup,
     shell::{self, root, root_command, say},
 };
+
+/// The longest the end-to-end tests may take together (they take about 10 minutes here).
+const E2E_TIMEOUT: Duration = Duration::from_secs(45 * 60);
 
 /// Runs every test; `filter` narrows the end-to-end tests (and skips the VMs); `vms` runs the
 /// kernel matrix after them.
@@ -28,7 +31,9 @@ pub fn run(filter: Option<&str>, vms: bool) -> Result<()> {
     if let Some(filter) = filter {
         e2e.arg(filter);
     }
-    shell::run(&mut e2e)?;
+    // Each test has its own deadline (tests/src/deadline.rs); this one catches what those
+    // cannot, such as a test binary that never starts its tests.
+    shell::run_with_deadline(&mut e2e, "the end-to-end tests", E2E_TIMEOUT)?;
 
     if vms && filter.is_none() {
         say("the scenarios on every kernel of the matrix (qemu), and on this one");

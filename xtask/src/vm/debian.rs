@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::shell::{self, say};
+use crate::{
+    setup,
+    shell::{self, say},
+};
 
 /// The cache: `$XDG_CACHE_HOME/oxeye-vm` or `~/.cache/oxeye-vm`.
 pub fn cache_dir() -> PathBuf {
@@ -23,6 +26,7 @@ pub fn cache_dir() -> PathBuf {
 /// The concrete package a metapackage depends on for `arch` (e.g. `linux-image-arm64` →
 /// `linux-image-6.1.0-56-arm64`), checked against the version the matrix expects.
 pub fn resolve_kernel(metapackage: &str, arch: &str, version_prefix: &str) -> Result<String> {
+    setup::ensure_dpkg_architecture(arch)?;
     let spec = format!("{metapackage}:{arch}");
     let depends = match shell::output("apt-cache", &["depends", "--important", &spec]) {
         Some(text) if text.contains("Depends:") => text,
@@ -63,6 +67,7 @@ pub fn unpacked(package: &str, arch: &str) -> Result<PathBuf> {
 
 /// The cached `.deb` of `package` for `arch`, downloaded if missing.
 fn download(package: &str, arch: &str) -> Result<PathBuf> {
+    setup::ensure_dpkg_architecture(arch)?;
     let debs = cache_dir().join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("cannot create {}", debs.display()))?;
     if let Some(deb) = find_deb(&debs, package, arch)? {
@@ -94,5 +99,5 @@ fn find_deb(debs: &Path, package: &str, arch: &str) -> Result<Option<PathBuf>> {
 
 fn apt_update() -> Result<()> {
     say("apt-get update");
-    shell::run(shell::root_command("apt-get").args(["update", "-qq"]))
+    setup::apt_update()
 }

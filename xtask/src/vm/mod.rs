@@ -24,7 +24,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Stdio,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
@@ -34,13 +34,15 @@ use self::{
     kernels::{Source, TcpStateHook, KERNELS},
     results::{Expected, Outcome, Transcript, GUEST_HTTP_PORT},
 };
-use crate::shell::{root, root_command, say};
+use crate::shell::{self, root, root_command, say};
 
 /// Ports the scenarios use when they run directly on the host (the guests use their own
 /// loopback, see `init.sh`).
 const HOST_HTTP_PORT: u16 = 18080;
 const HOST_OTLP_PORT: &str = "14317";
 const HOST_METRICS_PORT: &str = "19464";
+/// The longest the scenarios may take on the host (they take about 30 s).
+const HOST_SCENARIOS_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Flags of `cargo xtask vm-test`.
 #[derive(clap::Args, Default)]
@@ -199,7 +201,9 @@ fn run_on_host(files: &guest::GuestFiles, dir: &Path) -> Result<Transcript> {
     let script = dir.join("scenarios.sh");
     fs::write(&script, initramfs::SCENARIOS)?;
     let out = dir.join("out");
-    let output = root_command("sh")
+    let console = dir.join("console.log");
+    let mut scenarios = root_command("sh");
+    scenarios
         .arg(&script)
         .arg(&files.bin_dir)
         .arg(&out)
@@ -207,11 +211,10 @@ fn run_on_host(files: &guest::GuestFiles, dir: &Path) -> Result<Transcript> {
         .arg(HOST_OTLP_PORT)
         .arg(HOST_METRICS_PORT)
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run the scenarios")?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    fs::write(dir.join("console.log"), &stdout)?;
+        .stdout(fs::File::create(&console).with_context(|| format!("cannot create {}", console.display()))?)
+        .stderr(Stdio::inherit());
+    shell::run_with_deadline(&mut scenarios, "the scenarios on this kernel", HOST_SCENARIOS_TIMEOUT)?;
+    let stdout = String::from_utf8_lossy(&fs::read(&console)?).into_owned();
     let transcript = Transcript::read_dir(&out, &stdout)?;
     // `save` writes the files back where they are: keep them out of the way first.
     fs::rename(&out, dir.join("direct"))?;
