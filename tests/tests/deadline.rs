@@ -64,7 +64,7 @@ fn a_test_waiting_on_a_hung_process_fails_with_one_line_and_kills_it() {
     lines.dedup();
     assert_eq!(lines.len(), 1, "expected one DEADLINE line:\n{stderr}");
     let line = lines[0];
-    let pid: u32 = stdout.lines().find_map(|l| l.strip_prefix("sleeper pid ")).and_then(|p| p.trim().parse().ok()).expect("the inner test printed its child's pid");
+    let pid: u32 = stdout.split("sleeper pid ").nth(1).and_then(|rest| rest.split_whitespace().next()?.parse().ok()).unwrap_or_else(|| panic!("the inner test printed no pid:\n{stdout}"));
     assert!(line.contains("inner_waits_on_a_process_that_never_exits") && line.contains("2s limit"), "{line}");
     assert!(line.contains(&format!("waiting for sleep 600 (pid {pid}) to exit")) && line.contains(&format!("killed sleep 600 (pid {pid})")), "{line}");
     assert!(!alive(pid), "the hung process {pid} is still running");
