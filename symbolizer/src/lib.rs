@@ -7,6 +7,8 @@
 //! - [`unwind::UnwindTable`]: unwind rules compiled from `.eh_frame` for unwinding without frame
 //!   pointers.
 //! - [`demangle::demangle`]: Rust (legacy and v0) and C++ (Itanium) names made readable.
+//! - [`symbfile::write`]: a file's functions, inlined calls and lines as a symbfile, the format
+//!   devfiler's symbol endpoint serves.
 //!
 //! Nothing here reads a file per lookup: load once, look up many times.
 //!
@@ -28,6 +30,7 @@ pub mod elf;
 pub mod file_id;
 mod error;
 pub mod kallsyms;
+pub mod symbfile;
 pub mod unwind;
 mod symbol_table;
 
