@@ -82,9 +82,16 @@ pub struct Args {
     #[arg(long)]
     pub no_network: bool,
 
-    /// Serve metrics in the Prometheus text format at http://ADDR/metrics.
+    /// Serve metrics in the Prometheus text format at http://ADDR/metrics. A bare PORT binds
+    /// 127.0.0.1.
     #[arg(long, value_name = "ADDR")]
     pub prometheus_listen: Option<String>,
+
+    /// Serve devfiler's symbol protocol at http://ADDR for every executable file a profiled
+    /// process mapped (start devfiler with `--symb-endpoint http://ADDR`). A bare PORT binds
+    /// 127.0.0.1.
+    #[arg(long, value_name = "ADDR")]
+    pub symbols_listen: Option<String>,
 
     /// Most TCP connections tracked at once (kernel maps; least recently used go first).
     #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]

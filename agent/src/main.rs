@@ -5,6 +5,7 @@ mod cli;
 mod collector;
 mod events;
 mod export;
+mod http_server;
 mod live;
 mod metrics;
 mod net;
@@ -16,6 +17,7 @@ mod process;
 mod profile;
 mod run;
 mod symbolize;
+mod symbols;
 mod unwind;
 mod vdso;
 

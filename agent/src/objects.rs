@@ -6,10 +6,12 @@
 //! for deleted files) while the process is alive, falling back to the path. The vDSO is one
 //! more object, named `[vdso]`, whose symbols come from oxeye's own copy.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
+use std::{collections::HashMap, io::Cursor, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
 
 use symbolizer::{build_id::BuildId, elf::ElfSymbols, file_id::FileId};
 use tracing::debug;
+
+use crate::symbols::Catalog;
 
 /// Index of an object in the [`ObjectRegistry`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,9 +78,16 @@ pub struct ObjectRegistry {
     objects: Vec<Object>,
     by_key: HashMap<FileKey, ObjectId>,
     by_build_id: HashMap<BuildId, Arc<ElfSymbols>>,
+    /// Where files are published for the symbol endpoint, when it runs.
+    catalog: Option<Arc<Catalog>>,
 }
 
 impl ObjectRegistry {
+    /// Publishes every file whose ID is known, now and from now on, to `catalog`.
+    pub fn publish_to(&mut self, catalog: Arc<Catalog>) {
+        self.catalog = Some(catalog);
+    }
+
     /// Registers the file behind a mapping of process `pid`, or finds it if known.
     pub fn register(&mut self, pid: u32, start: u64, end: u64, dev: u64, inode: u64, path: &str) -> ObjectId {
         let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
@@ -118,7 +127,13 @@ impl ObjectRegistry {
             _ => Symbols::Failed,
         };
         let size = crate::vdso::image().map_or(0, |image| image.len() as u64);
-        self.objects.push(Object { path: "[vdso]".to_owned(), size, open_paths: Vec::new(), symbols, file_id: None });
+        // Its file ID is hashed from the image, as for any file: devfiler refuses a mapping
+        // that has attributes but no file ID.
+        let file_id = crate::vdso::image().and_then(|image| FileId::from_reader(Cursor::new(image)).ok());
+        if let (Some(catalog), Some(file_id)) = (&self.catalog, file_id) {
+            catalog.add_vdso(file_id);
+        }
+        self.objects.push(Object { path: "[vdso]".to_owned(), size, open_paths: Vec::new(), symbols, file_id });
         self.by_key.insert(key, id);
         id
     }
@@ -135,6 +150,9 @@ impl ObjectRegistry {
             object.symbols = match load_first(&object.open_paths) {
                 Ok((symbols, path)) => {
                     object.file_id = FileId::from_path(path).ok();
+                    if let (Some(catalog), Some(file_id)) = (&self.catalog, object.file_id) {
+                        catalog.add_file(file_id, &object.path, path, &object.open_paths);
+                    }
                     let symbols = match symbols.build_id() {
                         Some(build_id) => self.by_build_id.entry(build_id.clone()).or_insert_with(|| Arc::new(symbols)).clone(),
                         None => Arc::new(symbols),

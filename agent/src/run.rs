@@ -22,6 +22,7 @@ use crate::{
     cli::Args,
     collector::{monotonic_to_unix_offset, Collector},
     export::{self, ExportConfig, Exporter, Metrics, Profiles, Signal, Traces},
+    http_server,
     live,
     metrics::{self, MetricsStore},
     net::{spans::SpanBatch, NetTracker},
@@ -29,6 +30,7 @@ use crate::{
     output::{self, RunInfo},
     privileges,
     symbolize::FrameNamer,
+    symbols::{self, Catalog, RangesBuilder},
     unwind::Unwinder,
 };
 
@@ -77,6 +79,10 @@ pub async fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
+    let symbols = match &args.symbols_listen {
+        Some(address) => Some(start_symbol_endpoint(address).await?),
+        None => None,
+    };
     // Signal handlers first: a Ctrl-C during loading must still clean up.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -113,6 +119,9 @@ pub async fn run(args: Args) -> Result<()> {
     info!(samples_per_second = args.samples_per_second, pid = ?args.pid, "sampling; Ctrl-C stops and writes the profile");
 
     let mut collector = Collector::new(FrameNamer::new(kernel), args.max_stacks);
+    if let Some((catalog, _)) = &symbols {
+        collector.objects.publish_to(catalog.clone());
+    }
     collector.unwinder = unwinder;
     collector.target_pid = args.pid;
     let period_ns = 1_000_000_000 / args.samples_per_second;
@@ -208,6 +217,9 @@ pub async fn run(args: Args) -> Result<()> {
     if let Some(server) = prometheus {
         server.abort();
     }
+    if let Some((_, server)) = symbols {
+        server.abort();
+    }
     if let Some((mut tracker, mut ring)) = net {
         tracker.drain(&mut ring);
         report_network(&mut tracker, span_exporter.as_ref(), metric_exporter.as_ref(), &metric_store, &host);
@@ -231,11 +243,12 @@ pub async fn run(args: Args) -> Result<()> {
         let stats = exporter.stats.clone();
         exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
         eprintln!(
-            "oxeye: exported {} spans ({} dropped, {} refused by the collector, {} failed attempts)",
+            "oxeye: exported {} spans ({} dropped, {} refused by the collector, {} failed attempts){}",
             stats.exported(),
             stats.dropped(),
             stats.rejected(),
-            stats.failed_attempts()
+            stats.failed_attempts(),
+            if stats.unsupported() { "; the endpoint does not accept traces" } else { "" },
         );
     }
     if let Some(exporter) = metric_exporter {
@@ -304,6 +317,17 @@ fn start_exporter<S: Signal>(args: &Args) -> Result<Option<Exporter<S>>> {
     Ok(Some(exporter))
 }
 
+/// Binds the `--symbols-listen` address and serves the symbol endpoint from a catalog the
+/// object registry fills.
+async fn start_symbol_endpoint(address: &str) -> Result<(Arc<Catalog>, tokio::task::JoinHandle<()>)> {
+    let listener = http_server::bind(address, "--symbols-listen").await?;
+    let url = listener.local_addr().map_or_else(|_| address.to_owned(), |local| format!("http://{local}"));
+    let catalog = Arc::new(Catalog::default());
+    let server = tokio::spawn(symbols::server::serve(listener, Arc::new(RangesBuilder::new(catalog.clone()))));
+    info!(url = %url, "serving symbols of every profiled executable; start devfiler with --symb-endpoint {url}");
+    Ok((catalog, server))
+}
+
 /// Queues the spans of the interval that just ended, and the metrics so far (cumulative).
 fn report_network(
     tracker: &mut NetTracker,
@@ -313,7 +337,7 @@ fn report_network(
     host: &HostInfo,
 ) {
     report_spans(tracker, spans, host);
-    if let Some(exporter) = metrics {
+    if let Some(exporter) = metrics.filter(|exporter| exporter.accepts()) {
         let request = {
             let store = store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             metrics::to_request(&store, unix_now_ns(), "oxeye", env!("CARGO_PKG_VERSION"))
@@ -338,6 +362,11 @@ fn report_network(
 /// Queues the spans waiting, a request per [`crate::net::spans::SPANS_PER_REQUEST`].
 fn report_spans(tracker: &mut NetTracker, exporter: Option<&Exporter<Traces>>, host: &HostInfo) {
     let (Some(exporter), Some(batch)) = (exporter, tracker.spans.as_mut()) else { return };
+    if !exporter.accepts() {
+        // The endpoint takes no spans: stop building them.
+        tracker.spans = None;
+        return;
+    }
     exporter.stats.add_dropped(std::mem::take(&mut batch.dropped));
     for (request, count) in batch.take_requests(host) {
         exporter.submit(request, count);

@@ -72,7 +72,8 @@ impl ElfSymbols {
             .collect();
         let mut builder = SymbolTableBuilder::default();
         for symbol in file.symbols().chain(file.dynamic_symbols()) {
-            if symbol.kind() != SymbolKind::Text || !symbol.is_definition() {
+            // Text symbols include IFUNC resolvers, which `is_definition` leaves out.
+            if symbol.kind() != SymbolKind::Text || symbol.is_undefined() {
                 continue;
             }
             if let Ok(name) = symbol.name() {

@@ -43,7 +43,44 @@ impl FileId {
     pub fn to_hex(&self) -> String {
         self.to_string()
     }
+
+    /// The 16 big-endian bytes in unpadded base64url (22 characters): how devfiler's symbol
+    /// endpoint names files in its URLs.
+    pub fn to_base64url(&self) -> String {
+        let bytes = self.0.to_be_bytes();
+        let mut out = String::with_capacity(22);
+        for chunk in bytes.chunks(3) {
+            let word = chunk.iter().enumerate().fold(0u32, |word, (i, &b)| word | u32::from(b) << (16 - 8 * i));
+            for sextet in 0..=chunk.len() {
+                out.push(BASE64URL[(word >> (18 - 6 * sextet) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    /// Parses the form of [`FileId::to_base64url`]; only its canonical spelling is accepted.
+    pub fn from_base64url(text: &str) -> Option<FileId> {
+        if text.len() != 22 {
+            return None;
+        }
+        let mut value: u128 = 0;
+        for (i, c) in text.bytes().enumerate() {
+            let sextet = BASE64URL.iter().position(|&b| b == c)? as u128;
+            // 22 sextets are 132 bits: the last one holds the final 2 bits and 4 zero bits.
+            if i == 21 {
+                if sextet & 15 != 0 {
+                    return None;
+                }
+                value = value << 2 | sextet >> 4;
+            } else {
+                value = value << 6 | sextet;
+            }
+        }
+        Some(FileId(value))
+    }
 }
+
+const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 impl fmt::Display for FileId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,6 +117,21 @@ mod tests {
         expected.update((data.len() as u64).to_be_bytes());
         let expected = hex(&expected.finalize()[..16]);
         assert_eq!(FileId::from_reader(Cursor::new(&data)).unwrap().to_hex(), expected);
+    }
+
+    /// The reference values of the OpenTelemetry eBPF profiler's `FileId::format_es`.
+    #[test]
+    fn base64url_matches_reference_and_round_trips() {
+        let id = FileId(0xf4c1e5fe2f28034fcceb0776ec00b125);
+        assert_eq!(id.to_base64url(), "9MHl_i8oA0_M6wd27ACxJQ");
+        assert_eq!(FileId(0xc34f3585fca1b579fb458e827851a599).to_base64url(), "w081hfyhtXn7RY6CeFGlmQ");
+        assert_eq!(FileId::from_base64url("9MHl_i8oA0_M6wd27ACxJQ"), Some(id));
+        for value in [0u128, 1, u128::MAX, 0x0123456789abcdef0123456789abcdef] {
+            assert_eq!(FileId::from_base64url(&FileId(value).to_base64url()), Some(FileId(value)));
+        }
+        for bad in ["", "9MHl_i8oA0_M6wd27ACxJ", "9MHl_i8oA0_M6wd27ACxJR", "9MHl_i8oA0_M6wd27ACx+Q", "9MHl_i8oA0_M6wd27ACxJQ="] {
+            assert_eq!(FileId::from_base64url(bad), None, "{bad}");
+        }
     }
 
     fn hex(bytes: &[u8]) -> String {

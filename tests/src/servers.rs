@@ -143,6 +143,8 @@ pub struct Response {
     pub status: u16,
     /// Body (as text).
     pub body: String,
+    /// Body (as sent).
+    pub bytes: Vec<u8>,
 }
 
 /// A keep-alive HTTP/1.1 client connection.
@@ -163,20 +165,33 @@ impl Connection {
     /// Sends `GET path` requests, all in one write (pipelined when more than one).
     pub fn send(&mut self, paths: &[&str], extra_headers: &str) {
         let requests: String = paths.iter().map(|path| format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra_headers}\r\n")).collect();
-        self.stream.write_all(requests.as_bytes()).expect("send requests");
+        // The server may close first (it refuses what it was sent): that shows in the reply.
+        let _ = self.stream.write_all(requests.as_bytes());
+    }
+
+    /// Sends bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        // The server may close first (it refuses what it was sent): that shows in the reply.
+        let _ = self.stream.write_all(bytes);
     }
 
     /// Reads one response (framed by `Content-Length`).
     pub fn receive(&mut self) -> Response {
+        self.try_receive().expect("connection closed before a whole response")
+    }
+
+    /// Reads one response, or `None` if the connection closes (or times out) first.
+    pub fn try_receive(&mut self) -> Option<Response> {
         loop {
             if let Some((response, used)) = parse_response(&self.buffer) {
                 self.buffer.drain(..used);
-                return response;
+                return Some(response);
             }
             let mut chunk = [0u8; 16 * 1024];
-            let n = self.stream.read(&mut chunk).expect("read a response");
-            assert!(n > 0, "connection closed before a whole response");
-            self.buffer.extend_from_slice(&chunk[..n]);
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+            }
         }
     }
 
@@ -203,8 +218,9 @@ fn parse_response(bytes: &[u8]) -> Option<(Response, usize)> {
     if bytes.len() < head_end + length {
         return None;
     }
-    let body = String::from_utf8_lossy(&bytes[head_end..head_end + length]).into_owned();
-    Some((Response { status, body }, head_end + length))
+    let raw = bytes[head_end..head_end + length].to_vec();
+    let body = String::from_utf8_lossy(&raw).into_owned();
+    Some((Response { status, body, bytes: raw }, head_end + length))
 }
 
 pub use crate::checks::parse_exposition;

@@ -22,11 +22,34 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
 /// Packages the tests use: C and C++ compilers for the workloads, bpftool to check nothing is left
 /// in the kernel, setpriv to run unprivileged, protoc + Python protobuf + pprof's own
-/// `profile.proto` to read the pprof output with a reader that is not ours; nginx, wrk, curl
-/// (and ab, which sends an exact number of requests) and Prometheus as the real servers, clients
-/// and scraper of the network tracing tests.
-const TEST_PACKAGES: &[&str] =
-    &["gcc", "g++", "bpftool", "util-linux", "protobuf-compiler", "python3-protobuf", "golang-github-google-pprof-dev", "libc6-arm64-cross", "binutils", "nginx-light", "wrk", "apache2-utils", "curl", "prometheus"];
+/// `profile.proto` to read the pprof output with a reader that is not ours (and the symbfile
+/// decoder, with a venv for zstandard from PyPI); binutils' nm and addr2line to check the
+/// symbol endpoint; nginx, wrk, curl (and ab, which sends an exact number of requests) and
+/// Prometheus as the real servers, clients and scraper of the network tracing tests; Node.js for
+/// JIT code.
+const TEST_PACKAGES: &[&str] = &[
+    "gcc",
+    "g++",
+    "bpftool",
+    "util-linux",
+    "protobuf-compiler",
+    "python3-protobuf",
+    "python3-venv",
+    "golang-github-google-pprof-dev",
+    "libc6-arm64-cross",
+    "binutils",
+    "nginx-light",
+    "wrk",
+    "apache2-utils",
+    "curl",
+    "prometheus",
+    "nodejs",
+];
+/// Python packages from PyPI the tests use, in their own venv ([`TEST_PYTHON`]), on top of
+/// Debian's Python and its protobuf.
+const TEST_PYPI_PACKAGES: &[&str] = &["zstandard"];
+/// The tests' Python: a venv of Debian's `python3` that also sees Debian's packages.
+pub const TEST_PYTHON: &str = "target/test-python";
 /// Packages the benchmark uses: `perf` as the reference profiler; nginx and wrk for the HTTP
 /// overhead runs; a Python venv for the OpenTelemetry SDK comparison.
 const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf", "nginx-light", "wrk", "python3-venv"];
@@ -91,7 +114,22 @@ pub fn ensure_build_tools() -> Result<()> {
 
 /// What the end-to-end tests need.
 pub fn ensure_test_tools() -> Result<()> {
-    apt_install(TEST_PACKAGES)
+    apt_install(TEST_PACKAGES)?;
+    ensure_test_python()
+}
+
+/// The venv of [`TEST_PYTHON`] with [`TEST_PYPI_PACKAGES`]; returns its interpreter.
+pub fn ensure_test_python() -> Result<PathBuf> {
+    let venv = shell::root().join(TEST_PYTHON);
+    let python = venv.join("bin/python3");
+    let imports = TEST_PYPI_PACKAGES.join(", ");
+    if shell::output(&python, &["-c", &format!("import {imports}")]).is_some() {
+        return Ok(python);
+    }
+    say(format!("creating the tests' Python venv in {} with {imports}", venv.display()));
+    shell::run(Command::new("/usr/bin/python3").args(["-m", "venv", "--system-site-packages"]).arg(&venv))?;
+    shell::run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(TEST_PYPI_PACKAGES))?;
+    Ok(python)
 }
 
 /// What the benchmark needs.

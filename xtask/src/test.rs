@@ -20,6 +20,7 @@ const E2E_TIMEOUT: Duration = Duration::from_secs(45 * 60);
 pub fn run(filter: Option<&str>, vms: bool) -> Result<()> {
     setup::ensure_build_tools()?;
     setup::ensure_test_tools()?;
+    let python = setup::ensure_test_python()?;
     let binary = build::run(&BuildArgs { release: true, target: None })?;
 
     say("unit tests");
@@ -27,7 +28,7 @@ pub fn run(filter: Option<&str>, vms: bool) -> Result<()> {
 
     say("end-to-end tests (real BPF programs, one at a time, as root)");
     let mut e2e = root_command(setup::cargo());
-    e2e.current_dir(root()).args(["test", "--release", "--package", "oxeye-tests", "--tests", "--", "--test-threads=1"]).env("OXEYE_BIN", &binary);
+    e2e.current_dir(root()).args(["test", "--release", "--package", "oxeye-tests", "--tests", "--", "--test-threads=1"]).env("OXEYE_BIN", &binary).env("OXEYE_TEST_PYTHON", &python);
     if let Some(filter) = filter {
         e2e.arg(filter);
     }

@@ -50,12 +50,22 @@ impl<S: Signal> Exporter<S> {
         let channel = endpoint::channel(&config.endpoint, config.tls_ca_file.as_deref())?;
         let stats = Arc::new(ExportStats::default());
         let queue = Arc::new(ExportQueue::new(config.max_queue_bytes, stats.clone()));
-        let task = tokio::spawn(sender::run::<S>(channel, queue.clone(), stats.clone(), config.interval));
+        let task = tokio::spawn(sender::run::<S>(channel, config.endpoint.uri.clone(), queue.clone(), stats.clone(), config.interval));
         Ok(Exporter { queue, stats, task })
+    }
+
+    /// Whether the endpoint takes this signal: false once it answered UNIMPLEMENTED, and then
+    /// building requests is wasted work.
+    pub fn accepts(&self) -> bool {
+        !self.stats.unsupported()
     }
 
     /// Queues a request carrying `samples` items; the oldest batches go if it does not fit.
     pub fn submit(&self, request: S::Request, samples: u64) {
+        if !self.accepts() {
+            self.stats.add_rejected(samples);
+            return;
+        }
         let bytes = request.encoded_len();
         self.queue.push(Batch { request, bytes, samples });
     }

@@ -10,8 +10,9 @@ use tracing::{info, warn};
 
 use super::{backoff::Backoff, queue::ExportQueue, signal::Signal, stats::ExportStats};
 
-/// Sends batches forever (the exporter aborts the task at shutdown).
-pub async fn run<S: Signal>(channel: Channel, queue: Arc<ExportQueue<S::Request>>, stats: Arc<ExportStats>, log_interval: Duration) {
+/// Sends batches until shutdown (the exporter aborts the task), or until the endpoint says it
+/// does not implement the signal.
+pub async fn run<S: Signal>(channel: Channel, endpoint: String, queue: Arc<ExportQueue<S::Request>>, stats: Arc<ExportStats>, log_interval: Duration) {
     let mut backoff = Backoff::new();
     let mut failure_log = RateLimitedLog::new(log_interval);
     let mut was_failing = false;
@@ -32,6 +33,16 @@ pub async fn run<S: Signal>(channel: Channel, queue: Arc<ExportQueue<S::Request>
                     info!("exporting {} again", S::ITEMS);
                     was_failing = false;
                 }
+            }
+            // A viewer such as devfiler takes profiles only: say so once and stop sending this
+            // signal there, rather than failing every interval.
+            Err(status) if status.code() == Code::Unimplemented => {
+                stats.add_failed_attempt();
+                stats.set_unsupported();
+                queue.done(&batch);
+                stats.add_rejected(batch.samples + queue.abandon());
+                warn!("{endpoint} does not accept OTLP {} (UNIMPLEMENTED): no longer sending {} there", S::NAME, S::ITEMS);
+                return;
             }
             Err(status) if is_retryable(status.code()) => {
                 stats.add_failed_attempt();

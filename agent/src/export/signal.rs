@@ -15,6 +15,8 @@ pub trait Signal: Send + Sync + 'static {
     type Request: prost::Message + Clone + Default + Send + Sync + 'static;
     /// What the exporter counts, plural, for logs ("samples", "spans", "data points").
     const ITEMS: &'static str;
+    /// The signal's OTLP name, for logs ("profiles", "traces", "metrics").
+    const NAME: &'static str;
     /// The signal's own endpoint variable, read before `OTEL_EXPORTER_OTLP_ENDPOINT`.
     const ENDPOINT_VARIABLE: &'static str;
     /// Whether that variable wins over `--collection-agent` (true for spans and metrics,
@@ -60,6 +62,7 @@ pub struct Metrics;
 impl Signal for Profiles {
     type Request = ExportProfilesServiceRequest;
     const ITEMS: &'static str = "samples";
+    const NAME: &'static str = "profiles";
     const ENDPOINT_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT";
     const VARIABLE_FIRST: bool = false;
     const COMPRESSION_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_PROFILES_COMPRESSION";
@@ -77,6 +80,7 @@ impl Signal for Profiles {
 impl Signal for Traces {
     type Request = ExportTraceServiceRequest;
     const ITEMS: &'static str = "spans";
+    const NAME: &'static str = "traces";
     const ENDPOINT_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
     const COMPRESSION_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION";
 
@@ -92,6 +96,7 @@ impl Signal for Traces {
 impl Signal for Metrics {
     type Request = ExportMetricsServiceRequest;
     const ITEMS: &'static str = "data points";
+    const NAME: &'static str = "metrics";
     const ENDPOINT_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
     const COMPRESSION_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION";
 

@@ -1,6 +1,6 @@
 //! Counters of what the exporter did, shared with the reporting code.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Exporter counters. All counts are samples unless named otherwise.
 #[derive(Debug, Default)]
@@ -10,6 +10,7 @@ pub struct ExportStats {
     rejected: AtomicU64,
     failed_attempts: AtomicU64,
     last_latency_us: AtomicU64,
+    unsupported: AtomicBool,
 }
 
 impl ExportStats {
@@ -36,6 +37,16 @@ impl ExportStats {
     /// Duration of the last successful export call, microseconds.
     pub fn last_latency_us(&self) -> u64 {
         self.last_latency_us.load(Relaxed)
+    }
+
+    /// Whether the endpoint answered that it does not implement this signal (UNIMPLEMENTED):
+    /// nothing more is sent there.
+    pub fn unsupported(&self) -> bool {
+        self.unsupported.load(Relaxed)
+    }
+
+    pub(super) fn set_unsupported(&self) {
+        self.unsupported.store(true, Relaxed);
     }
 
     pub(super) fn add_exported(&self, samples: u64, latency_us: u64) {

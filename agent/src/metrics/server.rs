@@ -1,138 +1,51 @@
-//! The Prometheus scrape endpoint: a small HTTP/1 server answering `GET /metrics`.
-//!
-//! It faces whatever can reach the port, so it defends itself cheaply: a deadline for the
-//! request head (which also closes idle keep-alive connections), a cap on each connection's
-//! lifetime (against clients that never read the response), and a cap on concurrent
-//! connections, beyond which new ones are closed at once.
+//! The Prometheus scrape endpoint: `GET /metrics` on oxeye's small HTTP server
+//! ([`crate::http_server`], which bounds connections, head sizes and lifetimes).
 
-use std::{
-    convert::Infallible,
-    io,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use anyhow::anyhow;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
     body::Incoming,
-    header::{HeaderValue, ALLOW, CONTENT_TYPE},
-    server::conn::http1,
-    service::service_fn,
+    header::{HeaderValue, CONTENT_TYPE},
     Method, Request, Response, StatusCode,
 };
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::Semaphore,
-};
-use tracing::{debug, warn};
+use tokio::net::TcpListener;
 
 use super::{prometheus::render, store::MetricsStore};
+use crate::http_server::{self, method_not_allowed, text, Limits};
 
 /// Content type of the Prometheus text exposition format 0.0.4.
 pub const CONTENT_TYPE_TEXT_0_0_4: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Defensive limits of the server.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    /// Time a client has to send a request head, counted from when the server starts waiting
-    /// for it (so idle keep-alive connections are closed after this too).
-    header_read_timeout: Duration,
-    /// Hard cap on one connection's life; a scrape takes well under a second.
-    max_connection_lifetime: Duration,
-    /// Connections served at once; more are closed as soon as they are accepted.
-    max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            max_connection_lifetime: Duration::from_secs(60),
-            max_connections: 64,
-        }
-    }
-}
-
-/// Pause after a failed `accept`, so that running out of file descriptors does not spin.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Binds the `--prometheus-listen` address, with an error that says what failed and why in
-/// one line, e.g. `cannot listen on 127.0.0.1:9400 for --prometheus-listen: Address already
-/// in use`.
+/// Binds the `--prometheus-listen` address (a bare port means loopback).
 pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow!("cannot listen on {addr} for --prometheus-listen: {}", io_error_text(&e)))
+    http_server::bind(addr, "--prometheus-listen").await
 }
 
-/// Serves `/metrics` from `store` on `listener` until the task is dropped or aborted. Each
-/// connection runs in its own task; errors only affect their own connection.
+/// Serves `/metrics` from `store` on `listener` until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, store: Arc<Mutex<MetricsStore>>) {
     serve_with(listener, store, Limits::default()).await;
 }
 
 async fn serve_with(listener: TcpListener, store: Arc<Mutex<MetricsStore>>, limits: Limits) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Per-connection failures (ECONNABORTED) and resource exhaustion (EMFILE)
-                // alike: neither is a reason to stop serving.
-                warn!("metrics endpoint: accept failed: {e}");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            debug!(%peer, "metrics endpoint: too many connections, closing new one");
-            drop(stream);
-            continue;
-        };
-        let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            serve_connection(stream, store, limits).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn serve_connection(stream: TcpStream, store: Arc<Mutex<MetricsStore>>, limits: Limits) {
-    let peer = stream.peer_addr().ok();
-    let service = service_fn(move |req: Request<Incoming>| {
+    http_server::serve(listener, limits, "metrics endpoint", move |req| {
         let response = respond(&req, &store);
-        async move { Ok::<_, Infallible>(response) }
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(stream), service);
-    match tokio::time::timeout(limits.max_connection_lifetime, conn).await {
-        Ok(Ok(())) => {}
-        // Malformed requests, header timeouts and resets are the client's problem.
-        Ok(Err(e)) => debug!(?peer, "metrics endpoint: connection error: {e}"),
-        Err(_) => debug!(?peer, "metrics endpoint: connection exceeded its lifetime, closing"),
-    }
+        async move { response }
+    })
+    .await;
 }
 
 fn respond(req: &Request<Incoming>, store: &Mutex<MetricsStore>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path != "/metrics" && path != "/" {
-        return text(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n".into());
+        return text(StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n");
     }
-    // hyper leaves the body out of HEAD responses itself.
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into());
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+        return method_not_allowed();
     }
     if path == "/" {
-        return text(StatusCode::OK, "oxeye metrics exporter: scrape /metrics\n".into());
+        return text(StatusCode::OK, "oxeye metrics exporter: scrape /metrics\n");
     }
     let body = {
         // A panic elsewhere while holding the lock leaves the store readable; better to
@@ -141,33 +54,18 @@ fn respond(req: &Request<Incoming>, store: &Mutex<MetricsStore>) -> Response<Ful
         render(&store)
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT_0_0_4));
     response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT_0_0_4));
-    response
-}
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
-}
-
-/// `io::Error` text without the ` (os error 98)` tail, which only repeats the message.
-fn io_error_text(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error ") {
-        Some(at) => text[..at].to_owned(),
-        None => text,
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::time::Duration;
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
 
     use super::super::store::{AttrValue, MetricDesc, MetricKind, Resource};
     use super::*;

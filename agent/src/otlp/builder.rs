@@ -16,7 +16,7 @@ use super::{
     resource::HostInfo,
 };
 use crate::{
-    objects::{ObjectId, ObjectRegistry},
+    objects::{Object, ObjectId, ObjectRegistry},
     profile::Frame,
     symbolize::FrameNamer,
 };
@@ -131,13 +131,7 @@ fn location(d: &mut Dictionary, mappings: &mut HashMap<Option<ObjectId>, i32>, f
         None => d.mapping(KERNEL_FILE, Vec::new()),
         Some(id) => {
             let object = objects.get(id);
-            let mut attributes = Vec::new();
-            if let Some(build_id) = object.build_id() {
-                attributes.push(d.attribute("process.executable.build_id.gnu", Value::Str(build_id.to_hex())));
-            }
-            if let Some(file_id) = object.file_id() {
-                attributes.push(d.attribute("process.executable.build_id.htlhash", Value::Str(file_id.to_hex())));
-            }
+            let attributes = mapping_attributes(d, object);
             d.mapping(&object.path, attributes)
         }
     });
@@ -150,6 +144,17 @@ fn location(d: &mut Dictionary, mappings: &mut HashMap<Option<ObjectId>, i32>, f
     };
     let frame_type = frame_type_attribute(d, frame_type);
     d.location(mapping, address, function, vec![frame_type])
+}
+
+/// A file's mapping attributes: its file ID first (what devfiler looks up, and it refuses a
+/// mapping that has attributes but no file ID), then its GNU build ID; none without a file ID.
+fn mapping_attributes(d: &mut Dictionary, object: &Object) -> Vec<i32> {
+    let Some(file_id) = object.file_id() else { return Vec::new() };
+    let mut attributes = vec![d.attribute("process.executable.build_id.htlhash", Value::Str(file_id.to_hex()))];
+    if let Some(build_id) = object.build_id() {
+        attributes.push(d.attribute("process.executable.build_id.gnu", Value::Str(build_id.to_hex())));
+    }
+    attributes
 }
 
 fn frame_type_attribute(d: &mut Dictionary, frame_type: &str) -> i32 {

@@ -344,9 +344,8 @@ fn segments(lo: u64, hi: u64, children: &[(u64, u64)], lines: &Lines) -> Vec<Seg
         }
     }
     rows.sort_by_key(|r| r.address);
-    rows.dedup_by_key(|r| r.address);
     let mut segments: Vec<Segment> = Vec::new();
-    for row in rows {
+    for row in last_row_per_address(rows) {
         match segments.last_mut() {
             Some(last) if last.file == Some(row.file) => last.rows.push(row),
             last => {
@@ -362,6 +361,19 @@ fn segments(lo: u64, hi: u64, children: &[(u64, u64)], lines: &Lines) -> Vec<Seg
         segments.push(Segment { start: lo, end: hi, file: None, rows: Vec::new() });
     }
     segments
+}
+
+/// Of several rows at one address (a line program steps through lines without moving), the
+/// last is the one in effect, as debuggers take it.
+fn last_row_per_address(sorted: Vec<Row>) -> Vec<Row> {
+    let mut kept: Vec<Row> = Vec::with_capacity(sorted.len());
+    for row in sorted {
+        match kept.last_mut() {
+            Some(last) if last.address == row.address => *last = row,
+            _ => kept.push(row),
+        }
+    }
+    kept
 }
 
 /// Merges overlapping or touching sorted ranges.

@@ -16,7 +16,7 @@ pub struct SymbolRange {
     pub name: String,
 }
 
-/// The function symbols of `file` as ranges, sorted by address. Of several symbols at one
+/// The function symbols of `file` (IFUNC resolvers included) as ranges, sorted by address. Of several symbols at one
 /// address the one `nm` would list first among equals is not predictable, so oxeye's own rule
 /// applies (as in its symbol table): the shortest name, usually the public alias. A symbol
 /// that starts inside the previous kept one is dropped: readers pick one range per depth, and
@@ -25,7 +25,7 @@ pub fn symbol_ranges(file: &object::File<'_>) -> Vec<SymbolRange> {
     let mut raw: Vec<(u64, u64, &str)> = file
         .symbols()
         .chain(file.dynamic_symbols())
-        .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.is_definition() && symbol.size() > 0 && symbol.address() != 0)
+        .filter(|symbol| symbol.kind() == SymbolKind::Text && !symbol.is_undefined() && symbol.size() > 0 && symbol.address() != 0)
         .filter_map(|symbol| Some((symbol.address(), symbol.size(), symbol.name().ok().filter(|n| !n.is_empty())?)))
         .collect();
     raw.sort_by_key(|&(address, _, name)| (address, name.len(), name));

@@ -1,0 +1,115 @@
+//! The files the symbol endpoint may serve: exactly those a profiled process mapped
+//! executable, published by the object registry when it first computes a file's ID.
+//!
+//! The registry lives on the main loop; this is the thread-safe view the server reads. Each
+//! file keeps an open descriptor (up to [`MAX_OPEN_FILES`]), so it can be served after the
+//! process that mapped it has exited or the file was replaced on disk; past that bound only
+//! its paths are kept, and a file found there is served only if its ID still matches.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use symbolizer::file_id::FileId;
+
+/// Files kept open for serving.
+pub const MAX_OPEN_FILES: usize = 1024;
+/// Files known at most; more are not served (an entry is a path and a descriptor).
+pub const MAX_FILES: usize = 65_536;
+
+/// Where a file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A descriptor opened when the file was seen.
+    Open(Arc<File>),
+    /// Paths to try, best first; the file found must still have the ID.
+    Paths(Vec<PathBuf>),
+    /// The kernel's vDSO, from oxeye's own copy.
+    Vdso,
+}
+
+/// One servable file.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The path the process saw, for logs.
+    pub path: String,
+    /// Where to read it.
+    pub source: Source,
+}
+
+/// The servable files by ID.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    files: HashMap<FileId, Entry>,
+    open: usize,
+}
+
+impl Catalog {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Plain data: a panic elsewhere leaves it usable.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Publishes the file with ID `id`, read at `opened_at` (a path that worked just now),
+    /// `fallbacks` to try later if it must be opened again.
+    pub fn add_file(&self, id: FileId, path: &str, opened_at: &Path, fallbacks: &[PathBuf]) {
+        let mut inner = self.lock();
+        if inner.files.contains_key(&id) || inner.files.len() >= MAX_FILES {
+            return;
+        }
+        let source = match (inner.open < MAX_OPEN_FILES).then(|| File::open(opened_at).ok()).flatten() {
+            Some(file) => {
+                inner.open += 1;
+                Source::Open(Arc::new(file))
+            }
+            None => Source::Paths(std::iter::once(opened_at.to_owned()).chain(fallbacks.iter().cloned()).collect()),
+        };
+        inner.files.insert(id, Entry { path: path.to_owned(), source });
+    }
+
+    /// Publishes the vDSO.
+    pub fn add_vdso(&self, id: FileId) {
+        self.lock().files.entry(id).or_insert(Entry { path: "[vdso]".to_owned(), source: Source::Vdso });
+    }
+
+    /// The entry for `id`, if a profiled process mapped such a file.
+    pub fn get(&self, id: FileId) -> Option<Entry> {
+        self.lock().files.get(&id).cloned()
+    }
+
+    /// As if [`MAX_OPEN_FILES`] files were open already.
+    #[cfg(test)]
+    pub fn use_up_descriptors(&self) {
+        self.lock().open = MAX_OPEN_FILES;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_descriptors_up_to_the_bound_then_paths() {
+        let catalog = Catalog::default();
+        let exe = std::env::current_exe().unwrap();
+        catalog.add_file(FileId(1), "/first", &exe, &[]);
+        assert!(matches!(catalog.get(FileId(1)).unwrap().source, Source::Open(_)));
+        catalog.use_up_descriptors();
+        catalog.add_file(FileId(2), "/second", &exe, &[PathBuf::from("/elsewhere")]);
+        match catalog.get(FileId(2)).unwrap().source {
+            Source::Paths(paths) => assert_eq!(paths, vec![exe.clone(), PathBuf::from("/elsewhere")]),
+            other => panic!("{other:?}"),
+        }
+        assert!(catalog.get(FileId(3)).is_none());
+        catalog.add_vdso(FileId(4));
+        assert!(matches!(catalog.get(FileId(4)).unwrap().source, Source::Vdso));
+    }
+}
