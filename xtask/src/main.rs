@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod setup;
 mod shell;
+mod slow_cpu;
 mod test;
 mod vm;
 
@@ -47,6 +48,10 @@ enum Command {
         /// Skip the VMs.
         #[arg(long)]
         no_vm: bool,
+        /// Run the end-to-end tests (and everything they start) as on a CPU this many times
+        /// slower: in a cgroup with this machine's CPUs divided by FACTOR as quota. No VMs then.
+        #[arg(long, value_name = "FACTOR")]
+        slow_cpu: Option<f64>,
     },
     /// Measure oxeye's overhead against running without it and against `perf record`.
     Bench(bench::BenchArgs),
@@ -73,7 +78,7 @@ fn run(cli: Cli) -> Result<()> {
             let binary = build::run(&build::BuildArgs { release: true, target: None })?;
             shell::exec_as_root(&binary, &args)
         }
-        Command::Test { filter, no_vm } => test::run(filter.as_deref(), !no_vm),
+        Command::Test { filter, no_vm, slow_cpu } => test::run(filter.as_deref(), !no_vm && slow_cpu.is_none(), slow_cpu),
         Command::Bench(args) => bench::run(&args),
         Command::VmTest(args) => vm::run(&args),
     }

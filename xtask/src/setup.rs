@@ -115,7 +115,7 @@ pub fn ensure_build_tools() -> Result<()> {
 /// What the end-to-end tests need.
 pub fn ensure_test_tools() -> Result<()> {
     apt_install(TEST_PACKAGES)?;
-    ensure_test_python()
+    ensure_test_python().map(drop)
 }
 
 /// The venv of [`TEST_PYTHON`] with [`TEST_PYPI_PACKAGES`]; returns its interpreter.

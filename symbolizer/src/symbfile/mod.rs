@@ -16,7 +16,7 @@
 //! let data = std::fs::read("/usr/bin/true")?;
 //! let (bytes, summary) = symbolizer::symbfile::write(&data, Vec::new())?;
 //! println!("{} ranges ({} from DWARF) in {} bytes", summary.ranges, summary.dwarf_ranges, bytes.len());
-//! # Ok::<(), symbolizer::symbfile::SymbfileError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod dwarf;

@@ -8,7 +8,8 @@
 //! the benchmark.
 //!
 //! Then the HTTP tracing overhead (`http`): nginx under wrk with and without oxeye, and a Flask
-//! app uninstrumented, under the OpenTelemetry Python SDK and with oxeye.
+//! app uninstrumented, under the OpenTelemetry Python SDK and with oxeye; and the symbol
+//! endpoint's cost (`symbols`).
 
 use std::{
     fs,
@@ -22,6 +23,7 @@ use anyhow::{bail, Context, Result};
 
 mod http;
 mod sink;
+mod symbols;
 mod unwind;
 mod unwinder;
 
@@ -45,6 +47,10 @@ pub struct BenchArgs {
     /// uninstrumented, under the OpenTelemetry Python SDK, and with oxeye.
     #[arg(long)]
     http_only: bool,
+    /// Only the symbol endpoint figures: rustup's libLLVM, librustc_driver and libc served as
+    /// devfiler fetches them, against `nm` on the same files.
+    #[arg(long)]
+    symbols_only: bool,
     /// Rounds (each runs every configuration once); medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -151,6 +157,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.http_only {
         return http::run(&oxeye, &work_dir, args.rounds);
     }
+    if args.symbols_only {
+        return symbols::run(&oxeye, &work_dir, args.rounds);
+    }
     let sink = sink::SinkProcess::start(&sink::build()?, &work_dir)?;
 
     say(format!("benchmark: {cpus} busy threads, {} s per run, {} rounds", args.seconds, args.rounds));
@@ -214,6 +223,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     println!("target: <= 20 bytes per sample");
     drop(sink);
     http::run(&oxeye, &work_dir, args.rounds)?;
+    symbols::run(&oxeye, &work_dir, args.rounds)?;
     unwinder::run(&oxeye, &work_dir, args.rounds)?;
     unwind::run()
 }
