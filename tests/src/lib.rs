@@ -191,6 +191,19 @@ impl Finished {
         self
     }
 
+    /// The number oxeye's last line containing `line_start` reports before `label`, e.g. 12
+    /// for "12 dropped" in "oxeye: exported 345 samples (12 dropped, …)".
+    pub fn reported(&self, line_start: &str, label: &str) -> u64 {
+        let stderr = &self.stderr;
+        let line = stderr.lines().rev().find(|l| l.contains(line_start)).unwrap_or_else(|| panic!("no line with {line_start:?}:\n{stderr}"));
+        let before = line.split(label).next().unwrap_or_default();
+        before
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+            .unwrap_or_else(|| panic!("no number before {label:?} in {line:?}"))
+    }
+
     /// The folded stacks it wrote.
     pub fn folded(&self) -> Folded {
         Folded::read(&self.out_dir.join("stacks.folded"))

@@ -10,11 +10,11 @@ use std::{
 
 use otlp_sink::{check, stacks, Reply, Sink, SinkConfig};
 use oxeye_tests::{deadline, output, output_dir, run_workload, start_workload, workload, Oxeye};
+use tonic::Code;
 
 /// Each test's limit: a few seconds of workload, oxeye's start and stop, with room for a CPU
 /// three times slower (the collector-down test runs for about a minute by design).
 const LIMIT: Duration = Duration::from_secs(150);
-use tonic::Code;
 
 fn sink(script: Vec<Reply>) -> Sink {
     let mut config = SinkConfig::localhost();
@@ -30,13 +30,6 @@ fn oxeye_to(sink_addr: &str, test: &str, extra: &[&str]) -> Oxeye {
 
 fn unix_now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
-/// The number a final or summary line reports before `label`, e.g. "12 dropped".
-fn reported(stderr: &str, line_start: &str, label: &str) -> u64 {
-    let line = stderr.lines().rev().find(|l| l.contains(line_start)).unwrap_or_else(|| panic!("no line with {line_start:?}:\n{stderr}"));
-    let before = line.split(label).next().unwrap_or_default();
-    before.split_whitespace().last().and_then(|n| n.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok()).unwrap_or_else(|| panic!("no number before {label:?} in {line:?}"))
 }
 
 #[test]
@@ -98,7 +91,7 @@ fn exported_profiles_carry_whole_chains_and_valid_dictionaries() {
     assert!(share >= 0.90, "{:.1}% of chain's exported samples carry main→outer→middle→leaf", share * 100.0);
     // Everything sampled was exported: the collector got what the local profile counted.
     assert_eq!(all_samples, finished.folded().total(), "exported samples differ from the local profile");
-    assert_eq!(reported(&finished.stderr, "exported", "dropped"), 0, "{}", finished.stderr);
+    assert_eq!(finished.reported("exported", "dropped"), 0, "{}", finished.stderr);
 }
 
 #[test]
@@ -135,7 +128,7 @@ fn collector_down_at_start_then_up_gets_new_profiles_within_the_queue_bound() {
     assert!(arrived, "nothing arrived after the collector came up:\n{}", finished.stderr);
     let newest = sink.requests().iter().flat_map(stacks).flat_map(|s| s.timestamps).max().unwrap_or(0);
     assert!(newest >= up_at, "no sample taken after the collector came up arrived");
-    let dropped = reported(&finished.stderr, "exported", "dropped");
+    let dropped = finished.reported("exported", "dropped");
     assert!(dropped > 0, "10 s of samples cannot fit in {queue_bound} bytes, yet none were reported dropped:\n{}", finished.stderr);
     for line in finished.stderr.lines().filter(|l| l.contains("queue ")) {
         let kib: usize = line.split("queue ").nth(1).and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap();
@@ -156,8 +149,8 @@ fn unavailable_collector_is_retried_until_it_recovers() {
     assert!(sink.attempts() >= 3, "only {} attempts", sink.attempts());
     assert!(!sink.requests().is_empty(), "nothing accepted after the collector recovered");
     let exported: u64 = sink.requests().iter().map(otlp_sink::total_samples).sum();
-    assert_eq!(reported(&finished.stderr, "exported", "samples"), exported);
-    assert_eq!(reported(&finished.stderr, "exported", "dropped"), 0, "retried batches must not be lost:\n{}", finished.stderr);
+    assert_eq!(finished.reported("exported", "samples"), exported);
+    assert_eq!(finished.reported("exported", "dropped"), 0, "retried batches must not be lost:\n{}", finished.stderr);
     assert_eq!(exported, finished.folded().total(), "every sample reached the collector in the end");
 }
 
@@ -186,7 +179,7 @@ fn non_retryable_errors_are_not_retried() {
     // About one batch per second of running plus the final one; each is tried exactly once.
     assert!((2..=10).contains(&attempts), "{attempts} attempts for about 5 batches:\n{}", finished.stderr);
     assert!(sink.requests().is_empty());
-    assert!(reported(&finished.stderr, "exported", "refused") > 0, "{}", finished.stderr);
+    assert!(finished.reported("exported", "refused") > 0, "{}", finished.stderr);
     assert!(finished.stderr.contains("not retrying"), "{}", finished.stderr);
 }
 
@@ -208,14 +201,14 @@ fn tls_collector_is_trusted_only_with_its_ca() {
     let finished = without_ca.stop();
     finished.assert_success();
     assert!(sink.requests().is_empty(), "oxeye sent profiles to a server it should not trust");
-    assert!(reported(&finished.stderr, "exported", "failed attempts") > 0, "{}", finished.stderr);
+    assert!(finished.reported("exported", "failed attempts") > 0, "{}", finished.stderr);
 
     let with_ca = oxeye_to(&address, "export-tls", &["--tls-ca-file", ca]);
     run_workload(&workload("chain"), &["2"]);
     let finished = with_ca.stop();
     finished.assert_success();
     assert!(!sink.requests().is_empty(), "nothing arrived over TLS with --tls-ca-file:\n{}", finished.stderr);
-    assert_eq!(reported(&finished.stderr, "exported", "dropped"), 0, "{}", finished.stderr);
+    assert_eq!(finished.reported("exported", "dropped"), 0, "{}", finished.stderr);
 }
 
 #[test]

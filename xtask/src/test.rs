@@ -30,7 +30,7 @@ pub fn run(filter: Option<&str>, vms: bool, slow_cpu: Option<f64>) -> Result<()>
 
     say("end-to-end tests (real BPF programs, one at a time, as root)");
     let mut e2e = root_command(setup::cargo());
-    e2e.current_dir(root()).args(["test", "--release", "--package", "oxeye-tests", "--tests", "--", "--test-threads=1"]).env("OXEYE_BIN", &binary).env("OXEYE_TEST_PYTHON", &python);
+    e2e.current_dir(root()).args(["test", "--release", "--no-fail-fast", "--package", "oxeye-tests", "--tests", "--", "--test-threads=1"]).env("OXEYE_BIN", &binary).env("OXEYE_TEST_PYTHON", &python);
     if let Some(filter) = filter {
         e2e.arg(filter);
     }
