@@ -2,9 +2,10 @@
 //! executable, published by the object registry when it first computes a file's ID.
 //!
 //! The registry lives on the main loop; this is the thread-safe view the server reads. Each
-//! file keeps an open descriptor (up to [`MAX_OPEN_FILES`]), so it can be served after the
-//! process that mapped it has exited or the file was replaced on disk; past that bound only
-//! its paths are kept, and a file found there is served only if its ID still matches.
+//! file keeps an open descriptor (up to [`MAX_OPEN_FILES`], and a quarter of the process's
+//! descriptor limit), so it can be served after the process that mapped it has exited or the
+//! file was replaced on disk; past that bound only its paths are kept, and a file found there is
+//! served only if its ID still matches.
 
 use std::{
     collections::HashMap,
@@ -41,15 +42,43 @@ pub struct Entry {
 }
 
 /// The servable files by ID.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Catalog {
     inner: Mutex<Inner>,
+    /// Descriptors it may keep open.
+    max_open: usize,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     files: HashMap<FileId, Entry>,
     open: usize,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog { inner: Mutex::default(), max_open: descriptor_budget() }
+    }
+}
+
+/// How many descriptors the catalog may keep: a quarter of the limit, raised first to the hard
+/// limit (distributions start root at a soft 1024), and at most [`MAX_OPEN_FILES`].
+fn descriptor_budget() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain getrlimit/setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        let wanted = limit.rlim_max.min(65_536);
+        if limit.rlim_cur < wanted {
+            let raised = libc::rlimit { rlim_cur: wanted, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = wanted;
+            }
+        }
+    }
+    (limit.rlim_cur as usize / 4).min(MAX_OPEN_FILES)
 }
 
 impl Catalog {
@@ -65,7 +94,7 @@ impl Catalog {
         if inner.files.contains_key(&id) || inner.files.len() >= MAX_FILES {
             return;
         }
-        let source = match (inner.open < MAX_OPEN_FILES).then(|| File::open(opened_at).ok()).flatten() {
+        let source = match (inner.open < self.max_open).then(|| File::open(opened_at).ok()).flatten() {
             Some(file) => {
                 inner.open += 1;
                 Source::Open(Arc::new(file))
@@ -85,10 +114,10 @@ impl Catalog {
         self.lock().files.get(&id).cloned()
     }
 
-    /// As if [`MAX_OPEN_FILES`] files were open already.
+    /// As if every descriptor it may keep were open already.
     #[cfg(test)]
     pub fn use_up_descriptors(&self) {
-        self.lock().open = MAX_OPEN_FILES;
+        self.lock().open = self.max_open;
     }
 }
 
