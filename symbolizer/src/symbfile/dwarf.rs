@@ -6,7 +6,7 @@
 //! split into consecutive ranges at the same depth, one per file, since a range has one file.
 //! Work is per compilation unit, so memory is bounded by the largest unit.
 
-use std::{borrow::Cow, path::PathBuf};
+use std::{borrow::Cow, collections::HashMap, path::PathBuf, rc::Rc};
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, Unit, UnitOffset};
 use object::{Object, ObjectSection};
@@ -71,7 +71,7 @@ impl Lines {
 #[derive(Debug)]
 struct Node {
     depth: u32,
-    func: String,
+    func: Rc<str>,
     call_file: Option<u64>,
     call_line: u32,
     ranges: Vec<(u64, u64)>,
@@ -138,11 +138,12 @@ fn write_unit<'d, W: std::io::Write>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, 
     let lines = read_lines(dwarf, unit)?;
     let mut functions = Vec::new();
     find_functions(unit, &mut functions)?;
+    let mut names = Names::default();
     for offset in functions {
         if writer.ranges() >= max_ranges {
             break;
         }
-        let nodes = function_tree(dwarf, unit, offset)?;
+        let nodes = function_tree(dwarf, unit, offset, &mut names)?;
         if let Some(root) = nodes.first() {
             covered.extend(root.ranges.iter().copied());
         }
@@ -168,30 +169,33 @@ fn has_code<'d>(entry: &gimli::DebuggingInformationEntry<Slice<'d>>) -> bool {
 }
 
 /// The function at `offset` and everything inlined into it, in pre-order.
-fn function_tree<'d>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, offset: UnitOffset) -> gimli::Result<Vec<Node>> {
+fn function_tree<'d>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, offset: UnitOffset, names: &mut Names) -> gimli::Result<Vec<Node>> {
     let mut tree = unit.entries_tree(Some(offset))?;
     let root = tree.root()?;
     let mut nodes = Vec::new();
     let entry = root.entry();
-    let Some(func) = name(dwarf, unit, entry) else { return Ok(nodes) };
+    let Some(func) = names.of(dwarf, unit, entry) else { return Ok(nodes) };
     let ranges = code_ranges(dwarf, unit, entry)?;
     if ranges.is_empty() {
         return Ok(nodes);
     }
     nodes.push(Node { depth: 0, func, call_file: None, call_line: 0, ranges, children: Vec::new() });
-    collect_inlined(dwarf, unit, root, 0, &mut nodes)?;
+    collect_inlined(dwarf, unit, root, 0, &mut nodes, names)?;
     Ok(nodes)
 }
 
 /// Adds the inlined calls under `node` (through lexical blocks) as children of `parent`.
-fn collect_inlined<'d>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, node: gimli::EntriesTreeNode<'_, '_, Slice<'d>>, parent: usize, nodes: &mut Vec<Node>) -> gimli::Result<()> {
+fn collect_inlined<'d>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, node: gimli::EntriesTreeNode<'_, '_, Slice<'d>>, parent: usize, nodes: &mut Vec<Node>, names: &mut Names) -> gimli::Result<()> {
     let mut children = node.children();
     while let Some(child) = children.next()? {
         let entry = child.entry();
         match entry.tag() {
             gimli::DW_TAG_inlined_subroutine if nodes[parent].depth < MAX_DEPTH => {
                 let ranges = code_ranges(dwarf, unit, entry)?;
-                let Some(func) = name(dwarf, unit, entry).filter(|_| !ranges.is_empty()) else { continue };
+                if ranges.is_empty() {
+                    continue;
+                }
+                let Some(func) = names.of(dwarf, unit, entry) else { continue };
                 let call_file = match entry.attr_value(gimli::DW_AT_call_file) {
                     Some(AttributeValue::FileIndex(index)) => Some(index),
                     Some(AttributeValue::Udata(index)) => Some(index),
@@ -205,9 +209,9 @@ fn collect_inlined<'d>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, node: gimli::E
                 let index = nodes.len();
                 nodes.push(Node { depth: nodes[parent].depth + 1, func, call_file, call_line, ranges, children: Vec::new() });
                 nodes[parent].children.push(index);
-                collect_inlined(dwarf, unit, child, index, nodes)?;
+                collect_inlined(dwarf, unit, child, index, nodes, names)?;
             }
-            gimli::DW_TAG_lexical_block | gimli::DW_TAG_try_block | gimli::DW_TAG_catch_block => collect_inlined(dwarf, unit, child, parent, nodes)?,
+            gimli::DW_TAG_lexical_block | gimli::DW_TAG_try_block | gimli::DW_TAG_catch_block => collect_inlined(dwarf, unit, child, parent, nodes, names)?,
             // Nested function definitions are functions of their own (found by find_functions).
             _ => {}
         }
@@ -228,26 +232,41 @@ fn code_ranges<'d>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, entry: &gimli::Deb
     Ok(ranges)
 }
 
-/// The entry's name: its linkage name demangled, else its plain name, following the links
-/// from inlined and out-of-line instances to the declaration that has them.
-fn name<'d>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, entry: &gimli::DebuggingInformationEntry<Slice<'d>>) -> Option<String> {
-    let mut current = entry.clone();
-    for _ in 0..MAX_NAME_HOPS {
-        let string = |attribute| current.attr_value(attribute).and_then(|value| dwarf.attr_string(unit, value).ok()).map(|s| s.to_string_lossy().into_owned());
+/// Function names of one unit. An inlined function is named once however many times it is
+/// inlined: demangling is most of the work otherwise.
+#[derive(Default)]
+struct Names {
+    /// By the offset of the entry a reference led to.
+    referenced: HashMap<UnitOffset, Option<Rc<str>>>,
+}
+
+impl Names {
+    /// The entry's name: its linkage name demangled, else its plain name, following the links
+    /// from inlined and out-of-line instances to the declaration that has them.
+    fn of<'d>(&mut self, dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, entry: &gimli::DebuggingInformationEntry<Slice<'d>>) -> Option<Rc<str>> {
+        self.resolve(dwarf, unit, entry, MAX_NAME_HOPS)
+    }
+
+    fn resolve<'d>(&mut self, dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, entry: &gimli::DebuggingInformationEntry<Slice<'d>>, hops: usize) -> Option<Rc<str>> {
+        let string = |attribute| entry.attr_value(attribute).and_then(|value| dwarf.attr_string(unit, value).ok()).map(|s| s.to_string_lossy().into_owned());
         if let Some(linkage) = string(gimli::DW_AT_linkage_name).or_else(|| string(gimli::DW_AT_MIPS_linkage_name)) {
-            return Some(demangle(&linkage).into_owned());
+            return Some(demangle(&linkage).into());
         }
         if let Some(plain) = string(gimli::DW_AT_name) {
-            return Some(plain);
+            return Some(plain.into());
         }
-        let next = match current.attr_value(gimli::DW_AT_abstract_origin).or_else(|| current.attr_value(gimli::DW_AT_specification)) {
-            Some(AttributeValue::UnitRef(offset)) => offset,
+        let target = match entry.attr_value(gimli::DW_AT_abstract_origin).or_else(|| entry.attr_value(gimli::DW_AT_specification)) {
+            Some(AttributeValue::UnitRef(offset)) if hops > 0 => offset,
             // A reference into another unit (LTO): the symbol table names it instead.
             _ => return None,
         };
-        current = unit.entry(next).ok()?;
+        if let Some(known) = self.referenced.get(&target) {
+            return known.clone();
+        }
+        let name = unit.entry(target).ok().and_then(|next| self.resolve(dwarf, unit, &next, hops - 1));
+        self.referenced.insert(target, name.clone());
+        name
     }
-    None
 }
 
 /// The unit's line rows (sequences a linker discarded, starting at address 0, left out) and
