@@ -6,7 +6,7 @@
 //! for deleted files) while the process is alive, falling back to the path. The vDSO is one
 //! more object, named `[vdso]`, whose symbols come from oxeye's own copy.
 
-use std::{collections::HashMap, io::Cursor, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
+use std::{collections::HashMap, fs::File, io::Cursor, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
 
 use symbolizer::{build_id::BuildId, elf::ElfSymbols, file_id::FileId};
 use tracing::debug;
@@ -148,10 +148,12 @@ impl ObjectRegistry {
         let object = &mut self.objects[id.0 as usize];
         if matches!(object.symbols, Symbols::NotLoaded) && !object.open_paths.is_empty() {
             object.symbols = match load_first(&object.open_paths) {
-                Ok((symbols, path)) => {
-                    object.file_id = FileId::from_path(path).ok();
+                Ok((symbols, file, path)) => {
+                    // From the descriptor the symbols came from: the process (and with it its
+                    // map_files path) may be gone by now.
+                    object.file_id = FileId::from_reader(&file).ok();
                     if let (Some(catalog), Some(file_id)) = (&self.catalog, object.file_id) {
-                        catalog.add_file(file_id, &object.path, path, &object.open_paths);
+                        catalog.add_file(file_id, &object.path, file, path, &object.open_paths);
                     }
                     let symbols = match symbols.build_id() {
                         Some(build_id) => self.by_build_id.entry(build_id.clone()).or_insert_with(|| Arc::new(symbols)).clone(),
@@ -169,16 +171,23 @@ impl ObjectRegistry {
     }
 }
 
-/// Reads the symbols from the first path that works; returns them with that path.
-fn load_first(paths: &[PathBuf]) -> Result<(ElfSymbols, &PathBuf), symbolizer::Error> {
+/// Reads the symbols from the first path that works; returns them with the open file and
+/// that path.
+fn load_first(paths: &[PathBuf]) -> Result<(ElfSymbols, File, &PathBuf), symbolizer::Error> {
     let (first, rest) = paths.split_first().expect("open_paths always holds the map_files path");
-    let mut result = ElfSymbols::open(first).map(|symbols| (symbols, first));
+    let mut result = load(first);
     for path in rest {
         match result {
             // A file that exists but is not a valid ELF will not get better at another path.
             Ok(_) | Err(symbolizer::Error::Elf { .. } | symbolizer::Error::NotElf { .. }) => break,
-            Err(_) => result = ElfSymbols::open(path).map(|symbols| (symbols, path)),
+            Err(_) => result = load(path),
         }
     }
     result
+}
+
+fn load(path: &PathBuf) -> Result<(ElfSymbols, File, &PathBuf), symbolizer::Error> {
+    let file = File::open(path).map_err(|source| symbolizer::Error::Io { path: path.clone(), source })?;
+    let symbols = ElfSymbols::read(&file, path)?;
+    Ok((symbols, file, path))
 }

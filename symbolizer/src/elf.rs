@@ -39,8 +39,13 @@ impl ElfSymbols {
     /// Reads `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
+        let file = File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+        Self::read(&file, path)
+    }
+
+    /// Reads an open file; `path` names it in errors.
+    pub fn read(file: &File, path: &Path) -> Result<Self, Error> {
         let io_error = |source| Error::Io { path: path.to_owned(), source };
-        let file = File::open(path).map_err(io_error)?;
         let size = file.metadata().map_err(io_error)?.len();
         if size > MAX_FILE_BYTES {
             return Err(Error::TooLarge { path: path.to_owned(), size });
@@ -48,7 +53,7 @@ impl ElfSymbols {
         // SAFETY: the map is read-only and dropped before returning. A file truncated by
         // another process while we parse it could fault; executables in use are not truncated
         // (the kernel refuses writes to running executables with ETXTBSY).
-        let data = unsafe { memmap2::Mmap::map(&file) }.map_err(io_error)?;
+        let data = unsafe { memmap2::Mmap::map(file) }.map_err(io_error)?;
         Self::parse_named(&data, path)
     }
 

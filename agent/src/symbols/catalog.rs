@@ -87,19 +87,18 @@ impl Catalog {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Publishes the file with ID `id`, read at `opened_at` (a path that worked just now),
-    /// `fallbacks` to try later if it must be opened again.
-    pub fn add_file(&self, id: FileId, path: &str, opened_at: &Path, fallbacks: &[PathBuf]) {
+    /// Publishes the file with ID `id`, open as `file` (read at `opened_at`, a path that worked
+    /// just now), with `fallbacks` to try if the descriptor cannot be kept.
+    pub fn add_file(&self, id: FileId, path: &str, file: File, opened_at: &Path, fallbacks: &[PathBuf]) {
         let mut inner = self.lock();
         if inner.files.contains_key(&id) || inner.files.len() >= MAX_FILES {
             return;
         }
-        let source = match (inner.open < self.max_open).then(|| File::open(opened_at).ok()).flatten() {
-            Some(file) => {
-                inner.open += 1;
-                Source::Open(Arc::new(file))
-            }
-            None => Source::Paths(std::iter::once(opened_at.to_owned()).chain(fallbacks.iter().cloned()).collect()),
+        let source = if inner.open < self.max_open {
+            inner.open += 1;
+            Source::Open(Arc::new(file))
+        } else {
+            Source::Paths(std::iter::once(opened_at.to_owned()).chain(fallbacks.iter().cloned()).collect())
         };
         inner.files.insert(id, Entry { path: path.to_owned(), source });
     }
@@ -129,10 +128,10 @@ mod tests {
     fn keeps_descriptors_up_to_the_bound_then_paths() {
         let catalog = Catalog::default();
         let exe = std::env::current_exe().unwrap();
-        catalog.add_file(FileId(1), "/first", &exe, &[]);
+        catalog.add_file(FileId(1), "/first", File::open(&exe).unwrap(), &exe, &[]);
         assert!(matches!(catalog.get(FileId(1)).unwrap().source, Source::Open(_)));
         catalog.use_up_descriptors();
-        catalog.add_file(FileId(2), "/second", &exe, &[PathBuf::from("/elsewhere")]);
+        catalog.add_file(FileId(2), "/second", File::open(&exe).unwrap(), &exe, &[PathBuf::from("/elsewhere")]);
         match catalog.get(FileId(2)).unwrap().source {
             Source::Paths(paths) => assert_eq!(paths, vec![exe.clone(), PathBuf::from("/elsewhere")]),
             other => panic!("{other:?}"),

@@ -164,7 +164,7 @@ mod tests {
         let catalog = Arc::new(Catalog::default());
         let exe = std::env::current_exe().unwrap();
         let id = FileId::from_path(&exe).unwrap();
-        catalog.add_file(id, &exe.display().to_string(), &exe, &[]);
+        catalog.add_file(id, &exe.display().to_string(), File::open(&exe).unwrap(), &exe, &[]);
         let builder = RangesBuilder::new(catalog.clone());
         let built = builder.get(id).await.unwrap();
         assert!(built.ranges > 100, "{} ranges", built.ranges);
@@ -178,7 +178,7 @@ mod tests {
         let catalog = Arc::new(Catalog::default());
         catalog.use_up_descriptors();
         let exe = std::env::current_exe().unwrap();
-        catalog.add_file(FileId(42), "/was/here", &exe, &[]);
+        catalog.add_file(FileId(42), "/was/here", File::open(&exe).unwrap(), &exe, &[]);
         let error = RangesBuilder::new(catalog).get(FileId(42)).await.unwrap_err();
         assert!(matches!(error, BuildError::Gone { .. }), "{error}");
     }
