@@ -26,6 +26,8 @@ mod writer;
 
 use std::io::Write;
 
+use crate::demangle::demangle;
+
 pub use writer::{Range, Writer};
 
 /// Most ranges written for one file; past it DWARF stops and only symbols follow (a bound on
@@ -73,7 +75,8 @@ pub fn write<W: Write>(elf: &[u8], out: W) -> Result<(W, Summary), SymbfileError
         if overlaps(&dwarf.covered, symbol.start, symbol.start.saturating_add(symbol.size)) {
             continue;
         }
-        let range = Range { start: symbol.start, length: symbol.size, depth: 0, func: &symbol.name, file: None, call_file: None, call_line: 0, lines: &[] };
+        let name = demangle(symbol.name);
+        let range = Range { start: symbol.start, length: symbol.size, depth: 0, func: &name, file: None, call_file: None, call_line: 0, lines: &[] };
         writer.push(&range).map_err(SymbfileError::Io)?;
     }
     let ranges = writer.ranges();

@@ -3,17 +3,16 @@
 
 use object::{Object, ObjectSymbol, SymbolKind};
 
-use crate::demangle::demangle;
-
 /// A function symbol's range.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SymbolRange {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SymbolRange<'data> {
     /// First address.
     pub start: u64,
     /// Bytes.
     pub size: u64,
-    /// Demangled name.
-    pub name: String,
+    /// The name as stored (mangled): demangled as it is written, so that a large library's
+    /// names are never all held at once.
+    pub name: &'data str,
 }
 
 /// The function symbols of `file` (IFUNC resolvers included) as ranges, sorted by address. Of several symbols at one
@@ -21,7 +20,7 @@ pub struct SymbolRange {
 /// applies (as in its symbol table): the shortest name, usually the public alias. A symbol
 /// that starts inside the previous kept one is dropped: readers pick one range per depth, and
 /// two overlapping ones would make that choice arbitrary.
-pub fn symbol_ranges(file: &object::File<'_>) -> Vec<SymbolRange> {
+pub fn symbol_ranges<'data>(file: &object::File<'data>) -> Vec<SymbolRange<'data>> {
     let mut raw: Vec<(u64, u64, &str)> = file
         .symbols()
         .chain(file.dynamic_symbols())
@@ -35,7 +34,7 @@ pub fn symbol_ranges(file: &object::File<'_>) -> Vec<SymbolRange> {
         if ranges.last().is_some_and(|last| start < last.start.saturating_add(last.size)) {
             continue;
         }
-        ranges.push(SymbolRange { start, size, name: demangle(name).into_owned() });
+        ranges.push(SymbolRange { start, size, name });
     }
     ranges
 }
