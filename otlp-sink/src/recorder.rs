@@ -53,6 +53,9 @@ pub struct Stats {
     pub connections: u64,
 }
 
+/// A peer's acceptance rules: `Err(why)` for a request it refuses.
+pub(crate) type Rules<R> = fn(&R) -> Result<(), String>;
+
 struct State<R> {
     replies: Vec<Reply>,
     /// Why each refused request was refused, in arrival order.
@@ -71,7 +74,7 @@ pub(crate) struct Recorder<R> {
     /// What one request counts for (samples, spans, data points).
     units: fn(&R) -> u64,
     /// The peer's rules: a request they refuse is answered [`Reply::Refused`].
-    rules: Option<fn(&R) -> Result<(), String>>,
+    rules: Option<Rules<R>>,
     state: Mutex<State<R>>,
     changed: Condvar,
 }
@@ -95,7 +98,7 @@ impl<R: Clone> Recorder<R> {
     }
 
     /// Checks every request with `rules` before the script is consulted.
-    pub(crate) fn with_rules(mut self, rules: fn(&R) -> Result<(), String>) -> Self {
+    pub(crate) fn with_rules(mut self, rules: Rules<R>) -> Self {
         self.rules = Some(rules);
         self
     }
