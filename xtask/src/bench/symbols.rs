@@ -1,5 +1,6 @@
-//! The symbol endpoint's cost (`--symbols-only`): oxeye profiles `rustc` compiling (so rustup's
-//! 200 MB libLLVM and 150 MB librustc_driver, and libc, are sampled and catalogued), then each
+//! The symbol endpoint's cost (`--symbols-only`): oxeye profiles `rustc` and Debian's `llc`
+//! compiling (so rustup's 200 MB libLLVM and 150 MB librustc_driver, Debian's 150 MB libLLVM, and
+//! libc, are sampled and catalogued), then each
 //! file is fetched the way devfiler fetches it (`metadata.json`, then `ranges`). Per file: the
 //! wall time to the last byte, oxeye's CPU for it, the compressed size, and `nm -C -S`'s time
 //! on the same file's symbol table as the reference; then oxeye's memory before and after, and samples
@@ -100,7 +101,12 @@ pub fn run(oxeye: &Path, work_dir: &Path, rounds: usize) -> Result<()> {
     Ok(())
 }
 
-/// The files to fetch: rustup's libLLVM and librustc_driver (what `rustc` runs), and libc.
+/// Debian's LLVM (`llvm-22-dev`, which the BPF build installs): `llc` and its libLLVM.
+const DEBIAN_LLC: &str = "/usr/lib/llvm-22/bin/llc";
+const DEBIAN_LIBLLVM: &str = "/usr/lib/llvm-22/lib/libLLVM.so.22.1";
+
+/// The files to fetch: rustup's libLLVM and librustc_driver (what `rustc` runs), Debian's
+/// libLLVM (what `llc` runs), and libc.
 fn files() -> Result<Vec<(String, PathBuf, String)>> {
     let sysroot = String::from_utf8(Command::new("rustc").args(["--print", "sysroot"]).output()?.stdout)?;
     let lib = Path::new(sysroot.trim()).join("lib");
@@ -114,6 +120,8 @@ fn files() -> Result<Vec<(String, PathBuf, String)>> {
         }
     }
     files.sort();
+    let debian = fs::canonicalize(DEBIAN_LIBLLVM).with_context(|| format!("no {DEBIAN_LIBLLVM} (cargo xtask setup installs llvm-22-dev)"))?;
+    files.push((format!("{} (Debian)", debian.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()), debian));
     files.push(("libc.so.6".to_owned(), PathBuf::from(format!("/lib/{}-linux-gnu/libc.so.6", std::env::consts::ARCH))));
     files
         .into_iter()
@@ -124,15 +132,26 @@ fn files() -> Result<Vec<(String, PathBuf, String)>> {
         .collect()
 }
 
-/// Runs `rustc -O` on a workload again and again for `duration`.
+/// Runs `rustc -O` on a workload, then Debian's `llc` on its LLVM IR, again and again for
+/// `duration` each.
 fn compile_for(duration: Duration, work_dir: &Path) -> Result<()> {
     let source = root().join("tests/workloads/chain.rs");
+    let ir = work_dir.join("chain-bench.ll");
+    let run = |command: &mut Command, what: &str| -> Result<()> {
+        let status = command.stdout(Stdio::null()).stderr(Stdio::null()).status().with_context(|| format!("cannot run {what}"))?;
+        if !status.success() {
+            bail!("{what} failed: {status}");
+        }
+        Ok(())
+    };
     let until = Instant::now() + duration;
     while Instant::now() < until {
-        let status = Command::new("rustc").args(["-C", "opt-level=3", "-o"]).arg(work_dir.join("chain-bench")).arg(&source).status()?;
-        if !status.success() {
-            bail!("rustc failed: {status}");
-        }
+        run(Command::new("rustc").args(["-C", "opt-level=3", "--emit=link,llvm-ir", "-o"]).arg(work_dir.join("chain-bench")).arg(&source), "rustc")?;
+    }
+    // rustc names the IR after its output.
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        run(Command::new(DEBIAN_LLC).args(["-O3", "-o", "/dev/null"]).arg(&ir), "llc")?;
     }
     Ok(())
 }
