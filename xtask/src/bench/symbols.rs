@@ -45,13 +45,15 @@ pub fn run(oxeye: &Path, work_dir: &Path, rounds: usize) -> Result<()> {
     let (mut rss_growth, mut per_second, mut lost) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let log = work_dir.join("oxeye-symbols.stderr");
-        let mut child = Command::new(oxeye)
-            .args(["-F", "99", "--no-live", "--no-network", "--summary-interval", "3600", "--symbols-listen", &port.to_string(), "--output-dir"])
-            .arg(work_dir)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("cannot start oxeye")?;
+        let mut child = Stopped(
+            Command::new(oxeye)
+                .args(["-F", "99", "--no-live", "--no-network", "--summary-interval", "3600", "--symbols-listen", &port.to_string(), "--output-dir"])
+                .arg(work_dir)
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log)?)
+                .spawn()
+                .context("cannot start oxeye")?,
+        );
         wait_for_text(&log, "sampling")?;
         compile_for(Duration::from_secs(WORKLOAD_SECONDS), work_dir)?;
         let rss_before = status_kib(child.id(), "VmRSS:");
@@ -75,9 +77,7 @@ pub fn run(oxeye: &Path, work_dir: &Path, rounds: usize) -> Result<()> {
         rss_growth.push((status_kib(child.id(), "VmHWM:") as f64 - rss_before as f64) / 1024.0);
         let ids: Vec<String> = files.iter().map(|(_, _, id)| id.clone()).collect();
         per_second.push(saturate(port, &ids)?);
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        child.wait()?;
+        child.stop();
         lost.push(lost_in_kernel(&fs::read_to_string(&log).unwrap_or_default()) as f64);
     }
 
@@ -99,6 +99,29 @@ pub fn run(oxeye: &Path, work_dir: &Path, rounds: usize) -> Result<()> {
     );
     println!("targets: a 150 MB library served in <= 1 s with bounded memory; no samples lost while serving");
     Ok(())
+}
+
+/// An oxeye stopped like Ctrl-C does when dropped, so that a failed round leaves none behind.
+struct Stopped(std::process::Child);
+
+impl Stopped {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn stop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Debian's LLVM (`llvm-22-dev`, which the BPF build installs): `llc` and its libLLVM.
