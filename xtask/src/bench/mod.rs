@@ -246,6 +246,7 @@ fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, w
                 .stderr(fs::File::create(&log)?)
                 .spawn()
                 .context("cannot start oxeye")?;
+            let child = Stopped(child);
             wait_for_text(&log, "sampling")?;
             Some(child)
         }
@@ -258,7 +259,7 @@ fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, w
                 .spawn()
                 .context("cannot start perf")?;
             thread::sleep(Duration::from_secs(1));
-            Some(child)
+            Some(Stopped(child))
         }
     };
     let agent_pid = child.as_ref().map(|c| c.id());
@@ -284,6 +285,29 @@ fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, w
         (after.wire_bytes - sink_before.wire_bytes, after.samples - sink_before.samples)
     });
     Ok(Measurement { throughput: iterations / wall, agent_cpu: (cpu_after - cpu_before) as f64 / 1e9 / wall, agent_peak_rss: peak_rss, agent_map_rss: map_rss, bpf_ns_per_sample, export })
+}
+
+/// An agent stopped like Ctrl-C does when dropped, so that a failed run leaves none behind.
+struct Stopped(std::process::Child);
+
+impl Stopped {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn stop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// CPU time of all threads of `pid`, in nanoseconds (from schedstat, which is precise).

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use symbolizer::file_id::FileId;
 
-use super::{median, task_cpu_ns, wait_for_text};
+use super::{median, task_cpu_ns, wait_for_text, Stopped};
 use crate::shell::root;
 
 /// How long `rustc` runs under oxeye each round, so its libraries are sampled.
@@ -99,29 +99,6 @@ pub fn run(oxeye: &Path, work_dir: &Path, rounds: usize) -> Result<()> {
     );
     println!("targets: a 150 MB library served in <= 1 s with bounded memory; no samples lost while serving");
     Ok(())
-}
-
-/// An oxeye stopped like Ctrl-C does when dropped, so that a failed round leaves none behind.
-struct Stopped(std::process::Child);
-
-impl Stopped {
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn stop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Debian's LLVM (`llvm-22-dev`, which the BPF build installs): `llc` and its libLLVM.
