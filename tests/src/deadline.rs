@@ -186,17 +186,11 @@ impl Spawned {
         }
         let _waiting = waiting_for(format!("waiting for {} (pid {}) to exit", self.what, self.id()));
         let exited = loop {
-            let mut status = 0;
-            // SAFETY: an all-zero rusage is valid; wait4 fills it.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: our own child, reaped only here.
-            let pid = unsafe { libc::wait4(self.id() as i32, &mut status, 0, &mut usage) };
-            if pid == self.id() as i32 {
-                let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-                break Exited { status: ExitStatus::from_raw(status), cpu: time(usage.ru_utime) + time(usage.ru_stime) };
+            match wait4(self.id(), 0) {
+                Ok(Some(exited)) => break exited,
+                Ok(None) => continue,
+                Err(error) => assert_eq!(error.raw_os_error(), Some(libc::EINTR), "cannot wait for {}: {error}", self.what),
             }
-            let error = std::io::Error::last_os_error();
-            assert_eq!(error.raw_os_error(), Some(libc::EINTR), "cannot wait for {}: {error}", self.what);
         };
         self.reaped(exited);
         check();
@@ -206,14 +200,8 @@ impl Spawned {
     /// Whether it has exited, without blocking (reaping it if so).
     pub fn try_wait(&mut self) -> Option<Exited> {
         if self.exited.is_none() {
-            let mut status = 0;
-            // SAFETY: as in `wait`.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: our own child, reaped only here.
-            let pid = unsafe { libc::wait4(self.id() as i32, &mut status, libc::WNOHANG, &mut usage) };
-            if pid == self.id() as i32 {
-                let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-                self.reaped(Exited { status: ExitStatus::from_raw(status), cpu: time(usage.ru_utime) + time(usage.ru_stime) });
+            if let Ok(Some(exited)) = wait4(self.id(), libc::WNOHANG) {
+                self.reaped(exited);
             }
         }
         self.exited
@@ -301,6 +289,22 @@ pub fn run_ok(command: &mut Command, what: &str) -> String {
     let out = output(command, what);
     assert!(out.status.success(), "{what} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reaps child `pid` (with `flags`, e.g. `WNOHANG`): `Ok(None)` if it has not exited.
+fn wait4(pid: u32, flags: i32) -> std::io::Result<Option<Exited>> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: our own child, reaped only through this function.
+    match unsafe { libc::wait4(pid as i32, &mut status, flags, &mut usage) } {
+        reaped if reaped == pid as i32 => {
+            let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+            Ok(Some(Exited { status: ExitStatus::from_raw(status), cpu: time(usage.ru_utime) + time(usage.ru_stime) }))
+        }
+        0 => Ok(None),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 fn kill_group(pid: u32, signal: i32) {
