@@ -1,23 +1,31 @@
 //! Turns ring-buffer records into profile entries: resolves every address to a file and
 //! offset while the process is still alive, and counts the sample.
 
-use std::time::{Duration, Instant};
-
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use agent_common::{
     sampler::SampleRecord,
     unwind::{StackEnd, FLAG_UNKNOWN_MAPPING},
 };
 
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+
 use crate::{
+    clock::{unix_now_ns, Clock},
     events::{self, comm_str, Record},
-    live::TopFunctions,
     objects::ObjectRegistry,
-    otlp::SampleBatch,
-    process::{ProcessTable, UserAddress},
+    otlp::{build_request, resource::HostInfo, BatchSample, BuildContext, SampleBatch},
+    output::{self, RunInfo},
+    process::{identity::ProcessIdentity, ProcessTable, UserAddress},
     profile::{Frame, Profile},
     symbolize::FrameNamer,
+    symbols::Catalog,
+    top::TopFunctions,
     unwind::Unwinder,
 };
 
@@ -27,58 +35,148 @@ const MAX_EXEC_READS_PER_SECOND: u32 = 200;
 /// Least time between two requests to re-describe one process to the unwinder.
 const UNWIND_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Everything user space knows about the samples so far.
-#[derive(Debug)]
-pub struct Collector {
-    /// Processes and their mappings.
-    pub processes: ProcessTable,
-    /// Files seen in mappings, with their symbols.
-    pub objects: ObjectRegistry,
-    /// The aggregated samples.
-    pub profile: Profile,
-    /// Frame names.
-    pub namer: FrameNamer,
-    /// Leaf functions for the live view.
-    pub top: TopFunctions,
-    /// Samples received from the kernel.
-    pub samples_received: u64,
-    /// Records that could not be decoded.
-    pub malformed_records: u64,
-    /// Samples of the current reporting interval, when exporting.
-    pub batch: Option<SampleBatch>,
-    /// Add to a `bpf_ktime_get_ns()` timestamp to get nanoseconds since the Unix epoch.
-    pub monotonic_to_unix_ns: u64,
+/// How the collector is set up.
+pub struct CollectorConfig {
+    /// Most distinct stacks kept.
+    pub max_stacks: usize,
     /// The unwinder's table loader, told about new and changed processes.
     pub unwinder: Option<Unwinder>,
     /// The `--pid` target, if any.
     pub target_pid: Option<u32>,
-    /// Set when the `--pid` target has exited.
-    pub target_exited: bool,
+    /// Keep each interval's samples for export, at most this many.
+    pub export_batch: Option<usize>,
+    /// Turns sample timestamps into wall time.
+    pub clock: Clock,
+}
+
+/// Everything user space knows about the samples so far.
+#[derive(Debug)]
+pub struct Collector {
+    /// Processes and their mappings.
+    processes: ProcessTable,
+    /// Files seen in mappings, with their symbols.
+    objects: ObjectRegistry,
+    /// The aggregated samples.
+    profile: Profile,
+    /// Frame names.
+    namer: FrameNamer,
+    /// Leaf functions for the live view.
+    top: TopFunctions,
+    /// Samples received from the kernel.
+    samples_received: u64,
+    /// Records that could not be decoded.
+    malformed_records: u64,
+    /// Samples of the current reporting interval, when exporting.
+    batch: Option<SampleBatch>,
+    max_batch_samples: usize,
+    clock: Clock,
+    unwinder: Option<Unwinder>,
+    target_pid: Option<u32>,
+    target_exited: bool,
     frames: Vec<Frame>,
     exec_reads: (Instant, u32),
     unwind_refreshes: HashMap<u32, Instant>,
 }
 
+/// What the collector counted, for summaries.
+#[derive(Debug, Clone, Copy)]
+pub struct CollectorCounts {
+    /// Samples received from the kernel.
+    pub received: u64,
+    /// Samples counted into the profile.
+    pub counted: u64,
+    /// Samples dropped because the profile was full.
+    pub dropped_full: u64,
+    /// Records that could not be decoded.
+    pub malformed: u64,
+    /// Processes cached.
+    pub processes: usize,
+    /// Distinct stacks.
+    pub stacks: usize,
+}
+
 impl Collector {
     /// An empty collector.
-    pub fn new(namer: FrameNamer, max_stacks: usize) -> Self {
+    pub fn new(namer: FrameNamer, config: CollectorConfig) -> Self {
         Collector {
             processes: ProcessTable::default(),
             objects: ObjectRegistry::default(),
-            profile: Profile::new(max_stacks),
+            profile: Profile::new(config.max_stacks),
             namer,
             top: TopFunctions::default(),
             samples_received: 0,
             malformed_records: 0,
-            batch: None,
-            monotonic_to_unix_ns: monotonic_to_unix_offset(),
-            unwinder: None,
-            target_pid: None,
+            batch: config.export_batch.map(|max| SampleBatch::new(unix_now_ns(), max)),
+            max_batch_samples: config.export_batch.unwrap_or(0),
+            clock: config.clock,
+            unwinder: config.unwinder,
+            target_pid: config.target_pid,
             target_exited: false,
             frames: Vec::with_capacity(256),
             exec_reads: (Instant::now(), 0),
             unwind_refreshes: HashMap::new(),
         }
+    }
+
+    /// Publishes every file seen to the symbol endpoint's catalog.
+    pub fn publish_to(&mut self, catalog: Arc<Catalog>) {
+        self.objects.publish_to(catalog);
+    }
+
+    /// Whether the `--pid` target has exited.
+    pub fn target_exited(&self) -> bool {
+        self.target_exited
+    }
+
+    /// Sweeps exited processes; notices a `--pid` target whose exit event was lost.
+    pub fn expire(&mut self) {
+        self.processes.expire();
+        if self.target_pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            self.target_exited = true;
+        }
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> CollectorCounts {
+        CollectorCounts {
+            received: self.samples_received,
+            counted: self.profile.samples,
+            dropped_full: self.profile.dropped_full,
+            malformed: self.malformed_records,
+            processes: self.processes.len(),
+            stacks: self.profile.stack_count(),
+        }
+    }
+
+    /// The hottest leaf functions.
+    pub fn top(&self) -> &TopFunctions {
+        &self.top
+    }
+
+    /// Ages the hottest-functions counts (after each live view or summary).
+    pub fn decay_top(&mut self) {
+        self.top.decay();
+    }
+
+    /// Ends the export interval: its samples as an OTLP request (`None` if not exporting), with
+    /// the number of samples in it and the number dropped.
+    pub fn take_request(&mut self, host: &HostInfo, period_ns: u64) -> Option<(ExportProfilesServiceRequest, u64, u64)> {
+        let now = unix_now_ns();
+        let batch = self.batch.replace(SampleBatch::new(now, self.max_batch_samples))?;
+        let context =
+            BuildContext { host, period_ns, end_unix_nano: now, profile: &self.profile, namer: &mut self.namer, objects: &mut self.objects };
+        let (request, samples) = if batch.samples.is_empty() { (ExportProfilesServiceRequest::default(), 0) } else { build_request(&batch, context) };
+        Some((request, samples, batch.dropped))
+    }
+
+    /// Writes the profile of the whole run to `dir`; returns the files written.
+    pub fn write_outputs(&mut self, dir: &Path, run: RunInfo) -> anyhow::Result<Vec<PathBuf>> {
+        output::write_all(dir, &self.profile, &mut self.namer, &mut self.objects, run)
+    }
+
+    /// Hands back the unwinder (to stop it and read its figures).
+    pub fn take_unwinder(&mut self) -> Option<Unwinder> {
+        self.unwinder.take()
     }
 
     /// Handles one ring-buffer record.
@@ -165,28 +263,19 @@ impl Collector {
             let name = self.namer.name(leaf, &mut self.objects);
             self.top.add(name);
         }
-        self.profile.add(pid, tid, &process, &thread, &self.frames);
+        let counted = self.profile.add(pid, tid, &process, &thread, &self.frames);
         if let Some(batch) = &mut self.batch {
-            let time = header.timestamp_ns.wrapping_add(self.monotonic_to_unix_ns);
-            let processes = &mut self.processes;
-            let process_meta = || if pid == 0 {
-                crate::otlp::ProcessMeta { name: process.as_ref().into(), ..Default::default() }
-            } else {
-                processes.meta(pid, &process)
+            let Some(key) = counted else {
+                batch.dropped += 1;
+                return;
             };
-            let origin = crate::otlp::BatchSample { pid, tid, cpu: header.cpu, time_unix_nano: time, thread_name: 0, stack: 0 };
-            batch.push(origin, &thread, &self.frames, process_meta);
+            let time_unix_nano = self.clock.to_unix_ns(header.timestamp_ns);
+            let processes = &mut self.processes;
+            let identity = || if pid == 0 { ProcessIdentity::named(&process) } else { processes.identity(pid, &process).clone() };
+            let sample = BatchSample { pid, tid, cpu: header.cpu, time_unix_nano, thread_name: key.thread, stack: key.stack };
+            batch.push(sample, identity);
         }
     }
-}
-
-/// Wall-clock time minus CLOCK_MONOTONIC (which BPF timestamps use), in nanoseconds.
-pub fn monotonic_to_unix_offset() -> u64 {
-    let mut monotonic = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut monotonic) };
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    unix.wrapping_sub(monotonic.tv_sec as u64 * 1_000_000_000 + monotonic.tv_nsec as u64)
 }
 
 fn caller(index: usize, address: u64) -> u64 {
@@ -230,7 +319,8 @@ mod tests {
             frames: [0; agent_common::sampler::MAX_FRAMES],
         };
         record.frames[0] = marker_leaf as *const () as u64 + 1;
-        let mut collector = Collector::new(FrameNamer::new(None), 16);
+        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new() };
+        let mut collector = Collector::new(FrameNamer::new(None), config);
         collector.handle(as_bytes(&record));
         collector.handle(as_bytes(&record));
         collector.handle(&[0xff; 8]);

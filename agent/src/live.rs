@@ -1,95 +1,114 @@
 //! What oxeye shows while it runs: a live top-functions view on a terminal, one-line
-//! summaries otherwise.
+//! summaries otherwise. It reads a [`LiveStats`] snapshot and nothing else.
 
-use std::{collections::HashMap, fmt::Write as _, io::Write, sync::Arc, time::Duration};
+use std::{fmt::Write as _, io::Write, time::Duration};
 
-use agent_common::counters::Counter;
+use crate::{export::ExportStats, top::TopFunctions};
 
-use crate::{bpf::Counters, collector::Collector, export::{Exporter, Profiles}};
-
-/// Each refresh keeps this share of the previous counts, so the view follows the last few
-/// seconds, like `perf top`.
-const DECAY: f64 = 0.75;
 /// Rows in the live view.
 const ROWS: usize = 25;
 
-/// Samples per leaf function, decaying over time.
-#[derive(Debug, Default)]
-pub struct TopFunctions {
-    counts: HashMap<Arc<str>, f64>,
+/// What the live view and the summaries show, gathered by each pipeline.
+pub struct LiveStats<'a> {
+    /// Since sampling started.
+    pub elapsed: Duration,
+    /// Samples per second per CPU.
+    pub rate: u64,
+    /// Samples received from the kernel.
+    pub samples: u64,
+    /// Samples the kernel could not deliver (ring buffer full).
+    pub lost_in_kernel: u64,
+    /// Samples dropped because the profile was full.
+    pub dropped_full: u64,
+    /// Samples of the idle task skipped.
+    pub idle_skipped: u64,
+    /// Processes cached.
+    pub processes: usize,
+    /// Distinct stacks.
+    pub stacks: usize,
+    /// The profile exporter's figures, when exporting.
+    pub export: Option<ExportFigures>,
+    /// The hottest functions.
+    pub top: &'a TopFunctions,
 }
 
-impl TopFunctions {
-    /// Counts one sample whose innermost frame is `function`.
-    pub fn add(&mut self, function: Arc<str>) {
-        *self.counts.entry(function).or_default() += 1.0;
-    }
+/// An exporter's figures at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportFigures {
+    /// Items the collector accepted.
+    pub exported: u64,
+    /// Items dropped before sending (queue full).
+    pub dropped: u64,
+    /// Items the collector refused.
+    pub refused: u64,
+    /// Send attempts that failed.
+    pub failed_attempts: u64,
+    /// Bytes waiting in the queue.
+    pub queued_bytes: u64,
+    /// Latency of the last call, microseconds.
+    pub last_latency_us: u64,
+}
 
-    /// Ages the counts; tiny ones are forgotten so the map stays small.
-    pub fn decay(&mut self) {
-        self.counts.retain(|_, count| {
-            *count *= DECAY;
-            *count >= 0.05
-        });
-    }
-
-    /// The `n` hottest functions with their share of the (decayed) samples.
-    pub fn top(&self, n: usize) -> Vec<(Arc<str>, f64)> {
-        let total: f64 = self.counts.values().sum();
-        let mut rows: Vec<_> = self.counts.iter().map(|(f, &c)| (f.clone(), if total > 0.0 { c / total } else { 0.0 })).collect();
-        rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        rows.truncate(n);
-        rows
+impl ExportFigures {
+    /// The figures of `stats` now, with `queued_bytes` waiting.
+    pub fn of(stats: &ExportStats, queued_bytes: u64) -> Self {
+        ExportFigures {
+            exported: stats.exported(),
+            dropped: stats.dropped(),
+            refused: stats.rejected(),
+            failed_attempts: stats.failed_attempts(),
+            queued_bytes,
+            last_latency_us: stats.last_latency_us(),
+        }
     }
 }
 
 /// One line with the counts a user checks first.
-pub fn summary_line(collector: &Collector, counters: &Counters, exporter: Option<&Exporter<Profiles>>, elapsed: Duration) -> String {
+pub fn summary_line(stats: &LiveStats<'_>) -> String {
     let mut line = format!(
         "{:.0}s: {} samples ({} lost in kernel, {} dropped when full), {} processes, {} stacks",
-        elapsed.as_secs_f64(),
-        collector.samples_received,
-        counters.lost(),
-        collector.profile.dropped_full,
-        collector.processes.len(),
-        collector.profile.stack_count(),
+        stats.elapsed.as_secs_f64(),
+        stats.samples,
+        stats.lost_in_kernel,
+        stats.dropped_full,
+        stats.processes,
+        stats.stacks,
     );
-    if let Some(exporter) = exporter {
-        let stats = &exporter.stats;
+    if let Some(export) = &stats.export {
         let _ = write!(
             line,
             "; export: {} samples sent, {} dropped, {} refused, {} failed attempts, queue {} KiB, last call {} ms",
-            stats.exported(),
-            stats.dropped(),
-            stats.rejected(),
-            stats.failed_attempts(),
-            exporter.queued_bytes() / 1024,
-            stats.last_latency_us() / 1000,
+            export.exported,
+            export.dropped,
+            export.refused,
+            export.failed_attempts,
+            export.queued_bytes / 1024,
+            export.last_latency_us / 1000,
         );
     }
-    if let Some((function, share)) = collector.top.top(1).first() {
+    if let Some((function, share)) = stats.top.top(1).first() {
         let _ = write!(line, ", top: {function} {:.1}%", share * 100.0);
     }
     line
 }
 
 /// Redraws the live view on the terminal.
-pub fn draw(out: &mut impl Write, collector: &Collector, counters: &Counters, elapsed: Duration, rate: u64) -> std::io::Result<()> {
+pub fn draw(out: &mut impl Write, stats: &LiveStats<'_>) -> std::io::Result<()> {
     let mut screen = String::with_capacity(4096);
     // Home the cursor and clear the screen.
     screen.push_str("\x1b[H\x1b[2J");
     let _ = writeln!(
         screen,
         "oxeye {:.0}s  {} Hz  samples {}  lost {}  idle skipped {}  processes {}  (Ctrl-C to stop and write the profile)\n",
-        elapsed.as_secs_f64(),
-        rate,
-        collector.samples_received,
-        counters.lost() + collector.profile.dropped_full,
-        counters.get(Counter::IdleSkipped),
-        collector.processes.len(),
+        stats.elapsed.as_secs_f64(),
+        stats.rate,
+        stats.samples,
+        stats.lost_in_kernel + stats.dropped_full,
+        stats.idle_skipped,
+        stats.processes,
     );
     let _ = writeln!(screen, "  {:>6}  function", "self");
-    for (function, share) in collector.top.top(ROWS) {
+    for (function, share) in stats.top.top(ROWS) {
         let _ = writeln!(screen, "  {:>5.1}%  {function}", share * 100.0);
     }
     out.write_all(screen.as_bytes())?;
@@ -101,18 +120,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn top_orders_by_share_and_decays() {
+    fn summary_names_the_counts_and_the_top_function() {
         let mut top = TopFunctions::default();
-        for _ in 0..3 {
-            top.add("hot".into());
-        }
-        top.add("cold".into());
-        let rows = top.top(10);
-        assert_eq!(&*rows[0].0, "hot");
-        assert!((rows[0].1 - 0.75).abs() < 1e-9);
-        for _ in 0..20 {
-            top.decay();
-        }
-        assert!(top.top(10).is_empty(), "old counts fade away");
+        top.add("hot".into());
+        let stats = LiveStats {
+            elapsed: Duration::from_secs(3),
+            rate: 99,
+            samples: 10,
+            lost_in_kernel: 1,
+            dropped_full: 2,
+            idle_skipped: 0,
+            processes: 4,
+            stacks: 5,
+            export: None,
+            top: &top,
+        };
+        assert_eq!(summary_line(&stats), "3s: 10 samples (1 lost in kernel, 2 dropped when full), 4 processes, 5 stacks, top: hot 100.0%");
+        let mut screen = Vec::new();
+        draw(&mut screen, &stats).unwrap();
+        assert!(String::from_utf8(screen).unwrap().contains("100.0%  hot"));
     }
 }

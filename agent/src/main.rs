@@ -2,6 +2,7 @@
 
 mod bpf;
 mod cli;
+mod clock;
 mod collector;
 mod events;
 mod export;
@@ -12,12 +13,14 @@ mod net;
 mod objects;
 mod otlp;
 mod output;
+mod pipeline;
 mod privileges;
 mod process;
 mod profile;
 mod run;
 mod symbolize;
 mod symbols;
+mod top;
 mod unwind;
 mod vdso;
 

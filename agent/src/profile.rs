@@ -45,11 +45,11 @@ impl Frame {
 }
 
 /// Index of an interned stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackId(u32);
 
 /// Index of an interned process or thread name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NameId(u32);
 
 /// What one count is kept for.
@@ -97,11 +97,12 @@ impl Profile {
         }
     }
 
-    /// Counts one sample. Returns false if it was dropped because the profile is full.
-    pub fn add(&mut self, pid: u32, tid: u32, process: &str, thread: &str, frames: &[Frame]) -> bool {
+    /// Counts one sample and returns its key (the interned stack and names, which the export
+    /// batch refers to), or `None` if it was dropped because the profile is full.
+    pub fn add(&mut self, pid: u32, tid: u32, process: &str, thread: &str, frames: &[Frame]) -> Option<SampleKey> {
         let Some(stack) = self.intern_stack(frames) else {
             self.dropped_full += 1;
-            return false;
+            return None;
         };
         let key = SampleKey { pid, tid, process: self.intern_name(process), thread: self.intern_name(thread), stack };
         if let Some(count) = self.counts.get_mut(&key) {
@@ -110,10 +111,10 @@ impl Profile {
             self.counts.insert(key, 1);
         } else {
             self.dropped_full += 1;
-            return false;
+            return None;
         }
         self.samples += 1;
-        true
+        Some(key)
     }
 
     fn intern_stack(&mut self, frames: &[Frame]) -> Option<StackId> {
@@ -170,9 +171,9 @@ mod tests {
     #[test]
     fn counts_and_interns() {
         let mut profile = Profile::new(10);
-        assert!(profile.add(1, 1, "p", "t", &A));
-        assert!(profile.add(1, 1, "p", "t", &A));
-        assert!(profile.add(1, 2, "p", "u", &A));
+        assert!(profile.add(1, 1, "p", "t", &A).is_some());
+        assert!(profile.add(1, 1, "p", "t", &A).is_some());
+        assert!(profile.add(1, 2, "p", "u", &A).is_some());
         assert_eq!(profile.stack_count(), 1);
         let mut counts: Vec<u64> = profile.counts().map(|(_, c)| c).collect();
         counts.sort();
@@ -183,10 +184,10 @@ mod tests {
     #[test]
     fn bounded_and_counts_drops() {
         let mut profile = Profile::new(1);
-        assert!(profile.add(1, 1, "p", "t", &A));
-        assert!(!profile.add(1, 1, "p", "t", &B), "a second stack does not fit");
-        assert!(!profile.add(2, 2, "q", "t", &A), "a second key does not fit");
-        assert!(profile.add(1, 1, "p", "t", &A), "existing entries still count");
+        assert!(profile.add(1, 1, "p", "t", &A).is_some());
+        assert!(profile.add(1, 1, "p", "t", &B).is_none(), "a second stack does not fit");
+        assert!(profile.add(2, 2, "q", "t", &A).is_none(), "a second key does not fit");
+        assert!(profile.add(1, 1, "p", "t", &A).is_some(), "existing entries still count");
         assert_eq!((profile.samples, profile.dropped_full), (2, 2));
     }
 }

@@ -5,7 +5,13 @@ use std::{collections::HashMap, sync::Arc};
 
 use symbolizer::{demangle::demangle, kallsyms::KernelSymbols};
 
-use crate::{objects::ObjectRegistry, profile::Frame};
+use crate::{
+    objects::{ObjectId, ObjectRegistry},
+    profile::Frame,
+};
+
+/// The kernel's pseudo-file, as `perf` and the OpenTelemetry eBPF profiler name it.
+pub const KERNEL_FILE: &str = "[kernel.kallsyms]";
 
 /// Entries kept in the name cache before it is cleared (bounds memory on long runs).
 const MAX_CACHED_NAMES: usize = 1 << 20;
@@ -15,6 +21,72 @@ const MAX_CACHED_NAMES: usize = 1 << 20;
 pub struct FrameNamer {
     kernel: Option<KernelSymbols>,
     cache: HashMap<Frame, Named>,
+}
+
+/// Where a frame's code is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// The kernel ([`KERNEL_FILE`]).
+    Kernel,
+    /// A file (or the vDSO image) in the registry.
+    File(ObjectId),
+    /// No file: JIT code, a bad frame pointer, or the marker of an unfinished walk.
+    Anonymous,
+}
+
+/// What a frame is, by the OpenTelemetry eBPF profiler's `profile.frame.type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Kernel code.
+    Kernel,
+    /// Native user code (or unknown user code).
+    Native,
+    /// The stack could not be walked further.
+    AbortMarker,
+}
+
+impl FrameKind {
+    /// The `profile.frame.type` value.
+    pub fn otel_name(self) -> &'static str {
+        match self {
+            FrameKind::Kernel => "kernel",
+            FrameKind::Native => "native",
+            FrameKind::AbortMarker => "abort-marker",
+        }
+    }
+}
+
+/// A frame resolved for encoding.
+#[derive(Debug, Clone)]
+pub struct ResolvedFrame {
+    /// Where its code is.
+    pub code: Code,
+    /// The kernel address, the offset into the file, or the virtual address (no file).
+    pub address: u64,
+    /// As `address`, but the file's own virtual address for a file (what devfiler expects).
+    pub file_address: u64,
+    /// What it is.
+    pub kind: FrameKind,
+    /// Its name: the function, or a fallback such as `file+0xOFFSET`.
+    pub name: Arc<str>,
+    /// Whether `name` came from a symbol.
+    pub from_symbol: bool,
+}
+
+impl ResolvedFrame {
+    /// The function's name if a symbol gave it.
+    pub fn symbol(&self) -> Option<&Arc<str>> {
+        self.from_symbol.then_some(&self.name)
+    }
+
+    /// The path of the code's file (`""` without one).
+    pub fn path<'a>(&self, objects: &'a ObjectRegistry) -> &'a str {
+        match self.code {
+            Code::Kernel => KERNEL_FILE,
+            Code::File(id) => &objects.get(id).path,
+            Code::Anonymous => "",
+        }
+    }
 }
 
 /// A cached answer: the name, and whether it came from a symbol (not a fallback).
@@ -35,10 +107,21 @@ impl FrameNamer {
         self.lookup(frame, objects).name.clone()
     }
 
-    /// The frame's function name if a symbol names it (no fallback).
-    pub fn symbol(&mut self, frame: Frame, objects: &mut ObjectRegistry) -> Option<Arc<str>> {
-        let named = self.lookup(frame, objects);
-        named.from_symbol.then(|| named.name.clone())
+    /// Everything an encoder needs about one frame, worked out in one place so that every
+    /// output (OTLP, pprof, folded) names, places and types frames alike.
+    pub fn resolve(&mut self, frame: Frame, objects: &mut ObjectRegistry) -> ResolvedFrame {
+        let named = self.lookup(frame, objects).clone();
+        let (code, address, file_address, kind) = match frame {
+            Frame::Kernel { address } => (Code::Kernel, address, address, FrameKind::Kernel),
+            Frame::User { object, file_offset } => {
+                let loaded = objects.ensure_loaded(object);
+                let file_address = loaded.symbols().and_then(|s| s.file_offset_to_address(file_offset)).unwrap_or(file_offset);
+                (Code::File(object), file_offset, file_address, FrameKind::Native)
+            }
+            Frame::Unknown { address } => (Code::Anonymous, address, address, FrameKind::Native),
+            Frame::UnwindError { .. } => (Code::Anonymous, 0, 0, FrameKind::AbortMarker),
+        };
+        ResolvedFrame { code, address, file_address, kind, name: named.name, from_symbol: named.from_symbol }
     }
 
     fn lookup(&mut self, frame: Frame, objects: &mut ObjectRegistry) -> &Named {

@@ -12,6 +12,6 @@ pub mod prometheus;
 pub mod server;
 pub mod store;
 
-pub use otlp::to_request;
+pub use otlp::{point_count, to_request};
 pub use server::{bind, serve};
 pub use store::{AttrValue, Attributes, MetricDesc, MetricKind, MetricsStore, Resource, HTTP_DURATION_BOUNDS};

@@ -16,6 +16,16 @@ use opentelemetry_proto::tonic::{
 
 use super::store::{AttrValue, Attributes, MetricKind, MetricsStore, Resource, SeriesRef, SeriesValue};
 
+/// Data points in a request (what the exporter counts as items).
+pub fn point_count(request: &ExportMetricsServiceRequest) -> u64 {
+    let points = |metric: &Metric| match &metric.data {
+        Some(metric::Data::Sum(sum)) => sum.data_points.len(),
+        Some(metric::Data::Histogram(histogram)) => histogram.data_points.len(),
+        _ => 0,
+    };
+    request.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics).map(points).sum::<usize>() as u64
+}
+
 /// Builds the export request for everything in `store`, stamping every data point with
 /// `now_unix_nano` as its time. An empty store gives a request without `resource_metrics`.
 pub fn to_request(

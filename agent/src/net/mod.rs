@@ -23,6 +23,7 @@ use aya::maps::{MapData, RingBuf};
 use tracing::debug;
 
 use crate::{
+    clock::{self, Clock},
     events::comm_str,
     metrics::MetricsStore,
 };
@@ -70,7 +71,7 @@ pub struct NetTracker {
     /// Spans waiting for the next export (only kept when spans are exported).
     pub spans: Option<SpanBatch>,
     metrics: Arc<Mutex<MetricsStore>>,
-    clock_offset_ns: u64,
+    clock: Clock,
     last_seen_ns: u64,
     /// Counters.
     pub stats: NetStats,
@@ -78,9 +79,8 @@ pub struct NetTracker {
 }
 
 impl NetTracker {
-    /// A tracker recording into `metrics`; `clock_offset_ns` turns BPF timestamps into Unix
-    /// time.
-    pub fn new(metrics: Arc<Mutex<MetricsStore>>, spans: Option<SpanBatch>, host_name: String, clock_offset_ns: u64) -> Self {
+    /// A tracker recording into `metrics`; `clock` turns BPF timestamps into Unix time.
+    pub fn new(metrics: Arc<Mutex<MetricsStore>>, spans: Option<SpanBatch>, host_name: String, clock: Clock) -> Self {
         NetTracker {
             exchanges: Exchanges::new(MAX_OPEN_EXCHANGES),
             services: Services::new(host_name),
@@ -88,7 +88,7 @@ impl NetTracker {
             ids: IdGenerator::new(),
             spans,
             metrics,
-            clock_offset_ns,
+            clock,
             last_seen_ns: 0,
             stats: NetStats::default(),
             done: Vec::new(),
@@ -104,7 +104,7 @@ impl NetTracker {
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         let metrics = self.metrics.clone();
         let mut store = metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        store.set_now(crate::run::unix_now_ns());
+        store.set_now(clock::unix_now_ns());
         while let Some(item) = ring.next() {
             self.handle(&item, &mut store);
         }
@@ -125,7 +125,7 @@ impl NetTracker {
                 let (local, peer) = ip_addresses(&close.addrs);
                 debug!(
                     pid = close.pid,
-                    service = %service.name,
+                    service = %service.identity.service_name,
                     local = %format!("{local}:{}", close.addrs.local_port),
                     peer = %format!("{peer}:{}", close.addrs.remote_port),
                     sent = close.bytes_sent,
@@ -189,7 +189,7 @@ impl NetTracker {
         let route = self.routes.limit(route::route(&exchange.path));
         telemetry::record_exchange(store, &service.metrics, &exchange, &route);
         if let Some(spans) = &mut self.spans {
-            spans.add(service, &exchange, &route, self.clock_offset_ns, &mut self.ids);
+            spans.add(service, &exchange, &route, self.clock, &mut self.ids);
         }
     }
 }

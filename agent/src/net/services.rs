@@ -1,13 +1,13 @@
-//! Which service a process is: `OTEL_SERVICE_NAME` from its environment, else its
-//! executable's name, else its `comm`. Read from `/proc` once per process and cached.
-
-use crate::metrics::Resource;
+//! Which service a traced process is, cached per pid: its [`ProcessIdentity`] (the same one
+//! its profiles carry) and its metrics resource.
 
 use std::{
     collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use crate::{metrics::Resource, process::identity::ProcessIdentity};
 
 /// Most processes remembered; past it the cache starts over.
 const MAX_PROCESSES: usize = 8192;
@@ -17,10 +17,8 @@ const TTL: Duration = Duration::from_secs(60);
 /// A traced process, as spans and metrics name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Service {
-    /// `service.name`.
-    pub name: String,
-    /// `process.executable.name` (empty when unknown).
-    pub executable: String,
+    /// Who the process is (`service.name` and the process's resource attributes).
+    pub identity: ProcessIdentity,
     /// `process.pid`.
     pub pid: u32,
     /// Its metrics resource (per service name, not per process), built once here rather than
@@ -51,33 +49,12 @@ impl Services {
         if self.known.len() >= MAX_PROCESSES {
             self.known.clear();
         }
-        let service = Arc::new(read(pid, comm, &self.host_name));
+        let identity = ProcessIdentity::read(pid, comm);
+        let metrics = Resource { service_name: identity.service_name.to_string(), attributes: vec![("host.name", self.host_name.clone())] };
+        let service = Arc::new(Service { identity, pid, metrics });
         self.known.insert(pid, (service.clone(), Instant::now()));
         service
     }
-}
-
-fn read(pid: u32, comm: &str, host_name: &str) -> Service {
-    let executable = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .and_then(|path| path.file_name().map(|name| name.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    let from_environment = std::fs::read(format!("/proc/{pid}/environ")).ok().and_then(|environ| service_name_variable(&environ));
-    let name = from_environment
-        .or_else(|| (!executable.is_empty()).then(|| executable.clone()))
-        .or_else(|| (!comm.is_empty()).then(|| comm.to_owned()))
-        .unwrap_or_else(|| "unknown_service".to_owned());
-    let metrics = Resource { service_name: name.clone(), attributes: vec![("host.name", host_name.to_owned())] };
-    Service { name, executable, pid, metrics }
-}
-
-/// `OTEL_SERVICE_NAME` from a NUL-separated environment block.
-fn service_name_variable(environ: &[u8]) -> Option<String> {
-    environ
-        .split(|&b| b == 0)
-        .find_map(|entry| entry.strip_prefix(b"OTEL_SERVICE_NAME="))
-        .map(|value| String::from_utf8_lossy(value).trim().to_owned())
-        .filter(|value| !value.is_empty())
 }
 
 #[cfg(test)]
@@ -85,12 +62,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn environment_variable_wins_then_executable() {
-        assert_eq!(service_name_variable(b"A=1\0OTEL_SERVICE_NAME=checkout\0B=2\0").as_deref(), Some("checkout"));
-        assert_eq!(service_name_variable(b"A=1\0OTEL_SERVICE_NAME=\0"), None);
-        let me = Services::default().get(std::process::id(), "comm");
-        assert!(!me.executable.is_empty());
-        let gone = Services::default().get(u32::MAX - 1, "curl");
-        assert_eq!((gone.name.as_str(), gone.executable.as_str()), ("curl", ""));
+    fn cached_and_named_like_profiles() {
+        let mut services = Services::new("host".into());
+        let me = services.get(std::process::id(), "comm");
+        assert!(Arc::ptr_eq(&me, &services.get(std::process::id(), "comm")), "cached");
+        assert_eq!(me.identity, ProcessIdentity::read(std::process::id(), "comm"));
+        assert_eq!(me.metrics.service_name, &*me.identity.service_name);
+        let gone = services.get(u32::MAX - 1, "curl");
+        assert_eq!(&*gone.identity.service_name, "curl");
     }
 }

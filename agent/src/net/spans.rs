@@ -20,9 +20,12 @@ use super::{
     services::Service,
     traceparent::IdGenerator,
 };
-use crate::otlp::{
-    dictionary::Value,
-    resource::{key_value, HostInfo},
+use crate::{
+    clock::Clock,
+    otlp::{
+        dictionary::Value,
+        resource::{key_value, process_attributes, HostInfo},
+    },
 };
 
 /// The local and remote IP addresses of a connection (IPv4-mapped IPv6 shown as IPv4).
@@ -54,12 +57,12 @@ impl SpanBatch {
     }
 
     /// Adds the span of `exchange`, named with its bounded `route`.
-    pub fn add(&mut self, service: Arc<Service>, exchange: &Exchange, route: &str, clock_offset_ns: u64, ids: &mut IdGenerator) {
+    pub fn add(&mut self, service: Arc<Service>, exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator) {
         if self.spans.len() >= self.max {
             self.dropped += 1;
             return;
         }
-        self.spans.push((service, span(exchange, route, clock_offset_ns, ids)));
+        self.spans.push((service, span(exchange, route, clock, ids)));
     }
 
     /// Whether a full request's worth of spans is waiting.
@@ -104,21 +107,12 @@ fn request(spans: Vec<(Arc<Service>, Span)>, host: &HostInfo) -> (ExportTraceSer
     (ExportTraceServiceRequest { resource_spans }, count)
 }
 
-/// The resource of a traced process.
+/// The resource of a traced process: the same attributes as its profiles.
 pub fn resource(service: &Service, host: &HostInfo) -> Resource {
-    let mut attributes = vec![
-        ("service.name".to_owned(), Value::Str(service.name.clone())),
-        ("process.pid".to_owned(), Value::Int(service.pid.into())),
-        ("host.name".to_owned(), Value::Str(host.name.clone())),
-        ("telemetry.distro.name".to_owned(), Value::Str("oxeye".to_owned())),
-    ];
-    if !service.executable.is_empty() {
-        attributes.push(("process.executable.name".to_owned(), Value::Str(service.executable.clone())));
-    }
-    Resource { attributes: host.resource_attributes(attributes), ..Default::default() }
+    Resource { attributes: process_attributes(host, service.pid, &service.identity), ..Default::default() }
 }
 
-fn span(exchange: &Exchange, route: &str, clock_offset_ns: u64, ids: &mut IdGenerator) -> Span {
+fn span(exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator) -> Span {
     let (local, peer) = ip_addresses(&exchange.addrs);
     let (local_port, peer_port) = (i64::from(exchange.addrs.local_port), i64::from(exchange.addrs.remote_port));
     let method = exchange.method.as_str();
@@ -160,8 +154,8 @@ fn span(exchange: &Exchange, route: &str, clock_offset_ns: u64, ids: &mut IdGene
         parent_span_id,
         name: format!("{method} {route}"),
         kind: kind as i32,
-        start_time_unix_nano: exchange.started_ns.wrapping_add(clock_offset_ns),
-        end_time_unix_nano: exchange.ended_ns.wrapping_add(clock_offset_ns),
+        start_time_unix_nano: clock.to_unix_ns(exchange.started_ns),
+        end_time_unix_nano: clock.to_unix_ns(exchange.ended_ns),
         attributes,
         status: error.then(|| Status { code: StatusCode::Error as i32, message: String::new() }),
         ..Default::default()
@@ -215,7 +209,7 @@ mod tests {
     fn server_span_follows_the_incoming_traceparent() {
         let mut ids = IdGenerator::new();
         let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let span = span(&exchange(Side::Server, Some(header)), "/users/*", 10, &mut ids);
+        let span = span(&exchange(Side::Server, Some(header)), "/users/*", Clock::with_offset(10), &mut ids);
         assert_eq!(span.name, "GET /users/*");
         assert_eq!(span.kind, SpanKind::Server as i32);
         assert_eq!(span.trace_id[..4], [0x4b, 0xf9, 0x2f, 0x35]);
@@ -232,10 +226,10 @@ mod tests {
     fn client_span_takes_the_id_its_header_announced() {
         let mut ids = IdGenerator::new();
         let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let span = span(&exchange(Side::Client, Some(header)), "/users/*", 0, &mut ids);
+        let span = span(&exchange(Side::Client, Some(header)), "/users/*", Clock::with_offset(0), &mut ids);
         assert_eq!(span.span_id, vec![0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
         assert!(span.parent_span_id.is_empty());
-        let fresh = super::span(&exchange(Side::Client, None), "/", 0, &mut ids);
+        let fresh = super::span(&exchange(Side::Client, None), "/", Clock::with_offset(0), &mut ids);
         assert_eq!((fresh.trace_id.len(), fresh.span_id.len()), (16, 8));
         assert_ne!(fresh.trace_id, span.trace_id);
     }

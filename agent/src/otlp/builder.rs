@@ -5,20 +5,20 @@ use std::collections::{BTreeMap, HashMap};
 
 use opentelemetry_proto::tonic::{
     collector::profiles::v1development::ExportProfilesServiceRequest,
-    common::v1::{InstrumentationScope, KeyValue},
+    common::v1::InstrumentationScope,
     profiles::v1development::{Profile, ResourceProfiles, Sample, ScopeProfiles, ValueType},
     resource::v1::Resource,
 };
 
 use super::{
-    batch::{ProcessMeta, SampleBatch},
+    batch::SampleBatch,
     dictionary::{Dictionary, Value},
-    resource::HostInfo,
+    resource::{process_attributes, HostInfo},
 };
 use crate::{
-    objects::{Object, ObjectId, ObjectRegistry},
-    profile::Frame,
-    symbolize::FrameNamer,
+    objects::{Object, ObjectRegistry},
+    profile::{self, Frame},
+    symbolize::{Code, FrameKind, FrameNamer, KERNEL_FILE},
 };
 
 /// What the builder needs besides the batch.
@@ -29,29 +29,28 @@ pub struct BuildContext<'a> {
     pub period_ns: u64,
     /// End of the interval, nanoseconds since the Unix epoch.
     pub end_unix_nano: u64,
+    /// The run's profile, which interned the batch's stacks and thread names.
+    pub profile: &'a profile::Profile,
     /// Frame names.
     pub namer: &'a mut FrameNamer,
     /// Files and their symbols, build IDs and file IDs.
     pub objects: &'a mut ObjectRegistry,
 }
 
-/// The kernel's pseudo-file, as the OpenTelemetry eBPF profiler names it.
-const KERNEL_FILE: &str = "[kernel.kallsyms]";
-
 /// Identifies one OTLP sample within a process: same stack, thread and CPU.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct SampleIdentity {
-    stack: u32,
+    stack: profile::StackId,
     tid: u32,
-    thread_name: u32,
+    thread_name: profile::NameId,
     cpu: u32,
 }
 
 /// Builds the request; returns it with the number of samples it carries.
 pub fn build_request(batch: &SampleBatch, ctx: BuildContext<'_>) -> (ExportProfilesServiceRequest, u64) {
     let mut d = Dictionary::new();
-    let mut stack_index: HashMap<u32, i32> = HashMap::new();
-    let mut mapping_index: HashMap<Option<ObjectId>, i32> = HashMap::new();
+    let mut stack_index: HashMap<profile::StackId, i32> = HashMap::new();
+    let mut mapping_index: HashMap<Code, i32> = HashMap::new();
 
     // Group samples: process → identity → timestamps.
     let mut by_process: BTreeMap<u32, BTreeMap<SampleIdentity, Vec<u64>>> = BTreeMap::new();
@@ -73,13 +72,13 @@ pub fn build_request(batch: &SampleBatch, ctx: BuildContext<'_>) -> (ExportProfi
         let mut samples = Vec::with_capacity(identities.len());
         for (identity, mut timestamps) in identities {
             let stack = *stack_index.entry(identity.stack).or_insert_with(|| {
-                let frames = &batch.stacks[identity.stack as usize];
+                let frames = ctx.profile.stack(identity.stack);
                 let locations = frames.iter().map(|&frame| location(&mut d, &mut mapping_index, frame, ctx.namer, ctx.objects)).collect();
                 d.stack(locations)
             });
             let attribute_indices = vec![
                 d.attribute("thread.id", Value::Int(i64::from(identity.tid))),
-                d.attribute("thread.name", Value::Str(batch.thread_names[identity.thread_name as usize].to_string())),
+                d.attribute("thread.name", Value::Str(ctx.profile.name(identity.thread_name).to_owned())),
                 d.attribute("cpu.logical_number", Value::Int(i64::from(identity.cpu))),
             ];
             timestamps.sort_unstable();
@@ -95,9 +94,9 @@ pub fn build_request(batch: &SampleBatch, ctx: BuildContext<'_>) -> (ExportProfi
             period: ctx.period_ns as i64,
             ..Default::default()
         };
-        let meta = batch.processes.get(&pid).cloned().unwrap_or_default();
+        let identity = batch.processes.get(&pid).cloned().unwrap_or_default();
         resource_profiles.push(ResourceProfiles {
-            resource: Some(Resource { attributes: resource_attributes(ctx.host, pid, &meta), ..Default::default() }),
+            resource: Some(Resource { attributes: process_attributes(ctx.host, pid, &identity), ..Default::default() }),
             scope_profiles: vec![ScopeProfiles { scope: Some(scope.clone()), profiles: vec![profile], schema_url: String::new() }],
             schema_url: String::new(),
         });
@@ -109,41 +108,32 @@ pub fn build_request(batch: &SampleBatch, ctx: BuildContext<'_>) -> (ExportProfi
 /// The location of one frame: kernel frames and named user frames carry their function; an
 /// unnamed user frame carries only its file (with build IDs) and address, for later
 /// symbolization. User addresses are the file's own virtual addresses, as devfiler expects.
-fn location(d: &mut Dictionary, mappings: &mut HashMap<Option<ObjectId>, i32>, frame: Frame, namer: &mut FrameNamer, objects: &mut ObjectRegistry) -> i32 {
-    let (object, address, frame_type) = match frame {
-        Frame::Kernel { address } => (None, address, "kernel"),
-        Frame::User { object, file_offset } => {
-            let address = objects.ensure_loaded(object).symbols().and_then(|s| s.file_offset_to_address(file_offset)).unwrap_or(file_offset);
-            (Some(object), address, "native")
+fn location(d: &mut Dictionary, mappings: &mut HashMap<Code, i32>, frame: Frame, namer: &mut FrameNamer, objects: &mut ObjectRegistry) -> i32 {
+    let resolved = namer.resolve(frame, objects);
+    let frame_type = d.attribute("profile.frame.type", Value::Str(resolved.kind.otel_name().to_owned()));
+    match (resolved.code, resolved.kind) {
+        // The OTel eBPF profiler's marker for a stack that could not be finished: a function only.
+        (_, FrameKind::AbortMarker) => {
+            let function = d.function(&resolved.name, "");
+            return d.location(0, 0, function, vec![frame_type]);
         }
-        Frame::Unknown { address } => {
-            let native = frame_type_attribute(d, "native");
-            return d.location(0, address, 0, vec![native]);
-        }
-        // The OTel eBPF profiler's marker for a stack that could not be finished.
-        Frame::UnwindError { .. } => {
-            let abort = frame_type_attribute(d, "abort-marker");
-            let function = d.function(&namer.name(frame, objects), "");
-            return d.location(0, 0, function, vec![abort]);
-        }
-    };
-    let mapping = *mappings.entry(object).or_insert_with(|| match object {
-        None => d.mapping(KERNEL_FILE, Vec::new()),
-        Some(id) => {
+        // No file to symbolize against later: the address alone.
+        (Code::Anonymous, _) => return d.location(0, resolved.address, 0, vec![frame_type]),
+        _ => {}
+    }
+    let mapping = *mappings.entry(resolved.code).or_insert_with(|| match resolved.code {
+        Code::File(id) => {
             let object = objects.get(id);
             let attributes = mapping_attributes(d, object);
             d.mapping(&object.path, attributes)
         }
+        _ => d.mapping(KERNEL_FILE, Vec::new()),
     });
-    let function = match namer.symbol(frame, objects) {
-        Some(name) => {
-            let file = object.map_or(KERNEL_FILE.to_owned(), |id| objects.get(id).path.clone());
-            d.function(&name, &file)
-        }
+    let function = match resolved.symbol() {
+        Some(name) => d.function(name, resolved.path(objects)),
         None => 0,
     };
-    let frame_type = frame_type_attribute(d, frame_type);
-    d.location(mapping, address, function, vec![frame_type])
+    d.location(mapping, resolved.file_address, function, vec![frame_type])
 }
 
 /// A file's mapping attributes: its file ID first (what devfiler looks up, and it refuses a
@@ -155,26 +145,4 @@ fn mapping_attributes(d: &mut Dictionary, object: &Object) -> Vec<i32> {
         attributes.push(d.attribute("process.executable.build_id.gnu", Value::Str(build_id.to_hex())));
     }
     attributes
-}
-
-fn frame_type_attribute(d: &mut Dictionary, frame_type: &str) -> i32 {
-    d.attribute("profile.frame.type", Value::Str(frame_type.to_owned()))
-}
-
-fn resource_attributes(host: &HostInfo, pid: u32, meta: &ProcessMeta) -> Vec<KeyValue> {
-    let executable_name = meta.executable_path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or(&meta.name);
-    let mut attributes: Vec<(String, Value)> = vec![
-        ("host.name".into(), Value::Str(host.name.clone())),
-        ("host.arch".into(), Value::Str(host.arch.into())),
-        ("service.name".into(), Value::Str(executable_name.to_owned())),
-        ("process.pid".into(), Value::Int(i64::from(pid))),
-        ("process.executable.name".into(), Value::Str(executable_name.to_owned())),
-    ];
-    if !meta.executable_path.is_empty() {
-        attributes.push(("process.executable.path".into(), Value::Str(meta.executable_path.to_string())));
-    }
-    if !meta.container_id.is_empty() {
-        attributes.push(("container.id".into(), Value::Str(meta.container_id.to_string())));
-    }
-    host.resource_attributes(attributes)
 }

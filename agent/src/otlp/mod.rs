@@ -6,5 +6,5 @@ mod builder;
 pub mod dictionary;
 pub mod resource;
 
-pub use batch::{BatchSample, ProcessMeta, SampleBatch};
+pub use batch::{BatchSample, SampleBatch};
 pub use builder::{build_request, BuildContext};

@@ -3,6 +3,27 @@
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::dictionary::Value;
+use crate::process::identity::ProcessIdentity;
+
+/// The resource attributes of one process, the same on its profiles and its spans (so the two
+/// join): host, service, process and container, then `OTEL_RESOURCE_ATTRIBUTES`.
+pub fn process_attributes(host: &HostInfo, pid: u32, identity: &ProcessIdentity) -> Vec<KeyValue> {
+    let mut attributes: Vec<(String, Value)> = vec![
+        ("host.name".into(), Value::Str(host.name.clone())),
+        ("host.arch".into(), Value::Str(host.arch.into())),
+        ("service.name".into(), Value::Str(identity.service_name.to_string())),
+        ("process.pid".into(), Value::Int(i64::from(pid))),
+        ("process.executable.name".into(), Value::Str(identity.executable_name().to_owned())),
+        ("telemetry.distro.name".into(), Value::Str("oxeye".into())),
+    ];
+    if !identity.executable_path.is_empty() {
+        attributes.push(("process.executable.path".into(), Value::Str(identity.executable_path.to_string())));
+    }
+    if !identity.container_id.is_empty() {
+        attributes.push(("container.id".into(), Value::Str(identity.container_id.to_string())));
+    }
+    host.resource_attributes(attributes)
+}
 
 /// Facts about this host, read once.
 #[derive(Debug, Clone)]
@@ -79,35 +100,9 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The container ID in a `/proc/PID/cgroup` file: the last 64-hex-digit name in its paths
-/// (docker, containerd, CRI-O and podman all name the cgroup after the container).
-pub fn container_id(cgroup: &str) -> Option<String> {
-    cgroup
-        .lines()
-        .filter_map(|line| line.splitn(3, ':').nth(2))
-        .flat_map(|path| path.split(['/', '-', '.', ':']))
-        .rfind(|part| part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ID: &str = "4a2f7c0e5b9d8a1f3c6e2b7d9f0a1c3e5b7d9f1a3c5e7b9d1f3a5c7e9b1d3f5a";
-
-    #[test]
-    fn container_ids_from_common_runtimes() {
-        for cgroup in [
-            format!("0::/system.slice/docker-{ID}.scope\n"),
-            format!("0::/machine.slice/libpod-{ID}.scope/container\n"),
-            format!("12:cpu,cpuacct:/kubepods/burstable/pod0b7c-11/{ID}\n"),
-            format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope\n"),
-        ] {
-            assert_eq!(container_id(&cgroup).as_deref(), Some(ID), "{cgroup}");
-        }
-        assert_eq!(container_id("0::/user.slice/user-0.slice/session-1.scope\n"), None);
-    }
 
     #[test]
     fn resource_attributes_env() {

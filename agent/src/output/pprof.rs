@@ -11,7 +11,7 @@ use super::{pprof_proto as pb, RunInfo};
 use crate::{
     objects::{ObjectId, ObjectRegistry},
     profile::{Frame, Profile},
-    symbolize::FrameNamer,
+    symbolize::{Code, FrameNamer, KERNEL_FILE},
 };
 
 /// Mapping id of the kernel.
@@ -31,7 +31,7 @@ fn build(profile: &Profile, namer: &mut FrameNamer, objects: &mut ObjectRegistry
     b.strings.intern(""); // index 0 is the empty string
     let samples = pb::ValueType { r#type: b.strings.intern("samples"), unit: b.strings.intern("count") };
     let cpu = pb::ValueType { r#type: b.strings.intern("cpu"), unit: b.strings.intern("nanoseconds") };
-    let kernel_name = b.strings.intern("[kernel.kallsyms]");
+    let kernel_name = b.strings.intern(KERNEL_FILE);
     b.out.mapping.push(pb::Mapping { id: KERNEL_MAPPING, memory_limit: u64::MAX, filename: kernel_name, has_functions: true, ..Default::default() });
     let [pid_key, tid_key, process_key, thread_key] = ["pid", "tid", "process_name", "thread_name"].map(|k| b.strings.intern(k));
 
@@ -70,25 +70,29 @@ impl Builder {
         if let Some(&id) = self.locations.get(&frame) {
             return id;
         }
-        let (mapping_id, address) = match frame {
-            Frame::Kernel { address } => (KERNEL_MAPPING, address),
-            Frame::User { object, file_offset } => (self.mapping(object, objects), file_offset),
-            Frame::Unknown { address } => (0, address),
-            Frame::UnwindError { .. } => (0, 0),
+        let resolved = namer.resolve(frame, objects);
+        // Files are addressed by file offset (see `mapping`); frames without a file by address.
+        let mapping_id = match resolved.code {
+            Code::Kernel => KERNEL_MAPPING,
+            Code::File(object) => self.mapping(object, objects),
+            Code::Anonymous => 0,
         };
-        let name = self.strings.intern(&namer.name(frame, objects));
+        let name = self.strings.intern(&resolved.name);
         let function_id = match self.functions.get(&(name, mapping_id)) {
             Some(&id) => id,
             None => {
                 let id = self.out.function.len() as u64 + 1;
-                let filename = self.out.mapping.iter().find(|m| m.id == mapping_id).map_or(0, |m| m.filename);
+                let filename = match resolved.path(objects) {
+                    "" => 0,
+                    path => self.strings.intern(path),
+                };
                 self.out.function.push(pb::Function { id, name, system_name: name, filename });
                 self.functions.insert((name, mapping_id), id);
                 id
             }
         };
         let id = self.out.location.len() as u64 + 1;
-        self.out.location.push(pb::Location { id, mapping_id, address, line: vec![pb::Line { function_id }] });
+        self.out.location.push(pb::Location { id, mapping_id, address: resolved.address, line: vec![pb::Line { function_id }] });
         self.locations.insert(frame, id);
         id
     }

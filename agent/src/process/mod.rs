@@ -5,18 +5,16 @@
 //! a sample lands outside every known mapping (it has mapped new code, e.g. `dlopen`). After
 //! `exit` the entry stays for a grace period, for samples still in flight, then goes.
 
+pub mod identity;
 pub mod maps;
 
 use std::{
     collections::HashMap,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::{
-    objects::{ObjectId, ObjectRegistry},
-    otlp::{resource::container_id, ProcessMeta},
-};
+use self::identity::{read_executable_path, ProcessIdentity};
+use crate::objects::{ObjectId, ObjectRegistry};
 
 /// How long an exited process's mappings are kept for samples still in the ring buffer.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -44,9 +42,7 @@ struct Mapping {
 
 #[derive(Debug)]
 struct Process {
-    name: String,
-    executable_path: Arc<str>,
-    container_id: Arc<str>,
+    identity: ProcessIdentity,
     /// Sorted by `start`, non-overlapping.
     mappings: Vec<Mapping>,
     maps_read_at: Option<Instant>,
@@ -66,8 +62,8 @@ impl ProcessTable {
     /// A process has called `execve`: forget its old image and read the new one.
     pub fn on_exec(&mut self, pid: u32, comm: &str, objects: &mut ObjectRegistry) {
         let process = self.processes.entry(pid).or_insert_with(|| Process::new(comm));
-        process.name = comm.to_owned();
-        process.executable_path = read_executable_path(pid);
+        // A new program: its executable, and perhaps its environment (service name), changed.
+        process.identity = ProcessIdentity::read(pid, comm);
         process.mappings.clear();
         process.exited_at = None;
         process.read_maps(pid, objects);
@@ -78,8 +74,8 @@ impl ProcessTable {
     /// the new one is read on its first sample.
     pub fn forget_image(&mut self, pid: u32, comm: &str) {
         let process = self.processes.entry(pid).or_insert_with(|| Process::new(comm));
-        process.name = comm.to_owned();
-        process.executable_path = read_executable_path(pid);
+        process.identity.name = comm.into();
+        process.identity.executable_path = read_executable_path(pid);
         process.mappings.clear();
         process.maps_read_at = None;
         process.exited_at = None;
@@ -94,13 +90,13 @@ impl ProcessTable {
 
     /// The process's name (`comm` of its main thread), read from `/proc` on first sight.
     pub fn name(&mut self, pid: u32, fallback: &str) -> &str {
-        &self.entry(pid, fallback).name
+        &self.entry(pid, fallback).identity.name
     }
 
-    /// Name, executable and container of process `pid`, read from `/proc` on first sight.
-    pub fn meta(&mut self, pid: u32, fallback: &str) -> ProcessMeta {
-        let process = self.entry(pid, fallback);
-        ProcessMeta { name: process.name.as_str().into(), executable_path: process.executable_path.clone(), container_id: process.container_id.clone() }
+    /// Who process `pid` is (name, service, executable, container), read from `/proc` on
+    /// first sight and again on exec.
+    pub fn identity(&mut self, pid: u32, fallback: &str) -> &ProcessIdentity {
+        &self.entry(pid, fallback).identity
     }
 
     fn entry(&mut self, pid: u32, fallback_name: &str) -> &mut Process {
@@ -142,9 +138,7 @@ impl ProcessTable {
 impl Process {
     fn new(name: &str) -> Self {
         Process {
-            name: name.to_owned(),
-            executable_path: "".into(),
-            container_id: "".into(),
+            identity: ProcessIdentity::named(name),
             mappings: Vec::new(),
             maps_read_at: None,
             exited_at: None,
@@ -152,15 +146,9 @@ impl Process {
         }
     }
 
-    /// A process seen for the first time: its name, executable and container from `/proc`.
+    /// A process seen for the first time: who it is, from `/proc`.
     fn read(pid: u32, fallback_name: &str) -> Self {
-        let mut process = Process::new(&read_comm(pid).unwrap_or_else(|| fallback_name.to_owned()));
-        process.executable_path = read_executable_path(pid);
-        process.container_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|cgroup| container_id(&cgroup))
-            .map_or_else(|| "".into(), Into::into);
-        process
+        Process { identity: ProcessIdentity::read(pid, fallback_name), ..Process::new(fallback_name) }
     }
 
     fn find(&self, address: u64) -> Option<UserAddress> {
@@ -199,16 +187,6 @@ impl Process {
             .collect();
         self.mappings.sort_by_key(|m| m.start);
     }
-}
-
-/// `/proc/PID/exe`; empty for kernel threads and processes that are gone.
-fn read_executable_path(pid: u32) -> Arc<str> {
-    std::fs::read_link(format!("/proc/{pid}/exe")).map_or_else(|_| "".into(), |path| path.to_string_lossy().into())
-}
-
-fn read_comm(pid: u32) -> Option<String> {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    Some(comm.trim_end().to_owned())
 }
 
 #[cfg(test)]

@@ -1,0 +1,172 @@
+//! The network pipeline: connection and payload records from the `NET_EVENTS` ring buffer
+//! into the [`NetTracker`], spans and metrics out over OTLP, metrics to Prometheus scrapes.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use super::{start_exporter, EXPORT_FLUSH_TIMEOUT};
+use crate::{
+    bpf::Counters,
+    cli::Args,
+    clock::{unix_now_ns, Clock},
+    export::{Exporter, Metrics, Traces},
+    metrics::{self, MetricsStore},
+    net::{spans::SpanBatch, NetTracker},
+    otlp::resource::HostInfo,
+};
+use agent_common::counters::Counter;
+
+/// Most spans held between two drains (they are queued for export as soon as a request's worth
+/// is there); more are counted as dropped.
+const MAX_BATCH_SPANS: usize = 50_000;
+/// Most series per metric; more fold into one overflow series.
+const MAX_SERIES_PER_METRIC: usize = 2_000;
+
+/// Where network signals go: set up before the programs load, so that a bad endpoint or a
+/// busy port fails before anything touches the kernel.
+pub struct NetworkOutputs {
+    spans: Option<Exporter<Traces>>,
+    metrics: Option<Exporter<Metrics>>,
+    store: Arc<Mutex<MetricsStore>>,
+    prometheus: Option<JoinHandle<()>>,
+}
+
+impl NetworkOutputs {
+    /// Starts the span and metric exporters (unless `--no-network`) and the Prometheus
+    /// endpoint (`--prometheus-listen`).
+    pub async fn start(args: &Args) -> Result<Self> {
+        let (spans, metrics) =
+            if args.no_network { (None, None) } else { (start_exporter::<Traces>(args)?, start_exporter::<Metrics>(args)?) };
+        let store = Arc::new(Mutex::new(MetricsStore::new(MAX_SERIES_PER_METRIC)));
+        let prometheus = match &args.prometheus_listen {
+            Some(address) => {
+                let listener = metrics::bind(address).await?;
+                info!(address = %address, "serving Prometheus metrics at /metrics");
+                Some(tokio::spawn(metrics::serve(listener, store.clone())))
+            }
+            None => None,
+        };
+        Ok(NetworkOutputs { spans, metrics, store, prometheus })
+    }
+}
+
+/// Network records in, spans and metrics out.
+pub struct NetworkPipeline {
+    outputs: NetworkOutputs,
+    /// Absent when network tracing is off (by flag, or the kernel cannot).
+    traced: Option<(NetTracker, RingBuf<MapData>)>,
+    host: HostInfo,
+}
+
+impl NetworkPipeline {
+    /// A pipeline reading `ring` (if network tracing runs) into `outputs`.
+    pub fn new(outputs: NetworkOutputs, ring: Option<RingBuf<MapData>>, host: HostInfo, clock: Clock) -> Self {
+        let traced = ring.map(|ring| {
+            let spans = outputs.spans.is_some().then(|| SpanBatch::new(MAX_BATCH_SPANS));
+            (NetTracker::new(outputs.store.clone(), spans, host.name.clone(), clock), ring)
+        });
+        NetworkPipeline { outputs, traced, host }
+    }
+
+    /// Reads every record waiting; queues spans as soon as a request's worth is there.
+    pub fn drain(&mut self) {
+        let Some((tracker, ring)) = &mut self.traced else { return };
+        tracker.drain(ring);
+        if tracker.spans.as_ref().is_some_and(SpanBatch::full_request_ready) {
+            report_spans(tracker, self.outputs.spans.as_ref(), &self.host);
+        }
+    }
+
+    /// Whether this pipeline exports anything on the reporting interval.
+    pub fn exporting(&self) -> bool {
+        self.outputs.spans.is_some() || self.outputs.metrics.is_some()
+    }
+
+    /// Queues the spans of the interval that just ended, and the metrics so far (cumulative).
+    pub fn report(&mut self) {
+        let Some((tracker, _)) = &mut self.traced else { return };
+        report_spans(tracker, self.outputs.spans.as_ref(), &self.host);
+        let Some(exporter) = self.outputs.metrics.as_ref().filter(|exporter| exporter.accepts()) else { return };
+        let request = {
+            let store = self.outputs.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            metrics::to_request(&store, unix_now_ns(), "oxeye", env!("CARGO_PKG_VERSION"))
+        };
+        if !request.resource_metrics.is_empty() {
+            let points = metrics::point_count(&request);
+            exporter.submit(request, points);
+        }
+    }
+
+    /// Forgets connections silent for too long.
+    pub fn expire(&mut self) {
+        if let Some((tracker, _)) = &mut self.traced {
+            tracker.expire();
+        }
+    }
+
+    /// After the programs are detached: stops serving scrapes, takes the last records,
+    /// exports them, and prints what was traced.
+    pub async fn finish(mut self, counters: &Counters) {
+        if let Some(server) = self.outputs.prometheus.take() {
+            server.abort();
+        }
+        if self.traced.is_some() {
+            self.drain();
+            self.report();
+            if let Some((tracker, _)) = &self.traced {
+                eprintln!("oxeye: {}", traced_summary(tracker, counters, &self.outputs.store));
+            }
+        }
+        if let Some(exporter) = self.outputs.spans.take() {
+            let stats = exporter.stats.clone();
+            exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
+            eprintln!(
+                "oxeye: exported {} spans ({} dropped, {} refused by the collector, {} failed attempts){}",
+                stats.exported(),
+                stats.dropped(),
+                stats.rejected(),
+                stats.failed_attempts(),
+                if stats.unsupported() { "; the endpoint does not accept traces" } else { "" },
+            );
+        }
+        if let Some(exporter) = self.outputs.metrics.take() {
+            exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
+        }
+    }
+}
+
+fn traced_summary(tracker: &NetTracker, counters: &Counters, store: &Mutex<MetricsStore>) -> String {
+    let matched = tracker.match_stats();
+    let stats = tracker.stats;
+    let overflowed = store.lock().map_or(0, |store| store.overflowed());
+    format!(
+        "traced {} TCP connections ({} closed) and {} HTTP requests ({} as server, {} as client); {} responses without a request, {} requests without a response; {} network records lost in kernel; {} metric measurements over the series limit",
+        stats.opened,
+        stats.closed,
+        stats.server_exchanges + stats.client_exchanges,
+        stats.server_exchanges,
+        stats.client_exchanges,
+        matched.unmatched_responses,
+        matched.unanswered_requests,
+        counters.get(Counter::NetRingFull),
+        overflowed,
+    )
+}
+
+/// Queues the spans waiting, a request per [`crate::net::spans::SPANS_PER_REQUEST`].
+fn report_spans(tracker: &mut NetTracker, exporter: Option<&Exporter<Traces>>, host: &HostInfo) {
+    let (Some(exporter), Some(batch)) = (exporter, tracker.spans.as_mut()) else { return };
+    if !exporter.accepts() {
+        // The endpoint takes no spans: stop building them.
+        tracker.spans = None;
+        return;
+    }
+    exporter.stats.add_dropped(std::mem::take(&mut batch.dropped));
+    for (request, count) in batch.take_requests(host) {
+        exporter.submit(request, count);
+    }
+}

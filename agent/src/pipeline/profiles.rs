@@ -1,0 +1,164 @@
+//! The profile pipeline: samples and process events from the `EVENTS` ring buffer into the
+//! [`Collector`], OTLP profiles every reporting interval, and the output files at exit.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use super::EXPORT_FLUSH_TIMEOUT;
+use crate::{
+    bpf::Counters,
+    collector::Collector,
+    export::{Exporter, Profiles},
+    live::{ExportFigures, LiveStats},
+    otlp::resource::HostInfo,
+    output::RunInfo,
+    unwind::UnwindStats,
+};
+use agent_common::counters::Counter;
+
+/// Bytes per unwind row in the kernel.
+const ROW_BYTES: u64 = size_of::<agent_common::unwind::UnwindEntry>() as u64;
+
+/// Samples in, profiles out.
+pub struct ProfilePipeline {
+    ring: AsyncFd<RingBuf<MapData>>,
+    collector: Collector,
+    exporter: Option<Exporter<Profiles>>,
+    host: HostInfo,
+    /// Nanoseconds of CPU time one sample stands for.
+    period_ns: u64,
+}
+
+impl ProfilePipeline {
+    /// A pipeline reading `ring` into `collector`, exporting through `exporter` if set.
+    pub fn new(ring: RingBuf<MapData>, collector: Collector, exporter: Option<Exporter<Profiles>>, host: HostInfo, period_ns: u64) -> Result<Self> {
+        // SAFETY: the ring buffer owns its fd and keeps it open while registered.
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("cannot poll the BPF ring buffer: {e}"))?;
+        Ok(ProfilePipeline { ring, collector, exporter, host, period_ns })
+    }
+
+    /// Waits until the kernel signals records, and reads them.
+    pub async fn readable(&mut self) -> Result<()> {
+        let mut guard = self.ring.readable_mut().await.context("polling the BPF ring buffer")?;
+        drain(guard.get_inner_mut(), &mut self.collector);
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Reads every record waiting (samples are sent without waking user space up).
+    pub fn drain(&mut self) {
+        drain(self.ring.get_mut(), &mut self.collector);
+    }
+
+    /// Whether this pipeline exports anything on the reporting interval.
+    pub fn exporting(&self) -> bool {
+        self.exporter.is_some()
+    }
+
+    /// Encodes the samples of the interval that just ended and queues them for the collector.
+    pub fn report(&mut self) {
+        let Some(exporter) = &self.exporter else { return };
+        let Some((request, samples, dropped)) = self.collector.take_request(&self.host, self.period_ns) else { return };
+        exporter.stats.add_dropped(dropped);
+        if samples > 0 {
+            exporter.submit(request, samples);
+        }
+    }
+
+    /// Sweeps exited processes.
+    pub fn expire(&mut self) {
+        self.collector.expire();
+    }
+
+    /// Whether the `--pid` target has exited.
+    pub fn target_exited(&self) -> bool {
+        self.collector.target_exited()
+    }
+
+    /// What the live view shows, with the kernel's `counters`.
+    pub fn live_stats(&self, counters: &Counters, elapsed: std::time::Duration, rate: u64) -> LiveStats<'_> {
+        let counts = self.collector.counts();
+        LiveStats {
+            elapsed,
+            rate,
+            samples: counts.received,
+            lost_in_kernel: counters.lost(),
+            dropped_full: counts.dropped_full,
+            idle_skipped: counters.get(Counter::IdleSkipped),
+            processes: counts.processes,
+            stacks: counts.stacks,
+            export: self.exporter.as_ref().map(|e| ExportFigures::of(&e.stats, e.queued_bytes() as u64)),
+            top: self.collector.top(),
+        }
+    }
+
+    /// Ages the live view's counts.
+    pub fn decay_top(&mut self) {
+        self.collector.decay_top();
+    }
+
+    /// After the programs are detached: takes the last records, exports them, writes the files
+    /// to `output_dir`, and returns the run's closing line.
+    pub async fn finish(mut self, counters: &Counters, run: RunInfo, output_dir: &Path) -> Result<String> {
+        self.drain();
+        self.report();
+        if let Some(exporter) = self.exporter.take() {
+            let stats = exporter.stats.clone();
+            exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
+            eprintln!(
+                "oxeye: exported {} samples ({} dropped, {} refused by the collector, {} failed attempts)",
+                stats.exported(),
+                stats.dropped(),
+                stats.rejected(),
+                stats.failed_attempts()
+            );
+        }
+        if let Some(unwinder) = self.collector.take_unwinder() {
+            let stats = unwinder.stats();
+            drop(unwinder);
+            eprintln!("oxeye: {}", unwind_summary(&stats));
+        }
+        let written = self.collector.write_outputs(output_dir, run)?;
+        let counts = self.collector.counts();
+        let in_flight = counters.get(Counter::SamplesSent).saturating_sub(counts.received);
+        Ok(format!(
+            "oxeye: {} samples in {:.1}s ({} lost in kernel, {} dropped when full, {} malformed, {} unaccounted); wrote {}",
+            counts.counted,
+            run.duration.as_secs_f64(),
+            counters.lost(),
+            counts.dropped_full,
+            counts.malformed,
+            in_flight,
+            written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        ))
+    }
+}
+
+fn unwind_summary(stats: &UnwindStats) -> String {
+    let tables = &stats.tables;
+    format!(
+        "unwind tables: {} files, {} rows ({:.1} of {:.0} MiB), {} rules, {} processes, {} mappings; {} compiled, {} evicted, {} without room, {} without unwind info; slowest process {:.0} ms",
+        tables.tables,
+        tables.rows,
+        (tables.rows * ROW_BYTES) as f64 / (1 << 20) as f64,
+        (tables.capacity * ROW_BYTES) as f64 / (1 << 20) as f64,
+        tables.rules,
+        stats.processes,
+        stats.mappings,
+        tables.compiled,
+        tables.evicted,
+        tables.no_room,
+        tables.without_info,
+        stats.slowest_describe.as_secs_f64() * 1e3,
+    )
+}
+
+/// Reads every record waiting in the ring buffer.
+fn drain(ring: &mut RingBuf<MapData>, collector: &mut Collector) {
+    while let Some(item) = ring.next() {
+        collector.handle(&item);
+    }
+}
