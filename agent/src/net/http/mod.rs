@@ -203,6 +203,8 @@ pub fn parse_responses_extent(buf: &[u8]) -> (Vec<ResponseHead>, Extent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_common::net::{is_http_prefix, PREFIX_BYTES};
+
     use super::{request::looks_like_request, status::looks_like_response, test_support::CURL};
 
     /// A tiny xorshift64 generator, so that the fuzz-like tests are reproducible without crates.
@@ -258,6 +260,10 @@ mod tests {
         }
         if let Some(first) = requests.heads.first() {
             assert!(looks_like_request(buf), "{first:?} from {buf:?}");
+            // What the parser reads, the BPF filter must have let through.
+            if let Some(prefix) = buf.first_chunk::<PREFIX_BYTES>() {
+                assert!(is_http_prefix(prefix), "{first:?} from {buf:?}");
+            }
         }
         for head in parse_responses(buf) {
             assert!((100..=599).contains(&head.status) && head.version_minor <= 1);

@@ -1,9 +1,12 @@
 //! Request lines: the method, the target (reduced to a path and an authority) and the version.
 
+use agent_common::net::HTTP_METHODS;
+
 use super::syntax::{parse_version, split_at_space};
 
-/// An HTTP request method: the nine that RFC 9110 and RFC 5789 define. Extension methods
-/// (WebDAV's `PROPFIND`, …) are not recognised, so such requests are not reported.
+/// An HTTP request method: one of [`HTTP_METHODS`], which the BPF filter reads too, in its
+/// order. Extension methods (WebDAV's `PROPFIND`, …) are not recognised, so such requests are
+/// not reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     /// `GET`
@@ -27,7 +30,8 @@ pub enum Method {
 }
 
 impl Method {
-    const ALL: [Method; 9] = [
+    /// Every method, in [`HTTP_METHODS`]'s order: a method's discriminant indexes its token.
+    const ALL: [Method; HTTP_METHODS.len()] = [
         Method::Get,
         Method::Head,
         Method::Post,
@@ -41,17 +45,7 @@ impl Method {
 
     /// The method's token as it appears on the request line, e.g. `"GET"`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Delete => "DELETE",
-            Method::Connect => "CONNECT",
-            Method::Options => "OPTIONS",
-            Method::Trace => "TRACE",
-            Method::Patch => "PATCH",
-        }
+        HTTP_METHODS[self as usize]
     }
 
     /// The method whose token is exactly `token`; methods are case-sensitive (RFC 9110 §9.1).
@@ -143,7 +137,27 @@ pub(super) fn may_start_request(rest: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_common::net::{is_http_prefix, is_response_prefix, PREFIX_BYTES};
+
     use crate::net::http::{parse_requests, test_support::only, Resume};
+
+    #[test]
+    fn methods_are_the_shared_list_in_order() {
+        for (index, method) in Method::ALL.into_iter().enumerate() {
+            assert_eq!(method as usize, index);
+            assert_eq!(format!("{method:?}").to_ascii_uppercase(), method.as_str(), "the variant names its token");
+        }
+    }
+
+    #[test]
+    fn bpf_filter_passes_every_method_the_parser_reads() {
+        for method in Method::ALL {
+            let request = format!("{} / HTTP/1.1\r\n\r\n", method.as_str());
+            assert_eq!(only(request.as_bytes()).method, method);
+            let prefix: [u8; PREFIX_BYTES] = request.as_bytes()[..PREFIX_BYTES].try_into().expect("long enough");
+            assert!(is_http_prefix(&prefix) && !is_response_prefix(&prefix), "{request:?}");
+        }
+    }
 
     #[test]
     fn query_string_and_fragment_are_stripped() {
