@@ -357,30 +357,53 @@ impl NetConfig {
 
 crate::impl_pod!(SocketAddrs, Connection, SocketOwner, PendingIo, TcpOpenEvent, TcpCloseEvent, PayloadHeader, KernelOffsets, NetConfig);
 
+/// The request methods oxeye recognises, as they appear on a request line: the nine that
+/// RFC 9110 and RFC 5789 define. The BPF filter ([`is_http_prefix`]) and user space's
+/// request-line parser both read this list, so they cannot disagree on what a request is.
+pub const HTTP_METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+/// Each method and the space after it as a little-endian word, with the mask of its bytes: a
+/// request prefix is one masked compare per method, which BPF does cheaply.
+const REQUEST_WORDS: [(u64, u64); HTTP_METHODS.len()] = request_words();
+
+/// `HTTP/1.` as a word and its mask, for status lines.
+const STATUS_WORD: (u64, u64) = (u64::from_le_bytes(*b"HTTP/1.\0"), 0x00ff_ffff_ffff_ffff);
+
+/// [`REQUEST_WORDS`], worked out at compile time.
+const fn request_words() -> [(u64, u64); HTTP_METHODS.len()] {
+    let mut words = [(0, 0); HTTP_METHODS.len()];
+    let mut i = 0;
+    while i < HTTP_METHODS.len() {
+        let token = HTTP_METHODS[i].as_bytes();
+        assert!(token.len() < PREFIX_BYTES, "a method and its space must fit in the prefix");
+        let mut word = (b' ' as u64) << (8 * token.len());
+        let mut mask = 0xff << (8 * token.len());
+        let mut at = 0;
+        while at < token.len() {
+            word |= (token[at] as u64) << (8 * at);
+            mask |= 0xff << (8 * at);
+            at += 1;
+        }
+        words[i] = (word, mask);
+        i += 1;
+    }
+    words
+}
+
 /// True when `prefix` starts like an HTTP/1.x status line.
 #[inline(always)]
 pub fn is_response_prefix(prefix: &[u8; PREFIX_BYTES]) -> bool {
     prefix[0] == b'H' && prefix[1] == b'T' && prefix[2] == b'T' && prefix[3] == b'P' && prefix[4] == b'/'
 }
 
-/// True when `prefix` starts like an HTTP/1.x request line (a known method and a space) or a
-/// status line (`HTTP/1.`). Cheap enough for BPF: one word compare per candidate.
+/// True when `prefix` starts like an HTTP/1.x request line (one of [`HTTP_METHODS`] and a
+/// space) or a status line (`HTTP/1.`).
 #[inline(always)]
 pub fn is_http_prefix(prefix: &[u8; PREFIX_BYTES]) -> bool {
-    let word = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-    const fn w(s: &[u8; 4]) -> u32 {
-        u32::from_le_bytes(*s)
-    }
-    let next = prefix[4];
-    match word {
-        x if x == w(b"GET ") || x == w(b"PUT ") => true,
-        x if x == w(b"POST") || x == w(b"HEAD") => next == b' ',
-        x if x == w(b"DELE") => prefix[4] == b'T' && prefix[5] == b'E' && prefix[6] == b' ',
-        x if x == w(b"PATC") => next == b'H',
-        x if x == w(b"OPTI") || x == w(b"CONN") || x == w(b"TRAC") => true,
-        x if x == w(b"HTTP") => next == b'/' && prefix[5] == b'1' && prefix[6] == b'.',
-        _ => false,
-    }
+    let word = u64::from_le_bytes(*prefix);
+    let matches = |(expected, mask): (u64, u64)| word & mask == expected;
+    // A fold without early exit, which the compiler unrolls into straight-line compares.
+    REQUEST_WORDS.into_iter().fold(matches(STATUS_WORD), |hit, words| hit | matches(words))
 }
 
 #[cfg(test)]
@@ -395,10 +418,10 @@ mod tests {
 
     #[test]
     fn http_prefixes_are_recognised() {
-        for yes in [&b"GET / HTTP/1.1"[..], b"POST /x", b"HEAD / H", b"DELETE /", b"PATCH /a", b"OPTIONS ", b"HTTP/1.1 200", b"HTTP/1.0 404"] {
+        for yes in [&b"GET / HTTP/1.1"[..], b"POST /x", b"HEAD / H", b"DELETE /", b"PATCH /a", b"OPTIONS ", b"CONNECT ", b"TRACE / ", b"HTTP/1.1 200", b"HTTP/1.0 404"] {
             assert!(is_http_prefix(&prefix(yes)), "{}", core::str::from_utf8(yes).unwrap_or("?"));
         }
-        for no in [&b"\x16\x03\x01\x02\x00\x01"[..], b"GETX / H", b"POSTS /", b"HTTP/2.0", b"get / HT", b"", b"DELETED "] {
+        for no in [&b"\x16\x03\x01\x02\x00\x01"[..], b"GETX / H", b"POSTS /", b"HTTP/2.0", b"get / HT", b"", b"DELETED ", b"OPTIONSX", b"PATCHY /"] {
             assert!(!is_http_prefix(&prefix(no)), "{}", core::str::from_utf8(no).unwrap_or("?"));
         }
     }

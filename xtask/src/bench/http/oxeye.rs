@@ -1,0 +1,106 @@
+//! The agent under test: started against the OTLP receiver, stopped like Ctrl-C does, and what
+//! it said it traced.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::process::{tail, Guard};
+use crate::bench::{sink, wait_for_text};
+
+/// A running oxeye that exports to the receiver.
+pub(super) struct Oxeye {
+    guard: Guard,
+    log: PathBuf,
+}
+
+/// What oxeye said about the network when it stopped.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Traced {
+    pub(super) server: u64,
+    pub(super) client: u64,
+    /// Network records the kernel could not hand over (ring buffer full).
+    pub(super) lost: u64,
+    pub(super) spans_exported: u64,
+    pub(super) spans_dropped: u64,
+}
+
+impl Oxeye {
+    pub(super) fn start(binary: &Path, work_dir: &Path, sink: &sink::SinkProcess) -> Result<Self> {
+        let log = work_dir.join("oxeye-http.stderr");
+        let child = Command::new(binary)
+            .args(["--collection-agent", sink.address(), "--disable-tls", "--no-live", "--summary-interval", "3600", "--output-dir"])
+            .arg(work_dir.join("http-oxeye"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .context("cannot start oxeye")?;
+        let oxeye = Oxeye { guard: Guard { child, stop_signal: Some(libc::SIGINT) }, log };
+        wait_for_text(&oxeye.log, "sampling;")?;
+        Ok(oxeye)
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// Stops it like Ctrl-C does and reads its final counts.
+    pub(super) fn stop(mut self) -> Result<Traced> {
+        // SAFETY: signalling our own child, not reaped yet.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.guard.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                bail!("oxeye did not stop within 60 s of SIGINT");
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        if !status.success() {
+            bail!("oxeye failed ({status}): {}", tail(&self.log));
+        }
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let Some(line) = text.lines().find(|l| l.starts_with("oxeye: traced")) else {
+            bail!("oxeye printed no 'traced' line: {}", tail(&self.log));
+        };
+        let mut traced = Traced {
+            server: number_before(line, " as server").context("no server count in oxeye's 'traced' line")?,
+            client: number_before(line, " as client").context("no client count in oxeye's 'traced' line")?,
+            lost: number_before(line, " network records lost").unwrap_or(0),
+            ..Traced::default()
+        };
+        if let Some(line) = text.lines().find(|l| l.starts_with("oxeye: exported") && l.contains(" spans ")) {
+            traced.spans_exported = number_before(line, " spans").unwrap_or(0);
+            traced.spans_dropped = number_before(line, " dropped").unwrap_or(0);
+        }
+        Ok(traced)
+    }
+}
+
+/// The number just before `marker` in `line` ("... (12 as server" → 12).
+fn number_before(line: &str, marker: &str) -> Option<u64> {
+    let head = &line[..line.find(marker)?];
+    head.rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_oxeye_counts() {
+        let line = "oxeye: traced 20 TCP connections (18 closed) and 12345 HTTP requests (12000 as server, 345 as client); 0 responses without a request";
+        assert_eq!(number_before(line, " as server"), Some(12000));
+        assert_eq!(number_before(line, " as client"), Some(345));
+        let line = "oxeye: traced 21 TCP connections (18 closed) and 10 HTTP requests (5 as server, 5 as client); 0 responses without a request, 6 requests without a response; 77 network records lost in kernel; 0 metric";
+        assert_eq!(number_before(line, " network records lost"), Some(77));
+    }
+}
