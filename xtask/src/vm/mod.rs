@@ -45,7 +45,7 @@ const HOST_METRICS_PORT: &str = "19464";
 const HOST_SCENARIOS_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Flags of `cargo xtask vm-test`.
-#[derive(clap::Args, Default)]
+#[derive(clap::Args)]
 pub struct VmTestArgs {
     /// Only the kernels of this architecture (default: every kernel of the matrix).
     #[arg(long, value_enum)]
@@ -54,6 +54,16 @@ pub struct VmTestArgs {
     /// machine's architecture).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+    /// CPUs of each guest (oxeye sizes its per-CPU maps and rings by them; the report shows
+    /// its memory).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=288))]
+    pub cpus: u32,
+}
+
+impl Default for VmTestArgs {
+    fn default() -> Self {
+        VmTestArgs { arch: None, kernel: None, cpus: 2 }
+    }
 }
 
 /// One kernel to run the scenarios on.
@@ -81,7 +91,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
         }
         let files = &prepared[run.arch.name()];
         let dir = root().join("target/vm/results").join(&run.name);
-        let mut failures = attempt(run, files, &dir, &mut report)?;
+        let mut failures = attempt(run, files, &dir, args.cpus, &mut report)?;
         if !failures.is_empty() {
             // One more boot tells a rare failure from a broken kernel; the first attempt's
             // outputs stay for a look, and the summary says it happened.
@@ -90,7 +100,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
             fs::rename(&dir, &first)?;
             say(format!("{}: {} scenario(s) failed; booting once more (first attempt kept in {})", run.name, failures.len(), first.display()));
             let first_failures = failures;
-            failures = attempt(run, files, &dir, &mut report)?;
+            failures = attempt(run, files, &dir, args.cpus, &mut report)?;
             if failures.is_empty() {
                 let line = format!("  FLAKY {}: failed on the first attempt, passed on the second: {}", run.name, first_failures.join(", "));
                 println!("{line}");
@@ -114,7 +124,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
 
 /// Boots (or runs) one kernel's scenarios into `dir`, prints and records their outcomes, and
 /// returns the names of the scenarios that failed.
-fn attempt(run: &Run, files: &guest::GuestFiles, dir: &Path, report: &mut Vec<String>) -> Result<Vec<&'static str>> {
+fn attempt(run: &Run, files: &guest::GuestFiles, dir: &Path, cpus: u32, report: &mut Vec<String>) -> Result<Vec<&'static str>> {
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     say(format!("{}: {} on {}", run.name, run.what, run.arch.name()));
@@ -122,7 +132,7 @@ fn attempt(run: &Run, files: &guest::GuestFiles, dir: &Path, report: &mut Vec<St
     let (transcript, http_port) = match &run.image {
         Some(image) => {
             let initramfs = initramfs::build(files, dir)?;
-            let boot = qemu::boot(run.arch, image, &initramfs, &dir.join("console.log"))?;
+            let boot = qemu::boot(run.arch, image, &initramfs, &dir.join("console.log"), cpus)?;
             (Transcript::parse(&boot.console)?, GUEST_HTTP_PORT)
         }
         None => (run_on_host(files, dir)?, HOST_HTTP_PORT),
@@ -229,9 +239,26 @@ fn timing(transcript: &Transcript, wall: f64) -> String {
     let to_sampling = started.zip(transcript.at("sampling")).map(|(a, b)| b - a);
     let exit = transcript.at("stop").zip(transcript.at("exit")).map(|(a, b)| b - a);
     format!(
-        "kernel boot to /init {}, oxeye start to sampling {}, stop to exit {}, boot to result {wall:.1} s",
+        "kernel boot to /init {}, oxeye start to sampling {}, stop to exit {}, boot to result {wall:.1} s; {}",
         seconds(transcript.at("booted")),
         seconds(to_sampling),
         seconds(exit),
+        memory(transcript),
+    )
+}
+
+/// oxeye's memory at the end of the session, from `oxeye-memory.txt` (`/proc/PID/status`).
+fn memory(transcript: &Transcript) -> String {
+    let text = transcript.text("oxeye-memory.txt");
+    let kib = |key: &str| text.lines().find_map(|line| line.strip_prefix(key)?.split_whitespace().next()?.parse::<f64>().ok());
+    let mb = |kib: Option<f64>| kib.map_or_else(|| "?".to_owned(), |kib| format!("{:.0} MB", kib * 1024.0 / 1e6));
+    let mapped = kib("RssFile:").zip(kib("RssShmem:")).map(|(file, shmem)| file + shmem);
+    format!(
+        "oxeye on {} CPUs: RSS {} (peak {}; anonymous {}, files and mapped BPF maps {})",
+        transcript.text("cpus.txt").trim(),
+        mb(kib("VmRSS:")),
+        mb(kib("VmHWM:")),
+        mb(kib("RssAnon:")),
+        mb(mapped),
     )
 }

@@ -22,15 +22,17 @@ pub struct Boot {
     pub console: String,
 }
 
-/// Boots `kernel` with `initramfs` on 2 CPUs and 2 GiB, waits for the guest to power off (at
-/// most [`TIMEOUT`]), and returns its console, also kept in `console_log`.
-pub fn boot(arch: Arch, kernel: &Path, initramfs: &Path, console_log: &Path) -> Result<Boot> {
+/// Boots `kernel` with `initramfs` on `cpus` CPUs (2 GiB, and 16 MiB more per CPU past two),
+/// waits for the guest to power off (at most [`TIMEOUT`]), and returns its console, also kept
+/// in `console_log`.
+pub fn boot(arch: Arch, kernel: &Path, initramfs: &Path, console_log: &Path, cpus: u32) -> Result<Boot> {
     let (emulator, machine, console) = arch.qemu();
     let log = fs::File::create(console_log).with_context(|| format!("cannot create {}", console_log.display()))?;
     let started = Instant::now();
     let mut qemu = Command::new(emulator)
         .args(machine)
-        .args(["-smp", "2", "-m", "2048", "-nographic", "-no-reboot", "-kernel"])
+        .args(["-smp", &cpus.to_string(), "-m", &(2048 + 16 * cpus.saturating_sub(2)).to_string()])
+        .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(kernel)
         .arg("-initrd")
         .arg(initramfs)

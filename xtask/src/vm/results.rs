@@ -79,7 +79,8 @@ impl Transcript {
         self.steps.iter().find(|(name, _)| name == step).map(|(_, at)| *at)
     }
 
-    fn text(&self, name: &str) -> String {
+    /// A file's text (empty if the guest did not send it).
+    pub fn text(&self, name: &str) -> String {
         self.files.get(name).map(|bytes| String::from_utf8_lossy(bytes).into_owned()).unwrap_or_default()
     }
 }

@@ -69,6 +69,9 @@ sleep 2
 # oxeye's programs while it runs, with their run counts where the kernel keeps them (for a
 # failure's post-mortem).
 "$bin/bpftool" prog show > "$out/bpftool-running.txt" 2>&1
+# oxeye's memory after the whole session, and the CPUs it sized its maps for.
+grep -E '^(VmHWM|VmRSS|RssAnon|RssFile|RssShmem)' "/proc/$oxeye/status" > "$out/oxeye-memory.txt"
+grep -c '^processor' /proc/cpuinfo > "$out/cpus.txt"
 
 mark stop
 kill -INT "$oxeye"
