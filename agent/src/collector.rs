@@ -21,7 +21,10 @@ use crate::{
     objects::ObjectRegistry,
     otlp::{build_request, resource::HostInfo, BatchSample, BuildContext, SampleBatch},
     output::{self, RunInfo},
-    process::{identity::ProcessIdentity, ProcessTable, UserAddress},
+    process::{
+        identity::{Identities, ProcessIdentity},
+        ProcessTable, UserAddress,
+    },
     profile::{Frame, Profile},
     symbolize::FrameNamer,
     symbols::Catalog,
@@ -47,6 +50,8 @@ pub struct CollectorConfig {
     pub export_batch: Option<usize>,
     /// Turns sample timestamps into wall time.
     pub clock: Clock,
+    /// Who each process is (shared with the network pipeline).
+    pub identities: Arc<Identities>,
 }
 
 /// Everything user space knows about the samples so far.
@@ -99,7 +104,7 @@ impl Collector {
     /// An empty collector.
     pub fn new(namer: FrameNamer, config: CollectorConfig) -> Self {
         Collector {
-            processes: ProcessTable::default(),
+            processes: ProcessTable::new(config.identities),
             objects: ObjectRegistry::default(),
             profile: Profile::new(config.max_stacks),
             namer,
@@ -258,12 +263,13 @@ impl Collector {
         }
         let thread = comm_str(&header.comm);
         // The main thread's name is the process's name: no lookup (or allocation) needed.
-        let process: std::borrow::Cow<'_, str> = if pid == tid || pid == 0 { thread.clone() } else { self.processes.name(pid, &thread).to_owned().into() };
+        let identity = (pid != tid && pid != 0).then(|| self.processes.identity(pid, &thread));
+        let process: &str = identity.as_ref().map_or(&thread, |identity| &identity.name);
         if let Some(&leaf) = self.frames.first() {
             let name = self.namer.name(leaf, &mut self.objects);
             self.top.add(name);
         }
-        let counted = self.profile.add(pid, tid, &process, &thread, &self.frames);
+        let counted = self.profile.add(pid, tid, process, &thread, &self.frames);
         if let Some(batch) = &mut self.batch {
             let Some(key) = counted else {
                 batch.dropped += 1;
@@ -271,7 +277,7 @@ impl Collector {
             };
             let time_unix_nano = self.clock.to_unix_ns(header.timestamp_ns);
             let processes = &mut self.processes;
-            let identity = || if pid == 0 { ProcessIdentity::named(&process) } else { processes.identity(pid, &process).clone() };
+            let identity = || if pid == 0 { Arc::new(ProcessIdentity::named(process)) } else { processes.identity(pid, process) };
             let sample = BatchSample { pid, tid, cpu: header.cpu, time_unix_nano, thread_name: key.thread, stack: key.stack };
             batch.push(sample, identity);
         }
@@ -319,7 +325,7 @@ mod tests {
             frames: [0; agent_common::sampler::MAX_FRAMES],
         };
         record.frames[0] = marker_leaf as *const () as u64 + 1;
-        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new() };
+        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new(), identities: Arc::default() };
         let mut collector = Collector::new(FrameNamer::new(None), config);
         collector.handle(as_bytes(&record));
         collector.handle(as_bytes(&record));

@@ -31,6 +31,7 @@ use crate::{
         start_exporter,
     },
     privileges,
+    process::identity::Identities,
     symbolize::FrameNamer,
     symbols::{self, Catalog, RangesBuilder},
     unwind::{UnwindMaps, Unwinder},
@@ -75,19 +76,21 @@ pub async fn run(args: Args) -> Result<()> {
     let clock = Clock::new();
     let host = HostInfo::read();
     let period_ns = 1_000_000_000 / args.samples_per_second;
+    let identities = Arc::new(Identities::default());
     let config = CollectorConfig {
         max_stacks: args.max_stacks,
         unwinder,
         target_pid: args.pid,
         export_batch: profile_exporter.is_some().then_some(MAX_BATCH_SAMPLES),
         clock,
+        identities: identities.clone(),
     };
     let mut collector = Collector::new(FrameNamer::new(kernel), config);
     if let Some((catalog, _)) = &symbols {
         collector.publish_to(catalog.clone());
     }
     let mut profiles = ProfilePipeline::new(events, collector, profile_exporter, host.clone(), period_ns)?;
-    let mut network = NetworkPipeline::new(network_outputs, net_events, host, clock);
+    let mut network = NetworkPipeline::new(network_outputs, net_events, identities, host, clock);
     let reporter = Reporter::new(args.no_live, Duration::from_secs(args.summary_interval));
 
     let mut drain_tick = ticker(DRAIN_INTERVAL);

@@ -1,24 +1,21 @@
 //! Which service a traced process is, cached per pid: its [`ProcessIdentity`] (the same one
 //! its profiles carry) and its metrics resource.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc};
 
-use crate::{metrics::Resource, process::identity::ProcessIdentity};
+use crate::{
+    metrics::Resource,
+    process::identity::{Identities, ProcessIdentity},
+};
 
 /// Most processes remembered; past it the cache starts over.
 const MAX_PROCESSES: usize = 8192;
-/// How long a name is trusted: a pid may be reused, or a process exec another program.
-const TTL: Duration = Duration::from_secs(60);
 
 /// A traced process, as spans and metrics name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Service {
     /// Who the process is (`service.name` and the process's resource attributes).
-    pub identity: ProcessIdentity,
+    pub identity: Arc<ProcessIdentity>,
     /// `process.pid`.
     pub pid: u32,
     /// Its metrics resource (per service name, not per process), built once here rather than
@@ -26,33 +23,34 @@ pub struct Service {
     pub metrics: Resource,
 }
 
-/// The cache.
+/// The cache: a service per process, rebuilt when the process's shared identity changes.
 #[derive(Debug, Default)]
 pub struct Services {
-    known: HashMap<u32, (Arc<Service>, Instant), foldhash::fast::RandomState>,
+    known: HashMap<u32, Arc<Service>, foldhash::fast::RandomState>,
+    identities: Arc<Identities>,
     host_name: String,
 }
 
 impl Services {
-    /// An empty cache for processes of host `host_name`.
-    pub fn new(host_name: String) -> Self {
-        Services { known: HashMap::default(), host_name }
+    /// An empty cache for processes of host `host_name`, named through `identities`.
+    pub fn new(identities: Arc<Identities>, host_name: String) -> Self {
+        Services { known: HashMap::default(), identities, host_name }
     }
 
     /// The service of `pid`; `comm` names it if `/proc` no longer has it.
     pub fn get(&mut self, pid: u32, comm: &str) -> Arc<Service> {
-        if let Some((service, at)) = self.known.get(&pid) {
-            if at.elapsed() < TTL {
+        let identity = self.identities.get(pid, comm);
+        if let Some(service) = self.known.get(&pid) {
+            if Arc::ptr_eq(&service.identity, &identity) {
                 return service.clone();
             }
         }
         if self.known.len() >= MAX_PROCESSES {
             self.known.clear();
         }
-        let identity = ProcessIdentity::read(pid, comm);
         let metrics = Resource { service_name: identity.service_name.to_string(), attributes: vec![("host.name", self.host_name.clone())] };
         let service = Arc::new(Service { identity, pid, metrics });
-        self.known.insert(pid, (service.clone(), Instant::now()));
+        self.known.insert(pid, service.clone());
         service
     }
 }
@@ -63,10 +61,13 @@ mod tests {
 
     #[test]
     fn cached_and_named_like_profiles() {
-        let mut services = Services::new("host".into());
+        let identities = Arc::new(Identities::default());
+        let mut services = Services::new(identities.clone(), "host".into());
         let me = services.get(std::process::id(), "comm");
         assert!(Arc::ptr_eq(&me, &services.get(std::process::id(), "comm")), "cached");
-        assert_eq!(me.identity, ProcessIdentity::read(std::process::id(), "comm"));
+        assert_eq!(*me.identity, ProcessIdentity::read(std::process::id(), "comm"));
+        identities.refresh(std::process::id(), "comm");
+        assert!(!Arc::ptr_eq(&me, &services.get(std::process::id(), "comm")), "rebuilt when the process exec'd");
         assert_eq!(me.metrics.service_name, &*me.identity.service_name);
         let gone = services.get(u32::MAX - 1, "curl");
         assert_eq!(&*gone.identity.service_name, "curl");

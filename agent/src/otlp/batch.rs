@@ -2,7 +2,7 @@
 //! sample's process, thread, CPU and time. Stacks and thread names are not stored again: a
 //! sample refers to the ones the [`crate::profile::Profile`] interned.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     process::identity::ProcessIdentity,
@@ -33,7 +33,7 @@ pub struct SampleBatch {
     /// Samples in arrival order.
     pub samples: Vec<BatchSample>,
     /// Who each process is, by pid, captured while it was alive.
-    pub processes: HashMap<u32, ProcessIdentity>,
+    pub processes: HashMap<u32, Arc<ProcessIdentity>>,
     /// Interval start, nanoseconds since the Unix epoch.
     pub start_unix_nano: u64,
     /// Samples that did not fit (or that the profile had no room for).
@@ -48,7 +48,7 @@ impl SampleBatch {
     }
 
     /// Records one sample. `process` is called the first time a pid appears in the batch.
-    pub fn push(&mut self, sample: BatchSample, process: impl FnOnce() -> ProcessIdentity) {
+    pub fn push(&mut self, sample: BatchSample, process: impl FnOnce() -> Arc<ProcessIdentity>) {
         if self.samples.len() >= self.max_samples {
             self.dropped += 1;
             return;

@@ -17,6 +17,7 @@ use crate::{
     metrics::{self, MetricsStore},
     net::{spans::SpanBatch, NetTracker},
     otlp::resource::HostInfo,
+    process::identity::Identities,
 };
 use agent_common::counters::Counter;
 
@@ -63,11 +64,12 @@ pub struct NetworkPipeline {
 }
 
 impl NetworkPipeline {
-    /// A pipeline reading `ring` (if network tracing runs) into `outputs`.
-    pub fn new(outputs: NetworkOutputs, ring: Option<RingBuf<MapData>>, host: HostInfo, clock: Clock) -> Self {
+    /// A pipeline reading `ring` (if network tracing runs) into `outputs`, naming processes
+    /// through the same `identities` as the profile pipeline.
+    pub fn new(outputs: NetworkOutputs, ring: Option<RingBuf<MapData>>, identities: Arc<Identities>, host: HostInfo, clock: Clock) -> Self {
         let traced = ring.map(|ring| {
             let spans = outputs.spans.is_some().then(|| SpanBatch::new(MAX_BATCH_SPANS));
-            (NetTracker::new(outputs.store.clone(), spans, host.name.clone(), clock), ring)
+            (NetTracker::new(outputs.store.clone(), spans, identities, host.name.clone(), clock), ring)
         });
         NetworkPipeline { outputs, traced, host }
     }

@@ -3,10 +3,62 @@
 //! Profiles, spans and metrics all name a process through [`ProcessIdentity::read`], so the
 //! same process carries the same `service.name` everywhere and its traces and profiles join.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 /// Used when nothing names a process.
 const UNKNOWN_SERVICE: &str = "unknown_service";
+/// Most processes remembered; past it the cache starts over.
+const MAX_PROCESSES: usize = 8192;
+/// How long an identity is trusted without an exec event: a pid may be reused.
+const TTL: Duration = Duration::from_secs(60);
+
+/// Every process's identity, read once and shared by the profile and network pipelines, so
+/// that both always agree on who a process is.
+#[derive(Debug, Default)]
+pub struct Identities {
+    known: Mutex<IdentityMap>,
+}
+
+/// Identities by pid, with when they were read.
+type IdentityMap = HashMap<u32, (Arc<ProcessIdentity>, Instant), foldhash::fast::RandomState>;
+
+impl Identities {
+    /// The identity of `pid`, read from `/proc` on first sight (`comm` names it if `/proc` no
+    /// longer has it).
+    pub fn get(&self, pid: u32, comm: &str) -> Arc<ProcessIdentity> {
+        let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((identity, at)) = known.get(&pid) {
+            if at.elapsed() < TTL {
+                return identity.clone();
+            }
+        }
+        Self::insert(&mut known, pid, comm)
+    }
+
+    /// Reads `pid` again: it exec'd (a new executable, perhaps a new environment).
+    pub fn refresh(&self, pid: u32, comm: &str) -> Arc<ProcessIdentity> {
+        let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Self::insert(&mut known, pid, comm)
+    }
+
+    /// Forgets `pid` (it exited).
+    pub fn forget(&self, pid: u32) {
+        self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&pid);
+    }
+
+    fn insert(known: &mut IdentityMap, pid: u32, comm: &str) -> Arc<ProcessIdentity> {
+        if known.len() >= MAX_PROCESSES {
+            known.clear();
+        }
+        let identity = Arc::new(ProcessIdentity::read(pid, comm));
+        known.insert(pid, (identity.clone(), Instant::now()));
+        identity
+    }
+}
 
 /// What oxeye knows about a process, read from `/proc` while it is alive.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -121,5 +173,17 @@ mod tests {
         let gone = ProcessIdentity::read(u32::MAX - 1, "curl");
         assert_eq!((&*gone.service_name, gone.executable_name(), &*gone.executable_path), ("curl", "curl", ""));
         assert_eq!(&*ProcessIdentity::named("").service_name, UNKNOWN_SERVICE);
+    }
+
+    #[test]
+    fn identities_are_shared_until_refreshed() {
+        let identities = Identities::default();
+        let pid = std::process::id();
+        let first = identities.get(pid, "comm");
+        assert!(Arc::ptr_eq(&first, &identities.get(pid, "other")), "cached");
+        let again = identities.refresh(pid, "comm");
+        assert!(!Arc::ptr_eq(&first, &again) && first == again, "read again, same process");
+        identities.forget(pid);
+        assert!(!Arc::ptr_eq(&again, &identities.get(pid, "comm")));
     }
 }

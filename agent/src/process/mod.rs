@@ -10,10 +10,11 @@ pub mod maps;
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use self::identity::{read_executable_path, ProcessIdentity};
+use self::identity::{Identities, ProcessIdentity};
 use crate::objects::{ObjectId, ObjectRegistry};
 
 /// How long an exited process's mappings are kept for samples still in the ring buffer.
@@ -42,7 +43,6 @@ struct Mapping {
 
 #[derive(Debug)]
 struct Process {
-    identity: ProcessIdentity,
     /// Sorted by `start`, non-overlapping.
     mappings: Vec<Mapping>,
     maps_read_at: Option<Instant>,
@@ -54,16 +54,23 @@ struct Process {
 #[derive(Debug, Default)]
 pub struct ProcessTable {
     processes: HashMap<u32, Process>,
+    /// Who each process is, shared with the network pipeline.
+    identities: Arc<Identities>,
     /// Times `/proc/PID/maps` was read.
     pub maps_reads: u64,
 }
 
 impl ProcessTable {
+    /// An empty table naming processes through `identities`.
+    pub fn new(identities: Arc<Identities>) -> Self {
+        ProcessTable { identities, ..Default::default() }
+    }
+
     /// A process has called `execve`: forget its old image and read the new one.
     pub fn on_exec(&mut self, pid: u32, comm: &str, objects: &mut ObjectRegistry) {
-        let process = self.processes.entry(pid).or_insert_with(|| Process::new(comm));
+        let process = self.processes.entry(pid).or_insert_with(Process::new);
         // A new program: its executable, and perhaps its environment (service name), changed.
-        process.identity = ProcessIdentity::read(pid, comm);
+        self.identities.refresh(pid, comm);
         process.mappings.clear();
         process.exited_at = None;
         process.read_maps(pid, objects);
@@ -73,9 +80,10 @@ impl ProcessTable {
     /// A process has called `execve` but its maps are not read now: forget the old image;
     /// the new one is read on its first sample.
     pub fn forget_image(&mut self, pid: u32, comm: &str) {
-        let process = self.processes.entry(pid).or_insert_with(|| Process::new(comm));
-        process.identity.name = comm.into();
-        process.identity.executable_path = read_executable_path(pid);
+        let process = self.processes.entry(pid).or_insert_with(Process::new);
+        // Read again when first needed (cheaper than now, in an exec storm).
+        self.identities.forget(pid);
+        let _ = comm;
         process.mappings.clear();
         process.maps_read_at = None;
         process.exited_at = None;
@@ -88,24 +96,15 @@ impl ProcessTable {
         }
     }
 
-    /// The process's name (`comm` of its main thread), read from `/proc` on first sight.
-    pub fn name(&mut self, pid: u32, fallback: &str) -> &str {
-        &self.entry(pid, fallback).identity.name
-    }
-
     /// Who process `pid` is (name, service, executable, container), read from `/proc` on
     /// first sight and again on exec.
-    pub fn identity(&mut self, pid: u32, fallback: &str) -> &ProcessIdentity {
-        &self.entry(pid, fallback).identity
-    }
-
-    fn entry(&mut self, pid: u32, fallback_name: &str) -> &mut Process {
-        self.processes.entry(pid).or_insert_with(|| Process::read(pid, fallback_name))
+    pub fn identity(&mut self, pid: u32, fallback: &str) -> Arc<ProcessIdentity> {
+        self.identities.get(pid, fallback)
     }
 
     /// Finds the mapping containing `address` in process `pid`, reading `/proc` as needed.
     pub fn resolve(&mut self, pid: u32, address: u64, objects: &mut ObjectRegistry) -> UserAddress {
-        let process = self.processes.entry(pid).or_insert_with(|| Process::read(pid, ""));
+        let process = self.processes.entry(pid).or_insert_with(Process::new);
         process.last_sample = Instant::now();
         if let Some(found) = process.find(address) {
             return found;
@@ -136,19 +135,13 @@ impl ProcessTable {
 }
 
 impl Process {
-    fn new(name: &str) -> Self {
+    fn new() -> Self {
         Process {
-            identity: ProcessIdentity::named(name),
             mappings: Vec::new(),
             maps_read_at: None,
             exited_at: None,
             last_sample: Instant::now(),
         }
-    }
-
-    /// A process seen for the first time: who it is, from `/proc`.
-    fn read(pid: u32, fallback_name: &str) -> Self {
-        Process { identity: ProcessIdentity::read(pid, fallback_name), ..Process::new(fallback_name) }
     }
 
     fn find(&self, address: u64) -> Option<UserAddress> {
