@@ -24,6 +24,17 @@ impl MapsEntry {
     }
 }
 
+/// A process's executable mappings as read at one moment, shared by the profile pipeline and
+/// the unwinder (one read serves both).
+pub type MapsSnapshot = std::sync::Arc<[MapsEntry]>;
+
+/// Reads `pid`'s executable mappings: the one place oxeye reads `/proc/PID/maps`. Paths need
+/// not be UTF-8; one odd file name must not hide the whole process.
+pub fn read_executable(pid: u32) -> std::io::Result<Vec<MapsEntry>> {
+    let bytes = std::fs::read(format!("/proc/{pid}/maps"))?;
+    Ok(parse_executable(&String::from_utf8_lossy(&bytes)))
+}
+
 /// Parses the executable mappings out of the text of `/proc/PID/maps`. Malformed lines are
 /// skipped.
 pub fn parse_executable(text: &str) -> Vec<MapsEntry> {

@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use self::identity::{Identities, ProcessIdentity};
+use self::{
+    identity::{Identities, ProcessIdentity},
+    maps::MapsSnapshot,
+};
 use crate::objects::{ObjectId, ObjectRegistry};
 
 /// How long an exited process's mappings are kept for samples still in the ring buffer.
@@ -66,15 +69,16 @@ impl ProcessTable {
         ProcessTable { identities, ..Default::default() }
     }
 
-    /// A process has called `execve`: forget its old image and read the new one.
-    pub fn on_exec(&mut self, pid: u32, comm: &str, objects: &mut ObjectRegistry) {
+    /// A process has called `execve`: forget its old image and read the new one. Returns the
+    /// mappings read, for the unwinder (`None` if the process is already gone).
+    pub fn on_exec(&mut self, pid: u32, comm: &str, objects: &mut ObjectRegistry) -> Option<MapsSnapshot> {
         let process = self.processes.entry(pid).or_insert_with(Process::new);
         // A new program: its executable, and perhaps its environment (service name), changed.
         self.identities.refresh(pid, comm);
         process.mappings.clear();
         process.exited_at = None;
-        process.read_maps(pid, objects);
         self.maps_reads += 1;
+        process.read_maps(pid, objects)
     }
 
     /// A process has called `execve` but its maps are not read now: forget the old image;
@@ -153,18 +157,16 @@ impl Process {
         })
     }
 
-    /// Replaces the mappings with what `/proc/PID/maps` says now; keeps the old ones if the
-    /// process is already gone.
-    fn read_maps(&mut self, pid: u32, objects: &mut ObjectRegistry) {
+    /// Replaces the mappings with what `/proc/PID/maps` says now, and returns them; keeps the
+    /// old ones if the process is already gone.
+    fn read_maps(&mut self, pid: u32, objects: &mut ObjectRegistry) -> Option<MapsSnapshot> {
         self.maps_read_at = Some(Instant::now());
-        // Paths need not be UTF-8; one odd file name must not hide the whole process.
-        let Ok(bytes) = std::fs::read(format!("/proc/{pid}/maps")) else { return };
-        let entries = maps::parse_executable(&String::from_utf8_lossy(&bytes));
+        let entries = maps::read_executable(pid).ok()?;
         if entries.is_empty() {
-            return; // exiting (mm already gone) or a kernel thread
+            return None; // exiting (mm already gone) or a kernel thread
         }
         self.mappings = entries
-            .into_iter()
+            .iter()
             .map(|e| Mapping {
                 start: e.start,
                 end: e.end,
@@ -179,6 +181,7 @@ impl Process {
             })
             .collect();
         self.mappings.sort_by_key(|m| m.start);
+        Some(entries.into())
     }
 }
 

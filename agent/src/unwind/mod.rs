@@ -32,6 +32,7 @@ use tracing::{debug, info};
 pub use mapped_array::MappedArray;
 use processes::{Outcome, ProcessMappings};
 use tables::TableStore;
+use crate::process::maps::{MapsEntry, MapsSnapshot};
 pub use tables::TableStats;
 
 /// Requests queued for the unwinder thread before new ones are dropped (and counted).
@@ -74,8 +75,9 @@ impl UnwindMaps {
 
 enum Request {
     Describe(u32),
-    /// A process exec'd: describe it now and again shortly.
-    Exec(u32),
+    /// A process exec'd: describe it now (from the mappings the process table read, if it
+    /// did) and again shortly.
+    Exec(u32, Option<MapsSnapshot>),
     Forget(u32),
 }
 
@@ -128,9 +130,9 @@ impl Unwinder {
         self.send(Request::Describe(pid));
     }
 
-    /// Tells the thread `pid` exec'd a new image.
-    pub fn exec(&self, pid: u32) {
-        self.send(Request::Exec(pid));
+    /// Tells the thread `pid` exec'd a new image, with its mappings if they were just read.
+    pub fn exec(&self, pid: u32, maps: Option<MapsSnapshot>) {
+        self.send(Request::Exec(pid, maps));
     }
 
     /// Tells the thread `pid` exited.
@@ -188,7 +190,7 @@ fn run(maps: UnwindMaps, initial: Vec<u32>, requests: Receiver<Request>, stats: 
     let mut worker = Worker { processes, stats: UnwindStats::default(), follow_ups: VecDeque::new() };
     let started = Instant::now();
     for pid in initial {
-        worker.describe(pid);
+        worker.describe(pid, None);
     }
     worker.stats.initial_load = Some(started.elapsed());
     worker.publish(&stats);
@@ -243,7 +245,7 @@ struct Worker {
 impl Worker {
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Exec(pid) => {
+            Request::Exec(pid, maps) => {
                 for delay in AFTER_EXEC {
                     if self.follow_ups.len() < MAX_FOLLOW_UPS {
                         self.follow_ups.push_back((Instant::now() + delay, pid));
@@ -251,9 +253,9 @@ impl Worker {
                         self.stats.dropped_follow_ups += 1;
                     }
                 }
-                self.describe(pid);
+                self.describe(pid, maps.as_deref());
             }
-            Request::Describe(pid) => self.describe(pid),
+            Request::Describe(pid) => self.describe(pid, None),
             Request::Forget(pid) => self.processes.forget(pid),
         }
     }
@@ -270,14 +272,14 @@ impl Worker {
         let (due, waiting): (VecDeque<_>, VecDeque<_>) = self.follow_ups.drain(..).partition(|(at, _)| *at <= now);
         self.follow_ups = waiting;
         for (_, pid) in due {
-            self.describe(pid);
+            self.describe(pid, None);
         }
     }
 
-    fn describe(&mut self, pid: u32) {
+    fn describe(&mut self, pid: u32, read: Option<&[MapsEntry]>) {
         let begun = Instant::now();
         let before = self.processes.tables.stats();
-        match self.processes.describe(pid) {
+        match self.processes.describe(pid, read) {
             Ok(Outcome::Updated) => {
                 self.stats.described += 1;
                 self.stats.slowest_describe = self.stats.slowest_describe.max(begun.elapsed());

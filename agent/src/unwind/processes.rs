@@ -16,7 +16,7 @@ use super::{
     mapped_array::MappedArray,
     tables::{FileBytes, TableKey, TableStore},
 };
-use crate::process::maps::{parse_executable, MapsEntry};
+use crate::process::maps::{read_executable, MapsEntry};
 
 /// Least time between two descriptions of one process (they are asked for on misses).
 const REDESCRIBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -71,13 +71,16 @@ impl ProcessMappings {
         self.extents.used()
     }
 
-    /// Reads `pid`'s executable mappings and writes them, with their tables, for the unwinder.
-    pub fn describe(&mut self, pid: u32) -> Result<Outcome> {
+    /// Writes `pid`'s executable mappings, with their tables, for the unwinder: those `read`
+    /// just now by the process table, else read from `/proc` here.
+    pub fn describe(&mut self, pid: u32, read: Option<&[MapsEntry]>) -> Result<Outcome> {
         if self.processes.get(&pid).is_some_and(|d| d.at.elapsed() < REDESCRIBE_INTERVAL) {
             return Ok(Outcome::Unchanged);
         }
-        let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).with_context(|| format!("cannot read /proc/{pid}/maps"))?;
-        let mut entries = parse_executable(&text);
+        let mut entries = match read {
+            Some(entries) => entries.to_vec(),
+            None => read_executable(pid).with_context(|| format!("cannot read /proc/{pid}/maps"))?,
+        };
         entries.sort_by_key(|entry| entry.start);
         entries.truncate(MAX_PROCESS_MAPPINGS as usize);
 
