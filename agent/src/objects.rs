@@ -1,7 +1,8 @@
 //! Executable files seen in sampled processes, and their symbols, loaded once per file.
 //!
-//! A file is identified by device, inode and modification time; once its ELF is read, files
-//! with the same build ID share one symbol table. Symbols are read the first time a sample
+//! A file is identified by its [`FileIdentity`] (device, inode, modification time, size: the
+//! unwind tables' key too); once its ELF is read, files with the same build ID share one
+//! symbol table. Symbols are read the first time a sample
 //! lands in the file, through `/proc/PID/map_files` (which works across mount namespaces and
 //! for deleted files) while the process is alive, falling back to the path. The vDSO is one
 //! more object, named `[vdso]`, whose symbols come from oxeye's own copy.
@@ -11,18 +12,21 @@ use std::{collections::HashMap, fs::File, io::Cursor, os::unix::fs::MetadataExt,
 use symbolizer::{build_id::BuildId, elf::ElfSymbols, file_id::FileId};
 use tracing::debug;
 
-use crate::symbols::Catalog;
+use crate::{
+    process::maps::{map_files_path, FileIdentity},
+    symbols::Catalog,
+};
 
 /// Index of an object in the [`ObjectRegistry`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId(pub u32);
 
-/// Identity of a file on the host.
+/// What an object is keyed by: a file's identity (the same key the unwind tables use), or
+/// the vDSO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileKey {
-    dev: u64,
-    inode: u64,
-    mtime_ns: i64,
+enum FileKey {
+    File(FileIdentity),
+    Vdso,
 }
 
 /// Symbols of one file, loaded on first use.
@@ -90,9 +94,11 @@ impl ObjectRegistry {
 
     /// Registers the file behind a mapping of process `pid`, or finds it if known.
     pub fn register(&mut self, pid: u32, start: u64, end: u64, dev: u64, inode: u64, path: &str) -> ObjectId {
-        let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+        let map_file = PathBuf::from(map_files_path(pid, start, end));
         let metadata = std::fs::metadata(&map_file).ok();
-        let key = FileKey { dev, inode, mtime_ns: metadata.as_ref().map_or(0, |m| m.mtime() * 1_000_000_000 + m.mtime_nsec()) };
+        // Without `map_files` (the process is gone), the device and inode `maps` showed.
+        let identity = metadata.as_ref().map_or(FileIdentity { dev, inode, mtime_ns: 0, size: 0 }, FileIdentity::of);
+        let key = FileKey::File(identity);
         if let Some(&id) = self.by_key.get(&key) {
             return id;
         }
@@ -117,7 +123,7 @@ impl ObjectRegistry {
     /// Registers the vDSO (the same image in every process), or finds it: its symbols are
     /// read from oxeye's own copy.
     pub fn register_vdso(&mut self) -> ObjectId {
-        let key = FileKey { dev: 0, inode: 0, mtime_ns: 0 };
+        let key = FileKey::Vdso;
         if let Some(&id) = self.by_key.get(&key) {
             return id;
         }

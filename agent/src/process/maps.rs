@@ -24,6 +24,40 @@ impl MapsEntry {
     }
 }
 
+/// Identity of a file on the host, from `stat`: an unchanged file has the same identity in
+/// every process, for the symbol registry and for the unwind tables alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub inode: u64,
+    /// Modification time, nanoseconds.
+    pub mtime_ns: i64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl FileIdentity {
+    /// The identity of the file `metadata` describes.
+    pub fn of(metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity { dev: metadata.dev(), inode: metadata.ino(), mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(), size: metadata.len() }
+    }
+
+    /// The identity of the file behind mapping `entry` of `pid`, through `map_files` (which
+    /// reaches files in other mount namespaces and deleted ones); `None` if it cannot be
+    /// reached.
+    pub fn of_mapping(pid: u32, entry: &MapsEntry) -> Option<Self> {
+        std::fs::metadata(map_files_path(pid, entry.start, entry.end)).ok().map(|metadata| FileIdentity::of(&metadata))
+    }
+}
+
+/// `/proc/PID/map_files/START-END`: the file behind one mapping.
+pub fn map_files_path(pid: u32, start: u64, end: u64) -> String {
+    format!("/proc/{pid}/map_files/{start:x}-{end:x}")
+}
+
 /// A process's executable mappings as read at one moment, shared by the profile pipeline and
 /// the unwinder (one read serves both).
 pub type MapsSnapshot = std::sync::Arc<[MapsEntry]>;

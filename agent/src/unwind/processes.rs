@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    os::unix::fs::MetadataExt,
     time::{Duration, Instant},
 };
 
@@ -16,7 +15,7 @@ use super::{
     mapped_array::MappedArray,
     tables::{FileBytes, TableKey, TableStore},
 };
-use crate::process::maps::{read_executable, MapsEntry};
+use crate::process::maps::{map_files_path, read_executable, FileIdentity, MapsEntry};
 
 /// Least time between two descriptions of one process (they are asked for on misses).
 const REDESCRIBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -92,7 +91,7 @@ impl ProcessMappings {
             if let Some(key) = key {
                 let table = self.tables.acquire(key, || match key {
                     TableKey::Vdso => crate::vdso::image().map(|image| FileBytes::Owned(image.to_vec())).context("no vDSO image"),
-                    TableKey::File { .. } => read_mapped_file(pid, entry),
+                    TableKey::File(_) => read_mapped_file(pid, entry),
                 });
                 if let (Some(rows), Some(vaddr)) = (table.rows, table.vaddr_of(entry.file_offset)) {
                     mapping.bias = entry.start.wrapping_sub(vaddr).wrapping_add(table.base);
@@ -161,25 +160,16 @@ impl ProcessMappings {
         if !entry.is_file() {
             return None; // anonymous code (JIT): frame pointers only
         }
-        let metadata = std::fs::metadata(map_files_path(pid, entry)).ok()?;
-        Some(TableKey::File {
-            dev: metadata.dev(),
-            inode: metadata.ino(),
-            mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(),
-            size: metadata.len(),
-        })
+        FileIdentity::of_mapping(pid, entry).map(TableKey::File)
     }
 }
 
-fn map_files_path(pid: u32, entry: &MapsEntry) -> String {
-    format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end)
-}
 
 /// Maps a file a process has mapped, through `map_files` (works across mount namespaces and
 /// for deleted files), falling back to the path inside the process's root.
 fn read_mapped_file(pid: u32, entry: &MapsEntry) -> Result<FileBytes> {
     let path = entry.path.strip_suffix(" (deleted)").unwrap_or(&entry.path);
-    let file = std::fs::File::open(map_files_path(pid, entry))
+    let file = std::fs::File::open(map_files_path(pid, entry.start, entry.end))
         .or_else(|_| std::fs::File::open(format!("/proc/{pid}/root{path}")))
         .with_context(|| format!("cannot open {path}"))?;
     // SAFETY: executables and libraries are replaced by rename, not rewritten in place; the

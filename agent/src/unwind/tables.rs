@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use crate::process::maps::FileIdentity;
+
 use agent_common::unwind::{UnwindEntry, UnwindRule};
 use anyhow::Result;
 use symbolizer::unwind::UnwindTable;
@@ -40,7 +42,7 @@ impl std::ops::Deref for FileBytes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TableKey {
     /// A file on the host.
-    File { dev: u64, inode: u64, mtime_ns: i64, size: u64 },
+    File(FileIdentity),
     /// The kernel's vDSO (the same image in every process).
     Vdso,
 }
@@ -243,7 +245,7 @@ mod tests {
     }
 
     fn key(inode: u64) -> TableKey {
-        TableKey::File { dev: 1, inode, mtime_ns: 0, size: 0 }
+        TableKey::File(FileIdentity { dev: 1, inode, mtime_ns: 0, size: 0 })
     }
 
     #[test]
