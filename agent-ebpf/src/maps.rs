@@ -16,8 +16,9 @@ use aya_ebpf::{
 /// - Records: [`agent_common::sampler::SampleRecord`] and [`agent_common::records::ProcessEvent`],
 ///   told apart by their first `u32` ([`agent_common::records::RecordKind`]).
 /// - Written by: `sampler` and `process_events`. Read by: the agent's event reader.
-/// - Size: set by user space at load time from samples per second × CPUs × record size, for
-///   about two seconds of slack (see `agent/src/bpf/sizing.rs`); this default is overridden.
+/// - Size: set by user space at load time from samples per second × CPUs × record size ×
+///   its drain interval, with headroom (see `agent/src/bpf/sizing.rs`); this default is
+///   overridden.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -25,7 +26,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 ///
 /// - Key: `Counter as u32`. Value: count since load.
 /// - Written by: every program. Read by: the agent, summed over CPUs, for its reports.
-/// - Size: fixed, [`Counter::COUNT`] entries.
+/// - Size: [`Counter::COUNT`] entries (user space sets the same at load time).
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 

@@ -64,7 +64,8 @@ pub static CONNECTIONS: LruHashMap<u64, Connection> = LruHashMap::with_max_entri
 /// - Key: `(tgid << 32) | fd`. Value: unused.
 /// - Written by: `payload` (after a descriptor turns out not to be a TCP socket). Removed by
 ///   `connections` on close, accept and connect of that descriptor.
-/// - Size: 32,768; LRU, so descriptors of exited processes age out.
+/// - Size: 32,768 at load time (one entry when network tracing is off; see
+///   `agent/src/bpf/sizing.rs`); LRU, so descriptors of exited processes age out.
 #[map]
 pub static NOT_SOCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(32_768, 0);
 
@@ -80,7 +81,8 @@ pub static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(
 ///
 /// - Key: `pid_tgid` of the calling thread. Value: [`PendingIo`] (40 bytes).
 /// - Written by the entry programs, read and removed by the exit programs.
-/// - Size: 16,384 threads in such a syscall at once. A plain hash (cheaper than LRU on this hot
+/// - Size: 16,384 threads in such a syscall at once, set at load time (one entry when network
+///   tracing is off; see `agent/src/bpf/sizing.rs`). A plain hash (cheaper than LRU on this hot
 ///   path): a thread's next syscall overwrites its entry, and one killed inside a syscall leaves
 ///   one 40-byte entry behind. A full map fails the insert, counted as
 ///   [`Counter::NetMapUpdateFailed`].

@@ -17,7 +17,7 @@ use agent_common::{
 };
 use aya_obj::{generated::bpf_map_type as map_type, Object, ProgramSection};
 
-use super::{hooks::TcpStateHook, network::HOOKS, BPF_OBJECT, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
+use super::{hooks::TcpStateHook, network::HOOKS, sizing::MapSizes, BPF_OBJECT, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
 
 /// `BPF_F_MMAPABLE`: user space memory-maps these arrays.
 const MMAPABLE: u32 = 1 << 10;
@@ -197,4 +197,11 @@ fn every_name_is_listed_once() {
         assert!(program_names.contains(&name), "user space loads no program {name}");
     }
     assert_eq!(program_names.len(), 18);
+}
+
+#[test]
+fn every_map_is_sized_in_one_place() {
+    let sized: Vec<&str> = MapSizes::decide(99, 2, 32 << 20, true, 1000).all().iter().map(|&(name, _)| name).collect();
+    let specs: Vec<&str> = map_specs().iter().map(|spec| spec.name).collect();
+    assert_eq!(sized, specs, "sizing::MapSizes::all sizes every map of the contract, once");
 }

@@ -56,7 +56,9 @@ pub struct ProbeConfig {
     pub trace_network: bool,
     /// Most connections tracked at once.
     pub max_connections: u32,
-    /// Bytes of the network events ring buffer.
+    /// Not read any more: `sizing` sizes `NET_EVENTS` from the CPU count. Kept until run.rs
+    /// stops setting it.
+    #[allow(dead_code)]
     pub net_ring_bytes: u32,
 }
 
@@ -94,33 +96,34 @@ impl Probes {
         raise_memlock_limit();
         ensure_tracefs()?;
         let cpus = aya::util::online_cpus().map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
-        let ring_bytes = sizing::ring_buffer_bytes(config.samples_per_second, cpus.len());
-        info!(cpus = cpus.len(), ring_buffer_kib = ring_bytes / 1024, "loading BPF programs");
         let sampler_config = SamplerConfig {
             target_pid: config.target_pid.unwrap_or(0),
             include_idle: u32::from(config.include_idle),
         };
         let unwind_config = registers::config(config.unwind_tables)
             .context("oxeye cannot unwind user stacks on this CPU architecture (x86-64 and arm64 only)")?;
-        let unwind_sizes = sizing::UnwindSizes::for_table_bytes(config.unwind_table_bytes);
         let net_config = if config.trace_network {
             network::config(config.target_pid).inspect_err(|error| warn!("network tracing is off: {error:#}")).ok()
         } else {
             None
         };
-        let connections = if net_config.is_some() { config.max_connections.max(1) } else { 1 };
-        let mut ebpf = EbpfLoader::new()
+        let sizes = sizing::MapSizes::decide(
+            config.samples_per_second,
+            cpus.len(),
+            config.unwind_table_bytes,
+            net_config.is_some(),
+            config.max_connections,
+        );
+        sizes.log();
+        let unwind_sizes = sizes.unwind;
+        let net_config_value = net_config.unwrap_or(NetConfig::DISABLED);
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(globals::SAMPLER_CONFIG, &sampler_config, true)
             .override_global(globals::UNWIND_CONFIG, &unwind_config, true)
-            .override_global(globals::NET_CONFIG, &net_config.unwrap_or(NetConfig::DISABLED), true)
-            .map_max_entries(maps::NET_EVENTS, if net_config.is_some() { config.net_ring_bytes } else { 4096 })
-            .map_max_entries(maps::CONNECTIONS, connections)
-            .map_max_entries(maps::SOCKETS, connections)
-            .map_max_entries(maps::EVENTS, ring_bytes)
-            .map_max_entries(maps::UNWIND_ROWS, unwind_sizes.rows)
-            .map_max_entries(maps::UNWIND_RULES, unwind_sizes.rules)
-            .map_max_entries(maps::EXEC_MAPPINGS, unwind_sizes.mappings)
-            .map_max_entries(maps::PROCESS_MAPPINGS, unwind_sizes.processes)
+            .override_global(globals::NET_CONFIG, &net_config_value, true);
+        sizes.apply(&mut loader);
+        let mut ebpf = loader
             .load(BPF_OBJECT)
             .context("cannot load oxeye's BPF programs (needs Linux 5.15 or later with BTF and BPF ring buffers)")?;
 
