@@ -1,75 +1,95 @@
-//! Per-CPU event counters kept by the BPF programs: every dropped or skipped sample is counted
-//! under one of these reasons, so user space can report exactly what was lost.
+//! Per-CPU event counters kept by the BPF programs: every dropped or skipped sample, and every
+//! failed read or map update on the network path, is counted under one of these reasons, so
+//! user space can report exactly what was lost.
 
-/// Index into the `COUNTERS` per-CPU array. Each slot holds a `u64`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// perf_event program invocations (one per timer tick per CPU).
-    SamplesTaken = 0,
-    /// Samples that landed in the idle task and were skipped (`--include-idle` keeps them).
-    IdleSkipped = 1,
-    /// Samples of processes other than the `--pid` target.
-    FilteredOut = 2,
-    /// Samples lost because the ring buffer was full.
-    SampleRingFull = 3,
-    /// Samples sent to user space.
-    SamplesSent = 4,
-    /// `bpf_get_stack` failed for the kernel stack (the sample is still sent, without it).
-    KernelStackError = 5,
-    /// The user stack could not be walked (the sample is still sent, without it).
-    UserStackError = 6,
-    /// Process exec/exit events lost because the ring buffer was full.
-    ProcessEventRingFull = 7,
-    /// Samples of processes the unwinder had no mappings for yet (walked with frame pointers).
-    UnwindUnknownProcess = 8,
-    /// The unwinder's tail call failed (the sample is sent with the frames found so far).
-    UnwindTailCallFailed = 9,
-    /// Network records (connections, payloads) lost because `NET_EVENTS` was full.
-    NetRingFull = 10,
-    /// Payload records sent to user space.
-    PayloadsSent = 11,
-    /// Connections that could not be tracked: their socket could not be read.
-    SocketReadFailed = 12,
+/// Defines [`Counter`] from one list of `index Variant => "name"`, each with its doc: the
+/// enum, [`Counter::COUNT`], [`Counter::ALL`] and [`Counter::name`] cannot disagree.
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $index:literal $variant:ident => $name:literal,)*) => {
+        /// Index into the `COUNTERS` per-CPU array. Each slot holds a `u64`.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter {
+            $($(#[doc = $doc])* $variant = $index,)*
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: [Counter; Self::COUNT as usize] = [$(Counter::$variant,)*];
+
+            /// Number of counters: the `COUNTERS` array's size.
+            pub const COUNT: u32 = [$($index,)*].len() as u32;
+
+            /// A short snake_case name for logs and summaries.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl Counter {
-    /// Number of counters: the `COUNTERS` array's size.
-    pub const COUNT: u32 = 13;
+counters! {
+    /// perf_event program invocations (one per timer tick per CPU).
+    0 SamplesTaken => "samples_taken",
+    /// Samples that landed in the idle task and were skipped (`--include-idle` keeps them).
+    1 IdleSkipped => "idle_skipped",
+    /// Samples of processes other than the `--pid` target.
+    2 FilteredOut => "filtered_out",
+    /// Samples lost because the ring buffer was full.
+    3 SampleRingFull => "sample_ring_full",
+    /// Samples sent to user space.
+    4 SamplesSent => "samples_sent",
+    /// `bpf_get_stack` failed for the kernel stack (the sample is still sent, without it).
+    5 KernelStackError => "kernel_stack_error",
+    /// The user-stack walk stopped on an error ([`crate::unwind::StackEnd::is_error`]): the
+    /// sample is still sent, with the frames found so far and the reason in its header.
+    6 UserStackError => "user_stack_error",
+    /// Process exec/exit events lost because the ring buffer was full.
+    7 ProcessEventRingFull => "process_event_ring_full",
+    /// Samples of processes the unwinder had no mappings for yet (walked with frame pointers).
+    8 UnwindUnknownProcess => "unwind_unknown_process",
+    /// The unwinder's tail call failed (the sample is sent with the frames found so far).
+    9 UnwindTailCallFailed => "unwind_tail_call_failed",
+    /// Network records (connections, payloads) lost because `NET_EVENTS` was full.
+    10 NetRingFull => "net_ring_full",
+    /// Payload records sent to user space.
+    11 PayloadsSent => "payloads_sent",
+    /// Connections that could not be tracked: their socket could not be read.
+    12 SocketReadFailed => "socket_read_failed",
+    /// Reads of a process's memory on the network path that failed (a `msghdr`, an iovec, a
+    /// payload's first bytes): that payload is not captured.
+    13 NetUserReadFailed => "net_user_read_failed",
+    /// Reads of kernel memory on the network path that failed (the file table, a socket, TCP
+    /// statistics at close, which then read as 0).
+    14 NetKernelReadFailed => "net_kernel_read_failed",
+    /// Inserts into a network map that failed (`CONNECTIONS`, `SOCKETS`, `NOT_SOCKETS`,
+    /// `PENDING_IO`; the LRU maps evict instead, so mostly `PENDING_IO` being full): that
+    /// connection or syscall is not traced.
+    15 NetMapUpdateFailed => "net_map_update_failed",
+}
 
-    /// Every counter, in index order.
-    pub const ALL: [Counter; Self::COUNT as usize] = [
-        Counter::SamplesTaken,
-        Counter::IdleSkipped,
-        Counter::FilteredOut,
-        Counter::SampleRingFull,
-        Counter::SamplesSent,
-        Counter::KernelStackError,
-        Counter::UserStackError,
-        Counter::ProcessEventRingFull,
-        Counter::UnwindUnknownProcess,
-        Counter::UnwindTailCallFailed,
-        Counter::NetRingFull,
-        Counter::PayloadsSent,
-        Counter::SocketReadFailed,
-    ];
+// Each counter's index is its place in the list, so `ALL[i] as usize == i` indexes arrays.
+const _: () = {
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(Counter::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
-    /// A short snake_case name for logs and summaries.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::SamplesTaken => "samples_taken",
-            Counter::IdleSkipped => "idle_skipped",
-            Counter::FilteredOut => "filtered_out",
-            Counter::SampleRingFull => "sample_ring_full",
-            Counter::SamplesSent => "samples_sent",
-            Counter::KernelStackError => "kernel_stack_error",
-            Counter::UserStackError => "user_stack_error",
-            Counter::ProcessEventRingFull => "process_event_ring_full",
-            Counter::UnwindUnknownProcess => "unwind_unknown_process",
-            Counter::UnwindTailCallFailed => "unwind_tail_call_failed",
-            Counter::NetRingFull => "net_ring_full",
-            Counter::PayloadsSent => "payloads_sent",
-            Counter::SocketReadFailed => "socket_read_failed",
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        for (i, a) in Counter::ALL.iter().enumerate() {
+            assert!(a.name().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{}", a.name());
+            assert!(Counter::ALL[..i].iter().all(|b| b.name() != a.name()), "{} twice", a.name());
         }
+        assert_eq!(Counter::SocketReadFailed.name(), "socket_read_failed");
+        assert_eq!(Counter::COUNT, 16);
     }
 }

@@ -6,9 +6,11 @@
 #![deny(missing_docs)]
 
 pub mod counters;
+pub mod names;
 pub mod net;
 pub mod records;
 pub mod sampler;
+pub mod tracepoints;
 pub mod unwind;
 
 /// Implements `aya::Pod` for plain-data types when built for user space.

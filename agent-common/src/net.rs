@@ -139,8 +139,12 @@ pub struct PendingIo {
     pub requested: u32,
     /// `bpf_ktime_get_ns()` at entry.
     pub entered_ns: u64,
+    /// Number of iovecs at `buf` when `vectored` is 1 (capped at `u32::MAX`).
+    pub iovecs: u32,
+    /// Padding.
+    pub reserved: u32,
 }
-const _: () = assert!(core::mem::size_of::<PendingIo>() == 32);
+const _: () = assert!(core::mem::size_of::<PendingIo>() == 40);
 
 impl PendingIo {
     /// `direction` of a pending `connect`.

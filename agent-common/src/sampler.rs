@@ -62,9 +62,9 @@ pub struct SampleRecord {
 const _: () = assert!(core::mem::size_of::<SampleRecord>() == 56 + 8 * MAX_FRAMES);
 
 impl SampleRecord {
-    /// Bytes of the record that carry data: the header and the frames in use.
-    pub const fn used_bytes(kernel_frames: u32, user_frames: u32) -> usize {
-        core::mem::size_of::<SampleHeader>() + 8 * (kernel_frames as usize + user_frames as usize)
+    /// Bytes of the record that carry data, all that is sent: the header and `frames` frames.
+    pub const fn used_bytes(frames: usize) -> usize {
+        core::mem::size_of::<SampleHeader>() + 8 * frames
     }
 }
 crate::impl_pod!(SampleRecord);

@@ -14,9 +14,15 @@ pub const MAX_PROCESS_MAPPINGS: u32 = 512;
 /// Most rows one file's table may have (bounds the BPF binary search: 2^22 rows).
 pub const MAX_FILE_ROWS: u32 = 1 << 22;
 /// Binary-search steps that cover [`MAX_FILE_ROWS`] rows.
-pub const ROW_SEARCH_STEPS: u32 = 23;
+pub const ROW_SEARCH_STEPS: u32 = search_steps(MAX_FILE_ROWS);
 /// Binary-search steps that cover [`MAX_PROCESS_MAPPINGS`] mappings.
-pub const MAPPING_SEARCH_STEPS: u32 = 10;
+pub const MAPPING_SEARCH_STEPS: u32 = search_steps(MAX_PROCESS_MAPPINGS);
+
+/// Steps of the BPF binary search (each keeps `len - len / 2` candidates) that bring `len`
+/// candidates down to one: `ceil(log2(len))`.
+pub const fn search_steps(len: u32) -> u32 {
+    if len <= 1 { 0 } else { u32::BITS - (len - 1).leading_zeros() }
+}
 
 /// How to compute the canonical frame address (`UnwindEntry::cfa_kind`).
 pub mod cfa {
@@ -207,6 +213,12 @@ impl StackEnd {
         }
     }
 
+    /// Whether the walk stopped on an error (counted as `Counter::UserStackError`), rather than
+    /// at the outermost frame, at the depth limit, or with no user stack to walk.
+    pub const fn is_error(self) -> bool {
+        !matches!(self, StackEnd::Complete | StackEnd::DepthLimit | StackEnd::NoUserRegisters)
+    }
+
     /// A short description for the error frame.
     pub const fn describe(self) -> &'static str {
         match self {
@@ -224,3 +236,28 @@ impl StackEnd {
 /// `SampleHeader::flags`: a PC fell outside every mapping user space described for the
 /// process (new libraries were mapped since): user space should describe it again.
 pub const FLAG_UNKNOWN_MAPPING: u32 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the BPF search's halving; returns the steps it takes to reach one candidate.
+    fn halvings(mut len: u32) -> u32 {
+        let mut steps = 0;
+        while len > 1 {
+            len -= len / 2;
+            steps += 1;
+        }
+        steps
+    }
+
+    #[test]
+    fn search_steps_cover_the_largest_tables() {
+        assert_eq!(ROW_SEARCH_STEPS, halvings(MAX_FILE_ROWS));
+        assert_eq!(MAPPING_SEARCH_STEPS, halvings(MAX_PROCESS_MAPPINGS));
+        assert_eq!((ROW_SEARCH_STEPS, MAPPING_SEARCH_STEPS), (22, 9));
+        for len in [1, 2, 3, 4, 5, 511, 512, 513, 1000, (1 << 22) - 1] {
+            assert_eq!(search_steps(len), halvings(len), "{len}");
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use agent_common::{
     counters::Counter,
-    sampler::{SampleHeader, SampleRecord, MAX_FRAMES},
+    sampler::{SampleRecord, MAX_FRAMES},
     unwind::{ExecMapping, MappingRange, UnwindEntry, UnwindRule},
 };
 use aya_ebpf::{
@@ -16,8 +16,9 @@ use aya_ebpf::{
 /// - Records: [`agent_common::sampler::SampleRecord`] and [`agent_common::records::ProcessEvent`],
 ///   told apart by their first `u32` ([`agent_common::records::RecordKind`]).
 /// - Written by: `sampler` and `process_events`. Read by: the agent's event reader.
-/// - Size: set by user space at load time from samples per second × CPUs × record size, for
-///   about two seconds of slack (see `agent/src/bpf/sizing.rs`); this default is overridden.
+/// - Size: set by user space at load time from samples per second × CPUs × record size ×
+///   its drain interval, with headroom (see `agent/src/bpf/sizing.rs`); this default is
+///   overridden.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -25,15 +26,23 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 ///
 /// - Key: `Counter as u32`. Value: count since load.
 /// - Written by: every program. Read by: the agent, summed over CPUs, for its reports.
-/// - Size: fixed, [`Counter::COUNT`] entries.
+/// - Size: [`Counter::COUNT`] entries (user space sets the same at load time).
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 /// Adds one to `counter` on this CPU.
+///
+/// Kprobe, tracepoint and perf_event programs run under the kernel's per-CPU
+/// `bpf_prog_active` guard, so none starts on a CPU while another runs there (it is skipped).
+/// An fentry program is not under that guard: the sampler's timer interrupt may land in the
+/// middle of one, and both may count. The increment is then a plain read-modify-write that the
+/// interrupt can split, losing one count; that is the worst case, and a tolerable one for a
+/// diagnostic counter (the BPF target has no atomic add that stable Rust can emit).
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot; programs on one CPU do not preempt each other.
+        // SAFETY: a valid, aligned pointer into this CPU's map value, which lives as long as
+        // the map; see above for who else may write it.
         unsafe { *slot += 1 };
     }
 }
@@ -43,6 +52,12 @@ pub fn count(counter: Counter) {
 ///
 /// - Key: 0. Value: [`Scratch`]. Written and read by `sampler` and `unwinder` only.
 /// - Size: one entry per CPU.
+///
+/// Nothing else on the CPU can write it while a sample is built: both programs are perf_event
+/// programs, which run under the kernel's per-CPU `bpf_prog_active` guard (another perf_event,
+/// kprobe or tracepoint program that would start on this CPU meanwhile is skipped), and a
+/// tail call continues the same run. No other program uses this map (the network programs
+/// have their own, `PAYLOAD_SCRATCH`, and fentry programs use none).
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
@@ -128,7 +143,7 @@ pub fn submit(record: &SampleRecord) {
     if frames > MAX_FRAMES {
         return;
     }
-    let len = core::mem::size_of::<SampleHeader>() + 8 * frames;
+    let len = SampleRecord::used_bytes(frames);
     // SAFETY: `len` is within the record, which is plain data.
     let bytes = unsafe { core::slice::from_raw_parts((record as *const SampleRecord).cast::<u8>(), len) };
     // User space drains on a timer: no wake-up per sample.

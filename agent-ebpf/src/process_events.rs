@@ -49,6 +49,7 @@ fn send(kind: RecordKind, pid: u32) {
     let event = ProcessEvent {
         kind: kind as u32,
         pid,
+        // SAFETY: a helper with no arguments and no memory access.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };

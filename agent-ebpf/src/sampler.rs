@@ -45,14 +45,17 @@ pub fn oxeye_sample(ctx: PerfEventContext) -> u32 {
         return 0;
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
-    // SAFETY: this CPU's scratch entry; programs on one CPU do not preempt each other.
+    // SAFETY: this CPU's scratch entry, which no other program touches while this one and the
+    // unwinder it tail-calls run (see `SCRATCH`).
     let scratch = unsafe { &mut *scratch };
     let record = &mut scratch.record;
     let header = &mut record.header;
     header.kind = RecordKind::Sample as u32;
+    // SAFETY: helpers with no arguments and no memory access.
     header.cpu = unsafe { bpf_get_smp_processor_id() };
     header.pid = pid;
     header.tid = tid;
+    // SAFETY: as above.
     header.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     header.user_frame_count = 0;

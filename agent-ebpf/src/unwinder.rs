@@ -142,7 +142,8 @@ fn user_registers(config: &UnwindConfig, scratch: &mut Scratch) -> Result<(), St
 #[perf_event]
 pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
-    // SAFETY: this CPU's scratch entry; programs on one CPU do not preempt each other.
+    // SAFETY: this CPU's scratch entry, which no other program touches while the sampler and
+    // this chain of tail calls run (see `SCRATCH`).
     let scratch = unsafe { &mut *scratch };
     let config = UNWIND_CONFIG.load();
     if scratch.tail_calls == 0 {
@@ -163,6 +164,9 @@ pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
     }
     for _ in 0..FRAMES_PER_PROGRAM {
         if let Err(end) = step(scratch, &config) {
+            if end.is_error() {
+                count(Counter::UserStackError);
+            }
             scratch.record.header.user_stack_end = end as u32;
             submit(&scratch.record);
             return 0;

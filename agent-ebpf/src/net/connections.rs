@@ -12,11 +12,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::{config, connection_key, field, send, socket, traced, CONNECTIONS, NOT_SOCKETS, PENDING_IO, SOCKETS};
+use agent_common::tracepoints::SYSCALL_ARG0 as ARG0;
+
+use super::{check_insert, config, connection_key, field, send, socket, traced, CONNECTIONS, NOT_SOCKETS, PENDING_IO, SOCKETS};
 use crate::maps::count;
 
-/// Offset of the first argument in a `sys_enter_*` record, and of `ret` in `sys_exit_*`.
-pub const ARG0: usize = 16;
 /// `EINPROGRESS`: a non-blocking `connect` that has sent its SYN.
 const EINPROGRESS: i64 = 115;
 
@@ -41,8 +41,9 @@ pub fn oxeye_connect_enter(ctx: TracePointContext) -> u32 {
     }
     // SAFETY: the first argument of connect(2) is the descriptor.
     let fd: u64 = unsafe { field(&ctx, ARG0) };
-    let pending = PendingIo { fd: fd as u32, direction: PendingIo::CONNECT, buf: 0, vectored: 0, requested: 0, entered_ns: 0 };
-    let _ = PENDING_IO.insert(pid_tgid, pending, 0);
+    let pending =
+        PendingIo { fd: fd as u32, direction: PendingIo::CONNECT, buf: 0, vectored: 0, requested: 0, entered_ns: 0, iovecs: 0, reserved: 0 };
+    check_insert(PENDING_IO.insert(pid_tgid, pending, 0));
     0
 }
 
@@ -91,7 +92,7 @@ pub fn discover(config: &NetConfig, tgid: u32, fd: u32) -> bool {
     }
     let found = socket::tcp_sock_of_fd(&config.offsets, fd).and_then(|sock| Some((sock, socket::addrs(&config.offsets, sock)?)));
     let Some((sock, addrs)) = found else {
-        let _ = NOT_SOCKETS.insert(key, 0, 0);
+        check_insert(NOT_SOCKETS.insert(key, 0, 0));
         return false;
     };
     // A socket another process opened under oxeye (a server that accepts, then forks a child
@@ -100,9 +101,9 @@ pub fn discover(config: &NetConfig, tgid: u32, fd: u32) -> bool {
     // SAFETY: the value is copied out at once.
     let (role, opened_ns) = unsafe { SOCKETS.get(&sock) }.map_or((role::UNKNOWN, 0), |owner| (owner.role, owner.opened_ns));
     let connection = Connection { sock, addrs, role, protocol: protocol::UNKNOWN, continues: 0, misses: 0 };
-    let _ = CONNECTIONS.insert(key, connection, 0);
+    check_insert(CONNECTIONS.insert(key, connection, 0));
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    let _ = SOCKETS.insert(sock, SocketOwner { pid: tgid, role, opened_ns, comm, addrs }, 0);
+    check_insert(SOCKETS.insert(sock, SocketOwner { pid: tgid, role, opened_ns, comm, addrs }, 0));
     true
 }
 
@@ -121,10 +122,11 @@ fn track(fd: u32, role: u32) {
     };
     let connection = Connection { sock, addrs, role, protocol: protocol::UNKNOWN, continues: 0, misses: 0 };
     let key = connection_key(tgid, fd);
-    let _ = CONNECTIONS.insert(key, connection, 0);
+    check_insert(CONNECTIONS.insert(key, connection, 0));
     let _ = NOT_SOCKETS.remove(key);
+    // SAFETY: a helper with no arguments and no memory access.
     let now = unsafe { bpf_ktime_get_ns() };
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    let _ = SOCKETS.insert(sock, SocketOwner { pid: tgid, role, opened_ns: now, comm, addrs }, 0);
+    check_insert(SOCKETS.insert(sock, SocketOwner { pid: tgid, role, opened_ns: now, comm, addrs }, 0));
     send(&TcpOpenEvent { kind: RecordKind::TcpOpen as u32, pid: tgid, timestamp_ns: now, sock, addrs, role, fd, comm });
 }

@@ -43,13 +43,14 @@ pub static NET_CONFIG: Global<NetConfig> = Global::new(NetConfig::DISABLED);
 /// - Records: [`agent_common::net::TcpOpenEvent`], [`agent_common::net::TcpCloseEvent`] and
 ///   [`agent_common::net::PayloadHeader`] + data, told apart by their first `u32`.
 /// - Written by: every network program. Read by: the agent's network tracker.
-/// - Size: set by user space at load time (`--net-ring-mb`); this default is overridden.
+/// - Size: set by user space at load time (see `agent/src/bpf/sizing.rs`); this default is
+///   overridden.
 #[map]
 pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// Connections being tracked.
 ///
-/// - Key: `(tgid << 32) | fd`. Value: [`Connection`] (56 bytes).
+/// - Key: `(tgid << 32) | fd`. Value: [`Connection`] (64 bytes).
 /// - Written by: `connections` (insert on accept/connect, remove on close) and `payload`
 ///   (the protocol, learnt from the first payload). Read by: `payload`.
 /// - Size: `--max-connections` at load time. LRU: connections of processes that exit without
@@ -63,7 +64,8 @@ pub static CONNECTIONS: LruHashMap<u64, Connection> = LruHashMap::with_max_entri
 /// - Key: `(tgid << 32) | fd`. Value: unused.
 /// - Written by: `payload` (after a descriptor turns out not to be a TCP socket). Removed by
 ///   `connections` on close, accept and connect of that descriptor.
-/// - Size: 32,768; LRU, so descriptors of exited processes age out.
+/// - Size: 32,768 at load time (one entry when network tracing is off; see
+///   `agent/src/bpf/sizing.rs`); LRU, so descriptors of exited processes age out.
 #[map]
 pub static NOT_SOCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(32_768, 0);
 
@@ -77,17 +79,22 @@ pub static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(
 
 /// Syscalls on tracked sockets between their entry and their exit.
 ///
-/// - Key: `pid_tgid` of the calling thread. Value: [`PendingIo`] (32 bytes).
+/// - Key: `pid_tgid` of the calling thread. Value: [`PendingIo`] (40 bytes).
 /// - Written by the entry programs, read and removed by the exit programs.
-/// - Size: 16,384 threads in such a syscall at once. A plain hash (cheaper than LRU on this hot
+/// - Size: 16,384 threads in such a syscall at once, set at load time (one entry when network
+///   tracing is off; see `agent/src/bpf/sizing.rs`). A plain hash (cheaper than LRU on this hot
 ///   path): a thread's next syscall overwrites its entry, and one killed inside a syscall leaves
-///   one 32-byte entry behind.
+///   one 40-byte entry behind. A full map fails the insert, counted as
+///   [`Counter::NetMapUpdateFailed`].
 #[map]
 pub static PENDING_IO: HashMap<u64, PendingIo> = HashMap::with_max_entries(16_384, 0);
 
 /// The payload record being built on this CPU (too big for the BPF stack).
 ///
-/// - Key: 0. Value: [`PayloadRecord`] (96 + 8,192 bytes). One entry per CPU.
+/// - Key: 0. Value: [`PayloadRecord`] (112 + 8,192 bytes). One entry per CPU.
+/// - Written and read by `payload`'s exit program only, a tracepoint program: the kernel's
+///   per-CPU `bpf_prog_active` guard keeps any other tracepoint, kprobe or perf_event program
+///   from starting on this CPU while it runs, so the record cannot be overwritten midway.
 #[map]
 pub static PAYLOAD_SCRATCH: PerCpuArray<PayloadRecord> = PerCpuArray::with_max_entries(1, 0);
 
@@ -99,6 +106,7 @@ pub static PAYLOAD_SCRATCH: PerCpuArray<PayloadRecord> = PerCpuArray::with_max_e
 /// `offset` must be a field of the record, aligned for `T`.
 #[inline(always)]
 pub unsafe fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: the caller names a field inside the record the context points to.
     unsafe { core::ptr::read_volatile(ctx.as_ptr().add(offset).cast::<T>()) }
 }
 
@@ -118,6 +126,14 @@ pub fn traced(config: &NetConfig, tgid: u32) -> bool {
 #[inline(always)]
 pub fn connection_key(tgid: u32, fd: u32) -> u64 {
     ((tgid as u64) << 32) | fd as u64
+}
+
+/// Counts a failed insert into a network map (the connection or syscall is then not traced).
+#[inline(always)]
+pub fn check_insert<E>(result: Result<(), E>) {
+    if result.is_err() {
+        count(Counter::NetMapUpdateFailed);
+    }
 }
 
 /// Sends a fixed-size record; user space drains on a timer, so no wake-up.

@@ -17,7 +17,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::{config, connection_key, connections::{self, ARG0}, field, traced, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
+use agent_common::tracepoints::{SYSCALL_ARG0 as ARG0, SYSCALL_ARG_BYTES};
+
+use super::{check_insert, config, connection_key, connections, field, traced, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
 use crate::maps::count;
 
 /// Where a syscall's data is.
@@ -31,8 +33,14 @@ enum Buffer {
     Message,
 }
 
-/// Offset of `msg_iov` in `struct msghdr` (user ABI, same on x86-64 and arm64).
+/// Offset of `msg_iov` in `struct msghdr`, followed by `msg_iovlen` (user ABI, same on x86-64
+/// and arm64).
 const MSGHDR_IOV: u64 = 16;
+/// Bytes of a `struct iovec` (base, length).
+const IOVEC_BYTES: u64 = 16;
+/// Iovecs looked at for the first one with room: a process may lead with empty ones (a
+/// zero-length header buffer), which the kernel skips and so must the copy.
+const MAX_IOVECS: u32 = 4;
 
 /// `read`, `recvfrom` entry.
 #[tracepoint]
@@ -93,7 +101,8 @@ fn enter(ctx: &TracePointContext, direction: u32, buffer: Buffer) {
     }
     // SAFETY: every syscall here takes the descriptor first, the buffer second, and (plain
     // ones) its length third.
-    let (fd, arg1, arg2): (u64, u64, u64) = unsafe { (field(ctx, ARG0), field(ctx, ARG0 + 8), field(ctx, ARG0 + 16)) };
+    let (fd, arg1, arg2): (u64, u64, u64) =
+        unsafe { (field(ctx, ARG0), field(ctx, ARG0 + SYSCALL_ARG_BYTES), field(ctx, ARG0 + 2 * SYSCALL_ARG_BYTES)) };
     let key = connection_key(tgid, fd as u32);
     let connection = match CONNECTIONS.get_ptr(key) {
         Some(connection) => connection,
@@ -107,17 +116,23 @@ fn enter(ctx: &TracePointContext, direction: u32, buffer: Buffer) {
     if unsafe { (*connection).protocol } == protocol::OTHER {
         return;
     }
-    let (buf, vectored, requested) = match buffer {
-        Buffer::Plain => (arg1, 0, arg2.min(u32::MAX as u64) as u32),
-        Buffer::Vector => (arg1, 1, 0),
+    let capped = |n: u64| n.min(u32::MAX as u64) as u32;
+    let (buf, vectored, requested, iovecs) = match buffer {
+        Buffer::Plain => (arg1, 0, capped(arg2), 0),
+        Buffer::Vector => (arg1, 1, 0, capped(arg2)),
         // SAFETY: a user pointer; a bad one is an error, not a fault.
-        Buffer::Message => match unsafe { bpf_probe_read_user((arg1 + MSGHDR_IOV) as *const u64) } {
-            Ok(iov) => (iov, 1, 0),
-            Err(_) => return,
+        Buffer::Message => match unsafe { bpf_probe_read_user((arg1 + MSGHDR_IOV) as *const [u64; 2]) } {
+            Ok([iov, iovlen]) => (iov, 1, 0, capped(iovlen)),
+            Err(_) => {
+                count(Counter::NetUserReadFailed);
+                return;
+            }
         },
     };
-    let pending = PendingIo { fd: fd as u32, direction, buf, vectored, requested, entered_ns: unsafe { bpf_ktime_get_ns() } };
-    let _ = PENDING_IO.insert(pid_tgid, pending, 0);
+    // SAFETY: a helper with no arguments and no memory access.
+    let entered_ns = unsafe { bpf_ktime_get_ns() };
+    let pending = PendingIo { fd: fd as u32, direction, buf, vectored, requested, entered_ns, iovecs, reserved: 0 };
+    check_insert(PENDING_IO.insert(pid_tgid, pending, 0));
 }
 
 #[inline(always)]
@@ -133,9 +148,8 @@ fn exit(ctx: &TracePointContext) {
         return;
     }
     let (data, available, filled) = if pending.vectored != 0 {
-        // Only the first iovec is looked at: it holds the request or status line.
-        // SAFETY: a user pointer; a bad one is an error, not a fault.
-        let Ok(iov) = (unsafe { bpf_probe_read_user(pending.buf as *const [u64; 2]) }) else { return };
+        // Only the first iovec with room is looked at: it holds the request or status line.
+        let Some(iov) = first_iovec_with_room(pending.buf, pending.iovecs) else { return };
         (iov[0], iov[1].min(moved as u64), moved as u64 >= iov[1])
     } else {
         (pending.buf, moved as u64, moved as u64 >= pending.requested as u64)
@@ -154,7 +168,10 @@ fn exit(ctx: &TracePointContext) {
         // SAFETY: a user pointer; a bad one is an error, not a fault.
         match unsafe { bpf_probe_read_user(data as *const [u8; PREFIX_BYTES]) } {
             Ok(prefix) => prefix,
-            Err(_) => return,
+            Err(_) => {
+                count(Counter::NetUserReadFailed);
+                return;
+            }
         }
     } else if continuation {
         [0; PREFIX_BYTES]
@@ -181,16 +198,22 @@ fn exit(ctx: &TracePointContext) {
         return;
     }
     let Some(record) = PAYLOAD_SCRATCH.get_ptr_mut(0) else { return };
-    // SAFETY: this CPU's scratch slot; programs on one CPU do not preempt each other.
+    // SAFETY: this CPU's scratch slot, which nothing else writes while this program runs (see
+    // `PAYLOAD_SCRATCH`).
     let record = unsafe { &mut *record };
     let limit = if http && is_response_prefix(&prefix) { RESPONSE_CAPTURE_BYTES } else { CAPTURE_BYTES } as u64;
+    // `available` is not 0 here (a syscall that moved nothing returned above, and empty iovecs
+    // are skipped), but should it be, nothing is copied: `- 1` must not wrap to 8 KiB.
+    let Some(last) = (available.min(limit) as u32).checked_sub(1) else { return };
     // In [1, CAPTURE_BYTES], in a form the verifier can bound.
-    let captured = ((available.min(limit) as u32 - 1) & (CAPTURE_BYTES as u32 - 1)) + 1;
+    let captured = (last & (CAPTURE_BYTES as u32 - 1)) + 1;
     // SAFETY: `captured` bytes fit in `data`; the source is a user pointer checked by the helper.
     let copied = unsafe { generated::bpf_probe_read_user(record.data.as_mut_ptr().cast(), captured, data as *const _) };
     if copied != 0 {
+        count(Counter::NetUserReadFailed);
         return;
     }
+    // SAFETY: a helper with no arguments and no memory access.
     let now = unsafe { bpf_ktime_get_ns() };
     record.header = PayloadHeader {
         kind: RecordKind::Payload as u32,
@@ -217,4 +240,23 @@ fn exit(ctx: &TracePointContext) {
     } else {
         count(Counter::PayloadsSent);
     }
+}
+
+/// The first of the `len` iovecs at `iovecs` that has room (base, length): empty ones take
+/// no bytes, so the syscall's data starts there. `None` if the first [`MAX_IOVECS`] are all
+/// empty, or cannot be read (counted).
+#[inline(always)]
+fn first_iovec_with_room(iovecs: u64, len: u32) -> Option<[u64; 2]> {
+    for i in 0..MAX_IOVECS.min(len) {
+        // SAFETY: a user pointer; a bad one is an error, not a fault.
+        match unsafe { bpf_probe_read_user((iovecs + IOVEC_BYTES * i as u64) as *const [u64; 2]) } {
+            Ok(iov) if iov[1] != 0 => return Some(iov),
+            Ok(_) => {}
+            Err(_) => {
+                count(Counter::NetUserReadFailed);
+                return None;
+            }
+        }
+    }
+    None
 }

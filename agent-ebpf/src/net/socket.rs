@@ -1,16 +1,25 @@
 //! Reading sockets from kernel memory, at offsets user space resolved from kernel BTF.
 
-use agent_common::net::{family, KernelOffsets, SocketAddrs};
+use agent_common::{
+    counters::Counter,
+    net::{family, KernelOffsets, SocketAddrs},
+};
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+
+use crate::maps::count;
 
 /// `SOCK_STREAM` in `struct socket.type`.
 const SOCK_STREAM: u16 = 1;
 
-/// Reads a `T` at `base + offset` in kernel memory.
+/// Reads a `T` at `base + offset` in kernel memory; a failure is counted.
 #[inline(always)]
 fn read<T>(base: u64, offset: u32) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
-    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
+    let value = unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok();
+    if value.is_none() {
+        count(Counter::NetKernelReadFailed);
+    }
+    value
 }
 
 /// The `struct sock` behind file descriptor `fd` of the current process, if it is a TCP
@@ -27,7 +36,13 @@ pub fn tcp_sock_of_fd(offsets: &KernelOffsets, fd: u32) -> Option<u64> {
     }
     let fd_array: u64 = read(fdt, offsets.fdtable_fd)?;
     let file: u64 = read(fd_array, fd * 8)?;
+    if file == 0 {
+        return None; // not an open descriptor: nothing failed
+    }
     let socket: u64 = read(file, offsets.file_private_data)?;
+    if socket == 0 {
+        return None; // a file with no private data (most regular files): not a socket
+    }
     let kind: u16 = read(socket, offsets.socket_type)?;
     if kind != SOCK_STREAM {
         return None;

@@ -15,8 +15,10 @@
 //! reads do not change there, so all three report the same.
 
 use agent_common::{
+    counters::Counter,
     net::TcpCloseEvent,
     records::RecordKind,
+    tracepoints::inet_sock_set_state::{NEWSTATE, PROTOCOL, SKADDR},
 };
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -25,14 +27,7 @@ use aya_ebpf::{
 };
 
 use super::{config, field, send, SOCKETS};
-
-/// Offsets in the tracepoint record (stable since 4.16; user space checks them against the
-/// tracepoint's format file before attaching).
-pub const SKADDR: usize = 8;
-/// `newstate` field.
-pub const NEWSTATE: usize = 20;
-/// `protocol` field.
-pub const PROTOCOL: usize = 30;
+use crate::maps::count;
 
 const TCP_CLOSE: i32 = 7;
 /// `SOCK_DONE` in `sock.sk_flags`: set by `tcp_fin` when the peer's FIN is processed.
@@ -81,8 +76,8 @@ fn on_state_change(sock: u64, new_state: i32) {
     let _ = SOCKETS.remove(sock);
     let config = config();
     let offsets = &config.offsets;
-    let read_u64 = |offset: u32| unsafe { bpf_probe_read_kernel((sock + offset as u64) as *const u64) }.unwrap_or(0);
-    let read_u32 = |offset: u32| unsafe { bpf_probe_read_kernel((sock + offset as u64) as *const u32) }.unwrap_or(0);
+    let read_u64 = |offset: u32| read_or_zero::<u64>(sock, offset);
+    let read_u32 = |offset: u32| read_or_zero::<u32>(sock, offset);
     // The FIN takes a sequence number, which `bytes_received` counts.
     // (`sk_shutdown` will not do: closing the socket sets it whole, FIN or not.)
     let fin_received = read_u64(offsets.sk_flags) & SOCK_DONE != 0;
@@ -91,6 +86,7 @@ fn on_state_change(sock: u64, new_state: i32) {
         kind: RecordKind::TcpClose as u32,
         pid: owner.pid,
         opened_ns: owner.opened_ns,
+        // SAFETY: a helper with no arguments and no memory access.
         closed_ns: unsafe { bpf_ktime_get_ns() },
         sock,
         addrs: owner.addrs,
@@ -103,4 +99,17 @@ fn on_state_change(sock: u64, new_state: i32) {
         reserved: 0,
         comm: owner.comm,
     });
+}
+
+/// The `T` at `sock + offset`, or 0 (counted) when it cannot be read.
+#[inline(always)]
+fn read_or_zero<T: Default>(sock: u64, offset: u32) -> T {
+    // SAFETY: the helper checks the address; a bad one is an error, not a fault.
+    match unsafe { bpf_probe_read_kernel((sock + offset as u64) as *const T) } {
+        Ok(value) => value,
+        Err(_) => {
+            count(Counter::NetKernelReadFailed);
+            T::default()
+        }
+    }
 }

@@ -22,7 +22,9 @@ use aya::{
 };
 use tracing::info;
 
-use super::{network, program_mut};
+use agent_common::{names::programs, tracepoints::inet_sock_set_state};
+
+use super::{program_mut, tracefs};
 
 /// The kernel function whose entry the fentry and kprobe programs hook.
 const TCP_SET_STATE: &str = "tcp_set_state";
@@ -40,13 +42,13 @@ pub enum TcpStateHook {
 
 impl TcpStateHook {
     /// Best first.
-    const ALL: [TcpStateHook; 3] = [TcpStateHook::FEntry, TcpStateHook::KProbe, TcpStateHook::TracePoint];
+    pub(super) const ALL: [TcpStateHook; 3] = [TcpStateHook::FEntry, TcpStateHook::KProbe, TcpStateHook::TracePoint];
 
-    fn program(self) -> &'static str {
+    pub(super) fn program(self) -> &'static str {
         match self {
-            TcpStateHook::FEntry => "oxeye_tcp_fent",
-            TcpStateHook::KProbe => "oxeye_tcp_kprb",
-            TcpStateHook::TracePoint => "oxeye_tcp_state",
+            TcpStateHook::FEntry => programs::TCP_STATE_FENTRY,
+            TcpStateHook::KProbe => programs::TCP_STATE_KPROBE,
+            TcpStateHook::TracePoint => programs::TCP_STATE_TRACEPOINT,
         }
     }
 
@@ -149,11 +151,11 @@ fn try_attach(ebpf: &mut Ebpf, hook: TcpStateHook) -> Result<Link, String> {
             }
         }
         TcpStateHook::TracePoint => {
-            let (category, name) = ("sock", "inet_sock_set_state");
-            if !network::tracepoint_exists(category, name) {
+            let (category, name) = (inet_sock_set_state::CATEGORY, inet_sock_set_state::NAME);
+            if !tracefs::tracepoint_exists(category, name) {
                 return Err(format!("this kernel has no {category}:{name}"));
             }
-            network::check_state_format().map_err(|error| format!("{error:#}"))?;
+            tracefs::check_state_format().map_err(|error| format!("{error:#}"))?;
             let tracepoint: &mut TracePoint = program.try_into().map_err(|error: ProgramError| short(&error))?;
             tracepoint.load().map_err(|error| format!("load failed: {}", short(&error)))?;
             match tracepoint.attach(category, name).and_then(|id| tracepoint.take_link(id)) {

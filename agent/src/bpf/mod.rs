@@ -1,12 +1,20 @@
 //! Loading oxeye's BPF programs, attaching them, and reading their maps.
 
+#[cfg(test)]
+mod contract;
 mod hooks;
 mod network;
 mod sizing;
+mod tracefs;
 
 use std::{path::Path, time::Duration};
 
-use agent_common::{counters::Counter, net::NetConfig, sampler::SamplerConfig};
+use agent_common::{
+    counters::Counter,
+    names::{globals, maps, programs},
+    net::NetConfig,
+    sampler::SamplerConfig,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, ProgramArray, RingBuf},
@@ -24,12 +32,12 @@ use crate::unwind::{registers, UnwindMaps};
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oxeye.bpf.o"));
 
 /// The program that samples stacks.
-const SAMPLER_PROGRAM: &str = "oxeye_sample";
+const SAMPLER_PROGRAM: &str = programs::SAMPLE;
 /// The user-stack unwinder, tail-called by the sampler and by itself.
-const UNWIND_PROGRAM: &str = "oxeye_unwind";
+const UNWIND_PROGRAM: &str = programs::UNWIND;
 /// Tracepoint programs: (program, category, tracepoint).
 const TRACEPOINTS: [(&str, &str, &str); 2] =
-    [("oxeye_exec", "sched", "sched_process_exec"), ("oxeye_exit", "sched", "sched_process_exit")];
+    [(programs::EXEC, "sched", "sched_process_exec"), (programs::EXIT, "sched", "sched_process_exit")];
 
 /// What to sample.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +56,9 @@ pub struct ProbeConfig {
     pub trace_network: bool,
     /// Most connections tracked at once.
     pub max_connections: u32,
-    /// Bytes of the network events ring buffer.
+    /// Not read any more: `sizing` sizes `NET_EVENTS` from the CPU count. Kept until run.rs
+    /// stops setting it.
+    #[allow(dead_code)]
     pub net_ring_bytes: u32,
 }
 
@@ -86,33 +96,34 @@ impl Probes {
         raise_memlock_limit();
         ensure_tracefs()?;
         let cpus = aya::util::online_cpus().map_err(|(path, error)| anyhow!("cannot read {path}: {error}"))?;
-        let ring_bytes = sizing::ring_buffer_bytes(config.samples_per_second, cpus.len());
-        info!(cpus = cpus.len(), ring_buffer_kib = ring_bytes / 1024, "loading BPF programs");
         let sampler_config = SamplerConfig {
             target_pid: config.target_pid.unwrap_or(0),
             include_idle: u32::from(config.include_idle),
         };
         let unwind_config = registers::config(config.unwind_tables)
             .context("oxeye cannot unwind user stacks on this CPU architecture (x86-64 and arm64 only)")?;
-        let unwind_sizes = sizing::UnwindSizes::for_table_bytes(config.unwind_table_bytes);
         let net_config = if config.trace_network {
             network::config(config.target_pid).inspect_err(|error| warn!("network tracing is off: {error:#}")).ok()
         } else {
             None
         };
-        let connections = if net_config.is_some() { config.max_connections.max(1) } else { 1 };
-        let mut ebpf = EbpfLoader::new()
-            .override_global("SAMPLER_CONFIG", &sampler_config, true)
-            .override_global("UNWIND_CONFIG", &unwind_config, true)
-            .override_global("NET_CONFIG", &net_config.unwrap_or(NetConfig::DISABLED), true)
-            .map_max_entries("NET_EVENTS", if net_config.is_some() { config.net_ring_bytes } else { 4096 })
-            .map_max_entries("CONNECTIONS", connections)
-            .map_max_entries("SOCKETS", connections)
-            .map_max_entries("EVENTS", ring_bytes)
-            .map_max_entries("UNWIND_ROWS", unwind_sizes.rows)
-            .map_max_entries("UNWIND_RULES", unwind_sizes.rules)
-            .map_max_entries("EXEC_MAPPINGS", unwind_sizes.mappings)
-            .map_max_entries("PROCESS_MAPPINGS", unwind_sizes.processes)
+        let sizes = sizing::MapSizes::decide(
+            config.samples_per_second,
+            cpus.len(),
+            config.unwind_table_bytes,
+            net_config.is_some(),
+            config.max_connections,
+        );
+        sizes.log();
+        let unwind_sizes = sizes.unwind;
+        let net_config_value = net_config.unwrap_or(NetConfig::DISABLED);
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(globals::SAMPLER_CONFIG, &sampler_config, true)
+            .override_global(globals::UNWIND_CONFIG, &unwind_config, true)
+            .override_global(globals::NET_CONFIG, &net_config_value, true);
+        sizes.apply(&mut loader);
+        let mut ebpf = loader
             .load(BPF_OBJECT)
             .context("cannot load oxeye's BPF programs (needs Linux 5.15 or later with BTF and BPF ring buffers)")?;
 
@@ -131,7 +142,7 @@ impl Probes {
             match network::attach(&mut ebpf, &mut hooks) {
                 Ok(links) => {
                     net_links = Some(links);
-                    net_events = Some(RingBuf::try_from(ebpf.take_map("NET_EVENTS").context("BPF object has no NET_EVENTS map")?)?);
+                    net_events = Some(RingBuf::try_from(take_map(&mut ebpf, maps::NET_EVENTS)?)?);
                 }
                 Err(error) => warn!("network tracing is off: {error:#}"),
             }
@@ -143,15 +154,14 @@ impl Probes {
         let unwinder_fd = unwinder.fd()?.try_clone()?;
         let verified = unwinder.info().ok().and_then(|info| info.verified_instruction_count());
         debug!(verified_instructions = ?verified, "unwinder loaded");
-        let mut unwind_programs =
-            ProgramArray::try_from(ebpf.take_map("UNWIND_PROGRAMS").context("BPF object has no UNWIND_PROGRAMS map")?)?;
+        let mut unwind_programs = ProgramArray::try_from(take_map(&mut ebpf, maps::UNWIND_PROGRAMS)?)?;
         unwind_programs.set(0, &unwinder_fd, 0).context("cannot install the unwinder for tail calls")?;
 
         let sampler: &mut PerfEvent = program_mut(&mut ebpf, SAMPLER_PROGRAM)?.try_into()?;
         sampler.load().with_context(|| format!("the kernel rejected BPF program {SAMPLER_PROGRAM}"))?;
 
-        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("BPF object has no EVENTS map")?)?;
-        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("BPF object has no COUNTERS map")?)?;
+        let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)?;
         let unwind_maps = UnwindMaps::take(&mut ebpf, unwind_sizes.rows, unwind_sizes.rules, unwind_sizes.mappings, unwind_sizes.processes)?;
         let probes = Probes { _net_links: net_links, counters, ebpf, _unwind_programs: unwind_programs, samples_per_second: config.samples_per_second };
         Ok(Loaded { probes, events, unwind_maps, net_events })
@@ -213,6 +223,11 @@ fn ensure_tracefs() -> Result<()> {
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name).with_context(|| format!("BPF object has no program {name}"))
+}
+
+/// Takes the map `name` out of the loaded object, to own it.
+pub(crate) fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name).with_context(|| format!("BPF object has no {name} map"))
 }
 
 /// A snapshot of the BPF-side counters.

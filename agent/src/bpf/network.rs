@@ -7,9 +7,10 @@
 //! `sock:inet_sock_set_state` tracepoint this kernel offers: [`super::hooks`] chooses, and
 //! logs the choice with the other hooks.
 
-use std::path::Path;
-
-use agent_common::net::{KernelOffsets, NetConfig};
+use agent_common::{
+    names::programs,
+    net::{KernelOffsets, NetConfig},
+};
 use anyhow::{bail, Context, Result};
 use aya::{programs::TracePoint, Ebpf};
 use symbolizer::btf::Btf;
@@ -18,38 +19,35 @@ use tracing::{debug, warn};
 use super::{
     hooks::{self, Hooks, Link},
     program_mut,
+    tracefs::{check_syscall_format, tracepoint_exists},
 };
 
 /// Syscall tracepoints: (program, tracepoint category, tracepoint name, required). Without a
 /// required one there is no network tracing; a missing optional one only loses the payloads of
 /// that syscall.
-const HOOKS: &[(&str, &str, &str, bool)] = &[
-    ("oxeye_accept_exit", "syscalls", "sys_exit_accept4", true),
-    ("oxeye_accept_exit", "syscalls", "sys_exit_accept", false),
-    ("oxeye_connect_enter", "syscalls", "sys_enter_connect", true),
-    ("oxeye_connect_exit", "syscalls", "sys_exit_connect", true),
-    ("oxeye_close_enter", "syscalls", "sys_enter_close", true),
-    ("oxeye_recv_enter", "syscalls", "sys_enter_read", false),
-    ("oxeye_recv_enter", "syscalls", "sys_enter_recvfrom", false),
-    ("oxeye_send_enter", "syscalls", "sys_enter_write", false),
-    ("oxeye_send_enter", "syscalls", "sys_enter_sendto", false),
-    ("oxeye_readv_enter", "syscalls", "sys_enter_readv", false),
-    ("oxeye_writev_enter", "syscalls", "sys_enter_writev", false),
-    ("oxeye_recvmsg_enter", "syscalls", "sys_enter_recvmsg", false),
-    ("oxeye_sendmsg_enter", "syscalls", "sys_enter_sendmsg", false),
-    ("oxeye_io_exit", "syscalls", "sys_exit_read", false),
-    ("oxeye_io_exit", "syscalls", "sys_exit_recvfrom", false),
-    ("oxeye_io_exit", "syscalls", "sys_exit_write", false),
-    ("oxeye_io_exit", "syscalls", "sys_exit_sendto", false),
-    ("oxeye_io_exit", "syscalls", "sys_exit_readv", false),
-    ("oxeye_io_exit", "syscalls", "sys_exit_writev", false),
-    ("oxeye_io_exit", "syscalls", "sys_exit_recvmsg", false),
-    ("oxeye_io_exit", "syscalls", "sys_exit_sendmsg", false),
+pub(super) const HOOKS: &[(&str, &str, &str, bool)] = &[
+    (programs::ACCEPT_EXIT, "syscalls", "sys_exit_accept4", true),
+    (programs::ACCEPT_EXIT, "syscalls", "sys_exit_accept", false),
+    (programs::CONNECT_ENTER, "syscalls", "sys_enter_connect", true),
+    (programs::CONNECT_EXIT, "syscalls", "sys_exit_connect", true),
+    (programs::CLOSE_ENTER, "syscalls", "sys_enter_close", true),
+    (programs::RECV_ENTER, "syscalls", "sys_enter_read", false),
+    (programs::RECV_ENTER, "syscalls", "sys_enter_recvfrom", false),
+    (programs::SEND_ENTER, "syscalls", "sys_enter_write", false),
+    (programs::SEND_ENTER, "syscalls", "sys_enter_sendto", false),
+    (programs::READV_ENTER, "syscalls", "sys_enter_readv", false),
+    (programs::WRITEV_ENTER, "syscalls", "sys_enter_writev", false),
+    (programs::RECVMSG_ENTER, "syscalls", "sys_enter_recvmsg", false),
+    (programs::SENDMSG_ENTER, "syscalls", "sys_enter_sendmsg", false),
+    (programs::IO_EXIT, "syscalls", "sys_exit_read", false),
+    (programs::IO_EXIT, "syscalls", "sys_exit_recvfrom", false),
+    (programs::IO_EXIT, "syscalls", "sys_exit_write", false),
+    (programs::IO_EXIT, "syscalls", "sys_exit_sendto", false),
+    (programs::IO_EXIT, "syscalls", "sys_exit_readv", false),
+    (programs::IO_EXIT, "syscalls", "sys_exit_writev", false),
+    (programs::IO_EXIT, "syscalls", "sys_exit_recvmsg", false),
+    (programs::IO_EXIT, "syscalls", "sys_exit_sendmsg", false),
 ];
-
-/// (field, offset) of `sock:inet_sock_set_state` the BPF program reads (see
-/// `agent-ebpf/src/net/tcp_state.rs`).
-const STATE_FIELDS: [(&str, u32); 3] = [("skaddr", 8), ("newstate", 20), ("protocol", 30)];
 
 /// The network configuration for the BPF programs, or why network tracing cannot run here.
 pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
@@ -58,6 +56,9 @@ pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
     let missing: Vec<_> = HOOKS.iter().filter(|(_, _, _, required)| *required).filter(|(_, c, n, _)| !tracepoint_exists(c, n)).collect();
     if let Some((_, category, name, _)) = missing.first() {
         bail!("this kernel has no tracepoint {category}:{name}");
+    }
+    for (_, _, name, _) in HOOKS.iter().filter(|(_, c, n, _)| tracepoint_exists(c, n)) {
+        check_syscall_format(name)?;
     }
     Ok(NetConfig { enabled: 1, target_pid: target_pid.unwrap_or(0), self_pid: std::process::id(), reserved: 0, offsets })
 }
@@ -148,56 +149,4 @@ fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         sk_flags: sk("skc_flags")?,
         reserved: 0,
     })
-}
-
-fn tracefs() -> &'static str {
-    if Path::new("/sys/kernel/tracing/events").exists() {
-        "/sys/kernel/tracing"
-    } else {
-        "/sys/kernel/debug/tracing"
-    }
-}
-
-/// Whether tracefs lists the tracepoint `category:name`.
-pub fn tracepoint_exists(category: &str, name: &str) -> bool {
-    Path::new(tracefs()).join("events").join(category).join(name).exists()
-}
-
-/// The BPF program reads `inet_sock_set_state` at fixed offsets; check the kernel agrees.
-pub fn check_state_format() -> Result<()> {
-    let path = Path::new(tracefs()).join("events/sock/inet_sock_set_state/format");
-    let format = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    for (field, expected) in STATE_FIELDS {
-        let offset = field_offset(&format, field);
-        if offset != Some(expected) {
-            bail!("sock:inet_sock_set_state has field {field} at offset {offset:?}, oxeye expects {expected}");
-        }
-    }
-    Ok(())
-}
-
-/// The offset of `field` in a tracepoint format file.
-fn field_offset(format: &str, field: &str) -> Option<u32> {
-    format.lines().find_map(|line| {
-        let declaration = line.trim().strip_prefix("field:")?.split(';').next()?;
-        let name = declaration.rsplit([' ', '*']).next()?.split('[').next()?;
-        if name != field {
-            return None;
-        }
-        line.split(';').find_map(|part| part.trim().strip_prefix("offset:")?.parse().ok())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn format_offsets() {
-        let format = "\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;\n\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n";
-        assert_eq!(field_offset(format, "skaddr"), Some(8));
-        assert_eq!(field_offset(format, "newstate"), Some(20));
-        assert_eq!(field_offset(format, "saddr"), Some(32));
-        assert_eq!(field_offset(format, "protocol"), None);
-    }
 }

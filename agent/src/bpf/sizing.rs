@@ -1,21 +1,53 @@
-//! Map sizes, decided in one place at load time.
+//! Map sizes, decided in one place at load time from the flags and the CPU count, and logged
+//! once. The sizes in `agent-ebpf` are placeholders: every map gets its size here.
 
-use agent_common::sampler::SampleRecord;
+use agent_common::{
+    counters::Counter,
+    names::maps,
+    net::PayloadRecord,
+    sampler::SampleRecord,
+    unwind::{ExecMapping, UnwindEntry},
+};
+use aya::EbpfLoader;
+use tracing::info;
 
-/// Seconds of samples the ring buffer holds if user space stops reading.
-const RING_SLACK_SECONDS: u64 = 2;
+use super::DRAIN_INTERVAL;
+
+/// How many drain intervals of samples the `EVENTS` ring holds: room for a drain that runs
+/// late (the reader is busy, or descheduled) and for bursts of process events.
+const RING_HEADROOM: u64 = 4;
 /// Smallest ring buffer (covers bursts of process events on an idle machine).
 const MIN_RING_BYTES: u64 = 256 << 10;
 /// Largest ring buffer: bounds kernel memory on hosts with hundreds of CPUs.
 const MAX_RING_BYTES: u64 = 64 << 20;
 /// Ring-buffer record header the kernel adds to each record.
 const RING_RECORD_HEADER: u64 = 8;
+/// `NET_EVENTS` bytes per CPU: any CPU may copy a full payload on every syscall, and the rate
+/// depends on the traffic, not on a flag (4 MiB is about 500 full payloads per CPU between two
+/// drains).
+const NET_RING_BYTES_PER_CPU: u64 = 4 << 20;
+/// The smallest ring the kernel accepts (one page), for a `NET_EVENTS` nobody writes to.
+const IDLE_RING_BYTES: u32 = 4096;
+/// Descriptors remembered as not TCP sockets (`NOT_SOCKETS`, LRU).
+const NOT_SOCKETS: u32 = 32_768;
+/// Threads inside a read/write-like syscall on a tracked socket at once (`PENDING_IO`).
+const PENDING_IO: u32 = 16_384;
+/// The smallest size of a map that is not used (network tracing off): maps need one entry.
+const UNUSED: u32 = 1;
 
-/// Bytes for the `EVENTS` ring buffer: samples per second × CPUs × record size × slack,
-/// rounded up to a power of two (the kernel requires a power-of-two number of pages).
+/// Bytes for the `EVENTS` ring buffer: samples per second × CPUs × record size × the drain
+/// interval × [`RING_HEADROOM`], rounded up to a power of two (the kernel requires a
+/// power-of-two number of pages).
 pub fn ring_buffer_bytes(samples_per_second: u64, cpus: usize) -> u32 {
     let record = size_of::<SampleRecord>() as u64 + RING_RECORD_HEADER;
-    let wanted = samples_per_second.saturating_mul(cpus as u64).saturating_mul(record).saturating_mul(RING_SLACK_SECONDS);
+    let per_drain = samples_per_second.saturating_mul(cpus as u64).saturating_mul(record).saturating_mul(DRAIN_INTERVAL.as_millis() as u64) / 1000;
+    per_drain.saturating_mul(RING_HEADROOM).clamp(MIN_RING_BYTES, MAX_RING_BYTES).next_power_of_two() as u32
+}
+
+/// Bytes for the `NET_EVENTS` ring buffer: [`NET_RING_BYTES_PER_CPU`] per CPU, within the
+/// ring bounds, a power of two.
+pub fn net_ring_bytes(cpus: usize) -> u32 {
+    let wanted = NET_RING_BYTES_PER_CPU.saturating_mul(cpus as u64).max(size_of::<PayloadRecord>() as u64);
     wanted.clamp(MIN_RING_BYTES, MAX_RING_BYTES).next_power_of_two() as u32
 }
 
@@ -37,9 +69,92 @@ impl UnwindSizes {
     /// 32,768 entries (1 MiB: thousands of processes with a dozen libraries each); up to 8,192
     /// processes are described at once (more for larger tables).
     pub fn for_table_bytes(table_bytes: u64) -> Self {
-        let rows = (table_bytes / size_of::<agent_common::unwind::UnwindEntry>() as u64).clamp(1024, u32::MAX as u64 / 2) as u32;
-        let mappings = ((table_bytes / 8) / size_of::<agent_common::unwind::ExecMapping>() as u64).clamp(32_768, 1 << 22) as u32;
+        let rows = (table_bytes / size_of::<UnwindEntry>() as u64).clamp(1024, u32::MAX as u64 / 2) as u32;
+        let mappings = ((table_bytes / 8) / size_of::<ExecMapping>() as u64).clamp(32_768, 1 << 22) as u32;
         UnwindSizes { rows, rules: 1 << 16, mappings, processes: (mappings / 8).max(8192) }
+    }
+}
+
+/// The size of every map: bytes for ring buffers, entries for the others.
+#[derive(Debug, Clone, Copy)]
+pub struct MapSizes {
+    /// CPUs the sizes are for.
+    pub cpus: usize,
+    /// `EVENTS` bytes.
+    pub events: u32,
+    /// `NET_EVENTS` bytes.
+    pub net_events: u32,
+    /// `CONNECTIONS` and `SOCKETS` entries.
+    pub connections: u32,
+    /// `NOT_SOCKETS` entries.
+    pub not_sockets: u32,
+    /// `PENDING_IO` entries.
+    pub pending_io: u32,
+    /// The unwinder's maps.
+    pub unwind: UnwindSizes,
+}
+
+impl MapSizes {
+    /// Sizes for `cpus` CPUs sampled `samples_per_second` times a second, with `unwind_table_bytes`
+    /// of unwind rows, and `max_connections` tracked when `network` is on (else the network maps
+    /// get the least the kernel accepts).
+    pub fn decide(samples_per_second: u64, cpus: usize, unwind_table_bytes: u64, network: bool, max_connections: u32) -> Self {
+        let on = |size: u32| if network { size } else { UNUSED };
+        MapSizes {
+            cpus,
+            events: ring_buffer_bytes(samples_per_second, cpus),
+            net_events: if network { net_ring_bytes(cpus) } else { IDLE_RING_BYTES },
+            connections: on(max_connections.max(1)),
+            not_sockets: on(NOT_SOCKETS),
+            pending_io: on(PENDING_IO),
+            unwind: UnwindSizes::for_table_bytes(unwind_table_bytes),
+        }
+    }
+
+    /// Every map's size, by name.
+    pub fn all(&self) -> [(&'static str, u32); 14] {
+        [
+            (maps::EVENTS, self.events),
+            (maps::COUNTERS, Counter::COUNT),
+            // One sample, or one payload, being built per CPU (per-CPU arrays).
+            (maps::SCRATCH, 1),
+            (maps::UNWIND_ROWS, self.unwind.rows),
+            (maps::UNWIND_RULES, self.unwind.rules),
+            (maps::EXEC_MAPPINGS, self.unwind.mappings),
+            (maps::PROCESS_MAPPINGS, self.unwind.processes),
+            // Index 0: the unwinder.
+            (maps::UNWIND_PROGRAMS, 1),
+            (maps::NET_EVENTS, self.net_events),
+            (maps::CONNECTIONS, self.connections),
+            (maps::NOT_SOCKETS, self.not_sockets),
+            (maps::SOCKETS, self.connections),
+            (maps::PENDING_IO, self.pending_io),
+            (maps::PAYLOAD_SCRATCH, 1),
+        ]
+    }
+
+    /// Sets every map's size on `loader`.
+    pub fn apply(&self, loader: &mut EbpfLoader<'_>) {
+        for (name, size) in self.all() {
+            loader.map_max_entries(name, size);
+        }
+    }
+
+    /// Logs the sizes: one line, once, at start.
+    pub fn log(&self) {
+        info!(
+            cpus = self.cpus,
+            events_kib = self.events / 1024,
+            net_events_kib = self.net_events / 1024,
+            connections = self.connections,
+            not_sockets = self.not_sockets,
+            pending_io = self.pending_io,
+            unwind_rows = self.unwind.rows,
+            unwind_rules = self.unwind.rules,
+            exec_mappings = self.unwind.mappings,
+            processes = self.unwind.processes,
+            "map sizes"
+        );
     }
 }
 
@@ -53,7 +168,29 @@ mod tests {
             let bytes = ring_buffer_bytes(rate, cpus) as u64;
             assert!(bytes.is_power_of_two() && (MIN_RING_BYTES..=MAX_RING_BYTES).contains(&bytes), "{rate} Hz × {cpus}: {bytes}");
         }
-        // 99 Hz on 128 CPUs needs about 40 MB for two seconds.
-        assert_eq!(ring_buffer_bytes(99, 128), 64 << 20);
+        // 99 Hz on 128 CPUs: 1,267 records of 1,600 bytes per 100 ms drain, four drains' worth
+        // (8.1 MB), rounded up to a power of two.
+        assert_eq!(ring_buffer_bytes(99, 128), 8 << 20);
+        // A small host gets the floor.
+        assert_eq!(ring_buffer_bytes(99, 2), 256 << 10);
+        assert_eq!(ring_buffer_bytes(10_000, 1024), 64 << 20);
+    }
+
+    #[test]
+    fn network_ring_scales_with_cpus() {
+        assert_eq!(net_ring_bytes(1), 4 << 20);
+        assert_eq!(net_ring_bytes(2), 8 << 20);
+        assert_eq!(net_ring_bytes(6), 32 << 20);
+        assert_eq!(net_ring_bytes(1024), 64 << 20);
+    }
+
+    #[test]
+    fn network_maps_are_minimal_when_off() {
+        // That every map is sized is checked against the object by `contract`.
+        let off = MapSizes::decide(99, 2, 32 << 20, false, 10_000);
+        assert!(off.all().iter().all(|&(_, size)| size >= 1));
+        assert_eq!((off.net_events, off.connections, off.not_sockets, off.pending_io), (4096, 1, 1, 1));
+        let on = MapSizes::decide(99, 2, 32 << 20, true, 10_000);
+        assert_eq!((on.net_events, on.connections, on.not_sockets, on.pending_io), (8 << 20, 10_000, 32_768, 16_384));
     }
 }

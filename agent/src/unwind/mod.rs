@@ -24,7 +24,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::unwind::{ExecMapping, MappingRange, UnwindEntry, UnwindRule};
+use agent_common::{
+    names::maps,
+    unwind::{ExecMapping, MappingRange, UnwindEntry, UnwindRule},
+};
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use tracing::{debug, info};
@@ -64,10 +67,10 @@ impl UnwindMaps {
     pub fn take(ebpf: &mut aya::Ebpf, rows: u32, rules: u32, mappings: u32, max_processes: u32) -> Result<Self> {
         let mut take = |name: &str| -> Result<Map> { ebpf.take_map(name).with_context(|| format!("BPF object has no {name} map")) };
         Ok(UnwindMaps {
-            rows: MappedArray::new(take("UNWIND_ROWS")?, rows)?,
-            rules: MappedArray::new(take("UNWIND_RULES")?, rules)?,
-            mappings: MappedArray::new(take("EXEC_MAPPINGS")?, mappings)?,
-            ranges: BpfHashMap::try_from(take("PROCESS_MAPPINGS")?)?,
+            rows: MappedArray::new(take(maps::UNWIND_ROWS)?, rows)?,
+            rules: MappedArray::new(take(maps::UNWIND_RULES)?, rules)?,
+            mappings: MappedArray::new(take(maps::EXEC_MAPPINGS)?, mappings)?,
+            ranges: BpfHashMap::try_from(take(maps::PROCESS_MAPPINGS)?)?,
             max_processes: max_processes as usize,
         })
     }

@@ -1,0 +1,89 @@
+//! The names user space finds the BPF object's maps, programs and globals by.
+//!
+//! The BPF side declares them as Rust items (`#[map] static EVENTS`, `#[perf_event] fn
+//! oxeye_sample`), whose identifiers become the symbol names: aya-ebpf's macros take only a
+//! string literal as a name, so a constant cannot be used there. The contract test in
+//! `agent/src/bpf/contract.rs` opens the built object and fails if any name here is missing
+//! from it, or has the wrong kind, key or value size, or if the object has one not listed.
+
+/// Map names.
+pub mod maps {
+    /// Samples and process events (ring buffer).
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU event counters.
+    pub const COUNTERS: &str = "COUNTERS";
+    /// Per-CPU sample and unwinder state.
+    pub const SCRATCH: &str = "SCRATCH";
+    /// Unwind rows of every file.
+    pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
+    /// Distinct unwind rules.
+    pub const UNWIND_RULES: &str = "UNWIND_RULES";
+    /// Executable mappings of every described process.
+    pub const EXEC_MAPPINGS: &str = "EXEC_MAPPINGS";
+    /// Where each process's mappings are.
+    pub const PROCESS_MAPPINGS: &str = "PROCESS_MAPPINGS";
+    /// The unwinder's tail-call table.
+    pub const UNWIND_PROGRAMS: &str = "UNWIND_PROGRAMS";
+    /// Connection and payload records (ring buffer).
+    pub const NET_EVENTS: &str = "NET_EVENTS";
+    /// Tracked connections.
+    pub const CONNECTIONS: &str = "CONNECTIONS";
+    /// Descriptors known not to be TCP sockets.
+    pub const NOT_SOCKETS: &str = "NOT_SOCKETS";
+    /// Owners of tracked sockets.
+    pub const SOCKETS: &str = "SOCKETS";
+    /// Syscalls in progress on tracked sockets.
+    pub const PENDING_IO: &str = "PENDING_IO";
+    /// Per-CPU payload record being built.
+    pub const PAYLOAD_SCRATCH: &str = "PAYLOAD_SCRATCH";
+}
+
+/// Program names (the kernel keeps the first 15 characters).
+pub mod programs {
+    /// perf_event: samples stacks on every CPU.
+    pub const SAMPLE: &str = "oxeye_sample";
+    /// perf_event: the user-stack unwinder, tail-called.
+    pub const UNWIND: &str = "oxeye_unwind";
+    /// tracepoint `sched:sched_process_exec`.
+    pub const EXEC: &str = "oxeye_exec";
+    /// tracepoint `sched:sched_process_exit`.
+    pub const EXIT: &str = "oxeye_exit";
+    /// tracepoints `syscalls:sys_exit_accept{,4}`.
+    pub const ACCEPT_EXIT: &str = "oxeye_accept_exit";
+    /// tracepoint `syscalls:sys_enter_connect`.
+    pub const CONNECT_ENTER: &str = "oxeye_connect_enter";
+    /// tracepoint `syscalls:sys_exit_connect`.
+    pub const CONNECT_EXIT: &str = "oxeye_connect_exit";
+    /// tracepoint `syscalls:sys_enter_close`.
+    pub const CLOSE_ENTER: &str = "oxeye_close_enter";
+    /// tracepoints `syscalls:sys_enter_{read,recvfrom}`.
+    pub const RECV_ENTER: &str = "oxeye_recv_enter";
+    /// tracepoints `syscalls:sys_enter_{write,sendto}`.
+    pub const SEND_ENTER: &str = "oxeye_send_enter";
+    /// tracepoint `syscalls:sys_enter_readv`.
+    pub const READV_ENTER: &str = "oxeye_readv_enter";
+    /// tracepoint `syscalls:sys_enter_writev`.
+    pub const WRITEV_ENTER: &str = "oxeye_writev_enter";
+    /// tracepoint `syscalls:sys_enter_recvmsg`.
+    pub const RECVMSG_ENTER: &str = "oxeye_recvmsg_enter";
+    /// tracepoint `syscalls:sys_enter_sendmsg`.
+    pub const SENDMSG_ENTER: &str = "oxeye_sendmsg_enter";
+    /// tracepoints `syscalls:sys_exit_*` of every read/write-like syscall.
+    pub const IO_EXIT: &str = "oxeye_io_exit";
+    /// fentry on `tcp_set_state`.
+    pub const TCP_STATE_FENTRY: &str = "oxeye_tcp_fent";
+    /// kprobe on `tcp_set_state`.
+    pub const TCP_STATE_KPROBE: &str = "oxeye_tcp_kprb";
+    /// tracepoint `sock:inet_sock_set_state`.
+    pub const TCP_STATE_TRACEPOINT: &str = "oxeye_tcp_state";
+}
+
+/// Read-only globals user space sets at load time.
+pub mod globals {
+    /// A [`crate::sampler::SamplerConfig`].
+    pub const SAMPLER_CONFIG: &str = "SAMPLER_CONFIG";
+    /// A [`crate::unwind::UnwindConfig`].
+    pub const UNWIND_CONFIG: &str = "UNWIND_CONFIG";
+    /// A [`crate::net::NetConfig`].
+    pub const NET_CONFIG: &str = "NET_CONFIG";
+}
