@@ -43,8 +43,6 @@ const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_BATCH_SAMPLES: usize = 250_000;
 /// Longest wait for the unwind tables of running processes before sampling starts.
 const INITIAL_TABLES_WAIT: Duration = Duration::from_secs(3);
-/// The network events ring buffer.
-const NET_RING_BYTES: u32 = 8 << 20;
 
 /// Runs oxeye until Ctrl-C, SIGTERM or `--duration`, then writes the outputs.
 pub async fn run(args: Args) -> Result<()> {
@@ -158,7 +156,6 @@ fn probe_config(args: &Args) -> ProbeConfig {
         unwind_table_bytes: args.unwind_table_memory_mb << 20,
         trace_network: !args.no_network,
         max_connections: args.max_connections,
-        net_ring_bytes: NET_RING_BYTES,
     }
 }
 

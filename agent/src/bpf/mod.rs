@@ -56,10 +56,6 @@ pub struct ProbeConfig {
     pub trace_network: bool,
     /// Most connections tracked at once.
     pub max_connections: u32,
-    /// Not read any more: `sizing` sizes `NET_EVENTS` from the CPU count. Kept until run.rs
-    /// stops setting it.
-    #[allow(dead_code)]
-    pub net_ring_bytes: u32,
 }
 
 /// What [`Probes::load`] hands back.

@@ -18,14 +18,20 @@ use super::DRAIN_INTERVAL;
 const RING_HEADROOM: u64 = 4;
 /// Smallest ring buffer (covers bursts of process events on an idle machine).
 const MIN_RING_BYTES: u64 = 256 << 10;
-/// Largest ring buffer: bounds kernel memory on hosts with hundreds of CPUs.
-const MAX_RING_BYTES: u64 = 64 << 20;
+/// Largest `EVENTS` ring. A ring's pages are mapped into oxeye twice (the kernel's
+/// wrap-around mapping), so each MiB here is 2 MiB of oxeye's RSS: this bounds it on hosts
+/// with hundreds of CPUs (at 256 CPUs and 99 Hz it still holds two drains of 128-frame
+/// samples, and about eight of typical ones, which are sent at their used length).
+const MAX_RING_BYTES: u64 = 8 << 20;
 /// Ring-buffer record header the kernel adds to each record.
 const RING_RECORD_HEADER: u64 = 8;
-/// `NET_EVENTS` bytes per CPU: any CPU may copy a full payload on every syscall, and the rate
-/// depends on the traffic, not on a flag (4 MiB is about 500 full payloads per CPU between two
-/// drains).
-const NET_RING_BYTES_PER_CPU: u64 = 4 << 20;
+/// `NET_EVENTS` bytes per CPU: any CPU may copy a payload on every syscall, so more CPUs can
+/// carry more traffic; within [`MIN_NET_RING_BYTES`] and [`MAX_NET_RING_BYTES`].
+const NET_RING_BYTES_PER_CPU: u64 = 256 << 10;
+/// Smallest `NET_EVENTS`: about a thousand full request payloads between two drains.
+const MIN_NET_RING_BYTES: u64 = 8 << 20;
+/// Largest `NET_EVENTS` (32 MiB of RSS, mapped twice like every ring).
+const MAX_NET_RING_BYTES: u64 = 16 << 20;
 /// The smallest ring the kernel accepts (one page), for a `NET_EVENTS` nobody writes to.
 const IDLE_RING_BYTES: u32 = 4096;
 /// Descriptors remembered as not TCP sockets (`NOT_SOCKETS`, LRU).
@@ -44,11 +50,12 @@ pub fn ring_buffer_bytes(samples_per_second: u64, cpus: usize) -> u32 {
     per_drain.saturating_mul(RING_HEADROOM).clamp(MIN_RING_BYTES, MAX_RING_BYTES).next_power_of_two() as u32
 }
 
-/// Bytes for the `NET_EVENTS` ring buffer: [`NET_RING_BYTES_PER_CPU`] per CPU, within the
-/// ring bounds, a power of two.
+/// Bytes for the `NET_EVENTS` ring buffer: [`NET_RING_BYTES_PER_CPU`] per CPU, within its
+/// bounds, a power of two.
 pub fn net_ring_bytes(cpus: usize) -> u32 {
-    let wanted = NET_RING_BYTES_PER_CPU.saturating_mul(cpus as u64).max(size_of::<PayloadRecord>() as u64);
-    wanted.clamp(MIN_RING_BYTES, MAX_RING_BYTES).next_power_of_two() as u32
+    const _: () = assert!(size_of::<PayloadRecord>() as u64 <= MIN_NET_RING_BYTES);
+    let wanted = NET_RING_BYTES_PER_CPU.saturating_mul(cpus as u64);
+    wanted.clamp(MIN_NET_RING_BYTES, MAX_NET_RING_BYTES).next_power_of_two() as u32
 }
 
 /// Sizes of the unwinder's maps.
@@ -168,20 +175,23 @@ mod tests {
             let bytes = ring_buffer_bytes(rate, cpus) as u64;
             assert!(bytes.is_power_of_two() && (MIN_RING_BYTES..=MAX_RING_BYTES).contains(&bytes), "{rate} Hz × {cpus}: {bytes}");
         }
-        // 99 Hz on 128 CPUs: 1,267 records of 1,600 bytes per 100 ms drain, four drains' worth
-        // (8.1 MB), rounded up to a power of two.
+        // 99 Hz on 64 CPUs: 634 records of 1,608 bytes per 100 ms drain, four drains' worth
+        // (4.1 MB), rounded up to a power of two.
+        assert_eq!(ring_buffer_bytes(99, 64), 4 << 20);
+        // From 128 CPUs on, the ceiling.
         assert_eq!(ring_buffer_bytes(99, 128), 8 << 20);
+        assert_eq!(ring_buffer_bytes(99, 256), 8 << 20);
         // A small host gets the floor.
         assert_eq!(ring_buffer_bytes(99, 2), 256 << 10);
-        assert_eq!(ring_buffer_bytes(10_000, 1024), 64 << 20);
+        assert_eq!(ring_buffer_bytes(10_000, 1024), 8 << 20);
     }
 
     #[test]
     fn network_ring_scales_with_cpus() {
-        assert_eq!(net_ring_bytes(1), 4 << 20);
-        assert_eq!(net_ring_bytes(2), 8 << 20);
-        assert_eq!(net_ring_bytes(6), 32 << 20);
-        assert_eq!(net_ring_bytes(1024), 64 << 20);
+        assert_eq!(net_ring_bytes(1), 8 << 20);
+        assert_eq!(net_ring_bytes(32), 8 << 20);
+        assert_eq!(net_ring_bytes(33), 16 << 20);
+        assert_eq!(net_ring_bytes(1024), 16 << 20);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Cumulative metric state: monotonic counters and explicit-bucket histograms, one series per
 //! (resource, attribute set), with an OTel-SDK-style cardinality limit per metric.
 //!
-//! The store only aggregates; exporters ([`super::otlp`], [`super::prometheus`]) read it through
+//! The store only aggregates and knows no exporter; the OTLP and Prometheus encoders read it through
 //! [`MetricsStore::families`], which returns everything in a deterministic order.
 
 use std::{

@@ -146,7 +146,7 @@ fn traced_summary(tracker: &NetTracker, counters: &Counters, store: &Mutex<Metri
     let stats = tracker.stats;
     let overflowed = store.lock().map_or(0, |store| store.overflowed());
     format!(
-        "traced {} TCP connections ({} closed) and {} HTTP requests ({} as server, {} as client); {} responses without a request, {} requests without a response; {} network records lost in kernel; {} metric measurements over the series limit",
+        "traced {} TCP connections ({} closed) and {} HTTP requests ({} as server, {} as client); {} responses without a request, {} requests without a response; {} network records lost in kernel; {} user reads, {} kernel reads and {} map inserts failed in kernel; {} metric measurements over the series limit",
         stats.opened,
         stats.closed,
         stats.server_exchanges + stats.client_exchanges,
@@ -155,6 +155,9 @@ fn traced_summary(tracker: &NetTracker, counters: &Counters, store: &Mutex<Metri
         matched.unmatched_responses,
         matched.unanswered_requests,
         counters.get(Counter::NetRingFull),
+        counters.get(Counter::NetUserReadFailed),
+        counters.get(Counter::NetKernelReadFailed),
+        counters.get(Counter::NetMapUpdateFailed),
         overflowed,
     )
 }
