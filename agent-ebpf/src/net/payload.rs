@@ -245,18 +245,51 @@ fn exit(ctx: &TracePointContext) {
 /// The first of the `len` iovecs at `iovecs` that has room (base, length): empty ones take
 /// no bytes, so the syscall's data starts there. `None` if the first [`MAX_IOVECS`] are all
 /// empty, or cannot be read (counted).
+///
+/// Unrolled by hand: a loop bounded by a count from user space is more than Linux 6.1's
+/// verifier can follow ("the sequence of 8193 jumps is too complex").
 #[inline(always)]
 fn first_iovec_with_room(iovecs: u64, len: u32) -> Option<[u64; 2]> {
-    for i in 0..MAX_IOVECS.min(len) {
-        // SAFETY: a user pointer; a bad one is an error, not a fault.
-        match unsafe { bpf_probe_read_user((iovecs + IOVEC_BYTES * i as u64) as *const [u64; 2]) } {
-            Ok(iov) if iov[1] != 0 => return Some(iov),
-            Ok(_) => {}
-            Err(_) => {
-                count(Counter::NetUserReadFailed);
-                return None;
+    // One step per iovec, each stopping the search or going on to the next.
+    macro_rules! look_at {
+        ($index:expr) => {
+            match iovec_if_room(iovecs, len, $index) {
+                Iovec::Room(iov) => return Some(iov),
+                Iovec::None => return None,
+                Iovec::Empty => {}
             }
+        };
+    }
+    const _: () = assert!(MAX_IOVECS == 4, "one look_at! per iovec");
+    look_at!(0);
+    look_at!(1);
+    look_at!(2);
+    look_at!(3);
+    None
+}
+
+/// What iovec `index` of an array of `len` is.
+enum Iovec {
+    /// It has room: (base, length).
+    Room([u64; 2]),
+    /// It is empty: look at the next.
+    Empty,
+    /// There is none, or it cannot be read (counted).
+    None,
+}
+
+#[inline(always)]
+fn iovec_if_room(iovecs: u64, len: u32, index: u32) -> Iovec {
+    if index >= len {
+        return Iovec::None;
+    }
+    // SAFETY: a user pointer; a bad one is an error, not a fault.
+    match unsafe { bpf_probe_read_user((iovecs + IOVEC_BYTES * index as u64) as *const [u64; 2]) } {
+        Ok(iov) if iov[1] != 0 => Iovec::Room(iov),
+        Ok(_) => Iovec::Empty,
+        Err(_) => {
+            count(Counter::NetUserReadFailed);
+            Iovec::None
         }
     }
-    None
 }
