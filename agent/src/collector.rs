@@ -190,15 +190,13 @@ impl Collector {
             Some(Record::Sample(sample)) => self.on_sample(&sample),
             Some(Record::Exec(event)) => {
                 let comm = comm_str(&event.comm);
-                // One read of the new image's mappings serves the symbolizer and the unwinder.
-                let maps = if self.exec_read_allowed() {
-                    self.processes.on_exec(event.pid, &comm, &mut self.objects)
+                if let Some(unwinder) = &self.unwinder {
+                    unwinder.exec(event.pid);
+                }
+                if self.exec_read_allowed() {
+                    self.processes.on_exec(event.pid, &comm, &mut self.objects);
                 } else {
                     self.processes.forget_image(event.pid, &comm);
-                    None
-                };
-                if let Some(unwinder) = &self.unwinder {
-                    unwinder.exec(event.pid, maps);
                 }
             }
             Some(Record::Exit(event)) => {

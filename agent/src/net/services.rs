@@ -1,7 +1,11 @@
 //! Which service a traced process is, cached per pid: its [`ProcessIdentity`] (the same one
 //! its profiles carry) and its metrics resource.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     metrics::Resource,
@@ -10,6 +14,8 @@ use crate::{
 
 /// Most processes remembered; past it the cache starts over.
 const MAX_PROCESSES: usize = 8192;
+/// How long a service is used without asking the shared identities again.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A traced process, as spans and metrics name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -26,22 +32,35 @@ pub struct Service {
 /// The cache: a service per process, rebuilt when the process's shared identity changes.
 #[derive(Debug, Default)]
 pub struct Services {
-    known: HashMap<u32, Arc<Service>, foldhash::fast::RandomState>,
+    known: HashMap<u32, (Arc<Service>, Instant), foldhash::fast::RandomState>,
     identities: Arc<Identities>,
+    /// [`Identities::changes`] when the cache was last known current.
+    seen_changes: u64,
     host_name: String,
 }
 
 impl Services {
     /// An empty cache for processes of host `host_name`, named through `identities`.
     pub fn new(identities: Arc<Identities>, host_name: String) -> Self {
-        Services { known: HashMap::default(), identities, host_name }
+        Services { known: HashMap::default(), seen_changes: identities.changes(), identities, host_name }
     }
 
     /// The service of `pid`; `comm` names it if `/proc` no longer has it.
     pub fn get(&mut self, pid: u32, comm: &str) -> Arc<Service> {
+        // The hot path (every network record): no identity changed since, and the entry is
+        // fresh; else check it against the shared identity.
+        let changes = self.identities.changes();
+        let unchanged = changes == self.seen_changes;
+        self.seen_changes = changes;
+        if let Some((service, at)) = self.known.get(&pid) {
+            if unchanged && at.elapsed() < CHECK_INTERVAL {
+                return service.clone();
+            }
+        }
         let identity = self.identities.get(pid, comm);
-        if let Some(service) = self.known.get(&pid) {
+        if let Some((service, at)) = self.known.get_mut(&pid) {
             if Arc::ptr_eq(&service.identity, &identity) {
+                *at = Instant::now();
                 return service.clone();
             }
         }
@@ -50,7 +69,7 @@ impl Services {
         }
         let metrics = Resource { service_name: identity.service_name.to_string(), attributes: vec![("host.name", self.host_name.clone())] };
         let service = Arc::new(Service { identity, pid, metrics });
-        self.known.insert(pid, service.clone());
+        self.known.insert(pid, (service.clone(), Instant::now()));
         service
     }
 }

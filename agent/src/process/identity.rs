@@ -5,7 +5,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -21,6 +24,9 @@ const TTL: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub struct Identities {
     known: Mutex<IdentityMap>,
+    /// Bumped whenever an identity is read again or forgotten: a reader that saw the same
+    /// number before knows its copies are still current without taking the lock.
+    changes: AtomicU64,
 }
 
 /// Identities by pid, with when they were read.
@@ -42,12 +48,19 @@ impl Identities {
     /// Reads `pid` again: it exec'd (a new executable, perhaps a new environment).
     pub fn refresh(&self, pid: u32, comm: &str) -> Arc<ProcessIdentity> {
         let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.changes.fetch_add(1, Ordering::Relaxed);
         Self::insert(&mut known, pid, comm)
     }
 
-    /// Forgets `pid` (it exited).
+    /// Forgets `pid` (its image changed; it is read again when next needed).
     pub fn forget(&self, pid: u32) {
         self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&pid);
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times identities were read again or forgotten so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     fn insert(known: &mut IdentityMap, pid: u32, comm: &str) -> Arc<ProcessIdentity> {

@@ -58,10 +58,6 @@ pub fn map_files_path(pid: u32, start: u64, end: u64) -> String {
     format!("/proc/{pid}/map_files/{start:x}-{end:x}")
 }
 
-/// A process's executable mappings as read at one moment, shared by the profile pipeline and
-/// the unwinder (one read serves both).
-pub type MapsSnapshot = std::sync::Arc<[MapsEntry]>;
-
 /// Reads `pid`'s executable mappings: the one place oxeye reads `/proc/PID/maps`. Paths need
 /// not be UTF-8; one odd file name must not hide the whole process.
 pub fn read_executable(pid: u32) -> std::io::Result<Vec<MapsEntry>> {

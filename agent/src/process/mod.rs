@@ -14,10 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use self::{
-    identity::{Identities, ProcessIdentity},
-    maps::MapsSnapshot,
-};
+use self::identity::{Identities, ProcessIdentity};
 use crate::objects::{ObjectId, ObjectRegistry};
 
 /// How long an exited process's mappings are kept for samples still in the ring buffer.
@@ -69,16 +66,15 @@ impl ProcessTable {
         ProcessTable { identities, ..Default::default() }
     }
 
-    /// A process has called `execve`: forget its old image and read the new one. Returns the
-    /// mappings read, for the unwinder (`None` if the process is already gone).
-    pub fn on_exec(&mut self, pid: u32, comm: &str, objects: &mut ObjectRegistry) -> Option<MapsSnapshot> {
+    /// A process has called `execve`: forget its old image and read the new one.
+    pub fn on_exec(&mut self, pid: u32, comm: &str, objects: &mut ObjectRegistry) {
         let process = self.processes.entry(pid).or_insert_with(Process::new);
         // A new program: its executable, and perhaps its environment (service name), changed.
         self.identities.refresh(pid, comm);
         process.mappings.clear();
         process.exited_at = None;
         self.maps_reads += 1;
-        process.read_maps(pid, objects)
+        process.read_maps(pid, objects);
     }
 
     /// A process has called `execve` but its maps are not read now: forget the old image;
@@ -157,13 +153,13 @@ impl Process {
         })
     }
 
-    /// Replaces the mappings with what `/proc/PID/maps` says now, and returns them; keeps the
-    /// old ones if the process is already gone.
-    fn read_maps(&mut self, pid: u32, objects: &mut ObjectRegistry) -> Option<MapsSnapshot> {
+    /// Replaces the mappings with what `/proc/PID/maps` says now; keeps the old ones if the
+    /// process is already gone.
+    fn read_maps(&mut self, pid: u32, objects: &mut ObjectRegistry) {
         self.maps_read_at = Some(Instant::now());
-        let entries = maps::read_executable(pid).ok()?;
+        let Ok(entries) = maps::read_executable(pid) else { return };
         if entries.is_empty() {
-            return None; // exiting (mm already gone) or a kernel thread
+            return; // exiting (mm already gone) or a kernel thread
         }
         self.mappings = entries
             .iter()
@@ -181,7 +177,6 @@ impl Process {
             })
             .collect();
         self.mappings.sort_by_key(|m| m.start);
-        Some(entries.into())
     }
 }
 

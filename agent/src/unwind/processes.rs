@@ -70,16 +70,13 @@ impl ProcessMappings {
         self.extents.used()
     }
 
-    /// Writes `pid`'s executable mappings, with their tables, for the unwinder: those `read`
-    /// just now by the process table, else read from `/proc` here.
-    pub fn describe(&mut self, pid: u32, read: Option<&[MapsEntry]>) -> Result<Outcome> {
+    /// Reads `pid`'s executable mappings (through the process manager's one reader of
+    /// `/proc/PID/maps`) and writes them, with their tables, for the unwinder.
+    pub fn describe(&mut self, pid: u32) -> Result<Outcome> {
         if self.processes.get(&pid).is_some_and(|d| d.at.elapsed() < REDESCRIBE_INTERVAL) {
             return Ok(Outcome::Unchanged);
         }
-        let mut entries = match read {
-            Some(entries) => entries.to_vec(),
-            None => read_executable(pid).with_context(|| format!("cannot read /proc/{pid}/maps"))?,
-        };
+        let mut entries = read_executable(pid).with_context(|| format!("cannot read /proc/{pid}/maps"))?;
         entries.sort_by_key(|entry| entry.start);
         entries.truncate(MAX_PROCESS_MAPPINGS as usize);
 
