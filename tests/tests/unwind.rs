@@ -96,7 +96,7 @@ fn deep_recursion_yields_at_least_128_frames_in_order() {
 }
 
 /// main → sort_many → qsort_r (libc) → libc's internal frames → compare_keys.
-fn assert_qsort_stacks(folded: &Folded, process: &str) {
+fn assert_qsort_stacks(folded: &Folded, process: &str, min_share: f64) {
     let total = folded.samples(process);
     let dump = folded.dump(process);
     let mut in_compare = 0;
@@ -120,7 +120,7 @@ fn assert_qsort_stacks(folded: &Folded, process: &str) {
     assert!(in_compare * 2 >= total, "only {in_compare} of {total} samples in compare_keys:\n{dump}");
     let share = through_libc as f64 / in_compare as f64;
     eprintln!("{process}: {:.1}% of {in_compare} compare_keys samples complete through libc", share * 100.0);
-    assert!(share >= 0.95, "{:.1}% of {in_compare} compare_keys samples go _start→main→sort_many→qsort_r→libc→compare_keys:\n{dump}", share * 100.0);
+    assert!(share >= min_share, "{:.1}% of {in_compare} compare_keys samples go _start→main→sort_many→qsort_r→libc→compare_keys:\n{dump}", share * 100.0);
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn time_in_libc_shows_libc_frames_and_the_callers_above() {
     let _deadline = deadline(LIMIT);
     let binary = build_workload("qsort.c", &NO_FRAME_POINTERS);
     let folded = profile("unwind-qsort", &binary, &["3"], &[]).0.folded();
-    assert_qsort_stacks(&folded, "qsort");
+    assert_qsort_stacks(&folded, "qsort", 0.95);
 }
 
 #[test]
@@ -139,7 +139,10 @@ fn frame_pointer_code_without_tables_calls_into_libc_and_back() {
     let flags = ["-O0", "-fno-omit-frame-pointer", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"];
     let binary = build_workload("qsort.c", &flags);
     let folded = profile("unwind-mixed", &binary, &["3"], &[]).0.folded();
-    assert_qsort_stacks(&folded, "qsort");
+    // A frame-pointer function without tables cannot be walked from its first two
+    // instructions (before `mov rbp, rsp`) or its last two: compare_keys is a dozen
+    // instructions, so up to about 6% of its samples land there (measured: 0 to 15 of 250).
+    assert_qsort_stacks(&folded, "qsort", 0.92);
 }
 
 #[test]
