@@ -68,6 +68,16 @@ counters! {
     /// `PENDING_IO`; the LRU maps evict instead, so mostly `PENDING_IO` being full): that
     /// connection or syscall is not traced.
     15 NetMapUpdateFailed => "net_map_update_failed",
+    /// Samples of known CPython processes whose Python frames were walked.
+    16 PythonWalks => "python_walks",
+    /// Samples of a CPython process on a thread with no `PyThreadState` (a native thread,
+    /// or one the thread-list search did not reach).
+    17 PythonThreadNotFound => "python_thread_not_found",
+    /// Python walks that stopped on a failed read of the interpreter's memory.
+    18 PythonReadFailed => "python_read_failed",
+    /// Tail calls into the Python walker that failed (the sample is sent with native frames
+    /// only).
+    19 PythonTailCallFailed => "python_tail_call_failed",
 }
 
 // Each counter's index is its place in the list, so `ALL[i] as usize == i` indexes arrays.
@@ -90,6 +100,6 @@ mod tests {
             assert!(Counter::ALL[..i].iter().all(|b| b.name() != a.name()), "{} twice", a.name());
         }
         assert_eq!(Counter::SocketReadFailed.name(), "socket_read_failed");
-        assert_eq!(Counter::COUNT, 16);
+        assert_eq!(Counter::COUNT, 20);
     }
 }

@@ -8,6 +8,7 @@
 pub mod counters;
 pub mod names;
 pub mod net;
+pub mod python;
 pub mod records;
 pub mod sampler;
 pub mod tracepoints;

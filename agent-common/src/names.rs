@@ -24,6 +24,10 @@ pub mod maps {
     pub const PROCESS_MAPPINGS: &str = "PROCESS_MAPPINGS";
     /// The unwinder's tail-call table.
     pub const UNWIND_PROGRAMS: &str = "UNWIND_PROGRAMS";
+    /// Known CPython processes and their layouts.
+    pub const PYTHON_PROCESSES: &str = "PYTHON_PROCESSES";
+    /// Each sampled Python thread's `PyThreadState` (a cache).
+    pub const PYTHON_THREADS: &str = "PYTHON_THREADS";
     /// Connection and payload records (ring buffer).
     pub const NET_EVENTS: &str = "NET_EVENTS";
     /// Tracked connections.
@@ -44,6 +48,8 @@ pub mod programs {
     pub const SAMPLE: &str = "oxeye_sample";
     /// perf_event: the user-stack unwinder, tail-called.
     pub const UNWIND: &str = "oxeye_unwind";
+    /// perf_event: the Python frame walker, tail-called after the unwinder.
+    pub const PYTHON: &str = "oxeye_python";
     /// tracepoint `sched:sched_process_exec`.
     pub const EXEC: &str = "oxeye_exec";
     /// tracepoint `sched:sched_process_exit`.

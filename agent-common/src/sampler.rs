@@ -4,8 +4,10 @@
 pub const MAX_KERNEL_FRAMES: usize = 64;
 /// Most user frames walked per sample.
 pub const MAX_USER_FRAMES: usize = 128;
-/// Room for both stacks in [`SampleRecord::frames`].
-pub const MAX_FRAMES: usize = MAX_KERNEL_FRAMES + MAX_USER_FRAMES;
+/// Slots of [`SampleRecord::frames`] one Python frame takes (see [`crate::python`]).
+pub const SLOTS_PER_PYTHON_FRAME: usize = 2;
+/// Room for the kernel, native user and Python stacks in [`SampleRecord::frames`].
+pub const MAX_FRAMES: usize = MAX_KERNEL_FRAMES + MAX_USER_FRAMES + SLOTS_PER_PYTHON_FRAME * crate::python::MAX_PYTHON_FRAMES;
 
 /// Configuration set by user space at load time through the `SAMPLER_CONFIG` global.
 #[repr(C)]
@@ -43,8 +45,13 @@ pub struct SampleHeader {
     pub flags: u32,
     /// Thread name (`comm`), NUL-padded.
     pub comm: [u8; 16],
+    /// Python frames after the user frames, [`SLOTS_PER_PYTHON_FRAME`] slots each.
+    pub python_frame_count: u32,
+    /// Why the Python stack ended ([`crate::unwind::StackEnd`] as `u32`); only meaningful
+    /// with [`crate::unwind::FLAG_PYTHON`].
+    pub python_stack_end: u32,
 }
-const _: () = assert!(core::mem::size_of::<SampleHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<SampleHeader>() == 64);
 crate::impl_pod!(SampleHeader);
 
 /// One sample: header plus kernel and user return addresses, innermost frame first.
@@ -56,13 +63,13 @@ pub struct SampleRecord {
     /// Who, where and when.
     pub header: SampleHeader,
     /// Kernel instruction pointers, innermost first, then user ones (the first user one is
-    /// the interrupted PC; the others are return addresses).
+    /// the interrupted PC; the others are return addresses), then Python frames.
     pub frames: [u64; MAX_FRAMES],
 }
-const _: () = assert!(core::mem::size_of::<SampleRecord>() == 56 + 8 * MAX_FRAMES);
+const _: () = assert!(core::mem::size_of::<SampleRecord>() == 64 + 8 * MAX_FRAMES);
 
 impl SampleRecord {
-    /// Bytes of the record that carry data, all that is sent: the header and `frames` frames.
+    /// Bytes of the record that carry data, all that is sent: the header and `frames` slots.
     pub const fn used_bytes(frames: usize) -> usize {
         core::mem::size_of::<SampleHeader>() + 8 * frames
     }

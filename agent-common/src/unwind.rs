@@ -233,9 +233,22 @@ impl StackEnd {
     }
 }
 
+/// Indices in the `UNWIND_PROGRAMS` tail-call table.
+pub mod tail_call {
+    /// `oxeye_unwind`: the native walk.
+    pub const UNWIND: u32 = 0;
+    /// `oxeye_python`: the Python walk, after the native one.
+    pub const PYTHON: u32 = 1;
+    /// Entries of the table.
+    pub const COUNT: u32 = 2;
+}
+
 /// `SampleHeader::flags`: a PC fell outside every mapping user space described for the
 /// process (new libraries were mapped since): user space should describe it again.
 pub const FLAG_UNKNOWN_MAPPING: u32 = 1;
+/// Sample flag: the Python walker ran for this sample (its process is a known CPython), so
+/// `python_frame_count` and `python_stack_end` are meaningful.
+pub const FLAG_PYTHON: u32 = 2;
 
 #[cfg(test)]
 mod tests {

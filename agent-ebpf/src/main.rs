@@ -2,6 +2,7 @@
 //!
 //! - [`sampler`]: perf_event program sampling kernel and user stacks on every CPU.
 //! - [`unwinder`]: walks user stacks with `.eh_frame` tables, tail-calling itself.
+//! - [`python`]: walks CPython frames after the native walk, tail-calling itself.
 //! - [`process_events`]: tracepoints reporting process exec and exit.
 //! - [`net`]: TCP connections and HTTP payloads, from syscall tracepoints, and TCP statistics
 //!   at close from fentry, a kprobe or a socket tracepoint.
@@ -13,6 +14,7 @@
 mod maps;
 mod net;
 mod process_events;
+mod python;
 mod sampler;
 mod unwinder;
 

@@ -3,12 +3,14 @@
 use agent_common::{
     counters::Counter,
     sampler::{SampleRecord, MAX_FRAMES},
-    unwind::{ExecMapping, MappingRange, UnwindEntry, UnwindRule},
+    python::{PythonProcess, PythonThread},
+    sampler::SLOTS_PER_PYTHON_FRAME,
+    unwind::{tail_call, ExecMapping, MappingRange, UnwindEntry, UnwindRule},
 };
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 
 /// Samples and process events, in the order the kernel produced them.
@@ -80,6 +82,16 @@ pub struct Scratch {
     pub mappings: MappingRange,
     /// The mapping the previous frame was in (all zero: none).
     pub last_mapping: ExecMapping,
+    /// Python walker: the next frame to record (0: none).
+    pub python_frame: u64,
+    /// Python walker: program runs for this sample so far.
+    pub python_runs: u32,
+    /// Padding.
+    pub reserved: u32,
+    /// Python walker: the frame being read.
+    pub python_frame_window: [u64; crate::python::FRAME_WINDOW_WORDS],
+    /// Python walker: the start of the frame's code object.
+    pub python_code_window: [u64; crate::python::CODE_WINDOW_WORDS],
     /// The record sent when the walk ends.
     pub record: SampleRecord,
     /// Room after the record's frames, so a frame index masked to [`FRAME_SLOTS`] is always
@@ -88,7 +100,7 @@ pub struct Scratch {
 }
 
 /// A power of two at least [`MAX_FRAMES`]: frame indices are masked to it.
-pub const FRAME_SLOTS: usize = 256;
+pub const FRAME_SLOTS: usize = 512;
 const _: () = assert!(FRAME_SLOTS.is_power_of_two() && FRAME_SLOTS >= MAX_FRAMES);
 
 /// Unwind rows of every file with a table, each file's rows contiguous and sorted by `pc`.
@@ -129,17 +141,38 @@ pub static EXEC_MAPPINGS: Array<ExecMapping> = Array::with_max_entries(1, BPF_F_
 #[map]
 pub static PROCESS_MAPPINGS: HashMap<u32, MappingRange> = HashMap::with_max_entries(1, 0);
 
-/// The unwinder program, tail-called from the sampler and from itself.
+/// The unwinder and the Python walker, tail-called from the sampler and from themselves.
 ///
-/// - Key: 0. Value: the `oxeye_unwind` program. Written by user space at load time.
+/// - Key: an index of `agent_common::unwind::tail_call`. Value: that program. Written by user
+///   space at load time.
 #[map]
-pub static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(tail_call::COUNT, 0);
+
+/// Known CPython processes: where their runtime state is and how this version lays it out.
+///
+/// - Key: process id (thread-group id). Value: [`PythonProcess`] (80 bytes).
+/// - Written by: user space, when it recognises a process's interpreter; removed at exit.
+///   Read by: `unwinder` (whether to hand over) and `python`.
+/// - Size: set at load time, the same as [`PROCESS_MAPPINGS`]; preallocated.
+#[map]
+pub static PYTHON_PROCESSES: HashMap<u32, PythonProcess> = HashMap::with_max_entries(1, 0);
+
+/// Each sampled thread's `PyThreadState`, so the thread list is searched once per thread.
+///
+/// - Key: `pid << 32 | tid`. Value: [`PythonThread`] (16 bytes). A cached state is checked
+///   against the thread's id at every use; a thread with none is searched again after a
+///   second.
+/// - Written and read by: `python`.
+/// - Size: set at load time (threads of Python processes sampled recently); LRU, so the
+///   oldest threads make room.
+#[map]
+pub static PYTHON_THREADS: LruHashMap<u64, PythonThread> = LruHashMap::with_max_entries(1, 0);
 
 /// Sends the used part of this CPU's sample record to user space.
 #[inline(always)]
 pub fn submit(record: &SampleRecord) {
     let header = &record.header;
-    let frames = header.kernel_frame_count as usize + header.user_frame_count as usize;
+    let frames = header.kernel_frame_count as usize + header.user_frame_count as usize + SLOTS_PER_PYTHON_FRAME * header.python_frame_count as usize;
     if frames > MAX_FRAMES {
         return;
     }

@@ -61,6 +61,8 @@ pub fn oxeye_sample(ctx: PerfEventContext) -> u32 {
     header.user_frame_count = 0;
     header.user_stack_end = StackEnd::Complete as u32;
     header.flags = 0;
+    header.python_frame_count = 0;
+    header.python_stack_end = 0;
     // A sample of user code has no kernel stack, and its registers are in the perf event.
     let in_user = unwinder::registers_from_context(&ctx, scratch);
     let record = &mut scratch.record;

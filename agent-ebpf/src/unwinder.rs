@@ -14,7 +14,7 @@ use agent_common::{
     counters::Counter,
     sampler::{MAX_FRAMES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES},
     unwind::{
-        arch, cfa, fp, ra, row, ExecMapping, MappingRange, StackEnd, UnwindConfig, UnwindRule, FLAG_UNKNOWN_MAPPING,
+        arch, cfa, fp, ra, row, tail_call, ExecMapping, MappingRange, StackEnd, UnwindConfig, UnwindRule, FLAG_UNKNOWN_MAPPING,
         MAPPING_SEARCH_STEPS, MAX_FILE_ROWS, MAX_PROCESS_MAPPINGS, ROW_SEARCH_STEPS,
     },
 };
@@ -26,13 +26,15 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 
-use crate::maps::{count, submit, Scratch, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_RULES};
+use crate::python;
+use crate::maps::{count, Scratch, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_RULES};
 
 /// Frames walked per program run, between tail calls.
 const FRAMES_PER_PROGRAM: u32 = 5;
-/// Tail calls per sample: enough for [`MAX_USER_FRAMES`] (the kernel allows 33).
+/// Tail calls per sample: enough for [`MAX_USER_FRAMES`]; with the Python walker's runs, the
+/// chain stays within the 32 tail calls every supported kernel allows (5.16 raised it to 33).
 const MAX_TAIL_CALLS: u32 = (MAX_USER_FRAMES as u32).div_ceil(FRAMES_PER_PROGRAM) + 1;
-const _: () = assert!(MAX_TAIL_CALLS <= 32);
+const _: () = assert!(MAX_TAIL_CALLS + python::MAX_RUNS <= 32);
 
 /// x86-64: offset of `uc.uc_mcontext` in `struct rt_sigframe`, where the interrupted
 /// registers are once the handler has returned into `__restore_rt`.
@@ -98,12 +100,12 @@ pub fn start(ctx: &PerfEventContext, scratch: &mut Scratch, in_user: bool) {
             scratch.exact_pc = 1;
             scratch.tail_calls = 0;
             // SAFETY: index 0 holds `oxeye_unwind`, a perf_event program like this one.
-            unsafe { UNWIND_PROGRAMS.tail_call(ctx, 0) };
+            unsafe { UNWIND_PROGRAMS.tail_call(ctx, tail_call::UNWIND) };
             count(Counter::UnwindTailCallFailed);
         }
         Err(end) => scratch.record.header.user_stack_end = end as u32,
     }
-    submit(&scratch.record);
+    python::finish(ctx, scratch);
 }
 
 /// The user registers saved at the last entry into the kernel (a sample taken in user mode
@@ -168,18 +170,18 @@ pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
                 count(Counter::UserStackError);
             }
             scratch.record.header.user_stack_end = end as u32;
-            submit(&scratch.record);
+            python::finish(&ctx, scratch);
             return 0;
         }
     }
     scratch.tail_calls += 1;
     if scratch.tail_calls < MAX_TAIL_CALLS {
         // SAFETY: index 0 holds this very program.
-        unsafe { UNWIND_PROGRAMS.tail_call(&ctx, 0) };
+        unsafe { UNWIND_PROGRAMS.tail_call(&ctx, tail_call::UNWIND) };
         count(Counter::UnwindTailCallFailed);
     }
     scratch.record.header.user_stack_end = StackEnd::DepthLimit as u32;
-    submit(&scratch.record);
+    python::finish(&ctx, scratch);
     0
 }
 
