@@ -256,8 +256,7 @@ fn mark_entry(scratch: &mut Scratch) {
     let count = scratch.record.header.python_frame_count;
     if count > 0 {
         let slot = python_slot(scratch, count - 1) + 1;
-        // SAFETY: masked into the record's frames and the overflow after them.
-        let word = unsafe { &mut *scratch.record.frames.as_mut_ptr().add(slot & (FRAME_SLOTS - 1)) };
+        let word = frame_slot(scratch, slot);
         if *word & ENTRY_FRAME as u64 == 0 {
             *word |= ENTRY_FRAME as u64;
             return;
@@ -273,13 +272,22 @@ fn record(scratch: &mut Scratch, code: u64, location: u64) {
         return;
     }
     let slot = python_slot(scratch, count);
-    let frames = scratch.record.frames.as_mut_ptr();
-    // SAFETY: both indices are masked into the record's frames and the overflow after them.
-    unsafe {
-        frames.add(slot & (FRAME_SLOTS - 1)).write(code);
-        frames.add((slot + 1) & (FRAME_SLOTS - 1)).write(location);
-    }
+    *frame_slot(scratch, slot) = code;
+    *frame_slot(scratch, slot + 1) = location;
     scratch.record.header.python_frame_count = count + 1;
+}
+
+/// The record's frame slot `slot`, masked into the frames and the overflow after them.
+///
+/// The verifier must see the bound on the index itself. LLVM drops a mask it can prove
+/// redundant from earlier checks, which the verifier may not have followed, so the index goes
+/// through a volatile read first.
+#[inline(always)]
+fn frame_slot(scratch: &mut Scratch, slot: usize) -> &mut u64 {
+    // SAFETY: reading a local.
+    let slot = unsafe { core::ptr::read_volatile(&slot) } & (FRAME_SLOTS - 1);
+    // SAFETY: `slot` is inside the frames and the overflow that follows them in `Scratch`.
+    unsafe { &mut *scratch.record.frames.as_mut_ptr().add(slot) }
 }
 
 /// The first slot of Python frame `index`, after the kernel and native user frames.

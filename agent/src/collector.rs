@@ -10,7 +10,7 @@ use std::{
 
 use agent_common::{
     sampler::SampleRecord,
-    unwind::{StackEnd, FLAG_UNKNOWN_MAPPING},
+    unwind::{StackEnd, FLAG_PYTHON, FLAG_UNKNOWN_MAPPING},
 };
 
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
@@ -26,6 +26,11 @@ use crate::{
         ProcessTable, UserAddress,
     },
     profile::{Frame, Profile},
+    python::{
+        frames::{PythonFrame, PythonFrameReader},
+        merge::{merge, EVAL_FUNCTION},
+        registry::PythonProcesses,
+    },
     symbolize::FrameNamer,
     symbols::Catalog,
     top::TopFunctions,
@@ -52,6 +57,8 @@ pub struct CollectorConfig {
     pub clock: Clock,
     /// Who each process is (shared with the network pipeline).
     pub identities: Arc<Identities>,
+    /// The CPython processes the Python walker is attached to.
+    pub python: Arc<PythonProcesses>,
 }
 
 /// Everything user space knows about the samples so far.
@@ -79,6 +86,10 @@ pub struct Collector {
     target_pid: Option<u32>,
     target_exited: bool,
     frames: Vec<Frame>,
+    /// The native user frames of the sample being handled, before Python frames go in.
+    native: Vec<Frame>,
+    python_frames: Vec<PythonFrame>,
+    python: PythonFrameReader,
     exec_reads: (Instant, u32),
     unwind_refreshes: HashMap<u32, Instant>,
 }
@@ -118,6 +129,9 @@ impl Collector {
             target_pid: config.target_pid,
             target_exited: false,
             frames: Vec::with_capacity(256),
+            native: Vec::with_capacity(128),
+            python_frames: Vec::with_capacity(128),
+            python: PythonFrameReader::new(config.python),
             exec_reads: (Instant::now(), 0),
             unwind_refreshes: HashMap::new(),
         }
@@ -222,6 +236,40 @@ impl Collector {
         }
     }
 
+    /// Appends the sample's user frames (`rest`: the frames after the kernel ones): native
+    /// frames resolved to files, with Python frames in place of the interpreter's; returns
+    /// how the stack ended.
+    fn push_user_frames(&mut self, sample: &SampleRecord, rest: &[u64]) -> StackEnd {
+        let header = &sample.header;
+        let pid = header.pid;
+        let (user, python) = rest.split_at(header.user_frame_count as usize);
+        self.native.clear();
+        for (i, &address) in user.iter().enumerate() {
+            let address = caller(i, address);
+            self.native.push(match self.processes.resolve(pid, address, &mut self.objects) {
+                UserAddress::File { object, file_offset } => {
+                    // Read the file's symbols now, while the process (and its files) are there.
+                    self.objects.ensure_loaded(object);
+                    Frame::User { object, file_offset }
+                }
+                UserAddress::Unknown => Frame::Unknown { address },
+            });
+        }
+        let native_end = StackEnd::from_u32(header.user_stack_end);
+        let python_count = header.python_frame_count as usize;
+        if header.flags & FLAG_PYTHON == 0 || python_count == 0 {
+            self.frames.extend_from_slice(&self.native);
+            return native_end;
+        }
+        let slots = &python[..python_count * agent_common::sampler::SLOTS_PER_PYTHON_FRAME];
+        // Named now: a code object may be freed once its function returns.
+        self.python.read(pid, slots, self.namer.python_functions(), &mut self.python_frames);
+        let python_end = StackEnd::from_u32(header.python_stack_end);
+        let (namer, objects) = (&mut self.namer, &mut self.objects);
+        let is_eval = |frame: Frame| matches!(frame, Frame::User { .. }) && &*namer.name(frame, objects) == EVAL_FUNCTION;
+        merge(&self.native, &self.python_frames, native_end, python_end, is_eval, &mut self.frames)
+    }
+
     fn exec_read_allowed(&mut self) -> bool {
         let (since, count) = &mut self.exec_reads;
         if since.elapsed() >= Duration::from_secs(1) {
@@ -236,27 +284,14 @@ impl Collector {
         self.samples_received += 1;
         let header = &sample.header;
         let (pid, tid) = (header.pid, header.tid);
-        let frames = &mut self.frames;
-        frames.clear();
+        self.frames.clear();
         // Innermost first. Every frame but the first is a return address: step back into the
         // call instruction so the frame is attributed to the calling line, not the next one.
         let (kernel, rest) = sample.frames.split_at(header.kernel_frame_count as usize);
-        frames.extend(kernel.iter().enumerate().map(|(i, &address)| Frame::Kernel { address: caller(i, address) }));
-        let user = &rest[..header.user_frame_count as usize];
-        for (i, &address) in user.iter().enumerate() {
-            let address = caller(i, address);
-            frames.push(match self.processes.resolve(pid, address, &mut self.objects) {
-                UserAddress::File { object, file_offset } => {
-                    // Read the file's symbols now, while the process (and its files) are there.
-                    self.objects.ensure_loaded(object);
-                    Frame::User { object, file_offset }
-                }
-                UserAddress::Unknown => Frame::Unknown { address },
-            });
-        }
-        match StackEnd::from_u32(header.user_stack_end) {
+        self.frames.extend(kernel.iter().enumerate().map(|(i, &address)| Frame::Kernel { address: caller(i, address) }));
+        match self.push_user_frames(sample, rest) {
             StackEnd::Complete | StackEnd::NoUserRegisters => {}
-            reason => frames.push(Frame::UnwindError { reason }),
+            reason => self.frames.push(Frame::UnwindError { reason }),
         }
         if header.flags & FLAG_UNKNOWN_MAPPING != 0 {
             self.refresh_unwind(pid);
@@ -321,11 +356,13 @@ mod tests {
                 user_stack_end: 0,
                 flags: 0,
                 comm: *b"selftest\0\0\0\0\0\0\0\0",
+                python_frame_count: 0,
+                python_stack_end: 0,
             },
             frames: [0; agent_common::sampler::MAX_FRAMES],
         };
         record.frames[0] = marker_leaf as *const () as u64 + 1;
-        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new(), identities: Arc::default() };
+        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new(), identities: Arc::default(), python: Arc::default() };
         let mut collector = Collector::new(FrameNamer::new(None), config);
         collector.handle(as_bytes(&record));
         collector.handle(as_bytes(&record));

@@ -2,7 +2,8 @@
 
 use agent_common::{
     records::{ProcessEvent, RecordKind},
-    sampler::{SampleHeader, SampleRecord, MAX_FRAMES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES},
+    python::MAX_PYTHON_FRAMES,
+    sampler::{SampleHeader, SampleRecord, MAX_FRAMES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, SLOTS_PER_PYTHON_FRAME},
 };
 
 /// A record read from the ring buffer.
@@ -26,10 +27,13 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             let sent = (bytes.len() - size_of::<SampleHeader>()) / 8;
             let kernel = (header.kernel_frame_count as usize).min(MAX_KERNEL_FRAMES).min(sent);
             let user = (header.user_frame_count as usize).min(MAX_USER_FRAMES).min(sent - kernel);
+            let python = (header.python_frame_count as usize).min(MAX_PYTHON_FRAMES).min((sent - kernel - user) / SLOTS_PER_PYTHON_FRAME);
             header.kernel_frame_count = kernel as u32;
             header.user_frame_count = user as u32;
+            header.python_frame_count = python as u32;
+            let used = kernel + user + SLOTS_PER_PYTHON_FRAME * python;
             let mut sample = Box::new(SampleRecord { header, frames: [0; MAX_FRAMES] });
-            for (slot, chunk) in sample.frames.iter_mut().zip(bytes[size_of::<SampleHeader>()..].chunks_exact(8)).take(kernel + user) {
+            for (slot, chunk) in sample.frames.iter_mut().zip(bytes[size_of::<SampleHeader>()..].chunks_exact(8)).take(used) {
                 *slot = u64::from_ne_bytes(chunk.try_into().ok()?);
             }
             Some(Record::Sample(sample))

@@ -16,6 +16,7 @@ mod output;
 mod pipeline;
 mod privileges;
 mod process;
+mod python;
 mod profile;
 mod run;
 mod symbolize;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use agent_common::unwind::StackEnd;
 
-use crate::objects::ObjectId;
+use crate::{objects::ObjectId, python::functions::FunctionId};
 
 /// One frame of a stack, as precise as the sample allows; named later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,6 +29,13 @@ pub enum Frame {
     Unknown {
         /// The virtual address.
         address: u64,
+    },
+    /// A Python function, at a line: one frame of a CPython interpreter's own stack.
+    Python {
+        /// The function (in the namer's Python function table).
+        function: FunctionId,
+        /// The line it is at.
+        line: u32,
     },
     /// The user stack could not be walked further: the outermost frame says why.
     UnwindError {

@@ -15,6 +15,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
+use crate::python::registry::PythonProcesses;
 use crate::{
     bpf::{Loaded, ProbeConfig, Probes, DRAIN_INTERVAL},
     cli::Args,
@@ -65,7 +66,8 @@ pub async fn run(args: Args) -> Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
 
     let Loaded { mut probes, events, unwind_maps, net_events } = Probes::load(probe_config(&args))?;
-    let unwinder = start_unwinder(&args, unwind_maps)?;
+    let python = Arc::new(PythonProcesses::default());
+    let unwinder = start_unwinder(&args, unwind_maps, Arc::clone(&python))?;
     probes.start_sampling()?;
     let start = SystemTime::now();
     let started = Instant::now();
@@ -82,6 +84,7 @@ pub async fn run(args: Args) -> Result<()> {
         export_batch: profile_exporter.is_some().then_some(MAX_BATCH_SAMPLES),
         clock,
         identities: identities.clone(),
+        python,
     };
     let mut collector = Collector::new(FrameNamer::new(kernel), config);
     if let Some((catalog, _)) = &symbols {
@@ -161,7 +164,7 @@ fn probe_config(args: &Args) -> ProbeConfig {
 
 /// Starts the unwind-table loader (unless `--frame-pointers-only`) and gives it a moment to
 /// describe the processes already running.
-fn start_unwinder(args: &Args, maps: UnwindMaps) -> Result<Option<Unwinder>> {
+fn start_unwinder(args: &Args, maps: UnwindMaps, python: Arc<PythonProcesses>) -> Result<Option<Unwinder>> {
     if args.frame_pointers_only {
         return Ok(None);
     }
@@ -169,7 +172,7 @@ fn start_unwinder(args: &Args, maps: UnwindMaps) -> Result<Option<Unwinder>> {
         Some(pid) => vec![pid],
         None => running_processes(),
     };
-    let unwinder = Unwinder::start(maps, initial)?;
+    let unwinder = Unwinder::start(maps, initial, python)?;
     // Stacks are complete from the first sample if running processes' tables are in place
     // first; a slow start (thousands of processes) is not waited for past this.
     if !unwinder.wait_ready(INITIAL_TABLES_WAIT) {

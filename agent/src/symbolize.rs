@@ -8,6 +8,7 @@ use symbolizer::{demangle::demangle, kallsyms::KernelSymbols};
 use crate::{
     objects::{ObjectId, ObjectRegistry},
     profile::Frame,
+    python::functions::FunctionTable,
 };
 
 /// The kernel's pseudo-file, as `perf` and the OpenTelemetry eBPF profiler name it.
@@ -21,6 +22,7 @@ const MAX_CACHED_NAMES: usize = 1 << 20;
 pub struct FrameNamer {
     kernel: Option<KernelSymbols>,
     cache: HashMap<Frame, Named>,
+    python: FunctionTable,
 }
 
 /// Where a frame's code is.
@@ -32,6 +34,9 @@ pub enum Code {
     File(ObjectId),
     /// No file: JIT code, a bad frame pointer, or the marker of an unfinished walk.
     Anonymous,
+    /// Code an interpreter runs (a Python function): named by the runtime, with no file
+    /// mapping.
+    Interpreted,
 }
 
 /// What a frame is, by the OpenTelemetry eBPF profiler's `profile.frame.type` values.
@@ -41,6 +46,8 @@ pub enum FrameKind {
     Kernel,
     /// Native user code (or unknown user code).
     Native,
+    /// A Python function run by CPython.
+    Python,
     /// The stack could not be walked further.
     AbortMarker,
 }
@@ -51,6 +58,7 @@ impl FrameKind {
         match self {
             FrameKind::Kernel => "kernel",
             FrameKind::Native => "native",
+            FrameKind::Python => "cpython",
             FrameKind::AbortMarker => "abort-marker",
         }
     }
@@ -71,6 +79,19 @@ pub struct ResolvedFrame {
     pub name: Arc<str>,
     /// Whether `name` came from a symbol.
     pub from_symbol: bool,
+    /// The source file and line, where the runtime tells them (Python frames).
+    pub source: Option<SourceLine>,
+}
+
+/// Where in the source a frame is.
+#[derive(Debug, Clone)]
+pub struct SourceLine {
+    /// The source file, as the runtime names it.
+    pub file: Arc<str>,
+    /// The line executing.
+    pub line: u32,
+    /// The function's first line.
+    pub first_line: u32,
 }
 
 impl ResolvedFrame {
@@ -80,11 +101,12 @@ impl ResolvedFrame {
     }
 
     /// The path of the code's file (`""` without one).
-    pub fn path<'a>(&self, objects: &'a ObjectRegistry) -> &'a str {
+    pub fn path<'a>(&'a self, objects: &'a ObjectRegistry) -> &'a str {
         match self.code {
             Code::Kernel => KERNEL_FILE,
             Code::File(id) => &objects.get(id).path,
             Code::Anonymous => "",
+            Code::Interpreted => self.source.as_ref().map_or("", |source| &source.file),
         }
     }
 }
@@ -99,10 +121,17 @@ struct Named {
 impl FrameNamer {
     /// A namer for this kernel's symbols (`None` leaves kernel frames as addresses).
     pub fn new(kernel: Option<KernelSymbols>) -> Self {
-        FrameNamer { kernel, cache: HashMap::new() }
+        FrameNamer { kernel, cache: HashMap::new(), python: FunctionTable::default() }
     }
 
-    /// The frame's function name; for a frame with no symbol, `file+0xOFFSET` or the address.
+    /// The Python functions frames refer to (samples add to it as they arrive).
+    pub fn python_functions(&mut self) -> &mut FunctionTable {
+        &mut self.python
+    }
+
+    /// The frame's display name: the function (a Python one with its file and line, as
+    /// `Class.method (file.py:12)`); for a frame with no symbol, `file+0xOFFSET` or the
+    /// address.
     pub fn name(&mut self, frame: Frame, objects: &mut ObjectRegistry) -> Arc<str> {
         self.lookup(frame, objects).name.clone()
     }
@@ -110,6 +139,12 @@ impl FrameNamer {
     /// Everything an encoder needs about one frame, worked out in one place so that every
     /// output (OTLP, pprof, folded) names, places and types frames alike.
     pub fn resolve(&mut self, frame: Frame, objects: &mut ObjectRegistry) -> ResolvedFrame {
+        if let Frame::Python { function, line } = frame {
+            let function = self.python.get(function);
+            let source = SourceLine { file: Arc::clone(&function.filename), line, first_line: function.first_line };
+            let name = Arc::clone(&function.name);
+            return ResolvedFrame { code: Code::Interpreted, address: 0, file_address: 0, kind: FrameKind::Python, name, from_symbol: true, source: Some(source) };
+        }
         let named = self.lookup(frame, objects).clone();
         let (code, address, file_address, kind) = match frame {
             Frame::Kernel { address } => (Code::Kernel, address, address, FrameKind::Kernel),
@@ -120,8 +155,9 @@ impl FrameNamer {
             }
             Frame::Unknown { address } => (Code::Anonymous, address, address, FrameKind::Native),
             Frame::UnwindError { .. } => (Code::Anonymous, 0, 0, FrameKind::AbortMarker),
+            Frame::Python { .. } => (Code::Interpreted, 0, 0, FrameKind::Python),
         };
-        ResolvedFrame { code, address, file_address, kind, name: named.name, from_symbol: named.from_symbol }
+        ResolvedFrame { code, address, file_address, kind, name: named.name, from_symbol: named.from_symbol, source: None }
     }
 
     fn lookup(&mut self, frame: Frame, objects: &mut ObjectRegistry) -> &Named {
@@ -129,6 +165,7 @@ impl FrameNamer {
             self.cache.clear();
         }
         let kernel = self.kernel.as_ref();
+        let python = &self.python;
         self.cache.entry(frame).or_insert_with(|| {
             let (name, from_symbol): (Arc<str>, bool) = match frame {
                 Frame::Kernel { address } => match kernel.and_then(|k| k.lookup(address)) {
@@ -143,6 +180,10 @@ impl FrameNamer {
                     }
                 }
                 Frame::Unknown { .. } => ("[unknown]".into(), false),
+                Frame::Python { function, line } => {
+                    let function = python.get(function);
+                    (format!("{} ({}:{line})", function.name, function.short_filename()).into(), true)
+                }
                 Frame::UnwindError { reason } => (format!("[unwind error: {}]", reason.describe()).into(), false),
             };
             Named { name, from_symbol }

@@ -13,11 +13,12 @@ use agent_common::{
     names::{globals, maps, programs},
     net::{Connection, NetConfig, PayloadRecord, PendingIo, SocketOwner},
     sampler::{SampleRecord, SamplerConfig},
+    python::{PythonProcess, PythonThread},
     unwind::{ExecMapping, MappingRange, UnwindConfig, UnwindEntry, UnwindRule},
 };
 use aya_obj::{generated::bpf_map_type as map_type, Object, ProgramSection};
 
-use super::{hooks::TcpStateHook, network::HOOKS, sizing::MapSizes, BPF_OBJECT, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
+use super::{hooks::TcpStateHook, network::HOOKS, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
 
 /// `BPF_F_MMAPABLE`: user space memory-maps these arrays.
 const MMAPABLE: u32 = 1 << 10;
@@ -48,6 +49,8 @@ fn map_specs() -> Vec<MapSpec> {
         mmapable(map(maps::UNWIND_RULES, BPF_MAP_TYPE_ARRAY, size_of::<u32>(), size_of::<UnwindRule>())),
         mmapable(map(maps::EXEC_MAPPINGS, BPF_MAP_TYPE_ARRAY, size_of::<u32>(), size_of::<ExecMapping>())),
         map(maps::PROCESS_MAPPINGS, BPF_MAP_TYPE_HASH, size_of::<u32>(), size_of::<MappingRange>()),
+        map(maps::PYTHON_PROCESSES, BPF_MAP_TYPE_HASH, size_of::<u32>(), size_of::<PythonProcess>()),
+        map(maps::PYTHON_THREADS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<PythonThread>()),
         map(maps::UNWIND_PROGRAMS, BPF_MAP_TYPE_PROG_ARRAY, size_of::<u32>(), size_of::<u32>()),
         map(maps::NET_EVENTS, BPF_MAP_TYPE_RINGBUF, 0, 0),
         map(maps::CONNECTIONS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<Connection>()),
@@ -60,7 +63,7 @@ fn map_specs() -> Vec<MapSpec> {
 
 /// Every program user space loads, by name, with the section kind its loader expects.
 fn program_specs() -> Vec<(&'static str, &'static str)> {
-    let mut specs = vec![(SAMPLER_PROGRAM, "perf_event"), (UNWIND_PROGRAM, "perf_event")];
+    let mut specs = vec![(SAMPLER_PROGRAM, "perf_event"), (UNWIND_PROGRAM, "perf_event"), (PYTHON_PROGRAM, "perf_event")];
     specs.extend(TRACEPOINTS.iter().map(|&(program, _, _)| (program, "tracepoint")));
     specs.extend(HOOKS.iter().map(|&(program, _, _, _)| (program, "tracepoint")));
     for hook in TcpStateHook::ALL {
@@ -183,20 +186,20 @@ fn every_name_is_listed_once() {
     let map_names: Vec<&str> = map_specs().iter().map(|spec| spec.name).collect();
     let all = [
         maps::EVENTS, maps::COUNTERS, maps::SCRATCH, maps::UNWIND_ROWS, maps::UNWIND_RULES, maps::EXEC_MAPPINGS,
-        maps::PROCESS_MAPPINGS, maps::UNWIND_PROGRAMS, maps::NET_EVENTS, maps::CONNECTIONS, maps::NOT_SOCKETS,
+        maps::PROCESS_MAPPINGS, maps::PYTHON_PROCESSES, maps::PYTHON_THREADS, maps::UNWIND_PROGRAMS, maps::NET_EVENTS, maps::CONNECTIONS, maps::NOT_SOCKETS,
         maps::SOCKETS, maps::PENDING_IO, maps::PAYLOAD_SCRATCH,
     ];
     assert_eq!(map_names, all, "map_specs lists each map once");
     let program_names: Vec<&str> = program_specs().iter().map(|&(name, _)| name).collect();
     for name in [
-        programs::SAMPLE, programs::UNWIND, programs::EXEC, programs::EXIT, programs::ACCEPT_EXIT, programs::CONNECT_ENTER,
+        programs::SAMPLE, programs::UNWIND, programs::PYTHON, programs::EXEC, programs::EXIT, programs::ACCEPT_EXIT, programs::CONNECT_ENTER,
         programs::CONNECT_EXIT, programs::CLOSE_ENTER, programs::RECV_ENTER, programs::SEND_ENTER, programs::READV_ENTER,
         programs::WRITEV_ENTER, programs::RECVMSG_ENTER, programs::SENDMSG_ENTER, programs::IO_EXIT,
         programs::TCP_STATE_FENTRY, programs::TCP_STATE_KPROBE, programs::TCP_STATE_TRACEPOINT,
     ] {
         assert!(program_names.contains(&name), "user space loads no program {name}");
     }
-    assert_eq!(program_names.len(), 18);
+    assert_eq!(program_names.len(), 19);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod contract;
 mod hooks;
 mod network;
-mod sizing;
+pub mod sizing;
 mod tracefs;
 
 use std::{path::Path, time::Duration};
@@ -14,6 +14,7 @@ use agent_common::{
     names::{globals, maps, programs},
     net::NetConfig,
     sampler::SamplerConfig,
+    unwind::tail_call,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
@@ -35,6 +36,8 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 const SAMPLER_PROGRAM: &str = programs::SAMPLE;
 /// The user-stack unwinder, tail-called by the sampler and by itself.
 const UNWIND_PROGRAM: &str = programs::UNWIND;
+/// The CPython frame walker, tail-called by the unwinder and by itself.
+const PYTHON_PROGRAM: &str = programs::PYTHON;
 /// Tracepoint programs: (program, category, tracepoint).
 const TRACEPOINTS: [(&str, &str, &str); 2] =
     [(programs::EXEC, "sched", "sched_process_exec"), (programs::EXIT, "sched", "sched_process_exit")];
@@ -151,14 +154,18 @@ impl Probes {
         let verified = unwinder.info().ok().and_then(|info| info.verified_instruction_count());
         debug!(verified_instructions = ?verified, "unwinder loaded");
         let mut unwind_programs = ProgramArray::try_from(take_map(&mut ebpf, maps::UNWIND_PROGRAMS)?)?;
-        unwind_programs.set(0, &unwinder_fd, 0).context("cannot install the unwinder for tail calls")?;
+        unwind_programs.set(tail_call::UNWIND, &unwinder_fd, 0).context("cannot install the unwinder for tail calls")?;
+        let python: &mut PerfEvent = program_mut(&mut ebpf, PYTHON_PROGRAM)?.try_into()?;
+        python.load().with_context(|| format!("the kernel rejected BPF program {PYTHON_PROGRAM}"))?;
+        let python_fd = python.fd()?.try_clone()?;
+        unwind_programs.set(tail_call::PYTHON, &python_fd, 0).context("cannot install the Python walker for tail calls")?;
 
         let sampler: &mut PerfEvent = program_mut(&mut ebpf, SAMPLER_PROGRAM)?.try_into()?;
         sampler.load().with_context(|| format!("the kernel rejected BPF program {SAMPLER_PROGRAM}"))?;
 
         let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)?;
-        let unwind_maps = UnwindMaps::take(&mut ebpf, unwind_sizes.rows, unwind_sizes.rules, unwind_sizes.mappings, unwind_sizes.processes)?;
+        let unwind_maps = UnwindMaps::take(&mut ebpf, unwind_sizes)?;
         let probes = Probes { _net_links: net_links, counters, ebpf, _unwind_programs: unwind_programs, samples_per_second: config.samples_per_second };
         Ok(Loaded { probes, events, unwind_maps, net_events })
     }

@@ -5,8 +5,8 @@ use agent_common::{
     counters::Counter,
     names::maps,
     net::PayloadRecord,
-    sampler::SampleRecord,
-    unwind::{ExecMapping, UnwindEntry},
+    sampler::{SampleRecord, MAX_KERNEL_FRAMES, MAX_USER_FRAMES},
+    unwind::{tail_call, ExecMapping, UnwindEntry},
 };
 use aya::EbpfLoader;
 use tracing::info;
@@ -47,7 +47,9 @@ const UNUSED: u32 = 1;
 /// interval × [`RING_HEADROOM`], rounded up to a power of two (the kernel requires a
 /// power-of-two number of pages).
 pub fn ring_buffer_bytes(samples_per_second: u64, cpus: usize) -> u32 {
-    let record = size_of::<SampleRecord>() as u64 + RING_RECORD_HEADER;
+    // A whole native stack; Python frames make a record longer, but few stacks are near
+    // either limit, so this is still far above the average record.
+    let record = SampleRecord::used_bytes(MAX_KERNEL_FRAMES + MAX_USER_FRAMES) as u64 + RING_RECORD_HEADER;
     let per_drain = samples_per_second.saturating_mul(cpus as u64).saturating_mul(record).saturating_mul(DRAIN_INTERVAL.as_millis() as u64) / 1000;
     per_drain.saturating_mul(RING_HEADROOM).clamp(MIN_RING_BYTES, MAX_RING_BYTES).next_power_of_two() as u32
 }
@@ -71,6 +73,11 @@ pub struct UnwindSizes {
     pub mappings: u32,
     /// `PROCESS_MAPPINGS` entries (processes described at once).
     pub processes: u32,
+    /// `PYTHON_PROCESSES` entries (CPython processes walked at once; 80 bytes each).
+    pub python_processes: u32,
+    /// `PYTHON_THREADS` entries (threads of CPython processes remembered; about 64 bytes
+    /// each with the kernel's overhead).
+    pub python_threads: u32,
 }
 
 impl UnwindSizes {
@@ -80,7 +87,8 @@ impl UnwindSizes {
     pub fn for_table_bytes(table_bytes: u64) -> Self {
         let rows = (table_bytes / size_of::<UnwindEntry>() as u64).clamp(1024, u32::MAX as u64 / 2) as u32;
         let mappings = ((table_bytes / 8) / size_of::<ExecMapping>() as u64).clamp(32_768, 1 << 22) as u32;
-        UnwindSizes { rows, rules: 1 << 16, mappings, processes: (mappings / 8).max(8192) }
+        let processes = (mappings / 8).max(8192);
+        UnwindSizes { rows, rules: 1 << 16, mappings, processes, python_processes: processes.min(4096), python_threads: 16_384 }
     }
 }
 
@@ -121,7 +129,7 @@ impl MapSizes {
     }
 
     /// Every map's size, by name.
-    pub fn all(&self) -> [(&'static str, u32); 14] {
+    pub fn all(&self) -> [(&'static str, u32); 16] {
         [
             (maps::EVENTS, self.events),
             (maps::COUNTERS, Counter::COUNT),
@@ -131,8 +139,9 @@ impl MapSizes {
             (maps::UNWIND_RULES, self.unwind.rules),
             (maps::EXEC_MAPPINGS, self.unwind.mappings),
             (maps::PROCESS_MAPPINGS, self.unwind.processes),
-            // Index 0: the unwinder.
-            (maps::UNWIND_PROGRAMS, 1),
+            (maps::PYTHON_PROCESSES, self.unwind.python_processes),
+            (maps::PYTHON_THREADS, self.unwind.python_threads),
+            (maps::UNWIND_PROGRAMS, tail_call::COUNT),
             (maps::NET_EVENTS, self.net_events),
             (maps::CONNECTIONS, self.connections),
             (maps::NOT_SOCKETS, self.not_sockets),
@@ -162,6 +171,7 @@ impl MapSizes {
             unwind_rules = self.unwind.rules,
             exec_mappings = self.unwind.mappings,
             processes = self.unwind.processes,
+            python_processes = self.unwind.python_processes,
             "map sizes"
         );
     }

@@ -119,6 +119,13 @@ fn location(d: &mut Dictionary, mappings: &mut HashMap<Code, i32>, frame: Frame,
         }
         // No file to symbolize against later: the address alone.
         (Code::Anonymous, _) => return d.location(0, resolved.address, 0, vec![frame_type]),
+        // Named by the interpreter: function, file and line, no mapping (devfiler shows
+        // non-native frames by the names sent).
+        (Code::Interpreted, _) => {
+            let (file, line, first_line) = resolved.source.as_ref().map_or(("", 0, 0), |s| (&*s.file, s.line as i64, s.first_line as i64));
+            let function = d.function_at(&resolved.name, file, first_line);
+            return d.location_at(0, 0, function, line, vec![frame_type]);
+        }
         _ => {}
     }
     let mapping = *mappings.entry(resolved.code).or_insert_with(|| match resolved.code {

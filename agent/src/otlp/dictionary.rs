@@ -56,9 +56,9 @@ impl Value {
 pub struct Dictionary {
     strings: Table<String, String>,
     attributes: Table<(i32, Value), KeyValueAndUnit>,
-    functions: Table<(i32, i32), Function>,
+    functions: Table<(i32, i32, i64), Function>,
     mappings: Table<(i32, Vec<i32>), Mapping>,
-    locations: Table<(i32, u64, i32, Vec<i32>), Location>,
+    locations: Table<(i32, u64, i32, i64, Vec<i32>), Location>,
     stacks: Table<Vec<i32>, Stack>,
 }
 
@@ -67,9 +67,9 @@ impl Dictionary {
         Dictionary {
             strings: Table::new(String::new()),
             attributes: Table::new((0, Value::Str(String::new()))),
-            functions: Table::new((0, 0)),
+            functions: Table::new((0, 0, 0)),
             mappings: Table::new((0, Vec::new())),
-            locations: Table::new((0, 0, 0, Vec::new())),
+            locations: Table::new((0, 0, 0, 0, Vec::new())),
             stacks: Table::new(Vec::new()),
         }
     }
@@ -87,12 +87,17 @@ impl Dictionary {
     }
 
     pub fn function(&mut self, name: &str, file: &str) -> i32 {
+        self.function_at(name, file, 0)
+    }
+
+    /// A function whose source starts at `start_line` (Python functions).
+    pub fn function_at(&mut self, name: &str, file: &str, start_line: i64) -> i32 {
         let (name_strindex, filename_strindex) = (self.string(name), self.string(file));
-        self.functions.add((name_strindex, filename_strindex), || Function {
+        self.functions.add((name_strindex, filename_strindex, start_line), || Function {
             name_strindex,
             system_name_strindex: name_strindex,
             filename_strindex,
-            start_line: 0,
+            start_line,
         })
     }
 
@@ -109,14 +114,19 @@ impl Dictionary {
     }
 
     pub fn location(&mut self, mapping_index: i32, address: u64, function_index: i32, attribute_indices: Vec<i32>) -> i32 {
-        let key = (mapping_index, address, function_index, attribute_indices.clone());
+        self.location_at(mapping_index, address, function_index, 0, attribute_indices)
+    }
+
+    /// A location at a source `line` of its function (Python frames).
+    pub fn location_at(&mut self, mapping_index: i32, address: u64, function_index: i32, line: i64, attribute_indices: Vec<i32>) -> i32 {
+        let key = (mapping_index, address, function_index, line, attribute_indices.clone());
         self.locations.add(key, || Location {
             mapping_index,
             address,
             lines: if function_index == 0 {
                 Vec::new()
             } else {
-                vec![opentelemetry_proto::tonic::profiles::v1development::Line { function_index, line: 0, column: 0 }]
+                vec![opentelemetry_proto::tonic::profiles::v1development::Line { function_index, line, column: 0 }]
             },
             attribute_indices,
         })

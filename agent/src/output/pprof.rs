@@ -61,7 +61,7 @@ struct Builder {
     out: pb::Profile,
     strings: Strings,
     locations: HashMap<Frame, u64>,
-    functions: HashMap<(i64, u64), u64>,
+    functions: HashMap<(i64, i64, u64), u64>,
     mappings: HashMap<ObjectId, u64>,
 }
 
@@ -75,24 +75,28 @@ impl Builder {
         let mapping_id = match resolved.code {
             Code::Kernel => KERNEL_MAPPING,
             Code::File(object) => self.mapping(object, objects),
-            Code::Anonymous => 0,
+            Code::Anonymous | Code::Interpreted => 0,
         };
         let name = self.strings.intern(&resolved.name);
-        let function_id = match self.functions.get(&(name, mapping_id)) {
+        let filename = match resolved.path(objects) {
+            "" => 0,
+            path => self.strings.intern(path),
+        };
+        let start_line = resolved.source.as_ref().map_or(0, |source| source.first_line as i64);
+        // A Python function is (name, file, first line); a native one (name, mapping).
+        let key = (name, if resolved.source.is_some() { start_line } else { -1 }, if mapping_id == 0 { filename as u64 } else { mapping_id });
+        let function_id = match self.functions.get(&key) {
             Some(&id) => id,
             None => {
                 let id = self.out.function.len() as u64 + 1;
-                let filename = match resolved.path(objects) {
-                    "" => 0,
-                    path => self.strings.intern(path),
-                };
-                self.out.function.push(pb::Function { id, name, system_name: name, filename });
-                self.functions.insert((name, mapping_id), id);
+                self.out.function.push(pb::Function { id, name, system_name: name, filename, start_line });
+                self.functions.insert(key, id);
                 id
             }
         };
         let id = self.out.location.len() as u64 + 1;
-        self.out.location.push(pb::Location { id, mapping_id, address: resolved.address, line: vec![pb::Line { function_id }] });
+        let line = resolved.source.as_ref().map_or(0, |source| source.line as i64);
+        self.out.location.push(pb::Location { id, mapping_id, address: resolved.address, line: vec![pb::Line { function_id, line }] });
         self.locations.insert(frame, id);
         id
     }

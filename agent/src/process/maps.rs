@@ -58,6 +58,13 @@ pub fn map_files_path(pid: u32, start: u64, end: u64) -> String {
     format!("/proc/{pid}/map_files/{start:x}-{end:x}")
 }
 
+/// Opens the file behind mapping `entry` of `pid`, through `map_files` (works across mount
+/// namespaces and for deleted files), falling back to the path inside the process's root.
+pub fn open_mapped_file(pid: u32, entry: &MapsEntry) -> std::io::Result<std::fs::File> {
+    let path = entry.path.strip_suffix(" (deleted)").unwrap_or(&entry.path);
+    std::fs::File::open(map_files_path(pid, entry.start, entry.end)).or_else(|_| std::fs::File::open(format!("/proc/{pid}/root{path}")))
+}
+
 /// Reads `pid`'s executable mappings: the one place oxeye reads `/proc/PID/maps`. Paths need
 /// not be UTF-8; one odd file name must not hide the whole process.
 pub fn read_executable(pid: u32) -> std::io::Result<Vec<MapsEntry>> {

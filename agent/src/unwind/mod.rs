@@ -26,11 +26,14 @@ use std::{
 
 use agent_common::{
     names::maps,
+    python::PythonProcess,
     unwind::{ExecMapping, MappingRange, UnwindEntry, UnwindRule},
 };
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use tracing::{debug, info};
+
+use crate::{bpf::sizing::UnwindSizes, python::{attach::PythonAttacher, registry::PythonProcesses}};
 
 pub use mapped_array::MappedArray;
 use processes::{Outcome, ProcessMappings};
@@ -59,18 +62,24 @@ pub struct UnwindMaps {
     pub ranges: BpfHashMap<MapData, u32, MappingRange>,
     /// `PROCESS_MAPPINGS`'s capacity.
     pub max_processes: usize,
+    /// `PYTHON_PROCESSES`.
+    pub python: BpfHashMap<MapData, u32, PythonProcess>,
+    /// `PYTHON_PROCESSES`'s capacity.
+    pub max_python_processes: usize,
 }
 
 impl UnwindMaps {
     /// Takes the maps out of a loaded object.
-    pub fn take(ebpf: &mut aya::Ebpf, rows: u32, rules: u32, mappings: u32, max_processes: u32) -> Result<Self> {
+    pub fn take(ebpf: &mut aya::Ebpf, sizes: UnwindSizes) -> Result<Self> {
         let mut take = |name: &str| -> Result<Map> { ebpf.take_map(name).with_context(|| format!("BPF object has no {name} map")) };
         Ok(UnwindMaps {
-            rows: MappedArray::new(take(maps::UNWIND_ROWS)?, rows)?,
-            rules: MappedArray::new(take(maps::UNWIND_RULES)?, rules)?,
-            mappings: MappedArray::new(take(maps::EXEC_MAPPINGS)?, mappings)?,
+            rows: MappedArray::new(take(maps::UNWIND_ROWS)?, sizes.rows)?,
+            rules: MappedArray::new(take(maps::UNWIND_RULES)?, sizes.rules)?,
+            mappings: MappedArray::new(take(maps::EXEC_MAPPINGS)?, sizes.mappings)?,
             ranges: BpfHashMap::try_from(take(maps::PROCESS_MAPPINGS)?)?,
-            max_processes: max_processes as usize,
+            max_processes: sizes.processes as usize,
+            python: BpfHashMap::try_from(take(maps::PYTHON_PROCESSES)?)?,
+            max_python_processes: sizes.python_processes as usize,
         })
     }
 }
@@ -114,13 +123,15 @@ pub struct Unwinder {
 
 impl Unwinder {
     /// Starts the thread and asks it to describe `initial` processes.
-    pub fn start(maps: UnwindMaps, initial: Vec<u32>) -> Result<Self> {
+    /// CPython processes it finds are attached to the Python walker and published in
+    /// `python`.
+    pub fn start(maps: UnwindMaps, initial: Vec<u32>, python: Arc<PythonProcesses>) -> Result<Self> {
         let (sender, receiver) = mpsc::sync_channel(QUEUE_LEN);
         let stats = Arc::new(Mutex::new(UnwindStats::default()));
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("oxeye-unwind".into())
-            .spawn(move || run(maps, initial, receiver, thread_stats))
+            .spawn(move || run(maps, initial, receiver, thread_stats, python))
             .context("cannot start the unwinder thread")?;
         Ok(Unwinder { requests: Some(sender), stats, thread: Some(thread) })
     }
@@ -190,10 +201,11 @@ impl Drop for Unwinder {
     }
 }
 
-fn run(maps: UnwindMaps, initial: Vec<u32>, requests: Receiver<Request>, stats: Arc<Mutex<UnwindStats>>) {
+fn run(maps: UnwindMaps, initial: Vec<u32>, requests: Receiver<Request>, stats: Arc<Mutex<UnwindStats>>, python: Arc<PythonProcesses>) {
     let tables = TableStore::new(maps.rows, maps.rules);
     let processes = ProcessMappings::new(maps.mappings, maps.ranges, maps.max_processes, tables);
-    let mut worker = Worker { processes, stats: UnwindStats::default(), follow_ups: VecDeque::new() };
+    let python = PythonAttacher::new(maps.python, maps.max_python_processes, python);
+    let mut worker = Worker { processes, python, stats: UnwindStats::default(), follow_ups: VecDeque::new() };
     let started = Instant::now();
     for pid in initial {
         worker.describe(pid);
@@ -222,9 +234,11 @@ fn run(maps: UnwindMaps, initial: Vec<u32>, requests: Receiver<Request>, stats: 
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         worker.follow_up();
+        worker.python.retry_pending();
         if last_sweep.elapsed() >= SWEEP_INTERVAL {
             last_sweep = Instant::now();
             worker.processes.forget_dead();
+            worker.python.forget_dead();
         }
         worker.publish(&stats);
     }
@@ -243,6 +257,7 @@ fn release_freed_memory() {
 /// The unwinder thread's state.
 struct Worker {
     processes: ProcessMappings,
+    python: PythonAttacher,
     stats: UnwindStats,
     /// Descriptions to repeat after an exec, in due order (each delay is constant).
     follow_ups: VecDeque<(Instant, u32)>,
@@ -252,6 +267,8 @@ impl Worker {
     fn handle(&mut self, request: Request) {
         match request {
             Request::Exec(pid) => {
+                // A new image: whatever interpreter the process ran is gone.
+                self.python.forget(pid);
                 for delay in AFTER_EXEC {
                     if self.follow_ups.len() < MAX_FOLLOW_UPS {
                         self.follow_ups.push_back((Instant::now() + delay, pid));
@@ -262,7 +279,10 @@ impl Worker {
                 self.describe(pid);
             }
             Request::Describe(pid) => self.describe(pid),
-            Request::Forget(pid) => self.processes.forget(pid),
+            Request::Forget(pid) => {
+                self.processes.forget(pid);
+                self.python.forget(pid);
+            }
         }
     }
 
@@ -286,7 +306,8 @@ impl Worker {
         let begun = Instant::now();
         let before = self.processes.tables.stats();
         match self.processes.describe(pid) {
-            Ok(Outcome::Updated) => {
+            Ok(Outcome::Updated(entries)) => {
+                self.python.on_described(pid, &entries);
                 self.stats.described += 1;
                 self.stats.slowest_describe = self.stats.slowest_describe.max(begun.elapsed());
                 let after = self.processes.tables.stats();

@@ -15,7 +15,7 @@ use super::{
     mapped_array::MappedArray,
     tables::{FileBytes, TableKey, TableStore},
 };
-use crate::process::maps::{map_files_path, read_executable, FileIdentity, MapsEntry};
+use crate::process::maps::{open_mapped_file, read_executable, FileIdentity, MapsEntry};
 
 /// Least time between two descriptions of one process (they are asked for on misses).
 const REDESCRIBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -42,8 +42,8 @@ pub struct ProcessMappings {
 /// What [`ProcessMappings::describe`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Written (new or changed mappings).
-    Updated,
+    /// Written (new or changed mappings): the mappings read.
+    Updated(Vec<MapsEntry>),
     /// The mappings had not changed, or were described very recently.
     Unchanged,
 }
@@ -124,7 +124,7 @@ impl ProcessMappings {
         if let Some(previous) = self.processes.insert(pid, Described { range, mappings, tables, at: Instant::now() }) {
             self.release(previous);
         }
-        Ok(Outcome::Updated)
+        Ok(Outcome::Updated(entries))
     }
 
     /// Forgets `pid` (it exited).
@@ -162,13 +162,10 @@ impl ProcessMappings {
 }
 
 
-/// Maps a file a process has mapped, through `map_files` (works across mount namespaces and
-/// for deleted files), falling back to the path inside the process's root.
+/// Maps a file a process has mapped.
 fn read_mapped_file(pid: u32, entry: &MapsEntry) -> Result<FileBytes> {
-    let path = entry.path.strip_suffix(" (deleted)").unwrap_or(&entry.path);
-    let file = std::fs::File::open(map_files_path(pid, entry.start, entry.end))
-        .or_else(|_| std::fs::File::open(format!("/proc/{pid}/root{path}")))
-        .with_context(|| format!("cannot open {path}"))?;
+    let path = &entry.path;
+    let file = open_mapped_file(pid, entry).with_context(|| format!("cannot open {path}"))?;
     // SAFETY: executables and libraries are replaced by rename, not rewritten in place; the
     // mapping is only read while the table is compiled.
     let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {path}"))?;
