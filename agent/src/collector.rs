@@ -29,6 +29,7 @@ use crate::{
     python::{
         frames::{PythonFrame, PythonFrameReader},
         merge::{merge, EVAL_FUNCTION},
+        functions::FunctionTable,
         registry::PythonProcesses,
     },
     symbolize::FrameNamer,
@@ -164,6 +165,19 @@ impl Collector {
             malformed: self.malformed_records,
             processes: self.processes.len(),
             stacks: self.profile.stack_count(),
+        }
+    }
+
+    /// What the Python side did.
+    pub fn python_figures(&mut self) -> crate::python::PythonFigures {
+        let functions = self.namer.python_functions();
+        crate::python::PythonFigures {
+            processes: self.python.attached(),
+            functions: functions.len().saturating_sub(FunctionTable::PLACEHOLDERS),
+            function_bytes: functions.bytes(),
+            cached_code_objects: self.python.cached(),
+            code_reads: self.python.stats.code_reads,
+            unnamed_frames: self.python.stats.unnamed,
         }
     }
 

@@ -8,6 +8,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use super::EXPORT_FLUSH_TIMEOUT;
+use crate::python::PythonFigures;
 use crate::{
     bpf::Counters,
     collector::Collector,
@@ -121,6 +122,10 @@ impl ProfilePipeline {
             drop(unwinder);
             eprintln!("oxeye: {}", unwind_summary(&stats));
         }
+        let walks = counters.get(Counter::PythonWalks);
+        if walks > 0 {
+            eprintln!("oxeye: {}", python_summary(walks, counters, &self.collector.python_figures()));
+        }
         let written = self.collector.write_outputs(output_dir, run)?;
         let counts = self.collector.counts();
         let in_flight = counters.get(Counter::SamplesSent).saturating_sub(counts.received);
@@ -135,6 +140,19 @@ impl ProfilePipeline {
             written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
         ))
     }
+}
+
+fn python_summary(walks: u64, counters: &Counters, figures: &PythonFigures) -> String {
+    format!(
+        "python: {walks} samples walked ({} on threads without Python state, {} cut by a failed read, {} walker calls failed); {} functions named ({} KiB), {} code objects read, {} frames unnamed",
+        counters.get(Counter::PythonThreadNotFound),
+        counters.get(Counter::PythonReadFailed),
+        counters.get(Counter::PythonTailCallFailed),
+        figures.functions,
+        figures.function_bytes / 1024,
+        figures.code_reads,
+        figures.unnamed_frames,
+    )
 }
 
 fn unwind_summary(stats: &UnwindStats) -> String {

@@ -131,8 +131,8 @@ impl PythonAttacher {
     /// Writes the process for the walker; false if its interpreter has not started yet (it
     /// is then retried).
     fn attach(&mut self, pid: u32, entry: &MapsEntry, identity: FileIdentity, file: &RuntimeFile, layout: VersionLayout) -> bool {
-        let Some(bias) = file.bias(entry.start, entry.file_offset) else { return true };
-        let runtime = bias.wrapping_add(file.runtime);
+        let (Some(bias), Some(runtime)) = (file.bias(entry.start, entry.file_offset), file.runtime) else { return true };
+        let runtime = bias.wrapping_add(runtime);
         let Ok(memory) = ProcessMemory::open(pid) else { return true };
         let namespace = namespace_of(pid).filter(|&namespace| Some(namespace) != self.initial_namespace);
         let mut walker = layout.walker;

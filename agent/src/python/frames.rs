@@ -62,6 +62,11 @@ impl PythonFrameReader {
         PythonFrameReader { processes, codes: HashMap::new(), last_process: None, stats: ReaderStats::default() }
     }
 
+    /// Processes attached.
+    pub fn attached(&self) -> usize {
+        self.processes.len()
+    }
+
     /// Code objects cached.
     pub fn cached(&self) -> usize {
         self.codes.len()

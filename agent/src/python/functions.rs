@@ -57,6 +57,8 @@ impl FunctionTable {
     pub const UNKNOWN: FunctionId = FunctionId(0);
     /// Stands for functions past the table's bound.
     pub const OVERFLOW: FunctionId = FunctionId(1);
+    /// Entries that stand for no function ([`Self::UNKNOWN`], [`Self::OVERFLOW`]).
+    pub const PLACEHOLDERS: usize = 2;
 
     /// The id of (name, file, first line), added if new.
     pub fn intern(&mut self, name: &str, filename: &str, first_line: u32) -> FunctionId {

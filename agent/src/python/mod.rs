@@ -19,3 +19,20 @@ pub mod merge;
 pub mod registry;
 pub mod runtime;
 pub mod versions;
+
+/// What the Python side did in a run, for the closing summary and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PythonFigures {
+    /// Processes attached now.
+    pub processes: usize,
+    /// Distinct functions named.
+    pub functions: usize,
+    /// Memory the function table holds, estimated.
+    pub function_bytes: usize,
+    /// Code objects cached.
+    pub cached_code_objects: usize,
+    /// Code objects read from processes.
+    pub code_reads: u64,
+    /// Frames left unnamed (the code object was gone or had become another).
+    pub unnamed_frames: u64,
+}

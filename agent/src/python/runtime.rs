@@ -17,8 +17,8 @@ pub struct RuntimeFile {
     pub version: Option<Version>,
     /// The layout, for a version oxeye can walk; `None` means native frames only.
     pub layout: Option<VersionLayout>,
-    /// Virtual address (in the file) of `_PyRuntime`.
-    pub runtime: u64,
+    /// Virtual address (in the file) of `_PyRuntime` (none before 3.7).
+    pub runtime: Option<u64>,
     /// Virtual address (in the file) of `PyCode_Type`.
     pub code_type: u64,
     /// The file's loadable segments: (file offset, virtual address), to place the file in a
@@ -43,7 +43,7 @@ pub fn is_candidate(path: &str) -> bool {
 }
 
 /// Reads what `data` (a whole ELF file named `path`) says about its CPython runtime; `None`
-/// if it holds none (no `_PyRuntime`).
+/// if it holds none (no `PyCode_Type`, which every CPython exports).
 pub fn inspect(path: &str, data: &[u8]) -> Option<RuntimeFile> {
     let file = object::File::parse(data).ok()?;
     let mut runtime = None;
@@ -57,16 +57,17 @@ pub fn inspect(path: &str, data: &[u8]) -> Option<RuntimeFile> {
             _ => {}
         }
     }
-    let (runtime, code_type) = (runtime?, code_type?);
+    let code_type = code_type?;
     let segments = file.segments().map(|segment| (segment.file_range().0, segment.address())).collect();
     let initial = |address: u64, len: usize| initial_bytes(&file, address, len);
-    let debug_offsets = initial(runtime, DEBUG_OFFSETS_BYTES).filter(|bytes| bytes.starts_with(DEBUG_OFFSETS_COOKIE));
+    let debug_offsets = runtime.and_then(|runtime| initial(runtime, DEBUG_OFFSETS_BYTES)).filter(|bytes| bytes.starts_with(DEBUG_OFFSETS_COOKIE));
     let version = match (&debug_offsets, py_version.and_then(|address| initial(address, 4))) {
         (Some(bytes), _) => bytes.get(8..16).map(|hex| hex_version(u64::from_le_bytes(hex.try_into().unwrap_or_default()))),
-        (None, Some(bytes)) => Some(hex_version(u32::from_le_bytes(bytes[..4].try_into().unwrap_or_default()) as u64)),
+        (None, Some(bytes)) => bytes.get(..4).map(|hex| hex_version(u32::from_le_bytes(hex.try_into().unwrap_or_default()) as u64)),
         (None, None) => version_from_name(path),
     };
     let layout = match (&debug_offsets, version) {
+        _ if runtime.is_none() => None,
         (Some(bytes), _) => versions::from_debug_offsets(bytes),
         (None, Some(version)) => versions::table(version),
         (None, None) => None,
@@ -120,6 +121,7 @@ mod tests {
         let mut seen = 0;
         for (path, minor, known) in [
             ("/usr/bin/python3.11".to_owned(), 11, true),
+            (format!("{home}/.pyenv/versions/2.7.18/lib/libpython2.7.so.1.0"), 7, false),
             (format!("{home}/.pyenv/versions/3.8.18/lib/libpython3.8.so.1.0"), 8, true),
             (format!("{home}/.pyenv/versions/3.10.13/lib/libpython3.10.so.1.0"), 10, true),
             (format!("{home}/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0"), 12, true),
@@ -131,7 +133,7 @@ mod tests {
             let runtime = inspect(&path, &data).unwrap_or_else(|| panic!("{path}: no runtime found"));
             assert_eq!(runtime.version.map(|v| v.minor), Some(minor), "{path}");
             assert_eq!(runtime.layout.is_some(), known, "{path}: {:?}", runtime.layout);
-            assert!(runtime.runtime != 0 && runtime.code_type != 0, "{path}");
+            assert!(runtime.code_type != 0 && runtime.runtime.is_some() == (minor != 7 || path.contains("3.7")), "{path}");
         }
         assert!(seen > 0, "no CPython found on this machine");
     }
