@@ -77,6 +77,9 @@ impl ProcessMappings {
             return Ok(Outcome::Unchanged);
         }
         let mut entries = read_executable(pid).with_context(|| format!("cannot read /proc/{pid}/maps"))?;
+        // `[vsyscall]` sits at a kernel address, above 2^63, where the BPF search's branch-free
+        // comparison does not hold; it has no table anyway, and no user code runs there.
+        entries.retain(|entry| entry.start < 1 << 63);
         entries.sort_by_key(|entry| entry.start);
         entries.truncate(MAX_PROCESS_MAPPINGS as usize);
 
