@@ -49,7 +49,7 @@ pub fn inspect(path: &str, data: &[u8]) -> Option<RuntimeFile> {
     let mut runtime = None;
     let mut code_type = None;
     let mut py_version = None;
-    for symbol in file.dynamic_symbols().chain(file.symbols()) {
+    for symbol in file.dynamic_symbols().chain(file.symbols()).filter(|symbol| symbol.is_definition()) {
         match symbol.name() {
             Ok("_PyRuntime") => runtime = runtime.or(Some(symbol.address())),
             Ok("PyCode_Type") => code_type = code_type.or(Some(symbol.address())),

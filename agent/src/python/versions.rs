@@ -1,5 +1,5 @@
 //! The layouts of CPython's structures that oxeye reads, per version: a table for 3.8–3.12
-//! (measured with `offsetof` against each version's own headers; `tests/python/offsets.c`
+//! (measured with `offsetof` against each version's own headers; `offsets.c` beside this file
 //! checks them again), and 3.13's `_Py_DebugOffsets`, which the runtime carries itself at
 //! the start of `_PyRuntime`.
 //!
@@ -218,5 +218,69 @@ impl VersionLayout {
             && w.code_firstlineno as usize + 4 <= CODE_WINDOW
             && frame_fields.iter().all(|&offset| offset % 8 == 0 && offset + 8 <= w.frame_bytes || offset == w.frame_instruction && offset + 4 <= w.frame_bytes)
             && w.frame_bytes <= 128
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, process::Command};
+
+    use super::*;
+
+    /// The offsets `offsets.c` prints for one installed version, by field name.
+    fn measured(prefix: &str, minor: u8) -> Option<HashMap<String, u64>> {
+        let include = format!("{prefix}/include/python3.{minor}");
+        std::fs::metadata(&include).ok()?;
+        let binary = std::env::temp_dir().join(format!("oxeye-offsets-3.{minor}-{}", std::process::id()));
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/src/python/offsets.c");
+        let status = Command::new("gcc").args(["-w", "-I", &include, "-I", &format!("{include}/internal"), source, "-o"]).arg(&binary).status().ok()?;
+        assert!(status.success(), "gcc failed on offsets.c for 3.{minor}");
+        let output = Command::new(&binary).output().expect("run offsets");
+        let _ = std::fs::remove_file(&binary);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        Some(text.lines().filter_map(|line| line.split_once('=')).filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?))).collect())
+    }
+
+    /// The table agrees with `offsetof` against each installed version's own headers.
+    #[test]
+    fn table_matches_the_headers_of_installed_versions() {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let mut checked = 0;
+        for (minor, patch) in [(8, "3.8.18"), (9, "3.9.18"), (10, "3.10.13"), (11, "3.11.7"), (12, "3.12.1")] {
+            let Some(m) = measured(&format!("{home}/.pyenv/versions/{patch}"), minor) else { continue };
+            let layout = table(Version { major: 3, minor }).expect("a table entry");
+            let w = layout.walker;
+            let thread_id = if minor >= 11 { "tstate_native_thread_id" } else { "tstate_thread_id" };
+            let pairs: [(&str, u64); 12] = [
+                ("runtime_interpreters_main", w.runtime_interpreter as u64),
+                ("interp_threads_head", w.interpreter_threads as u64),
+                ("tstate_next", w.thread_next as u64),
+                (thread_id, w.thread_id as u64),
+                ("tstate_frame", w.thread_frame as u64),
+                ("frame_code", w.frame_code as u64),
+                ("frame_previous", w.frame_previous as u64),
+                ("frame_instr", w.frame_instruction as u64),
+                ("code_filename", w.code_filename as u64),
+                ("code_linetable", w.code_linetable as u64),
+                ("code_firstlineno", w.code_firstlineno as u64),
+                ("runtime_main_thread", layout.runtime_main_thread as u64),
+            ];
+            for (name, ours) in pairs {
+                assert_eq!(m.get(name).copied(), Some(ours), "3.{minor}: {name}");
+            }
+            let name = if minor >= 11 { "code_qualname" } else { "code_name" };
+            assert_eq!(m.get(name).copied(), Some(w.code_name as u64), "3.{minor}: {name}");
+            if minor >= 11 {
+                assert_eq!(m.get("frame_owner").copied(), Some(w.frame_owner as u64), "3.{minor}: owner");
+                assert_eq!(m.get("code_adaptive").copied(), Some(w.code_bytecode as u64), "3.{minor}: bytecode");
+                assert_eq!(m.get("cframe_current_frame").copied(), Some(w.cframe_current as u64), "3.{minor}: cframe");
+            }
+            if minor == 11 {
+                assert_eq!(m.get("frame_is_entry").copied(), Some(w.frame_is_entry as u64), "3.11: is_entry");
+            }
+            assert_eq!(m.get("unicode_ascii_size").copied(), Some(layout.strings.ascii_size as u64), "3.{minor}: str");
+            checked += 1;
+        }
+        assert!(checked > 0, "no CPython headers under ~/.pyenv/versions");
     }
 }
