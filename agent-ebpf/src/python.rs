@@ -34,7 +34,7 @@ const FRAMES_PER_PROGRAM: u32 = 32;
 pub const MAX_RUNS: u32 = (MAX_PYTHON_FRAMES as u32).div_ceil(FRAMES_PER_PROGRAM);
 /// How long a thread found to have no `PyThreadState` is taken at its word before the thread
 /// list is searched again (a native thread may attach to the interpreter later).
-const NO_THREAD_STATE_RETRY_NS: u64 = 1_000_000_000;
+const NO_THREAD_STATE_RETRY_NS: u64 = 200_000_000;
 /// Words in [`Scratch::python_frame_window`] (a power of two: offsets are masked to it).
 pub const FRAME_WINDOW_WORDS: usize = 16;
 /// Words in [`Scratch::python_code_window`] (a power of two, holding [`CODE_WINDOW`] bytes).
@@ -122,7 +122,9 @@ fn innermost_frame(process: &PythonProcess, pid: u32, tid: u32) -> Result<u64, S
 }
 
 /// The thread's `PyThreadState`: from the cache if it still belongs to the thread, else
-/// from a search of the interpreter's thread list (remembered either way).
+/// from a search of the interpreter's thread list. A thread the whole list does not hold (a
+/// native thread) is remembered as such for a while; one searched before the interpreter has
+/// started is not remembered at all, so a new process is walked from its first frames.
 #[inline(always)]
 fn thread_state(process: &PythonProcess, pid: u32, tid: u32) -> Result<u64, StackEnd> {
     let id = namespace_tid(process, tid)?;
@@ -139,10 +141,24 @@ fn thread_state(process: &PythonProcess, pid: u32, tid: u32) -> Result<u64, Stac
             return Ok(cached.thread_state);
         }
     }
-    let found = search_threads(process, id)?;
+    let found = match search_threads(process, id)? {
+        Search::Found(thread_state) => thread_state,
+        Search::Absent => 0,
+        Search::NotStarted => return Ok(0),
+    };
     // A failed insert only costs a search next time.
     let _ = PYTHON_THREADS.insert(&key, &PythonThread { thread_state: found, looked_up_ns: now }, 0);
     Ok(found)
+}
+
+/// What a search of the thread list found.
+enum Search {
+    /// The thread's state.
+    Found(u64),
+    /// The list, searched to its end (or to [`MAX_PYTHON_THREADS`]), does not hold it.
+    Absent,
+    /// The interpreter has no state or no threads yet.
+    NotStarted,
 }
 
 /// The thread's id as the process sees it: in its pid namespace, if it has its own.
@@ -171,25 +187,28 @@ fn belongs_to(thread_state: u64, id: u32, layout: &PythonLayout) -> bool {
     pthread_tid.is_ok_and(|tid| tid == id)
 }
 
-/// Searches the main interpreter's thread list for the thread `id`; 0 if it is not there.
+/// Searches the main interpreter's thread list for the thread `id`.
 #[inline(always)]
-fn search_threads(process: &PythonProcess, id: u32) -> Result<u64, StackEnd> {
+fn search_threads(process: &PythonProcess, id: u32) -> Result<Search, StackEnd> {
     let layout = &process.layout;
     let interpreter = read_word(process.runtime + layout.runtime_interpreter as u64)?;
     if interpreter == 0 {
-        return Ok(0);
+        return Ok(Search::NotStarted);
     }
     let mut thread_state = read_word(interpreter + layout.interpreter_threads as u64)?;
+    if thread_state == 0 {
+        return Ok(Search::NotStarted);
+    }
     for _ in 0..MAX_PYTHON_THREADS {
         if thread_state == 0 {
-            return Ok(0);
+            return Ok(Search::Absent);
         }
         if belongs_to(thread_state, id, layout) {
-            return Ok(thread_state);
+            return Ok(Search::Found(thread_state));
         }
         thread_state = read_word(thread_state + layout.thread_next as u64)?;
     }
-    Ok(0)
+    Ok(Search::Absent)
 }
 
 /// Records the current Python frame (unless it is a shim or has no code object) and moves

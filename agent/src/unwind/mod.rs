@@ -208,7 +208,7 @@ fn run(maps: UnwindMaps, initial: Vec<u32>, requests: Receiver<Request>, stats: 
     let mut worker = Worker { processes, python, stats: UnwindStats::default(), follow_ups: VecDeque::new() };
     let started = Instant::now();
     for pid in initial {
-        worker.describe(pid);
+        worker.describe(pid, true);
     }
     worker.stats.initial_load = Some(started.elapsed());
     worker.publish(&stats);
@@ -276,9 +276,9 @@ impl Worker {
                         self.stats.dropped_follow_ups += 1;
                     }
                 }
-                self.describe(pid);
+                self.describe(pid, true);
             }
-            Request::Describe(pid) => self.describe(pid),
+            Request::Describe(pid) => self.describe(pid, false),
             Request::Forget(pid) => {
                 self.processes.forget(pid);
                 self.python.forget(pid);
@@ -298,14 +298,14 @@ impl Worker {
         let (due, waiting): (VecDeque<_>, VecDeque<_>) = self.follow_ups.drain(..).partition(|(at, _)| *at <= now);
         self.follow_ups = waiting;
         for (_, pid) in due {
-            self.describe(pid);
+            self.describe(pid, true);
         }
     }
 
-    fn describe(&mut self, pid: u32) {
+    fn describe(&mut self, pid: u32, scheduled: bool) {
         let begun = Instant::now();
         let before = self.processes.tables.stats();
-        match self.processes.describe(pid) {
+        match self.processes.describe(pid, scheduled) {
             Ok(Outcome::Updated(entries)) => {
                 self.python.on_described(pid, &entries);
                 self.stats.described += 1;

@@ -71,9 +71,12 @@ impl ProcessMappings {
     }
 
     /// Reads `pid`'s executable mappings (through the process manager's one reader of
-    /// `/proc/PID/maps`) and writes them, with their tables, for the unwinder.
-    pub fn describe(&mut self, pid: u32) -> Result<Outcome> {
-        if self.processes.get(&pid).is_some_and(|d| d.at.elapsed() < REDESCRIBE_INTERVAL) {
+    /// `/proc/PID/maps`) and writes them, with their tables, for the unwinder. Unless
+    /// `scheduled` (the follow-ups after an exec, which are few and must not be skipped: the
+    /// loader maps the libraries right after the exec's description), a process described in
+    /// the last [`REDESCRIBE_INTERVAL`] is left as it is.
+    pub fn describe(&mut self, pid: u32, scheduled: bool) -> Result<Outcome> {
+        if !scheduled && self.processes.get(&pid).is_some_and(|d| d.at.elapsed() < REDESCRIBE_INTERVAL) {
             return Ok(Outcome::Unchanged);
         }
         let mut entries = read_executable(pid).with_context(|| format!("cannot read /proc/{pid}/maps"))?;
