@@ -73,9 +73,7 @@ pub async fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     info!(samples_per_second = args.samples_per_second, pid = ?args.pid, "sampling; Ctrl-C stops and writes the profile");
 
-    let clock = Clock::new();
-    let host = HostInfo::read();
-    let period_ns = 1_000_000_000 / args.samples_per_second;
+    let (clock, host, period_ns) = (Clock::new(), HostInfo::read(), 1_000_000_000 / args.samples_per_second);
     let identities = Arc::new(Identities::default());
     let config = CollectorConfig {
         max_stacks: args.max_stacks,

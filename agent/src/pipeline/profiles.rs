@@ -144,14 +144,16 @@ impl ProfilePipeline {
 
 fn python_summary(walks: u64, counters: &Counters, figures: &PythonFigures) -> String {
     format!(
-        "python: {walks} samples walked ({} on threads without Python state, {} cut by a failed read, {} walker calls failed); {} functions named ({} KiB), {} code objects read, {} frames unnamed",
+        "python: {walks} samples walked ({} on threads without Python state, {} cut by a failed read, {} walker calls failed); {} functions named ({} KiB), {} code objects read ({} cached), {} frames unnamed; {} processes attached at the end",
         counters.get(Counter::PythonThreadNotFound),
         counters.get(Counter::PythonReadFailed),
         counters.get(Counter::PythonTailCallFailed),
         figures.functions,
         figures.function_bytes / 1024,
         figures.code_reads,
+        figures.cached_code_objects,
         figures.unnamed_frames,
+        figures.processes,
     )
 }
 

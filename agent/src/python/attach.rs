@@ -157,7 +157,7 @@ impl PythonAttacher {
             warn!(pid, "python: cannot attach the frame walker: {error}");
             return true;
         }
-        let attached = AttachedProcess { version: layout.version, layout, code_type: value.code_type, memory };
+        let attached = AttachedProcess { layout, code_type: value.code_type, memory };
         self.processes.insert(pid, attached);
         debug!(pid, version = %layout.version, file = %entry.path, "python: frames walked");
         true

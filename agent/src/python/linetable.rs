@@ -80,6 +80,7 @@ impl LineTable {
     }
 
     /// The code object's `co_firstlineno`.
+    #[cfg(test)]
     pub fn first_line(&self) -> u32 {
         self.first_line
     }

@@ -14,7 +14,6 @@ pub const MAX_READ: usize = 1 << 20;
 /// A process's memory, open for reading.
 #[derive(Debug)]
 pub struct ProcessMemory {
-    pid: u32,
     file: File,
 }
 
@@ -23,12 +22,7 @@ impl ProcessMemory {
     /// and no Yama restriction, or `CAP_SYS_PTRACE`).
     pub fn open(pid: u32) -> io::Result<Self> {
         let file = File::open(format!("/proc/{pid}/mem"))?;
-        Ok(Self { pid, file })
-    }
-
-    /// The process's id.
-    pub fn pid(&self) -> u32 {
-        self.pid
+        Ok(Self { file })
     }
 
     /// Fills `buf` from `address`. A read that stops short (an unmapped page inside the
@@ -61,12 +55,6 @@ impl ProcessMemory {
         Ok(u64::from_le_bytes(bytes))
     }
 
-    /// The little-endian `u32` at `address`.
-    pub fn read_u32(&self, address: u64) -> io::Result<u32> {
-        let mut bytes = [0; 4];
-        self.read(address, &mut bytes)?;
-        Ok(u32::from_le_bytes(bytes))
-    }
 }
 
 #[cfg(test)]
@@ -77,10 +65,8 @@ mod tests {
     fn reads_own_memory() {
         let value: u64 = 0x0123_4567_89ab_cdef;
         let memory = ProcessMemory::open(std::process::id()).expect("open own /proc/self/mem");
-        assert_eq!(memory.pid(), std::process::id());
         let address = &value as *const u64 as u64;
         assert_eq!(memory.read_u64(address).expect("read a live u64"), value);
-        assert_eq!(memory.read_u32(address).expect("read a live u32"), 0x89ab_cdef);
         let mut buf = [0u8; 3];
         memory.read(address + 1, &mut buf).expect("read an unaligned range");
         assert_eq!(buf, [0xcd, 0xab, 0x89]);

@@ -6,14 +6,12 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use super::{memory::ProcessMemory, versions::{Version, VersionLayout}};
+use super::{memory::ProcessMemory, versions::VersionLayout};
 
 /// One attached process.
 #[derive(Debug)]
 pub struct AttachedProcess {
-    /// Its CPython version.
-    pub version: Version,
-    /// That version's layout.
+    /// Its CPython version's layout.
     pub layout: VersionLayout,
     /// Address of `PyCode_Type` in the process.
     pub code_type: u64,

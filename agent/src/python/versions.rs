@@ -51,13 +51,6 @@ pub struct VersionLayout {
     pub bytes_data: u16,
 }
 
-impl VersionLayout {
-    /// Whether the code object's `code_name` is `co_qualname` (3.11+) rather than `co_name`.
-    pub fn has_qualname(&self) -> bool {
-        self.version.minor >= 11
-    }
-}
-
 const STRINGS_TO_311: StringLayout = StringLayout { ascii_size: 48, compact_size: 72, length: 16, state: 32 };
 const STRINGS_FROM_312: StringLayout = StringLayout { ascii_size: 40, compact_size: 56, length: 16, state: 32 };
 
@@ -150,10 +143,6 @@ pub fn table(version: Version) -> Option<VersionLayout> {
     let layout = VersionLayout { version, walker, runtime_main_thread, strings, bytes_data: 32 };
     layout.fits().then_some(layout)
 }
-
-/// The versions [`table`] knows.
-pub const TABLE_VERSIONS: [Version; 5] =
-    [Version { major: 3, minor: 8 }, Version { major: 3, minor: 9 }, Version { major: 3, minor: 10 }, Version { major: 3, minor: 11 }, Version { major: 3, minor: 12 }];
 
 /// `_Py_DebugOffsets.cookie`.
 pub const DEBUG_OFFSETS_COOKIE: &[u8; 8] = b"xdebugpy";
