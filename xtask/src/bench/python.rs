@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, stop_and_peak_rss, task_cpu_ns, wait_for_text, Stopped};
+use super::{median, stop_and_peak_rss, symbols::status_kib, task_cpu_ns, wait_for_text, Stopped};
 use crate::shell::{root, say};
 
 /// Samples per second for the per-sample figures.
@@ -531,14 +531,6 @@ fn final_counts(stderr: &str) -> Option<(u64, u64)> {
 fn number_before(line: &str, marker: &str) -> Option<u64> {
     let head = &line[..line.find(marker)?];
     head.rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -212,7 +212,8 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
+/// A `kB` field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`); 0 if it cannot be read.
+pub(super) fn status_kib(pid: u32, field: &str) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
