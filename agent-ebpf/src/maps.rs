@@ -148,6 +148,10 @@ pub static PROCESS_MAPPINGS: HashMap<u32, MappingRange> = HashMap::with_max_entr
 #[map]
 pub static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(tail_call::COUNT, 0);
 
+/// Tail calls one sample's chain of programs may make: every supported kernel allows 32
+/// (5.17 made it 33).
+pub const TAIL_CALL_BUDGET: u32 = 32;
+
 /// Known CPython processes: where their runtime state is and how this version lays it out.
 ///
 /// - Key: process id (thread-group id). Value: [`PythonProcess`] (80 bytes).

@@ -27,14 +27,14 @@ use aya_ebpf::{
 };
 
 use crate::python;
-use crate::maps::{count, Scratch, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_RULES};
+use crate::maps::{count, Scratch, TAIL_CALL_BUDGET, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_RULES};
 
 /// Frames walked per program run, between tail calls.
 const FRAMES_PER_PROGRAM: u32 = 5;
-/// Tail calls per sample: enough for [`MAX_USER_FRAMES`]; with the Python walker's runs, the
-/// chain stays within the 32 tail calls every supported kernel allows (5.16 raised it to 33).
+/// Tail calls per sample: enough for [`MAX_USER_FRAMES`], leaving the Python walker a few of
+/// the chain's [`TAIL_CALL_BUDGET`].
 const MAX_TAIL_CALLS: u32 = (MAX_USER_FRAMES as u32).div_ceil(FRAMES_PER_PROGRAM) + 1;
-const _: () = assert!(MAX_TAIL_CALLS + python::MAX_RUNS <= 32);
+const _: () = assert!(MAX_TAIL_CALLS + 4 <= TAIL_CALL_BUDGET);
 
 /// x86-64: offset of `uc.uc_mcontext` in `struct rt_sigframe`, where the interrupted
 /// registers are once the handler has returned into `__restore_rt`.
@@ -95,6 +95,8 @@ pub fn registers_from_context(ctx: &PerfEventContext, scratch: &mut Scratch) -> 
 pub fn start(ctx: &PerfEventContext, scratch: &mut Scratch, in_user: bool) {
     let config = UNWIND_CONFIG.load();
     let registers = if in_user && scratch.pc != 0 { Ok(()) } else { user_registers(&config, scratch) };
+    // Counted from here on by the Python walker too, whether or not the unwinder runs.
+    scratch.tail_calls = 0;
     match registers {
         Ok(()) => {
             scratch.exact_pc = 1;

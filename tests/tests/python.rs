@@ -689,9 +689,12 @@ fn coroutine_stack(python: &Python, walked: &Walked) -> Result<(), String> {
     ensure(!walked.native_between(frames[n - 3].index, frames[n - 2].index).is_empty(), || "no native frame (the C task step) between Handle._run and handler".to_owned())
 }
 
-/// `recursion.py` (500 Python frames deep): the samples in bottom have exactly 128 Python
-/// frames, bottom under 127 recurse, and one depth-limit marker outer of them all; 90% of
-/// them, and 80% of the samples are in bottom.
+/// `recursion.py` (500 Python frames deep): the samples in bottom have 128 Python frames
+/// (3.11+), bottom under recurse, and one depth-limit marker outer of them all; 90% of them,
+/// and 80% of the samples are in bottom. Before 3.11 each Python call is also 4–5 native
+/// frames, so the native walk reaches its own 128-frame limit first and uses most of the
+/// kernel's tail-call budget: the Python walk then gets at least 40 frames.
+const MIN_PYTHON_FRAMES_AFTER_DEEP_NATIVE: usize = 40;
 fn check_recursion(python: &Python, run: &Run, rate: u32) -> Check {
     let (folded, process) = (&run.folded, run.process.as_str());
     let source = Source::read("recursion.py");
@@ -706,8 +709,10 @@ fn check_recursion(python: &Python, run: &Run, rate: u32) -> Check {
         }
         let verdict = (|| {
             let frames = &walked.python;
-            ensure(frames.len() == 128, || format!("{} Python frames", frames.len()))?;
-            ensure(frames[..127].iter().all(|f| python.is(f, "recurse", "recursion.py")), || format!("Python frames {}", walked.python_names()))?;
+            let n = frames.len();
+            let enough = if python.minor >= 11 { n == 128 } else { (MIN_PYTHON_FRAMES_AFTER_DEEP_NATIVE..=128).contains(&n) };
+            ensure(enough, || format!("{n} Python frames"))?;
+            ensure(frames[..n - 1].iter().all(|f| python.is(f, "recurse", "recursion.py")), || format!("Python frames {}", walked.python_names()))?;
             let markers: Vec<usize> = walked.user.iter().enumerate().filter(|(_, f)| **f == DEPTH_LIMIT).map(|(i, _)| i).collect();
             ensure(markers.len() == 1 && markers[0] < frames[0].index, || {
                 format!("{} {DEPTH_LIMIT} frames, the first at user frame {:?} (the outermost Python frame at {})", markers.len(), markers.first(), frames[0].index)
@@ -718,9 +723,9 @@ fn check_recursion(python: &Python, run: &Run, rate: u32) -> Check {
         tally.add(stack, verdict);
     }
     let share = percent(tally.considered, total);
-    let summary = format!("{counted}, {share:.1}% in bottom, {:.1}% of those with 128 Python frames and the depth marker", tally.share() * 100.0);
+    let summary = format!("{counted}, {share:.1}% in bottom, {:.1}% of those with the Python frames up to the limit and the depth marker", tally.share() * 100.0);
     ensure(share >= 80.0, || format!("{summary}: too few samples with bottom as their innermost Python frame:\n{}", process_dump(folded, process)))?;
-    ensure(tally.share() >= 0.90, || format!("{summary}: {:.1}% of {} bottom samples have recurse ×127 → bottom under {DEPTH_LIMIT}:\n{}", tally.share() * 100.0, tally.considered, tally.explain()))?;
+    ensure(tally.share() >= 0.90, || format!("{summary}: {:.1}% of {} bottom samples have recurse … → bottom up to the limit, under {DEPTH_LIMIT}:\n{}", tally.share() * 100.0, tally.considered, tally.explain()))?;
     Ok(summary)
 }
 
