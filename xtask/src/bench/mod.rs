@@ -377,6 +377,12 @@ fn compile_burn() -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// The number just before `marker` in `line` ("… (12 KiB" → 12, in oxeye's summary lines).
+fn number_before(line: &str, marker: &str) -> Option<u64> {
+    let head = &line[..line.find(marker)?];
+    head.rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)

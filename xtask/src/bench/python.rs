@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, stop_and_peak_rss, symbols::status_kib, task_cpu_ns, wait_for_text, Stopped};
+use super::{median, number_before, stop_and_peak_rss, symbols::status_kib, task_cpu_ns, wait_for_text, Stopped};
 use crate::shell::{root, say};
 
 /// Samples per second for the per-sample figures.
@@ -525,12 +525,6 @@ impl PythonSummary {
 fn final_counts(stderr: &str) -> Option<(u64, u64)> {
     let line = stderr.lines().rev().find(|l| l.starts_with("oxeye: ") && l.contains(" samples in "))?;
     Some((number_before(line, " samples in ")?, number_before(line, " dropped when full").unwrap_or(0)))
-}
-
-/// The number just before `marker` in `line` ("... (12 KiB" → 12).
-fn number_before(line: &str, marker: &str) -> Option<u64> {
-    let head = &line[..line.find(marker)?];
-    head.rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::process::{tail, Guard};
-use crate::bench::{sink, wait_for_text};
+use crate::bench::{number_before, sink, wait_for_text};
 
 /// A running oxeye that exports to the receiver.
 pub(super) struct Oxeye {
@@ -83,12 +83,6 @@ impl Oxeye {
         }
         Ok(traced)
     }
-}
-
-/// The number just before `marker` in `line` ("... (12 as server" → 12).
-fn number_before(line: &str, marker: &str) -> Option<u64> {
-    let head = &line[..line.find(marker)?];
-    head.rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 #[cfg(test)]
