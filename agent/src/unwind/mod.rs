@@ -267,7 +267,11 @@ impl Worker {
     fn handle(&mut self, request: Request) {
         match request {
             Request::Exec(pid) => {
-                // A new image: whatever interpreter the process ran is gone.
+                // A new image: its old description and interpreter are gone. Forgetting the
+                // description too makes the next one new, so the interpreter is looked for
+                // again even if the process was described (and attached) before its exec
+                // event arrived.
+                self.processes.forget(pid);
                 self.python.forget(pid);
                 for delay in AFTER_EXEC {
                     if self.follow_ups.len() < MAX_FOLLOW_UPS {
