@@ -25,8 +25,9 @@ const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
 /// `profile.proto` to read the pprof output with a reader that is not ours (and the symbfile
 /// decoder, with a venv for zstandard from PyPI); binutils' nm and addr2line to check the
 /// symbol endpoint; nginx, wrk, curl (and ab, which sends an exact number of requests) and
-/// Prometheus as the real servers, clients and scraper of the network tracing tests; Node.js for
-/// JIT code.
+/// Prometheus as the real servers, clients and scraper of the network tracing tests; Node.js and
+/// the JDK for JIT code; Go for stripped Go binaries; libc6-dbg and elfutils' debuginfod for
+/// separate debug files.
 const TEST_PACKAGES: &[&str] = &[
     "gcc",
     "g++",
@@ -44,6 +45,11 @@ const TEST_PACKAGES: &[&str] = &[
     "curl",
     "prometheus",
     "nodejs",
+    "openjdk-17-jdk-headless",
+    "golang-go",
+    "libc6-dbg",
+    "elfutils",
+    "debuginfod",
 ];
 /// Python packages from PyPI the tests use, in their own venv ([`TEST_PYTHON`]), on top of
 /// Debian's Python and its protobuf.
