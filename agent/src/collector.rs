@@ -15,6 +15,7 @@ use agent_common::{
 
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 
+use crate::jit::{JitFigures, PerfMaps};
 use crate::{
     clock::{unix_now_ns, Clock},
     events::{self, comm_str, Record},
@@ -91,6 +92,8 @@ pub struct Collector {
     native: Vec<Frame>,
     python_frames: Vec<PythonFrame>,
     python: PythonFrameReader,
+    /// JIT code's names, from perf maps.
+    jit: PerfMaps,
     exec_reads: (Instant, u32),
     unwind_refreshes: HashMap<u32, Instant>,
 }
@@ -133,6 +136,7 @@ impl Collector {
             native: Vec::with_capacity(128),
             python_frames: Vec::with_capacity(128),
             python: PythonFrameReader::new(config.python),
+            jit: PerfMaps::default(),
             exec_reads: (Instant::now(), 0),
             unwind_refreshes: HashMap::new(),
         }
@@ -181,6 +185,11 @@ impl Collector {
         }
     }
 
+    /// What the perf maps gave.
+    pub fn jit_figures(&mut self) -> JitFigures {
+        self.jit.figures(self.namer.jit_functions())
+    }
+
     /// The hottest leaf functions.
     pub fn top(&self) -> &TopFunctions {
         &self.top
@@ -221,6 +230,7 @@ impl Collector {
                 if let Some(unwinder) = &self.unwinder {
                     unwinder.exec(event.pid);
                 }
+                self.jit.forget(event.pid);
                 if self.exec_read_allowed() {
                     self.processes.on_exec(event.pid, &comm, &mut self.objects);
                 } else {
@@ -231,6 +241,7 @@ impl Collector {
                 self.target_exited |= self.target_pid == Some(event.pid);
                 self.processes.on_exit(event.pid);
                 self.unwind_refreshes.remove(&event.pid);
+                self.jit.exited(event.pid);
                 if let Some(unwinder) = &self.unwinder {
                     unwinder.forget(event.pid);
                 }
@@ -266,7 +277,10 @@ impl Collector {
                     self.objects.ensure_loaded(object);
                     Frame::User { object, file_offset }
                 }
-                UserAddress::Unknown => Frame::Unknown { address },
+                UserAddress::Unknown => match self.jit.lookup(pid, address, self.namer.jit_functions()) {
+                    Some(function) => Frame::Jit { function },
+                    None => Frame::Unknown { address },
+                },
             });
         }
         let native_end = StackEnd::from_u32(header.user_stack_end);

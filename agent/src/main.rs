@@ -7,6 +7,7 @@ mod collector;
 mod events;
 mod export;
 mod http_server;
+mod jit;
 mod live;
 mod metrics;
 mod net;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use agent_common::unwind::StackEnd;
 
-use crate::{objects::ObjectId, python::functions::FunctionId};
+use crate::{jit::functions::JitFunctionId, objects::ObjectId, python::functions::FunctionId};
 
 /// One frame of a stack, as precise as the sample allows; named later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,6 +29,11 @@ pub enum Frame {
     Unknown {
         /// The virtual address.
         address: u64,
+    },
+    /// JIT-compiled code named by its process's perf map.
+    Jit {
+        /// The function (in the namer's JIT function table).
+        function: JitFunctionId,
     },
     /// A Python function, at a line: one frame of a CPython interpreter's own stack.
     Python {

@@ -6,6 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 use symbolizer::{demangle::demangle, kallsyms::KernelSymbols};
 
 use crate::{
+    jit::functions::{JitFunctions, Runtime},
     objects::{ObjectId, ObjectRegistry},
     profile::Frame,
     python::functions::FunctionTable,
@@ -23,6 +24,7 @@ pub struct FrameNamer {
     kernel: Option<KernelSymbols>,
     cache: HashMap<Frame, Named>,
     python: FunctionTable,
+    jit: JitFunctions,
 }
 
 /// Where a frame's code is.
@@ -34,8 +36,8 @@ pub enum Code {
     File(ObjectId),
     /// No file: JIT code, a bad frame pointer, or the marker of an unfinished walk.
     Anonymous,
-    /// Code an interpreter runs (a Python function): named by the runtime, with no file
-    /// mapping.
+    /// Code an interpreter runs (a Python function) or a JIT compiled (named by its perf
+    /// map): named by the runtime, with no file mapping.
     Interpreted,
 }
 
@@ -48,6 +50,12 @@ pub enum FrameKind {
     Native,
     /// A Python function run by CPython.
     Python,
+    /// JavaScript compiled by V8 (Node.js).
+    V8js,
+    /// Java compiled by a JVM.
+    Jvm,
+    /// .NET code.
+    Dotnet,
     /// The stack could not be walked further.
     AbortMarker,
 }
@@ -59,6 +67,9 @@ impl FrameKind {
             FrameKind::Kernel => "kernel",
             FrameKind::Native => "native",
             FrameKind::Python => "cpython",
+            FrameKind::V8js => "v8js",
+            FrameKind::Jvm => "jvm",
+            FrameKind::Dotnet => "dotnet",
             FrameKind::AbortMarker => "abort-marker",
         }
     }
@@ -121,7 +132,12 @@ struct Named {
 impl FrameNamer {
     /// A namer for this kernel's symbols (`None` leaves kernel frames as addresses).
     pub fn new(kernel: Option<KernelSymbols>) -> Self {
-        FrameNamer { kernel, cache: HashMap::new(), python: FunctionTable::default() }
+        FrameNamer { kernel, cache: HashMap::new(), python: FunctionTable::default(), jit: JitFunctions::default() }
+    }
+
+    /// The JIT functions frames refer to (perf maps add to it as samples arrive).
+    pub fn jit_functions(&mut self) -> &mut JitFunctions {
+        &mut self.jit
     }
 
     /// The Python functions frames refer to (samples add to it as they arrive).
@@ -145,6 +161,18 @@ impl FrameNamer {
             let name = Arc::clone(&function.name);
             return ResolvedFrame { code: Code::Interpreted, address: 0, file_address: 0, kind: FrameKind::Python, name, from_symbol: true, source: Some(source) };
         }
+        if let Frame::Jit { function } = frame {
+            let function = self.jit.get(function);
+            let kind = match function.runtime {
+                Runtime::V8 => FrameKind::V8js,
+                Runtime::Jvm => FrameKind::Jvm,
+                Runtime::Dotnet => FrameKind::Dotnet,
+                Runtime::Other => FrameKind::Native,
+            };
+            let source = (!function.file.is_empty()).then(|| SourceLine { file: Arc::clone(&function.file), line: function.line, first_line: function.line });
+            let name = Arc::clone(&function.name);
+            return ResolvedFrame { code: Code::Interpreted, address: 0, file_address: 0, kind, name, from_symbol: true, source };
+        }
         let named = self.lookup(frame, objects).clone();
         let (code, address, file_address, kind) = match frame {
             Frame::Kernel { address } => (Code::Kernel, address, address, FrameKind::Kernel),
@@ -156,6 +184,7 @@ impl FrameNamer {
             Frame::Unknown { address } => (Code::Anonymous, address, address, FrameKind::Native),
             Frame::UnwindError { .. } => (Code::Anonymous, 0, 0, FrameKind::AbortMarker),
             Frame::Python { .. } => (Code::Interpreted, 0, 0, FrameKind::Python),
+            Frame::Jit { .. } => (Code::Interpreted, 0, 0, FrameKind::Native),
         };
         ResolvedFrame { code, address, file_address, kind, name: named.name, from_symbol: named.from_symbol, source: None }
     }
@@ -165,7 +194,7 @@ impl FrameNamer {
             self.cache.clear();
         }
         let kernel = self.kernel.as_ref();
-        let python = &self.python;
+        let (python, jit) = (&self.python, &self.jit);
         self.cache.entry(frame).or_insert_with(|| {
             let (name, from_symbol): (Arc<str>, bool) = match frame {
                 Frame::Kernel { address } => match kernel.and_then(|k| k.lookup(address)) {
@@ -183,6 +212,13 @@ impl FrameNamer {
                 Frame::Python { function, line } => {
                     let function = python.get(function);
                     (format!("{} ({}:{line})", function.name, function.short_filename()).into(), true)
+                }
+                Frame::Jit { function } => {
+                    let function = jit.get(function);
+                    match function.line {
+                        0 => (Arc::clone(&function.name), true),
+                        line => (format!("{} ({}:{line})", function.name, function.short_file()).into(), true),
+                    }
                 }
                 Frame::UnwindError { reason } => (format!("[unwind error: {}]", reason.describe()).into(), false),
             };

@@ -8,7 +8,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use super::EXPORT_FLUSH_TIMEOUT;
-use crate::python::PythonFigures;
+use crate::{jit::JitFigures, python::PythonFigures};
 use crate::{
     bpf::Counters,
     collector::Collector,
@@ -126,6 +126,10 @@ impl ProfilePipeline {
         if walks > 0 {
             eprintln!("oxeye: {}", python_summary(walks, counters, &self.collector.python_figures()));
         }
+        let jit = self.collector.jit_figures();
+        if jit.maps > 0 || jit.refused > 0 {
+            eprintln!("oxeye: {}", jit_summary(&jit));
+        }
         let written = self.collector.write_outputs(output_dir, run)?;
         let counts = self.collector.counts();
         let in_flight = counters.get(Counter::SamplesSent).saturating_sub(counts.received);
@@ -154,6 +158,13 @@ fn python_summary(walks: u64, counters: &Counters, figures: &PythonFigures) -> S
         figures.cached_code_objects,
         figures.unnamed_frames,
         figures.processes,
+    )
+}
+
+fn jit_summary(figures: &JitFigures) -> String {
+    format!(
+        "jit: {} frames named from {} perf maps ({} code ranges, {} functions, {} KiB); {} perf maps refused",
+        figures.named_frames, figures.maps, figures.ranges, figures.functions, figures.function_bytes / 1024, figures.refused
     )
 }
 

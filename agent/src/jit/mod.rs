@@ -1,0 +1,160 @@
+//! Names for JIT-compiled code from perf maps (`/tmp/perf-PID.map`, written by Node with
+//! `--perf-basic-prof`, .NET with `DOTNET_PerfMapEnabled=1`, the JDK with
+//! `jcmd PID Compiler.perfmap`).
+//!
+//! A sample's address outside every file mapping is looked up in its process's perf map,
+//! [`open`]ed safely the first time and re-read as it grows ([`perf_map`]); the answer is a
+//! [`functions`] id, so the frame keeps its name after the process and its map are gone.
+
+pub mod functions;
+pub mod open;
+pub mod perf_map;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use tracing::{debug, warn};
+
+use self::{
+    functions::{JitFunctionId, JitFunctions, Runtime},
+    open::{open_perf_map, Refusal},
+    perf_map::PerfMap,
+};
+
+/// Least time between two attempts to open a process's perf map that was not there.
+const OPEN_RETRY: Duration = Duration::from_secs(1);
+/// How long an exited process's map is kept, for samples still in flight.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// Most processes tracked (open maps hold a file descriptor each).
+const MAX_PROCESSES: usize = 4096;
+/// Most code ranges held across all maps (about 40 bytes each).
+const MAX_RANGES: usize = 2 << 20;
+
+#[derive(Debug)]
+enum State {
+    /// No perf map when last tried.
+    Missing { tried_at: Instant },
+    Open { map: PerfMap },
+    /// Refused (logged once); never tried again for this process image.
+    Refused,
+}
+
+#[derive(Debug)]
+struct Process {
+    state: State,
+    exited_at: Option<Instant>,
+}
+
+/// What the perf maps gave in a run, for the closing summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JitFigures {
+    /// Perf maps read (open now).
+    pub maps: usize,
+    /// Code ranges held.
+    pub ranges: usize,
+    /// Distinct functions named.
+    pub functions: usize,
+    /// Perf maps refused (a symbolic link, another owner, too big, not a file).
+    pub refused: u64,
+    /// Frames named from a perf map.
+    pub named_frames: u64,
+    /// Memory the function table holds, estimated.
+    pub function_bytes: usize,
+}
+
+/// Every process's perf map.
+#[derive(Debug, Default)]
+pub struct PerfMaps {
+    processes: HashMap<u32, Process>,
+    ranges: usize,
+    refused: u64,
+    named_frames: u64,
+    swept_at: Option<Instant>,
+}
+
+impl PerfMaps {
+    /// The JIT function at `address` in `pid`, from its perf map (opened or re-read as needed).
+    pub fn lookup(&mut self, pid: u32, address: u64, functions: &mut JitFunctions) -> Option<JitFunctionId> {
+        let now = Instant::now();
+        self.sweep(now);
+        if !self.processes.contains_key(&pid) && self.processes.len() >= MAX_PROCESSES {
+            return None;
+        }
+        let process = self.processes.entry(pid).or_insert(Process { state: State::Missing { tried_at: now - OPEN_RETRY }, exited_at: None });
+        match &mut process.state {
+            State::Missing { tried_at } if now.duration_since(*tried_at) >= OPEN_RETRY => process.state = open(pid, now, &mut self.refused),
+            State::Open { map } => {
+                if let Some(found) = map.lookup(address) {
+                    self.named_frames += 1;
+                    return Some(found);
+                }
+            }
+            _ => return None,
+        }
+        // Just opened, or a miss: read what was appended since (one `fstat` when nothing
+        // was), then look again. Runtimes write the line before they run the code.
+        let State::Open { map, .. } = &mut process.state else { return None };
+        if self.ranges < MAX_RANGES {
+            let before = map.len();
+            if let Err(error) = map.refresh(functions) {
+                debug!(pid, path = map.path(), %error, "jit: cannot read perf map");
+            }
+            self.ranges = (self.ranges + map.len()).saturating_sub(before);
+        }
+        let found = map.lookup(address);
+        self.named_frames += found.is_some() as u64;
+        found
+    }
+
+    /// `pid` has exited: its map goes after [`EXIT_GRACE`].
+    pub fn exited(&mut self, pid: u32) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.exited_at = Some(Instant::now());
+        }
+    }
+
+    /// `pid` has exec'd a new program: its old map no longer describes it.
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(Process { state: State::Open { map, .. }, .. }) = self.processes.remove(&pid) {
+            self.ranges = self.ranges.saturating_sub(map.len());
+        }
+    }
+
+    /// Figures for the summary.
+    pub fn figures(&self, functions: &JitFunctions) -> JitFigures {
+        let maps = self.processes.values().filter(|p| matches!(p.state, State::Open { .. })).count();
+        JitFigures { maps, ranges: self.ranges, functions: functions.len() - 1, refused: self.refused, named_frames: self.named_frames, function_bytes: functions.bytes() }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        if self.swept_at.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+            return;
+        }
+        self.swept_at = Some(now);
+        let gone: Vec<u32> = self.processes.iter().filter(|(_, p)| p.exited_at.is_some_and(|at| now.duration_since(at) >= EXIT_GRACE)).map(|(&pid, _)| pid).collect();
+        for pid in gone {
+            self.forget(pid);
+        }
+    }
+}
+
+/// Opens `pid`'s perf map; a refusal is logged once, as one line.
+fn open(pid: u32, now: Instant, refused: &mut u64) -> State {
+    match open_perf_map(pid) {
+        Ok(opened) => {
+            let executable = crate::process::identity::read_executable_path(pid);
+            let name = executable.rsplit('/').next().unwrap_or(&executable);
+            let runtime = Runtime::of_executable(name);
+            debug!(pid, path = %opened.path, bytes = opened.bytes, ?runtime, "jit: reading perf map");
+            State::Open { map: PerfMap::new(opened, runtime) }
+        }
+        Err(Refusal::Absent) | Err(Refusal::ProcessGone) => State::Missing { tried_at: now },
+        Err(refusal) => {
+            *refused += 1;
+            warn!("jit: not reading the perf map of PID {pid} (/tmp/perf-PID.map in its root): {refusal}");
+            State::Refused
+        }
+    }
+}
