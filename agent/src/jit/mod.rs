@@ -150,7 +150,7 @@ fn open(pid: u32, now: Instant, refused: &mut u64) -> State {
             debug!(pid, path = %opened.path, bytes = opened.bytes, ?runtime, "jit: reading perf map");
             State::Open { map: PerfMap::new(opened, runtime) }
         }
-        Err(Refusal::Absent) | Err(Refusal::ProcessGone) => State::Missing { tried_at: now },
+        Err(Refusal::Absent | Refusal::Stale | Refusal::ProcessGone) => State::Missing { tried_at: now },
         Err(refusal) => {
             *refused += 1;
             warn!("jit: not reading the perf map of PID {pid} (/tmp/perf-PID.map in its root): {refusal}");

@@ -29,6 +29,9 @@ pub enum Refusal {
     WrongOwner { file_uid: u32, process_uid: u32 },
     /// Bigger than [`MAX_PERF_MAP_BYTES`].
     TooBig { bytes: u64 },
+    /// Last written before the process started: a previous process's with the same pid
+    /// (runtimes do not remove their maps at exit). Tried again later, never logged.
+    Stale,
     /// The process is gone or could not be inspected.
     ProcessGone,
     /// Another error opening it.
@@ -43,6 +46,7 @@ impl fmt::Display for Refusal {
             Refusal::NotRegular => write!(f, "it is not a regular file"),
             Refusal::WrongOwner { file_uid, process_uid } => write!(f, "it is owned by uid {file_uid}, not by the process's uid {process_uid}"),
             Refusal::TooBig { bytes } => write!(f, "it is {bytes} bytes, over the {MAX_PERF_MAP_BYTES}-byte limit"),
+            Refusal::Stale => write!(f, "it was last written before the process started"),
             Refusal::ProcessGone => write!(f, "the process is gone"),
             Refusal::Io(kind) => write!(f, "{kind}"),
         }
@@ -77,7 +81,24 @@ pub fn open_perf_map(pid: u32) -> Result<OpenedMap, Refusal> {
     if metadata.len() > MAX_PERF_MAP_BYTES {
         return Err(Refusal::TooBig { bytes: metadata.len() });
     }
+    // With a second of slack for clock granularity.
+    if process_start_unix(pid).is_some_and(|start| metadata.mtime() + 1 < start) {
+        return Err(Refusal::Stale);
+    }
     Ok(OpenedMap { file, path, bytes: metadata.len() })
+}
+
+/// When `pid` started, in seconds since the epoch: its start in clock ticks after boot
+/// (`/proc/PID/stat`), plus the boot time (`/proc/stat`).
+fn process_start_unix(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces and parentheses.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let ticks: i64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: i64 = std::fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| boot + ticks / hz)
 }
 
 /// The last pid of `NSpid` (the process's pid in its own namespace) and the effective uid.
@@ -150,6 +171,10 @@ mod tests {
         assert_eq!(open_perf_map(pid).unwrap_err(), Refusal::Absent);
         std::fs::write(&path, "1000 10 f\n").unwrap();
         assert_eq!(open_perf_map(pid).unwrap().bytes, 10);
+        // A map left by a previous process with this pid.
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)).unwrap();
+        assert_eq!(open_perf_map(pid).unwrap_err(), Refusal::Stale);
         std::fs::remove_file(&path).unwrap();
         let target = format!("/tmp/perf-{pid}.target");
         std::fs::write(&target, "1000 10 f\n").unwrap();
