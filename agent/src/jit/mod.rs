@@ -11,7 +11,7 @@ pub mod open;
 pub mod perf_map;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -68,8 +68,10 @@ pub struct JitFigures {
 #[derive(Debug, Default)]
 pub struct PerfMaps {
     processes: HashMap<u32, Process>,
+    /// Processes whose refusal was logged: an exec event that arrives after the first samples
+    /// starts the process afresh, and must not log it twice.
+    logged: HashSet<u32>,
     ranges: usize,
-    refused: u64,
     named_frames: u64,
     swept_at: Option<Instant>,
 }
@@ -84,7 +86,12 @@ impl PerfMaps {
         }
         let process = self.processes.entry(pid).or_insert(Process { state: State::Missing { tried_at: now - OPEN_RETRY }, exited_at: None });
         match &mut process.state {
-            State::Missing { tried_at } if now.duration_since(*tried_at) >= OPEN_RETRY => process.state = open(pid, now, &mut self.refused),
+            State::Missing { tried_at } if now.duration_since(*tried_at) >= OPEN_RETRY => {
+                if self.logged.len() >= MAX_PROCESSES {
+                    self.logged.clear();
+                }
+                process.state = open(pid, now, &mut self.logged);
+            }
             State::Open { map } => {
                 if let Some(found) = map.lookup(address) {
                     self.named_frames += 1;
@@ -125,7 +132,7 @@ impl PerfMaps {
     /// Figures for the summary.
     pub fn figures(&self, functions: &JitFunctions) -> JitFigures {
         let maps = self.processes.values().filter(|p| matches!(p.state, State::Open { .. })).count();
-        JitFigures { maps, ranges: self.ranges, functions: functions.len() - 1, refused: self.refused, named_frames: self.named_frames, function_bytes: functions.bytes() }
+        JitFigures { maps, ranges: self.ranges, functions: functions.len() - 1, refused: self.logged.len() as u64, named_frames: self.named_frames, function_bytes: functions.bytes() }
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -140,8 +147,8 @@ impl PerfMaps {
     }
 }
 
-/// Opens `pid`'s perf map; a refusal is logged once, as one line.
-fn open(pid: u32, now: Instant, refused: &mut u64) -> State {
+/// Opens `pid`'s perf map; a refusal is logged once per process, as one line.
+fn open(pid: u32, now: Instant, logged: &mut HashSet<u32>) -> State {
     match open_perf_map(pid) {
         Ok(opened) => {
             let executable = crate::process::identity::read_executable_path(pid);
@@ -152,8 +159,9 @@ fn open(pid: u32, now: Instant, refused: &mut u64) -> State {
         }
         Err(Refusal::Absent | Refusal::Stale | Refusal::ProcessGone) => State::Missing { tried_at: now },
         Err(refusal) => {
-            *refused += 1;
-            warn!("jit: not reading the perf map of PID {pid} (/tmp/perf-PID.map in its root): {refusal}");
+            if logged.insert(pid) {
+                warn!("jit: not reading the perf map of PID {pid} (/tmp/perf-PID.map in its root): {refusal}");
+            }
             State::Refused
         }
     }
