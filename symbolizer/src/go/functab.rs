@@ -105,11 +105,11 @@ impl<'a> FuncTab<'a> {
                 // pointer-aligned in the section, so aligning its offset is enough.
                 let ptr = usize::from(self.ptr_size);
                 let start = pcdata_end.checked_add(ptr - 1)? / ptr * ptr;
-                let value = word_at(self.pcln, start + usize::from(slot) * ptr, self.ptr_size)?;
+                let value = word_at(self.pcln, start.saturating_add(usize::from(slot) * ptr), self.ptr_size)?;
                 (value != 0).then_some(value)
             }
             GoVersion::Go118 | GoVersion::Go120 => {
-                let value = u32_at(self.pcln, pcdata_end + usize::from(slot) * 4)?;
+                let value = u32_at(self.pcln, pcdata_end.saturating_add(usize::from(slot) * 4))?;
                 if value == u32::MAX {
                     return None;
                 }
@@ -123,7 +123,7 @@ impl<'a> FuncTab<'a> {
         if index >= func.npcdata {
             return None;
         }
-        let off = u32_at(self.pcln, func.pcdata_start + usize::try_from(index).ok()? * 4)?;
+        let off = u32_at(self.pcln, func.pcdata_start.saturating_add(usize::try_from(index).ok()?.checked_mul(4)?))?;
         (off != 0).then_some(off)
     }
 }
@@ -154,8 +154,10 @@ impl Func {
             GoVersion::Go116 => usize::from(table.ptr_size),
             GoVersion::Go118 | GoVersion::Go120 => 4,
         })?;
-        let field = |index: usize| u32_at(table.pcln, fields + 4 * index);
-        let trailer = fields + if table.version == GoVersion::Go120 { 36 } else { 32 };
+        // Offsets come from the file: saturate rather than overflow, and let the bounds
+        // checks of the reads refuse them.
+        let field = |index: usize| u32_at(table.pcln, fields.saturating_add(4 * index));
+        let trailer = fields.saturating_add(if table.version == GoVersion::Go120 { 36 } else { 32 });
         Some(Self {
             entry,
             name_off: field(0)?,
@@ -163,8 +165,8 @@ impl Func {
             pcln: field(5)?,
             npcdata: field(6)?,
             cu_offset: field(7)?,
-            nfuncdata: u8_at(table.pcln, trailer + 3)?,
-            pcdata_start: trailer + 4,
+            nfuncdata: u8_at(table.pcln, trailer.saturating_add(3))?,
+            pcdata_start: trailer.saturating_add(4),
         })
     }
 }

@@ -87,5 +87,5 @@ pub(super) fn inlined_call(tree: &[u8], index: u32, version: GoVersion) -> Optio
         GoVersion::Go120 => (16, 4, 8),
     };
     let base = usize::try_from(index).ok()?.checked_mul(size)?;
-    Some(InlinedCall { name_off: u32_at(tree, base + name)?, parent_pc: u32_at(tree, base + parent_pc)? })
+    Some(InlinedCall { name_off: u32_at(tree, base.checked_add(name)?)?, parent_pc: u32_at(tree, base.checked_add(parent_pc)?)? })
 }

@@ -85,7 +85,7 @@ impl GoTable {
         let gofunc = match header.version {
             GoVersion::Go116 => None,
             _ => image.gofunc_symbol().or_else(|| {
-                let funcnames_address = pclntab_address + header.funcnames.start as u64;
+                let funcnames_address = pclntab_address.wrapping_add(header.funcnames.start as u64);
                 moduledata::find_gofunc(&image.data_sections(), pclntab_address, funcnames_address, header.ptr_size, header.version)
             }),
         };
