@@ -37,7 +37,7 @@ struct Layout {
 
 fn layout(data: &[u8]) -> Layout {
     let file = object::File::parse(data).expect("ELF");
-    let section = file.section_by_name(".gopclntab").or_else(|| file.section_by_name(".data.rel.ro.gopclntab")).expect("pclntab section");
+    let section = file.section_by_name(".gopclntab").or_else(|| file.section_by_name(".data.rel.ro.gopclntab")).or_else(|| file.section_by_name(".data.rel.ro")).expect("pclntab section");
     let (start, len) = section.file_range().expect("pclntab in file");
     let shoff = u64::from_le_bytes(data[0x28..0x30].try_into().unwrap()) as usize;
     let shentsize = u16::from_le_bytes(data[0x3a..0x3c].try_into().unwrap()) as usize;
@@ -67,7 +67,7 @@ fn hostile_pclntabs_never_panic() {
     let deadline = Duration::from_secs(240);
     let started = Instant::now();
     for toolchain in toolchains() {
-        for variant in [Variant::Stripped, Variant::PieStripped] {
+        for variant in [Variant::Stripped, Variant::PieStripped, Variant::ExternalPieStripped] {
             let original = std::fs::read(build(&toolchain, "chain", variant)).expect("read");
             let layout = layout(&original);
             assert!(exercise(&original, layout.text, 2000), "the unmodified binary must parse");

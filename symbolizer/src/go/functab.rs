@@ -64,6 +64,26 @@ impl<'a> FuncTab<'a> {
         usize::try_from(value).ok()
     }
 
+    pub fn first_entry(&self) -> Option<u64> {
+        self.entry(0)
+    }
+
+    /// Where the last `_func` record (with its pcdata and funcdata arrays) ends, as an offset
+    /// into the pclntable: the end of the table when nothing else says where it is.
+    pub fn records_end(&self) -> Option<usize> {
+        let mut end = (self.nfunc + 1) * self.entry_size();
+        for i in 0..self.nfunc {
+            let func = self.func(i)?;
+            let funcdata_size = match self.version {
+                GoVersion::Go116 => usize::from(func.nfuncdata) * usize::from(self.ptr_size) + usize::from(self.ptr_size),
+                GoVersion::Go118 | GoVersion::Go120 => usize::from(func.nfuncdata) * 4,
+            };
+            let record_end = func.pcdata_start.checked_add(usize::try_from(func.npcdata).ok()?.checked_mul(4)?)?.checked_add(funcdata_size)?;
+            end = end.max(record_end);
+        }
+        Some(end.min(self.pcln.len()))
+    }
+
     /// The function whose `[entry, next entry)` range holds `pc`.
     pub fn find(&self, pc: u64) -> Option<Func> {
         let (first, end) = (self.entry(0)?, self.entry(self.nfunc)?);

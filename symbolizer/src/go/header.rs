@@ -64,6 +64,17 @@ pub(super) struct Header {
     pub pcln: Range<usize>,
 }
 
+/// Whether `data` starts with a pclntab header whose functab begins inside `text`: how an
+/// embedded pclntab is told from other bytes.
+pub(super) fn looks_like_pclntab(data: &[u8], text: &std::ops::Range<u64>) -> bool {
+    if u32_at(data, 0).and_then(GoVersion::from_magic).is_none() {
+        return false;
+    }
+    let Ok(header) = Header::parse(data) else { return false };
+    let text_start = if header.text_start == 0 { text.start } else { header.text_start };
+    super::functab::FuncTab::new(data, &header, text_start).and_then(|t| t.first_entry()).is_some_and(|entry| text.contains(&entry))
+}
+
 fn malformed(reason: &'static str) -> Error {
     Error::GoPclntab { reason }
 }

@@ -3,12 +3,23 @@
 
 use object::{Endianness, Object, ObjectSection, ObjectSymbol, SectionKind};
 
-use super::moduledata::DataSection;
+use super::{header, moduledata::DataSection};
 use crate::Error;
 
 /// Section names the Go linker gives the pclntab: `.gopclntab`, or in PIE and other
 /// relro builds `.data.rel.ro.gopclntab`.
 const PCLNTAB_SECTIONS: [&str; 2] = [".gopclntab", ".data.rel.ro.gopclntab"];
+/// Sections only Go binaries have.
+const GO_NOTE_SECTIONS: [&str; 2] = [".go.buildinfo", ".note.go.buildid"];
+
+/// Where the pclntab is.
+pub(super) struct Pclntab<'d> {
+    pub address: u64,
+    /// From the header to the end of the section.
+    pub data: &'d [u8],
+    /// Inside another section: `data` runs on past the table's end.
+    pub embedded: bool,
+}
 
 /// A parsed ELF file and the sections a Go table is built from.
 pub(super) struct Image<'d> {
@@ -32,10 +43,23 @@ impl<'d> Image<'d> {
         self.file.endianness() == Endianness::Little
     }
 
-    /// The pclntab section: its address and bytes.
-    pub fn pclntab(&self) -> Option<(u64, &'d [u8])> {
-        let section = PCLNTAB_SECTIONS.iter().find_map(|name| self.file.section_by_name(name))?;
-        Some((section.address(), section.data().ok()?))
+    /// The pclntab: its address and bytes, which run to the end of the section holding it.
+    /// Its own section unless an external linker merged it into `.data.rel.ro` (cgo PIE
+    /// builds); then it is found by its header, only in files that are Go binaries.
+    pub fn pclntab(&self) -> Option<Pclntab<'d>> {
+        if let Some(section) = PCLNTAB_SECTIONS.iter().find_map(|name| self.file.section_by_name(name)) {
+            return Some(Pclntab { address: section.address(), data: section.data().ok()?, embedded: false });
+        }
+        let is_go = GO_NOTE_SECTIONS.iter().any(|name| self.file.section_by_name(name).is_some());
+        if !is_go {
+            return None;
+        }
+        let text = self.file.section_by_name(".text").map(|s| s.address()..s.address() + s.size())?;
+        self.file.sections().filter(|s| s.name().is_ok_and(|n| n.starts_with(".data.rel.ro") || n.starts_with(".rodata"))).find_map(|section| {
+            let data = section.data().ok()?;
+            let off = (0..data.len()).step_by(8).find(|&off| header::looks_like_pclntab(&data[off..], &text))?;
+            Some(Pclntab { address: section.address() + off as u64, data: &data[off..], embedded: true })
+        })
     }
 
     /// Start of `.text`: the base of 1.18+ functab offsets when the header's `textStart`

@@ -73,23 +73,31 @@ impl GoTable {
     /// binary). Works on stripped (`-s -w`), PIE and unstripped binaries.
     pub fn from_elf(data: &[u8]) -> Result<Option<GoTable>, Error> {
         let image = Image::parse(data)?;
-        let Some((pclntab_address, section)) = image.pclntab() else { return Ok(None) };
+        let Some(pclntab) = image.pclntab() else { return Ok(None) };
         if !image.is_little_endian() {
             return Err(Error::GoPclntab { reason: "big-endian binaries are not supported" });
         }
-        let header = Header::parse(section)?;
+        let mut header = Header::parse(pclntab.data)?;
         let text_start = match header.text_start {
             0 => image.text_address().unwrap_or(0),
             start => start,
         };
+        let mut data = pclntab.data;
+        if pclntab.embedded {
+            // Keep only the table, not the rest of the section it sits in.
+            let functab = FuncTab::new(data, &header, text_start).ok_or(Error::GoPclntab { reason: "functab out of bounds" })?;
+            let end = functab.records_end().ok_or(Error::GoPclntab { reason: "function record out of bounds" })?;
+            header.pcln.end = header.pcln.start + end;
+            data = data.get(..header.pcln.end).ok_or(Error::GoPclntab { reason: "function record out of bounds" })?;
+        }
         let gofunc = match header.version {
             GoVersion::Go116 => None,
             _ => image.gofunc_symbol().or_else(|| {
-                let funcnames_address = pclntab_address.wrapping_add(header.funcnames.start as u64);
-                moduledata::find_gofunc(&image.data_sections(), pclntab_address, funcnames_address, header.ptr_size, header.version)
+                let funcnames_address = pclntab.address.wrapping_add(header.funcnames.start as u64);
+                moduledata::find_gofunc(&image.data_sections(), pclntab.address, funcnames_address, header.ptr_size, header.version)
             }),
         };
-        let mut table = GoTable { header, pclntab: section.to_vec(), text_start, inline: InlineStore::default(), gofunc };
+        let mut table = GoTable { header, pclntab: data.to_vec(), text_start, inline: InlineStore::default(), gofunc };
         let functab = table.functab().ok_or(Error::GoPclntab { reason: "functab out of bounds" })?;
         table.inline = copy_inline_trees(&functab, gofunc, &image);
         Ok(Some(table))

@@ -22,6 +22,11 @@ pub enum Variant {
     Pie,
     /// `-buildmode=pie -ldflags='-s -w'`.
     PieStripped,
+    /// PIE linked by the system linker (gcc), as cgo programs are: the pclntab is merged
+    /// into `.data.rel.ro`.
+    ExternalPie,
+    /// The same, `-s -w`.
+    ExternalPieStripped,
 }
 
 impl Variant {
@@ -31,6 +36,8 @@ impl Variant {
             Variant::Stripped => &["-ldflags=-s -w"],
             Variant::Pie => &["-buildmode=pie"],
             Variant::PieStripped => &["-buildmode=pie", "-ldflags=-s -w"],
+            Variant::ExternalPie => &["-buildmode=pie", "-ldflags=-linkmode=external"],
+            Variant::ExternalPieStripped => &["-buildmode=pie", "-ldflags=-linkmode=external -s -w"],
         }
     }
 
@@ -40,6 +47,16 @@ impl Variant {
             Variant::Stripped => "stripped",
             Variant::Pie => "pie",
             Variant::PieStripped => "pie-stripped",
+            Variant::ExternalPie => "external-pie",
+            Variant::ExternalPieStripped => "external-pie-stripped",
+        }
+    }
+
+    /// External linking needs cgo (and so gcc, which the test setup installs).
+    fn cgo(self) -> &'static str {
+        match self {
+            Variant::ExternalPie | Variant::ExternalPieStripped => "1",
+            _ => "0",
         }
     }
 }
@@ -106,7 +123,7 @@ pub fn build(toolchain: &Toolchain, name: &str, variant: Variant) -> PathBuf {
         .env("GOFLAGS", "")
         .env("GOTOOLCHAIN", "local")
         .env("GOPROXY", "off")
-        .env("CGO_ENABLED", "0")
+        .env("CGO_ENABLED", variant.cgo())
         .status()
         .unwrap_or_else(|e| panic!("run {}: {e}", toolchain.go.display()));
     assert!(status.success(), "{} build {name} {variant:?} failed", toolchain.version);
