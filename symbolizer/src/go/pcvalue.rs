@@ -12,24 +12,41 @@ pub(super) fn pc_value(pctab: &[u8], table: u32, entry: u64, target: u64, min_lc
     if target < entry {
         return None;
     }
-    let mut pos = usize::try_from(table).ok()?;
+    // Offsets from the entry fit in 32 bits for any real function; a longer walk is
+    // malformed and ends when the offset would overflow.
+    let target = u32::try_from(target - entry).ok()?;
+    let mut bytes = pctab.get(usize::try_from(table).ok()?..)?;
     let mut value: i32 = -1;
-    let mut pc = entry;
+    let mut pc: u32 = 0;
     let mut first = true;
     loop {
-        let uv = uvarint(pctab, &mut pos)?;
+        let uv = next_uvarint(&mut bytes)?;
         if uv == 0 && !first {
             return None;
         }
         first = false;
         let delta = if uv & 1 != 0 { !((uv >> 1) as i32) } else { (uv >> 1) as i32 };
         value = value.wrapping_add(delta);
-        let pc_delta = u64::from(uvarint(pctab, &mut pos)?) * u64::from(min_lc);
-        pc = pc.checked_add(pc_delta)?;
+        pc = pc.checked_add(next_uvarint(&mut bytes)?.checked_mul(u32::from(min_lc))?)?;
         if target < pc {
             return Some(value);
         }
     }
+}
+
+/// Reads a varint off the front of `bytes` (the hot loop's version of
+/// [`super::reader::uvarint`]: a slice advanced in place, one-byte values first).
+#[inline(always)]
+fn next_uvarint(bytes: &mut &[u8]) -> Option<u32> {
+    let (&first, rest) = bytes.split_first()?;
+    if first & 0x80 == 0 {
+        *bytes = rest;
+        return Some(u32::from(first));
+    }
+    let mut pos = 0;
+    let value = uvarint(bytes, &mut pos)?;
+    *bytes = bytes.get(pos..)?;
+    Some(value)
 }
 
 #[cfg(test)]

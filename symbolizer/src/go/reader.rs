@@ -42,7 +42,14 @@ pub(super) fn cstr_at(data: &[u8], off: usize) -> Option<&str> {
 /// Reads an unsigned LEB128 varint of at most 32 bits at `*pos` and advances `*pos`.
 /// Longer encodings are malformed: a pclntab never needs them, and refusing them bounds
 /// the read.
+#[inline]
 pub(super) fn uvarint(data: &[u8], pos: &mut usize) -> Option<u32> {
+    // Most pc-value deltas fit in one byte.
+    let first = u8_at(data, *pos)?;
+    if first & 0x80 == 0 {
+        *pos += 1;
+        return Some(u32::from(first));
+    }
     let mut value: u32 = 0;
     for shift in (0..35).step_by(7) {
         let byte = u8_at(data, *pos)?;
