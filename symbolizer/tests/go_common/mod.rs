@@ -100,11 +100,18 @@ pub fn workload(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/go").join(format!("{name}.go"))
 }
 
-/// Builds workload `name` with `toolchain` as `variant` (once per test binary run: later
-/// calls reuse the output) and returns the binary's path.
+/// Builds workload `name` with `toolchain` as `variant` for this machine (once per test
+/// binary run: later calls reuse the output) and returns the binary's path.
 pub fn build(toolchain: &Toolchain, name: &str, variant: Variant) -> PathBuf {
+    build_for(toolchain, name, variant, None)
+}
+
+/// [`build`] for another architecture (`GOARCH`: `arm64`, `386`), which Go cross-compiles
+/// with nothing more installed.
+pub fn build_for(toolchain: &Toolchain, name: &str, variant: Variant, goarch: Option<&str>) -> PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-pclntab");
-    let out = tmp.join(format!("{name}-{}-{}", toolchain.version, variant.suffix()));
+    let arch = goarch.map_or(String::new(), |a| format!("-{a}"));
+    let out = tmp.join(format!("{name}-{}-{}{arch}", toolchain.version, variant.suffix()));
     let cache = tmp.join(format!("cache-{}", toolchain.version));
     // Tests run on threads: one build at a time, each once.
     static BUILT: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
@@ -112,7 +119,11 @@ pub fn build(toolchain: &Toolchain, name: &str, variant: Variant) -> PathBuf {
     if !built.get_or_insert_with(HashSet::new).insert(out.clone()) {
         return out;
     }
-    let status = Command::new(&toolchain.go)
+    let mut command = Command::new(&toolchain.go);
+    if let Some(goarch) = goarch {
+        command.env("GOARCH", goarch);
+    }
+    let status = command
         .arg("build")
         .args(variant.flags())
         .arg("-o")
@@ -126,7 +137,7 @@ pub fn build(toolchain: &Toolchain, name: &str, variant: Variant) -> PathBuf {
         .env("CGO_ENABLED", variant.cgo())
         .status()
         .unwrap_or_else(|e| panic!("run {}: {e}", toolchain.go.display()));
-    assert!(status.success(), "{} build {name} {variant:?} failed", toolchain.version);
+    assert!(status.success(), "{} build {name} {variant:?} {goarch:?} failed", toolchain.version);
     out
 }
 
