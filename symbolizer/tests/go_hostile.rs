@@ -115,3 +115,35 @@ fn hostile_pclntabs_never_panic() {
         }
     }
 }
+
+/// Go 1.26 writes a zero `textStart` into the pcHeader; the functab's base then comes from
+/// the moduledata. Zeroing it in real binaries (an external-link PIE too, whose `.text`
+/// starts with C code before the Go text) must not change a single answer.
+#[test]
+fn zero_text_start_uses_the_moduledata() {
+    for toolchain in toolchains() {
+        if toolchain.version.as_str() < "go1.18" {
+            continue;
+        }
+        for variant in [Variant::Stripped, Variant::ExternalPieStripped] {
+            let original = std::fs::read(build(&toolchain, "chain", variant)).expect("read");
+            let layout = layout(&original);
+            let mut zeroed = original.clone();
+            let text_start_at = layout.start + 8 + 2 * 8;
+            assert_ne!(zeroed[text_start_at..text_start_at + 8], [0; 8]);
+            zeroed[text_start_at..text_start_at + 8].fill(0);
+            let (before, after) = (GoTable::from_elf(&original).expect("parse").expect("pclntab"), GoTable::from_elf(&zeroed).expect("parse").expect("pclntab"));
+            let (start, size) = layout.text;
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut named = 0;
+            for address in (start..start + size).step_by(7) {
+                a.clear();
+                b.clear();
+                assert_eq!(before.lookup(address, &mut a), after.lookup(address, &mut b));
+                assert_eq!(a, b, "{} {variant:?} at {address:#x}", toolchain.version);
+                named += usize::from(!a.is_empty());
+            }
+            assert!(named > 0);
+        }
+    }
+}

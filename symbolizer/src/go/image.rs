@@ -73,11 +73,12 @@ impl<'d> Image<'d> {
         self.file.symbols().find(|s| matches!(s.name(), Ok("go:func.*" | "go.func.*"))).map(|s| s.address())
     }
 
-    /// The writable data sections, where the runtime's moduledata lives.
+    /// The sections the runtime's moduledata may be in: the data sections (`.noptrdata`
+    /// until Go 1.25) and `.go.module` (Go 1.26).
     pub fn data_sections(&self) -> Vec<DataSection<'d>> {
         self.file
             .sections()
-            .filter(|s| s.name().is_ok_and(|n| n.contains("data") && !n.contains("gopclntab")) && s.kind() != SectionKind::UninitializedData)
+            .filter(|s| s.name().is_ok_and(|n| (n.contains("data") && !n.contains("gopclntab")) || n == ".go.module") && s.kind() != SectionKind::UninitializedData)
             .filter_map(|s| Some(DataSection { address: s.address(), data: s.data().ok()? }))
             .collect()
     }

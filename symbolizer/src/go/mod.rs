@@ -78,26 +78,26 @@ impl GoTable {
             return Err(Error::GoPclntab { reason: "big-endian binaries are not supported" });
         }
         let mut header = Header::parse(pclntab.data)?;
+        let module = find_moduledata(&image, &pclntab, &header);
+        // The functab's base: the header's, else the moduledata's (Go 1.26 zeroes the
+        // header's), else `.text` (which external linking may start with C code).
         let text_start = match header.text_start {
-            0 => image.text_address().unwrap_or(0),
+            0 => module.map(|m| m.text).or_else(|| image.text_address()).unwrap_or(0),
             start => start,
         };
-        let mut data = pclntab.data;
+        let mut bytes = pclntab.data;
         if pclntab.embedded {
             // Keep only the table, not the rest of the section it sits in.
-            let functab = FuncTab::new(data, &header, text_start).ok_or(Error::GoPclntab { reason: "functab out of bounds" })?;
+            let functab = FuncTab::new(bytes, &header, text_start).ok_or(Error::GoPclntab { reason: "functab out of bounds" })?;
             let end = functab.records_end().ok_or(Error::GoPclntab { reason: "function record out of bounds" })?;
             header.pcln.end = header.pcln.start + end;
-            data = data.get(..header.pcln.end).ok_or(Error::GoPclntab { reason: "function record out of bounds" })?;
+            bytes = bytes.get(..header.pcln.end).ok_or(Error::GoPclntab { reason: "function record out of bounds" })?;
         }
         let gofunc = match header.version {
             GoVersion::Go116 => None,
-            _ => image.gofunc_symbol().or_else(|| {
-                let funcnames_address = pclntab.address.wrapping_add(header.funcnames.start as u64);
-                moduledata::find_gofunc(&image.data_sections(), pclntab.address, funcnames_address, header.ptr_size, header.version)
-            }),
+            _ => image.gofunc_symbol().or(module.and_then(|m| m.gofunc)),
         };
-        let mut table = GoTable { header, pclntab: data.to_vec(), text_start, inline: InlineStore::default(), gofunc };
+        let mut table = GoTable { header, pclntab: bytes.to_vec(), text_start, inline: InlineStore::default(), gofunc };
         let functab = table.functab().ok_or(Error::GoPclntab { reason: "functab out of bounds" })?;
         table.inline = copy_inline_trees(&functab, gofunc, &image);
         Ok(Some(table))
@@ -194,6 +194,12 @@ impl GoTable {
         });
         (file.unwrap_or(""), line)
     }
+}
+
+/// The runtime's moduledata for this pclntab, if the data sections hold it.
+fn find_moduledata(image: &Image<'_>, pclntab: &image::Pclntab<'_>, header: &Header) -> Option<moduledata::ModuleData> {
+    let funcnames = pclntab.address.wrapping_add(header.funcnames.start as u64)..pclntab.address.wrapping_add(header.funcnames.end as u64);
+    moduledata::find(&image.data_sections(), pclntab.address, funcnames, header.ptr_size, header.version)
 }
 
 /// Copies every function's inline tree out of the image. Walks all `_func` records once
