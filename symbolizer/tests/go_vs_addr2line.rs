@@ -333,10 +333,14 @@ fn stripped_builds_match_dwarf() {
     }
 }
 
-/// The workload's hot path, as a profiler will see it: leafHot, and chainInlined's body
-/// inlined into chainMiddle.
+/// The workload's hot path, as a profiler will see it: leafHot, called from chainInlined's
+/// body inlined into chainMiddle, called from chainOuter inlined into main.main. Each
+/// call site must come out with its inlined frame and its line.
 #[test]
 fn chain_hot_path_has_an_inlined_frame() {
+    let source = std::fs::read_to_string(go_common::workload("chain")).expect("chain.go");
+    let line_of = |text: &str| source.lines().position(|l| l.contains(text)).map(|i| i as u32 + 1).unwrap_or_else(|| panic!("{text:?} in chain.go"));
+    let (leaf_call, inlined_call, middle_call, outer_call) = (line_of("return leafHot(x)"), line_of("total += chainInlined("), line_of("sink += chainMiddle("), line_of("chainOuter(200)"));
     for toolchain in toolchains() {
         let path = build(&toolchain, "chain", Variant::Stripped);
         let table = GoTable::from_elf(&std::fs::read(&path).expect("read")).expect("parse").expect("pclntab");
@@ -344,20 +348,25 @@ fn chain_hot_path_has_an_inlined_frame() {
         let data = std::fs::read(&plain).expect("read");
         let file = object::File::parse(&*data).expect("ELF");
         let symbol = |name: &str| file.symbols().find(|s| s.name() == Ok(name)).unwrap_or_else(|| panic!("{name} in {}", plain.display()));
-        let leaf = symbol("main.leafHot");
+        let stacks = |name: &str| -> Vec<Vec<(String, u32)>> {
+            let s = symbol(name);
+            let mut frames = Vec::new();
+            (s.address()..s.address() + s.size())
+                .filter_map(|pc| {
+                    frames.clear();
+                    table.lookup(pc, &mut frames).then(|| frames.iter().map(|f| (f.function.to_owned(), f.line)).collect())
+                })
+                .collect()
+        };
+        let frame = |name: &str, line: u32| (name.to_owned(), line);
+        let leaf = stacks("main.leafHot");
+        assert!(!leaf.is_empty() && leaf.iter().all(|s| s.len() == 1 && s[0].0 == "main.leafHot"), "{}: {leaf:?}", toolchain.version);
+        let middle = stacks("main.chainMiddle");
+        assert!(middle.iter().all(|s| s.last().is_some_and(|f| f.0 == "main.chainMiddle")), "{}: {middle:?}", toolchain.version);
+        assert!(middle.contains(&vec![frame("main.chainInlined", leaf_call), frame("main.chainMiddle", inlined_call)]), "{}: no call to leafHot inside chainInlined inlined into chainMiddle: {middle:?}", toolchain.version);
+        let main = stacks("main.main");
+        assert!(main.contains(&vec![frame("main.chainOuter", middle_call), frame("main.main", outer_call)]), "{}: no call to chainMiddle inside chainOuter inlined into main: {main:?}", toolchain.version);
         let mut frames = Vec::new();
-        assert!(table.lookup(leaf.address() + leaf.size() / 2, &mut frames));
-        assert_eq!(frames.iter().map(|f| f.function).collect::<Vec<_>>(), ["main.leafHot"]);
-        let middle = symbol("main.chainMiddle");
-        let stacks: Vec<Vec<&str>> = (middle.address()..middle.address() + middle.size())
-            .filter_map(|pc| {
-                frames.clear();
-                table.lookup(pc, &mut frames).then(|| frames.iter().map(|f| f.function).collect())
-            })
-            .collect();
-        assert!(stacks.iter().all(|s| s.last() == Some(&"main.chainMiddle")), "{}: {stacks:?}", toolchain.version);
-        assert!(stacks.iter().any(|s| s == &["main.chainInlined", "main.chainMiddle"]), "{}: chainInlined is not inlined into chainMiddle", toolchain.version);
-        frames.clear();
         assert!(!table.lookup(0x10, &mut frames) && frames.is_empty());
     }
 }

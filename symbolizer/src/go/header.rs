@@ -109,3 +109,46 @@ impl Header {
         Ok(Self { version, min_lc, ptr_size, nfunc, text_start, funcnames: range(0), cutab: range(1), filetab: range(2), pctab: range(3), pcln: range(4) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1.20 header with the given words after magic/pad/minLC/ptrSize.
+    fn header_bytes(magic: u32, words: [u64; 8], len: usize) -> Vec<u8> {
+        let mut data = vec![0u8; len.max(72)];
+        data[..4].copy_from_slice(&magic.to_le_bytes());
+        data[6] = 1;
+        data[7] = 8;
+        for (i, w) in words.iter().enumerate() {
+            data[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        data.truncate(len);
+        data
+    }
+
+    #[test]
+    fn parses_sub_tables() {
+        let data = header_bytes(0xffff_fff1, [3, 2, 0x40_1000, 72, 80, 90, 100, 120], 200);
+        let header = Header::parse(&data).expect("valid");
+        assert_eq!((header.version, header.nfunc, header.text_start), (GoVersion::Go120, 3, 0x40_1000));
+        assert_eq!((header.funcnames, header.cutab, header.filetab, header.pctab, header.pcln), (72..80, 80..90, 90..100, 100..120, 120..200));
+        // 1.16 has no textStart: the offsets start one word earlier.
+        let data = header_bytes(0xffff_fffa, [3, 2, 64, 80, 90, 100, 120, 0], 200);
+        let header = Header::parse(&data).expect("valid");
+        assert_eq!((header.version, header.text_start, header.funcnames), (GoVersion::Go116, 0, 64..80));
+    }
+
+    #[test]
+    fn refuses_bad_headers() {
+        let good = [3, 2, 0x40_1000, 72, 80, 90, 100, 120];
+        assert!(Header::parse(&header_bytes(0xffff_fffb, good, 200)).is_err(), "Go 1.2 layout");
+        assert!(Header::parse(&header_bytes(0xffff_fff1, good, 40)).is_err(), "truncated header");
+        assert!(Header::parse(&header_bytes(0xffff_fff1, [3, 2, 0, 72, 90, 80, 100, 120], 200)).is_err(), "out of order");
+        assert!(Header::parse(&header_bytes(0xffff_fff1, [3, 2, 0, 72, 80, 90, 100, 300], 200)).is_err(), "past the end");
+        assert!(Header::parse(&header_bytes(0xffff_fff1, [3, 2, 0, 8, 80, 90, 100, 120], 200)).is_err(), "inside the header");
+        let mut bad_ptr = header_bytes(0xffff_fff1, good, 200);
+        bad_ptr[7] = 3;
+        assert!(Header::parse(&bad_ptr).is_err());
+    }
+}
