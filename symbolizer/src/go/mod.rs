@@ -5,9 +5,12 @@
 //! Supported layouts: Go 1.16–1.17, 1.18–1.19 and 1.20+ (see [`GoVersion`]), little-endian,
 //! 32- or 64-bit, internally or externally linked, PIE or not. Not supported: Go before
 //! 1.16 (an error), big-endian targets (an error), and text split into several sections
-//! (external linking on 32-bit ARM and ppc64 only: lookups past the first one may be wrong). [`GoTable::from_elf`] copies the pclntab section and the inline trees out
-//! of the file and indexes nothing else: lookups binary-search the functab in place and
-//! decode one function's pc-value tables.
+//! (external linking on 32-bit ARM and ppc64 only: lookups past the first one may be
+//! wrong).
+//!
+//! [`GoTable::from_elf`] copies the pclntab section and the inline trees out of the file
+//! and indexes nothing else: lookups binary-search the functab in place and decode one
+//! function's pc-value tables.
 //!
 //! ```no_run
 //! use symbolizer::go::GoTable;
