@@ -39,4 +39,17 @@ pub enum Error {
     /// `kernel.kptr_restrict` hides them.
     #[error("/proc/kallsyms hides kernel addresses (run as root, or set kernel.kptr_restrict=0)")]
     KallsymsHidden,
+    /// Bytes given as an ELF image do not parse as one.
+    #[error("not a valid ELF image: {source}")]
+    ElfData {
+        /// What the parser said.
+        #[source]
+        source: object::read::Error,
+    },
+    /// A Go pclntab is malformed or of a layout we do not read.
+    #[error("unreadable Go pclntab: {reason}")]
+    GoPclntab {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }

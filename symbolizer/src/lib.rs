@@ -7,6 +7,8 @@
 //! - [`unwind::UnwindTable`]: unwind rules compiled from `.eh_frame` for unwinding without frame
 //!   pointers.
 //! - [`demangle::demangle`]: Rust (legacy and v0) and C++ (Itanium) names made readable.
+//! - [`go::GoTable`]: function names, files, lines and inlined frames of Go binaries from
+//!   `.gopclntab`, which stripped Go binaries keep.
 //! - [`symbfile::write`]: a file's functions, inlined calls and lines as a symbfile, the format
 //!   devfiler's symbol endpoint serves.
 //!
@@ -28,6 +30,7 @@ pub mod build_id;
 pub mod demangle;
 pub mod elf;
 pub mod file_id;
+pub mod go;
 mod error;
 pub mod kallsyms;
 pub mod symbfile;
