@@ -271,17 +271,25 @@ impl Collector {
         self.native.clear();
         for (i, &address) in user.iter().enumerate() {
             let address = caller(i, address);
-            self.native.push(match self.processes.resolve(pid, address, &mut self.objects) {
+            let frame = match self.processes.resolve(pid, address, &mut self.objects) {
                 UserAddress::File { object, file_offset } => {
                     // Read the file's symbols now, while the process (and its files) are there.
                     self.objects.ensure_loaded(object);
-                    Frame::User { object, file_offset }
+                    match self.namer.go_depth(object, file_offset, &mut self.objects) {
+                        Some(depth) => {
+                            // Inlined calls first (leaf first), then the function itself.
+                            self.native.extend((0..depth - 1).map(|index| Frame::Go { object, file_offset, index }));
+                            Frame::Go { object, file_offset, index: depth - 1 }
+                        }
+                        None => Frame::User { object, file_offset },
+                    }
                 }
                 UserAddress::Unknown => match self.jit.lookup(pid, address, self.namer.jit_functions()) {
                     Some(function) => Frame::Jit { function },
                     None => Frame::Unknown { address },
                 },
-            });
+            };
+            self.native.push(frame);
         }
         let native_end = StackEnd::from_u32(header.user_stack_end);
         let python_count = header.python_frame_count as usize;

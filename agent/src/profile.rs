@@ -30,6 +30,16 @@ pub enum Frame {
         /// The virtual address.
         address: u64,
     },
+    /// One source-level frame at an address in a Go binary: `index` 0 is the innermost
+    /// function inlined there, the last the function whose code it is.
+    Go {
+        /// The file.
+        object: ObjectId,
+        /// Offset into the file (return addresses already moved back into the call).
+        file_offset: u64,
+        /// Which of the frames at that address.
+        index: u16,
+    },
     /// JIT-compiled code named by its process's perf map.
     Jit {
         /// The function (in the namer's JIT function table).

@@ -17,6 +17,8 @@ pub const KERNEL_FILE: &str = "[kernel.kallsyms]";
 
 /// Entries kept in the name cache before it is cleared (bounds memory on long runs).
 const MAX_CACHED_NAMES: usize = 1 << 20;
+/// Entries kept in the Go frame-count cache before it is cleared.
+const MAX_CACHED_GO_ADDRESSES: usize = 1 << 20;
 
 /// Names frames and remembers the answers.
 #[derive(Debug)]
@@ -25,6 +27,8 @@ pub struct FrameNamer {
     cache: HashMap<Frame, Named>,
     python: FunctionTable,
     jit: JitFunctions,
+    /// How many source-level frames each address of a Go binary is (0: not Go code).
+    go_depths: HashMap<(ObjectId, u64), u16>,
 }
 
 /// Where a frame's code is.
@@ -50,6 +54,8 @@ pub enum FrameKind {
     Native,
     /// A Python function run by CPython.
     Python,
+    /// Go code, named from the binary's `.gopclntab`.
+    Go,
     /// JavaScript compiled by V8 (Node.js).
     V8js,
     /// Java compiled by a JVM.
@@ -67,6 +73,7 @@ impl FrameKind {
             FrameKind::Kernel => "kernel",
             FrameKind::Native => "native",
             FrameKind::Python => "cpython",
+            FrameKind::Go => "go",
             FrameKind::V8js => "v8js",
             FrameKind::Jvm => "jvm",
             FrameKind::Dotnet => "dotnet",
@@ -90,7 +97,8 @@ pub struct ResolvedFrame {
     pub name: Arc<str>,
     /// Whether `name` came from a symbol.
     pub from_symbol: bool,
-    /// The source file and line, where the runtime tells them (Python frames).
+    /// The source file and line, where the runtime or the binary tells them (Python, Go
+    /// and V8 frames).
     pub source: Option<SourceLine>,
 }
 
@@ -115,6 +123,7 @@ impl ResolvedFrame {
     pub fn path<'a>(&'a self, objects: &'a ObjectRegistry) -> &'a str {
         match self.code {
             Code::Kernel => KERNEL_FILE,
+            Code::File(_) if self.source.is_some() => self.source.as_ref().map_or("", |source| &source.file),
             Code::File(id) => &objects.get(id).path,
             Code::Anonymous => "",
             Code::Interpreted => self.source.as_ref().map_or("", |source| &source.file),
@@ -122,17 +131,36 @@ impl ResolvedFrame {
     }
 }
 
-/// A cached answer: the name, and whether it came from a symbol (not a fallback).
+/// A cached answer: the name, whether it came from a symbol (not a fallback), and the source
+/// line where the binary tells it (Go).
 #[derive(Debug, Clone)]
 struct Named {
     name: Arc<str>,
     from_symbol: bool,
+    source: Option<SourceLine>,
 }
 
 impl FrameNamer {
     /// A namer for this kernel's symbols (`None` leaves kernel frames as addresses).
     pub fn new(kernel: Option<KernelSymbols>) -> Self {
-        FrameNamer { kernel, cache: HashMap::new(), python: FunctionTable::default(), jit: JitFunctions::default() }
+        FrameNamer { kernel, cache: HashMap::new(), python: FunctionTable::default(), jit: JitFunctions::default(), go_depths: HashMap::new() }
+    }
+
+    /// How many source-level frames (inlined calls, then the function) the code at
+    /// `file_offset` of `object` is, if it is Go code named by the binary's `.gopclntab`.
+    pub fn go_depth(&mut self, object: ObjectId, file_offset: u64, objects: &mut ObjectRegistry) -> Option<u16> {
+        if self.go_depths.len() >= MAX_CACHED_GO_ADDRESSES && !self.go_depths.contains_key(&(object, file_offset)) {
+            self.go_depths.clear();
+        }
+        let depth = *self.go_depths.entry((object, file_offset)).or_insert_with(|| {
+            let mut frames = Vec::new();
+            let symbols = objects.ensure_loaded(object).symbols();
+            match symbols.and_then(|s| Some((s.go()?, s.file_offset_to_address(file_offset)?))) {
+                Some((table, address)) if table.lookup(address, &mut frames) => frames.len().min(u16::MAX as usize) as u16,
+                _ => 0,
+            }
+        });
+        (depth > 0).then_some(depth)
     }
 
     /// The JIT functions frames refer to (perf maps add to it as samples arrive).
@@ -184,9 +212,14 @@ impl FrameNamer {
             Frame::Unknown { address } => (Code::Anonymous, address, address, FrameKind::Native),
             Frame::UnwindError { .. } => (Code::Anonymous, 0, 0, FrameKind::AbortMarker),
             Frame::Python { .. } => (Code::Interpreted, 0, 0, FrameKind::Python),
+            Frame::Go { object, file_offset, .. } => {
+                let loaded = objects.ensure_loaded(object);
+                let file_address = loaded.symbols().and_then(|s| s.file_offset_to_address(file_offset)).unwrap_or(file_offset);
+                (Code::File(object), file_offset, file_address, FrameKind::Go)
+            }
             Frame::Jit { .. } => (Code::Interpreted, 0, 0, FrameKind::Native),
         };
-        ResolvedFrame { code, address, file_address, kind, name: named.name, from_symbol: named.from_symbol, source: None }
+        ResolvedFrame { code, address, file_address, kind, name: named.name, from_symbol: named.from_symbol, source: named.source }
     }
 
     fn lookup(&mut self, frame: Frame, objects: &mut ObjectRegistry) -> &Named {
@@ -196,6 +229,9 @@ impl FrameNamer {
         let kernel = self.kernel.as_ref();
         let (python, jit) = (&self.python, &self.jit);
         self.cache.entry(frame).or_insert_with(|| {
+            if let Frame::Go { object, file_offset, index } = frame {
+                return go_named(objects, object, file_offset, index);
+            }
             let (name, from_symbol): (Arc<str>, bool) = match frame {
                 Frame::Kernel { address } => match kernel.and_then(|k| k.lookup(address)) {
                     Some(symbol) => (demangle(symbol.name).into(), true),
@@ -221,8 +257,24 @@ impl FrameNamer {
                     }
                 }
                 Frame::UnwindError { reason } => (format!("[unwind error: {}]", reason.describe()).into(), false),
+                Frame::Go { .. } => unreachable!("named above"),
             };
-            Named { name, from_symbol }
+            Named { name, from_symbol, source: None }
         })
     }
+}
+
+/// The name and source line of frame `index` at `file_offset` of Go binary `object`.
+fn go_named(objects: &mut ObjectRegistry, object: ObjectId, file_offset: u64, index: u16) -> Named {
+    let loaded = objects.ensure_loaded(object);
+    let fallback = || Named { name: format!("{}+{file_offset:#x}", loaded.file_name()).into(), from_symbol: false, source: None };
+    let Some(symbols) = loaded.symbols() else { return fallback() };
+    let (Some(table), Some(address)) = (symbols.go(), symbols.file_offset_to_address(file_offset)) else { return fallback() };
+    let mut frames = Vec::new();
+    if !table.lookup(address, &mut frames) {
+        return fallback();
+    }
+    let Some(frame) = frames.get(index as usize) else { return fallback() };
+    let source = (!frame.file.is_empty()).then(|| SourceLine { file: frame.file.into(), line: frame.line, first_line: 0 });
+    Named { name: frame.function.into(), from_symbol: true, source }
 }

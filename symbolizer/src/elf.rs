@@ -6,6 +6,7 @@ use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
 use crate::{
     build_id::BuildId,
+    go::GoTable,
     symbol_table::{Symbol, SymbolTable, SymbolTableBuilder},
     Error,
 };
@@ -33,6 +34,8 @@ pub struct ElfSymbols {
     build_id: Option<BuildId>,
     segments: Vec<LoadSegment>,
     symbols: SymbolTable,
+    /// A Go binary's `.gopclntab` (stripped ones keep it): names, lines and inlined calls.
+    go: Option<GoTable>,
 }
 
 impl ElfSymbols {
@@ -85,7 +88,9 @@ impl ElfSymbols {
                 builder.push(symbol.address(), symbol.size(), name);
             }
         }
-        Ok(ElfSymbols { build_id, segments, symbols: builder.build() })
+        // A table that does not parse leaves the ELF symbols to name the frames.
+        let go = GoTable::from_elf(data).ok().flatten();
+        Ok(ElfSymbols { build_id, segments, symbols: builder.build(), go })
     }
 
     /// The GNU build ID, if the file has one.
@@ -101,6 +106,11 @@ impl ElfSymbols {
     /// The function symbols.
     pub fn symbols(&self) -> &SymbolTable {
         &self.symbols
+    }
+
+    /// The Go table, for a Go binary.
+    pub fn go(&self) -> Option<&GoTable> {
+        self.go.as_ref()
     }
 
     /// The virtual address that file offset `offset` is linked at, if a load segment holds it.
@@ -119,7 +129,7 @@ impl ElfSymbols {
 
     /// Bytes of memory held.
     pub fn heap_bytes(&self) -> usize {
-        self.symbols.heap_bytes() + self.segments.capacity() * std::mem::size_of::<LoadSegment>()
+        self.symbols.heap_bytes() + self.segments.capacity() * std::mem::size_of::<LoadSegment>() + self.go.as_ref().map_or(0, GoTable::heap_bytes)
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::shell::{self, root_command, say};
 
@@ -118,9 +118,19 @@ pub fn ensure_build_tools() -> Result<()> {
     Ok(())
 }
 
+/// Go toolchains of the 1.20+ table layout, from Debian's bookworm-backports: the Go symbolizer's
+/// tests check every installed toolchain (`/usr/lib/go-*`), Debian's own 1.19 among them.
+const TEST_BACKPORTS_PACKAGES: &[&str] = &["golang-1.21-go", "golang-1.23-go"];
+/// Where apt finds bookworm-backports, added if the machine lacks it.
+const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/oxeye-backports.sources";
+
 /// What the end-to-end tests need.
 pub fn ensure_test_tools() -> Result<()> {
     apt_install(TEST_PACKAGES)?;
+    if TEST_BACKPORTS_PACKAGES.iter().any(|p| !is_installed(p)) {
+        ensure_backports()?;
+        apt_install(TEST_BACKPORTS_PACKAGES)?;
+    }
     ensure_test_python().map(drop)
 }
 
@@ -189,6 +199,30 @@ fn apt_install(packages: &[&str]) -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Adds bookworm-backports to apt's sources unless some source already names it.
+fn ensure_backports() -> Result<()> {
+    let named = ["/etc/apt/sources.list", "/etc/apt/sources.list.d"].iter().any(|path| {
+        let text = match std::fs::read_dir(path) {
+            Ok(dir) => dir.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect::<String>(),
+            Err(_) => std::fs::read_to_string(path).unwrap_or_default(),
+        };
+        text.lines().any(|line| !line.trim_start().starts_with('#') && line.contains("bookworm-backports"))
+    });
+    if named {
+        return Ok(());
+    }
+    say(format!("adding Debian's bookworm-backports to apt's sources ({BACKPORTS_SOURCE})"));
+    let source = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+    let mut tee = root_command("tee");
+    tee.arg(BACKPORTS_SOURCE).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+    let mut child = tee.spawn().context("start tee")?;
+    std::io::Write::write_all(&mut child.stdin.take().context("tee's stdin")?, source.as_bytes()).context("write the backports source")?;
+    if !child.wait().context("wait for tee")?.success() {
+        bail!("cannot write {BACKPORTS_SOURCE}");
+    }
+    apt_update()
 }
 
 /// `apt-get update`, once per run unless the sources changed.

@@ -136,11 +136,14 @@ fn location(d: &mut Dictionary, mappings: &mut HashMap<Code, i32>, frame: Frame,
         }
         _ => d.mapping(KERNEL_FILE, Vec::new()),
     });
-    let function = match resolved.symbol() {
-        Some(name) => d.function(name, resolved.path(objects)),
-        None => 0,
+    // Go frames carry their source file and line from the binary's own table.
+    let function = match (resolved.symbol(), &resolved.source) {
+        (Some(name), Some(source)) => d.function_at(name, &source.file, source.first_line as i64),
+        (Some(name), None) => d.function(name, resolved.path(objects)),
+        (None, _) => 0,
     };
-    d.location(mapping, resolved.file_address, function, vec![frame_type])
+    let line = resolved.source.as_ref().map_or(0, |source| source.line as i64);
+    d.location_at(mapping, resolved.file_address, function, line, vec![frame_type])
 }
 
 /// A file's mapping attributes: its file ID first (what devfiler looks up, and it refuses a
