@@ -128,8 +128,15 @@ const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/oxeye-backports.sources"
 pub fn ensure_test_tools() -> Result<()> {
     apt_install(TEST_PACKAGES)?;
     if TEST_BACKPORTS_PACKAGES.iter().any(|p| !is_installed(p)) {
-        ensure_backports()?;
-        apt_install(TEST_BACKPORTS_PACKAGES)?;
+        // The source is taken away again afterwards: with it, apt also sees backports' versions of
+        // packages a machine already has (this image's qemu-utils 10.0), and their Breaks make
+        // later installs (the VM matrix's qemu-system 7.2) impossible to resolve.
+        let added = ensure_backports()?;
+        let installed = apt_install(TEST_BACKPORTS_PACKAGES);
+        if added {
+            remove_backports()?;
+        }
+        installed?;
     }
     ensure_test_python().map(drop)
 }
@@ -155,6 +162,10 @@ pub fn ensure_bench_tools() -> Result<()> {
 
 /// What the VM tests need.
 pub fn ensure_vm_tools() -> Result<()> {
+    if Path::new(BACKPORTS_SOURCE).exists() {
+        // Left by an earlier setup that stopped half-way; see ensure_test_tools.
+        remove_backports()?;
+    }
     apt_install(VM_PACKAGES)
 }
 
@@ -201,8 +212,9 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     )
 }
 
-/// Adds bookworm-backports to apt's sources unless some source already names it.
-fn ensure_backports() -> Result<()> {
+/// Adds bookworm-backports to apt's sources unless some source already names it; says whether
+/// it added it.
+fn ensure_backports() -> Result<bool> {
     let named = ["/etc/apt/sources.list", "/etc/apt/sources.list.d"].iter().any(|path| {
         let text = match std::fs::read_dir(path) {
             Ok(dir) => dir.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect::<String>(),
@@ -211,7 +223,7 @@ fn ensure_backports() -> Result<()> {
         text.lines().any(|line| !line.trim_start().starts_with('#') && line.contains("bookworm-backports"))
     });
     if named {
-        return Ok(());
+        return Ok(false);
     }
     say(format!("adding Debian's bookworm-backports to apt's sources ({BACKPORTS_SOURCE})"));
     let source = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
@@ -222,6 +234,13 @@ fn ensure_backports() -> Result<()> {
     if !child.wait().context("wait for tee")?.success() {
         bail!("cannot write {BACKPORTS_SOURCE}");
     }
+    apt_update().map(|()| true)
+}
+
+/// Takes away the source [`ensure_backports`] added, and reads the package lists again.
+fn remove_backports() -> Result<()> {
+    say(format!("removing {BACKPORTS_SOURCE} again"));
+    shell::run(root_command("rm").args(["-f", BACKPORTS_SOURCE]))?;
     apt_update()
 }
 
