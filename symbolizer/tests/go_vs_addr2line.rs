@@ -25,7 +25,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use go_common::{build, build_for, text, toolchains, Toolchain, Variant};
+use go_common::{build, build_for, same_code, toolchains, Toolchain, Variant};
 use object::{Object, ObjectSymbol, SymbolKind};
 use symbolizer::go::{GoFrame, GoTable, GoVersion};
 
@@ -265,15 +265,6 @@ fn llvm_addr2line() -> &'static str {
     } else {
         "llvm-addr2line"
     }
-}
-
-/// `-s -w` keeps the code where it was: same `.text` address and size (the bytes differ in
-/// RIP-relative displacements to data that moved, as the symbol tables no longer sit
-/// between `.rodata` and `.gopclntab`; the DWARF comparison itself shows the functions did
-/// not move).
-fn same_code(plain: &Path, stripped: &Path) {
-    let ((plain_address, plain_text), (stripped_address, stripped_text)) = (text(plain), text(stripped));
-    assert_eq!((plain_address, plain_text.len()), (stripped_address, stripped_text.len()), "-s -w moved the code");
 }
 
 /// Checks `stripped` against `plain`'s DWARF; `plain` and `stripped` must have the same text.

@@ -10,6 +10,12 @@ use super::{
 /// `PCDATA_InlTreeIndex` (cmd/internal/objabi): the pc-value table giving the inline-tree
 /// index in force at each pc, or -1 outside inlined code.
 pub(super) const PCDATA_INL_TREE_INDEX: u32 = 2;
+/// `abi.FuncFlagTopFrame`: the function is the outermost frame of a stack (`runtime.goexit`,
+/// `runtime.mstart`, `runtime.rt0_go`).
+pub(super) const FUNC_FLAG_TOP_FRAME: u8 = 1;
+/// `abi.FuncFlagSPWrite`: the function writes SP in ways pcsp does not describe
+/// (`runtime.systemstack`, `runtime.morestack`, `runtime.gogo`).
+pub(super) const FUNC_FLAG_SP_WRITE: u8 = 2;
 /// `FUNCDATA_InlTree`: the funcdata slot pointing at a function's inline tree.
 pub(super) const FUNCDATA_INL_TREE: u8 = 3;
 
@@ -62,6 +68,11 @@ impl<'a> FuncTab<'a> {
             GoVersion::Go118 | GoVersion::Go120 => u64::from(u32_at(self.pcln, off + 4)?),
         };
         usize::try_from(value).ok()
+    }
+
+    /// Where function `i`'s code ends: the next function's entry.
+    pub fn end(&self, i: usize) -> Option<u64> {
+        self.entry(i.checked_add(1)?)
     }
 
     pub fn first_entry(&self) -> Option<u64> {
@@ -154,12 +165,15 @@ pub(super) struct Func {
     pub entry: u64,
     /// Offset of the name in the funcname table.
     pub name_off: u32,
-    /// Offsets into the pctab of the file-index and line tables.
+    /// Offsets into the pctab of the stack-pointer delta, file-index and line tables.
+    pub pcsp: u32,
     pub pcfile: u32,
     pub pcln: u32,
     /// This function's compilation unit's first entry in the cutab.
     pub cu_offset: u32,
     npcdata: u32,
+    /// `funcFlag` bits (1.17+; 0 in the 1.16 layout, which has none).
+    pub flag: u8,
     /// Number of funcdata slots.
     pub nfuncdata: u8,
     /// Offset of the pcdata array within the pclntable.
@@ -181,10 +195,15 @@ impl Func {
         Some(Self {
             entry,
             name_off: field(0)?,
+            pcsp: field(3)?,
             pcfile: field(4)?,
             pcln: field(5)?,
             npcdata: field(6)?,
             cu_offset: field(7)?,
+            flag: match table.version {
+                GoVersion::Go116 => 0,
+                GoVersion::Go118 | GoVersion::Go120 => u8_at(table.pcln, trailer.saturating_add(1))?,
+            },
             nfuncdata: u8_at(table.pcln, trailer.saturating_add(3))?,
             pcdata_start: trailer.saturating_add(4),
         })

@@ -37,7 +37,8 @@ mod reader;
 
 pub use header::GoVersion;
 
-use functab::{Func, FuncTab, FUNCDATA_INL_TREE, PCDATA_INL_TREE_INDEX};
+
+use functab::{Func, FuncTab, FUNCDATA_INL_TREE, FUNC_FLAG_SP_WRITE, FUNC_FLAG_TOP_FRAME, PCDATA_INL_TREE_INDEX};
 use header::Header;
 use image::Image;
 use inline::InlineStore;
@@ -61,6 +62,20 @@ pub struct GoFrame<'a> {
     pub file: &'a str,
     /// Line number; 0 if unknown.
     pub line: u32,
+}
+
+/// How a range of a Go function's code sits on the stack, from its pcsp table: what the
+/// unwinder needs where Go binaries have no `.eh_frame`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoFrameSize {
+    /// The stack pointer is this many bytes below its value at the function's entry (where,
+    /// on x86-64, it pointed at the return address).
+    Delta(u32),
+    /// The outermost frame of a stack (`runtime.goexit`, `runtime.mstart`): nothing calls it.
+    TopFrame,
+    /// The function switches or rewrites the stack pointer (`runtime.systemstack`): its
+    /// pcsp does not say where the caller is.
+    Unknown,
 }
 
 /// A Go binary's function, file, line and inline tables, owned (the file need not stay
@@ -122,6 +137,34 @@ impl GoTable {
             out.truncate(before);
         }
         found
+    }
+
+    /// Calls `each(start, end, size)` for every range of every function's code, in address
+    /// order, with the function's stack-frame size over that range. Returns the number of
+    /// functions whose records or pcsp tables were malformed (their code is left out).
+    pub fn frame_sizes(&self, mut each: impl FnMut(u64, u64, GoFrameSize)) -> usize {
+        let Some(functab) = self.functab() else { return self.header.nfunc };
+        let Some(pctab) = self.pclntab.get(self.header.pctab.clone()) else { return self.header.nfunc };
+        let mut malformed = 0;
+        for i in 0..functab.len() {
+            let Some(func) = functab.func(i) else {
+                malformed += 1;
+                continue;
+            };
+            if func.flag & (FUNC_FLAG_TOP_FRAME | FUNC_FLAG_SP_WRITE) != 0 {
+                let size = if func.flag & FUNC_FLAG_TOP_FRAME != 0 { GoFrameSize::TopFrame } else { GoFrameSize::Unknown };
+                if let Some(end) = functab.end(i) {
+                    each(func.entry, end, size);
+                }
+                continue;
+            }
+            let complete = pcvalue::pc_value_runs(pctab, func.pcsp, self.header.min_lc, |start, end, value| {
+                let size = u32::try_from(value).map_or(GoFrameSize::Unknown, GoFrameSize::Delta);
+                each(func.entry.saturating_add(u64::from(start)), func.entry.saturating_add(u64::from(end)), size);
+            });
+            malformed += usize::from(!complete);
+        }
+        malformed
     }
 
     /// Number of functions in the functab.

@@ -34,6 +34,28 @@ pub(super) fn pc_value(pctab: &[u8], table: u32, entry: u64, target: u64, min_lc
     }
 }
 
+/// Calls `each(start, end, value)` for every run of the table at `table`, in pc order,
+/// with pcs relative to the function's entry. Stops at the table's end or at the first
+/// malformed step; returns false if it stopped at a malformed one.
+pub(super) fn pc_value_runs(pctab: &[u8], table: u32, min_lc: u8, mut each: impl FnMut(u32, u32, i32)) -> bool {
+    let Some(mut bytes) = usize::try_from(table).ok().and_then(|start| pctab.get(start..)) else { return false };
+    let mut value: i32 = -1;
+    let mut pc: u32 = 0;
+    let mut first = true;
+    loop {
+        let Some(uv) = next_uvarint(&mut bytes) else { return false };
+        if uv == 0 && !first {
+            return true;
+        }
+        first = false;
+        let delta = if uv & 1 != 0 { !((uv >> 1) as i32) } else { (uv >> 1) as i32 };
+        value = value.wrapping_add(delta);
+        let Some(end) = next_uvarint(&mut bytes).and_then(|d| d.checked_mul(u32::from(min_lc))).and_then(|d| pc.checked_add(d)) else { return false };
+        each(pc, end, value);
+        pc = end;
+    }
+}
+
 /// Reads a varint off the front of `bytes` (the hot loop's version of
 /// [`super::reader::uvarint`]: a slice advanced in place, one-byte values first).
 #[inline(always)]
@@ -64,6 +86,15 @@ mod tests {
         assert_eq!(pc_value(&table, 0, 0x10, 0x0f, 1), None);
         // A negative delta: zig-zag 3 is -2.
         assert_eq!(pc_value(&[0x03, 0x01], 0, 0, 0, 1), Some(-3));
+    }
+
+    #[test]
+    fn lists_runs() {
+        let mut runs = Vec::new();
+        assert!(pc_value_runs(&[0x04, 0x04, 0x06, 0x0c, 0x00], 0, 1, |start, end, value| runs.push((start, end, value))));
+        assert_eq!(runs, [(0, 4, 1), (4, 16, 4)]);
+        assert!(!pc_value_runs(&[0x04, 0x04, 0x06], 0, 1, |_, _, _| {}));
+        assert!(!pc_value_runs(&[0x04], 9, 1, |_, _, _| {}));
     }
 
     #[test]

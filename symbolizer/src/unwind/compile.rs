@@ -1,4 +1,4 @@
-//! Compiling `.eh_frame` / `.debug_frame` into an [`UnwindTable`] with gimli's CFI evaluator.
+//! Compiling `.eh_frame` / `.debug_frame` (and Go's pcsp tables) into an [`UnwindTable`] with gimli's CFI evaluator.
 
 use gimli::{
     AArch64, BaseAddresses, CieOrFde, DebugFrame, EhFrame, EndianSlice, Register, RegisterRule, RunTimeEndian, UnwindContext, UnwindSection,
@@ -7,7 +7,8 @@ use gimli::{
 use object::{Object, ObjectSection};
 use std::collections::HashMap;
 
-use super::{Arch, CfaRule, FpRule, RaRule, RowKind, UnwindRules, UnwindTable};
+use super::{go_frames, Arch, CfaRule, FpRule, RaRule, RowKind, UnwindRules, UnwindTable};
+use crate::go::GoTable;
 
 /// Most rows a table may have (a 2 GB binary has a few million); bounds memory on hostile input.
 pub const MAX_ROWS: usize = 20_000_000;
@@ -58,6 +59,9 @@ impl UnwindTable {
             bases = bases.set_got(got.address());
         }
         let mut compiler = Compiler { arch, registers, spans: Vec::new(), rules: Vec::new(), rule_index: HashMap::new(), skipped: 0 };
+        // Go code is described by its pcsp tables; a Go binary's `.debug_frame` says the same
+        // for Go code only, while `.eh_frame` (cgo) describes the C code.
+        let go = GoTable::from_elf(data).ok().flatten();
         if let Some(section) = file.section_by_name(".eh_frame") {
             let data = section.uncompressed_data()?;
             let bases = bases.set_eh_frame(section.address());
@@ -67,7 +71,7 @@ impl UnwindTable {
                 eh_frame.set_vendor(gimli::Vendor::AArch64);
             }
             compiler.collect(&eh_frame, &bases)?;
-        } else if let Some(section) = file.section_by_name(".debug_frame") {
+        } else if let (Some(section), None) = (file.section_by_name(".debug_frame"), &go) {
             let data = section.uncompressed_data()?;
             let mut debug_frame = DebugFrame::new(&data, endian);
             debug_frame.set_address_size(address_size);
@@ -75,8 +79,11 @@ impl UnwindTable {
                 debug_frame.set_vendor(gimli::Vendor::AArch64);
             }
             compiler.collect(&debug_frame, &bases)?;
-        } else {
+        } else if go.is_none() {
             return Err(CompileError::NoUnwindInfo);
+        }
+        if let Some(go) = &go {
+            compiler.collect_go(go)?;
         }
         let no_info = compiler.intern(UnwindRules::NO_INFO);
         let (starts, rule_of) = merge(compiler.spans, no_info);
@@ -150,6 +157,23 @@ impl Compiler {
                 return Err(CompileError::TooManyRows);
             }
         }
+    }
+
+    /// Adds the rows of a Go binary's functions, from their frame sizes.
+    fn collect_go(&mut self, go: &GoTable) -> Result<(), CompileError> {
+        let arch = self.arch;
+        let mut spans = Vec::new();
+        let malformed = go.frame_sizes(|start, end, size| spans.push((start, end, go_frames::rules(arch, size))));
+        self.skipped += malformed;
+        for (start, end, rules) in spans {
+            let rule = self.intern(rules);
+            let len = u32::try_from(end.saturating_sub(start)).unwrap_or(u32::MAX);
+            self.spans.push(Span { start, len, rule });
+            if self.spans.len() > MAX_ROWS {
+                return Err(CompileError::TooManyRows);
+            }
+        }
+        Ok(())
     }
 
     /// The index of `rules`, added if new.

@@ -1,4 +1,4 @@
-//! Unwind tables compiled from `.eh_frame` (or `.debug_frame`): for every address range of a
+//! Unwind tables compiled from `.eh_frame` (or `.debug_frame`, or a Go binary's pcsp tables): for every address range of a
 //! file, how to find the caller's frame without frame pointers.
 //!
 //! Each [`UnwindRow`] covers the addresses from its `start` to the next row's. It says where
@@ -16,6 +16,7 @@
 //! ```
 
 mod compile;
+mod go_frames;
 
 pub use compile::CompileError;
 

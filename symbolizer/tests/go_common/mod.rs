@@ -148,3 +148,12 @@ pub fn text(path: &Path) -> (u64, Vec<u8>) {
     let text = file.section_by_name(".text").expect(".text");
     (text.address(), text.data().expect(".text bytes").to_vec())
 }
+
+/// `-s -w` keeps the code where it was: same `.text` address and size (the bytes differ in
+/// RIP-relative displacements to data that moved, as the symbol tables no longer sit
+/// between `.rodata` and `.gopclntab`; the DWARF comparison itself shows the functions did
+/// not move).
+pub fn same_code(plain: &Path, stripped: &Path) {
+    let ((plain_address, plain_text), (stripped_address, stripped_text)) = (text(plain), text(stripped));
+    assert_eq!((plain_address, plain_text.len()), (stripped_address, stripped_text.len()), "-s -w moved the code");
+}
