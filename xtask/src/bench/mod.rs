@@ -21,6 +21,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+mod go;
 mod http;
 mod python;
 mod sink;
@@ -57,6 +58,10 @@ pub struct BenchArgs {
     /// Python workload without and with oxeye.
     #[arg(long)]
     python_only: bool,
+    /// Only the Go symbolization figures: time to read a ~100 MB Go binary's `.gopclntab` and
+    /// compile its unwind table, and lookups against `go tool addr2line`.
+    #[arg(long)]
+    go_only: bool,
     /// Rounds (each runs every configuration once); medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -146,6 +151,10 @@ fn bpf_ns_per_run(name: &str) -> Option<f64> {
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.unwind_only {
         return unwind::run();
+    }
+    if args.go_only {
+        setup::ensure_test_tools()?;
+        return go::run(args.rounds);
     }
     setup::ensure_build_tools()?;
     setup::ensure_bench_tools()?;
