@@ -93,6 +93,14 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub symbols_listen: Option<String>,
 
+    /// Ask HotSpot JVMs for a perf map of their JIT code (what `jcmd PID Compiler.perfmap`
+    /// does, through the attach protocol) when their samples land in JIT code without a name:
+    /// 1 s apart at first, then less and less often, down to every 30 s per JVM. This starts
+    /// the JVM's Attach Listener thread (with a SIGQUIT, sent only to processes that map
+    /// libjvm.so) and has it write /tmp/perf-PID.map; see the README.
+    #[arg(long)]
+    pub java_perf_map: bool,
+
     /// Most TCP connections tracked at once (kernel maps; least recently used go first).
     #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_connections: u32,

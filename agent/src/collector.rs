@@ -61,6 +61,8 @@ pub struct CollectorConfig {
     pub identities: Arc<Identities>,
     /// The CPython processes the Python walker is attached to.
     pub python: Arc<PythonProcesses>,
+    /// Ask HotSpot JVMs for perf maps (`--java-perf-map`).
+    pub java_perf_map: bool,
 }
 
 /// Everything user space knows about the samples so far.
@@ -136,7 +138,7 @@ impl Collector {
             native: Vec::with_capacity(128),
             python_frames: Vec::with_capacity(128),
             python: PythonFrameReader::new(config.python),
-            jit: PerfMaps::default(),
+            jit: PerfMaps::new(config.java_perf_map),
             exec_reads: (Instant::now(), 0),
             unwind_refreshes: HashMap::new(),
         }
@@ -398,7 +400,7 @@ mod tests {
             frames: [0; agent_common::sampler::MAX_FRAMES],
         };
         record.frames[0] = marker_leaf as *const () as u64 + 1;
-        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new(), identities: Arc::default(), python: Arc::default() };
+        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new(), identities: Arc::default(), python: Arc::default(), java_perf_map: false };
         let mut collector = Collector::new(FrameNamer::new(None), config);
         collector.handle(as_bytes(&record));
         collector.handle(as_bytes(&record));

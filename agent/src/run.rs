@@ -83,6 +83,7 @@ pub async fn run(args: Args) -> Result<()> {
         clock,
         identities: identities.clone(),
         python,
+        java_perf_map: args.java_perf_map,
     };
     let mut collector = Collector::new(FrameNamer::new(kernel), config);
     if let Some((catalog, _)) = &symbols {

@@ -1,6 +1,6 @@
 //! End-to-end tests of JIT code named through perf maps: Node with `--perf-basic-prof` and the
-//! JDK with `jcmd PID Compiler.perfmap`, walked with the frame pointers both keep, profiled by
-//! the real oxeye; and perf maps that must not be read (a symbolic link, another user's file,
+//! JDK with `jcmd PID Compiler.perfmap` (or oxeye asking for it, `--java-perf-map`), walked
+//! with the frame pointers both keep, profiled by the real oxeye; and perf maps that must not be read (a symbolic link, another user's file,
 //! a 1 GB file), each refused with one log line while profiling goes on.
 
 use std::{
@@ -116,6 +116,38 @@ fn java_perf_map_from_jcmd_names_the_java_chain() {
     assert!(total >= 100, "only {total} samples of java:\n{}", finished.stderr);
     assert!(share >= 0.9, "{:.1}% of java's samples end in {JAVA_CHAIN:?}:\n{}", share * 100.0, folded.dump("java"));
 }
+
+#[test]
+fn java_perf_map_flag_asks_the_jvm_and_names_the_java_chain() {
+    let _deadline = deadline(LIMIT);
+    let classes = output_dir("jit-java-attach-classes");
+    run_ok(Command::new("javac").arg("-d").arg(&classes).arg(jit_workload("Chain.java")), "javac");
+    let mut java = spawn(
+        Command::new("java")
+            .args(["-XX:+PreserveFramePointer", "-XX:-TieredCompilation", "-XX:CompileCommand=quiet", "-XX:CompileCommand=dontinline,Chain::*", "-cp"])
+            .arg(&classes)
+            .args(["Chain", "14"]),
+        "java Chain",
+    );
+    let map = PathBuf::from(format!("/tmp/perf-{}.map", java.id()));
+    let _ = fs::remove_file(&map);
+    // Time for C2 to compile the chain, so that the first perf map asked for has it.
+    thread::sleep(Duration::from_secs(3));
+    let oxeye = Oxeye::start("jit-java-attach", &["-F", "99", "--pid", &java.id().to_string(), "--duration", "6", "--java-perf-map"]);
+    let finished = oxeye.wait();
+    finished.assert_success();
+    java.stop();
+    let written = fs::read_to_string(&map).unwrap_or_default();
+    let _ = fs::remove_file(&map);
+    assert!(written.contains("Chain.leafHot"), "oxeye did not get the JVM to write its perf map:\n{}", finished.stderr);
+    assert!(finished.stderr.contains("JVMs asked for perf maps:") && !finished.stderr.contains("cannot ask JVM"), "{}", finished.stderr);
+    let folded = finished.folded();
+    let (share, total) = chain_share(&folded, "java", &JAVA_CHAIN);
+    eprintln!("java --java-perf-map: {total} samples, {:.1}% whole and named", share * 100.0);
+    assert!(total >= 100, "only {total} samples of java:\n{}", finished.stderr);
+    assert!(share >= 0.9, "{:.1}% of java's samples end in {JAVA_CHAIN:?}:\n{}", share * 100.0, folded.dump("java"));
+}
+
 
 /// Makes `path` a perf map that must be refused, in one of three ways.
 fn plant(path: &Path, how: &str, scratch: &Path) {

@@ -7,6 +7,7 @@
 //! [`functions`] id, so the frame keeps its name after the process and its map are gone.
 
 pub mod functions;
+pub mod hotspot;
 pub mod open;
 pub mod perf_map;
 
@@ -19,6 +20,7 @@ use tracing::{debug, warn};
 
 use self::{
     functions::{JitFunctionId, JitFunctions, Runtime},
+    hotspot::{HotspotAttach, FIRST_REQUEST_INTERVAL, REQUEST_INTERVAL},
     open::{open_perf_map, Refusal},
     perf_map::PerfMap,
 };
@@ -45,6 +47,10 @@ enum State {
 struct Process {
     state: State,
     exited_at: Option<Instant>,
+    /// With `--java-perf-map`: whether it is a JVM, and when its perf map was last asked for.
+    jvm: Option<bool>,
+    /// When it was last asked, and how long to wait before asking again.
+    asked: Option<(Instant, Duration)>,
 }
 
 /// What the perf maps gave in a run, for the closing summary.
@@ -62,6 +68,9 @@ pub struct JitFigures {
     pub named_frames: u64,
     /// Memory the function table holds, estimated.
     pub function_bytes: usize,
+    /// With `--java-perf-map`: perf maps JVMs wrote when asked, and JVMs that could not be.
+    pub jvm_written: u64,
+    pub jvm_failed: u64,
 }
 
 /// Every process's perf map.
@@ -74,17 +83,53 @@ pub struct PerfMaps {
     ranges: usize,
     named_frames: u64,
     swept_at: Option<Instant>,
+    /// Asks JVMs for perf maps (`--java-perf-map`).
+    attach: Option<HotspotAttach>,
 }
 
 impl PerfMaps {
+    /// Perf maps as processes write them, and with `ask_jvms` also asked of HotSpot JVMs
+    /// whose samples land in JIT code their map lacks ([`hotspot`]).
+    pub fn new(ask_jvms: bool) -> Self {
+        let attach = ask_jvms.then(HotspotAttach::start).and_then(|started| started.map_err(|error| warn!("jit: --java-perf-map is off: {error:#}")).ok());
+        PerfMaps { attach, ..PerfMaps::default() }
+    }
+
     /// The JIT function at `address` in `pid`, from its perf map (opened or re-read as needed).
     pub fn lookup(&mut self, pid: u32, address: u64, functions: &mut JitFunctions) -> Option<JitFunctionId> {
+        let found = self.lookup_in_map(pid, address, functions);
+        if found.is_none() {
+            self.ask_jvm(pid);
+        }
+        found
+    }
+
+    /// Asks `pid` for a fresh perf map if it is a JVM and was not asked recently.
+    fn ask_jvm(&mut self, pid: u32) {
+        let (Some(attach), Some(process)) = (&self.attach, self.processes.get_mut(&pid)) else { return };
+        let now = Instant::now();
+        if process.exited_at.is_some() || matches!(process.state, State::Refused) || process.asked.is_some_and(|(at, wait)| now.duration_since(at) < wait) {
+            return;
+        }
+        let jvm = *process.jvm.get_or_insert_with(|| {
+            let executable = crate::process::identity::read_executable_path(pid);
+            Runtime::of_executable(executable.rsplit('/').next().unwrap_or(&executable)) == Runtime::Jvm
+        });
+        if jvm {
+            // A JVM compiles most of its code early on: ask again soon, then less and less often.
+            let wait = process.asked.map_or(FIRST_REQUEST_INTERVAL, |(_, wait)| (wait * 2).min(REQUEST_INTERVAL));
+            process.asked = Some((now, wait));
+            attach.request(pid);
+        }
+    }
+
+    fn lookup_in_map(&mut self, pid: u32, address: u64, functions: &mut JitFunctions) -> Option<JitFunctionId> {
         let now = Instant::now();
         self.sweep(now);
         if !self.processes.contains_key(&pid) && self.processes.len() >= MAX_PROCESSES {
             return None;
         }
-        let process = self.processes.entry(pid).or_insert(Process { state: State::Missing { tried_at: now - OPEN_RETRY }, exited_at: None });
+        let process = self.processes.entry(pid).or_insert(Process { state: State::Missing { tried_at: now - OPEN_RETRY }, exited_at: None, jvm: None, asked: None });
         match &mut process.state {
             State::Missing { tried_at } if now.duration_since(*tried_at) >= OPEN_RETRY => {
                 if self.logged.len() >= MAX_PROCESSES {
@@ -132,7 +177,19 @@ impl PerfMaps {
     /// Figures for the summary.
     pub fn figures(&self, functions: &JitFunctions) -> JitFigures {
         let maps = self.processes.values().filter(|p| matches!(p.state, State::Open { .. })).count();
-        JitFigures { maps, ranges: self.ranges, functions: functions.len() - 1, refused: self.logged.len() as u64, named_frames: self.named_frames, function_bytes: functions.bytes() }
+        let asked = |counter: fn(&hotspot::AttachCounters) -> &std::sync::atomic::AtomicU64| {
+            self.attach.as_ref().map_or(0, |attach| counter(&attach.counters).load(std::sync::atomic::Ordering::Relaxed))
+        };
+        JitFigures {
+            maps,
+            ranges: self.ranges,
+            functions: functions.len() - 1,
+            refused: self.logged.len() as u64,
+            named_frames: self.named_frames,
+            function_bytes: functions.bytes(),
+            jvm_written: asked(|c| &c.written),
+            jvm_failed: asked(|c| &c.failed),
+        }
     }
 
     fn sweep(&mut self, now: Instant) {

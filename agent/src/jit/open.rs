@@ -68,7 +68,7 @@ pub struct OpenedMap {
 /// regular and within [`MAX_PERF_MAP_BYTES`].
 pub fn open_perf_map(pid: u32) -> Result<OpenedMap, Refusal> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| Refusal::ProcessGone)?;
-    let (namespace_pid, process_uid) = parse_status(&status).ok_or(Refusal::ProcessGone)?;
+    let (namespace_pid, process_uid, _) = status_ids(&status).ok_or(Refusal::ProcessGone)?;
     let path = format!("/tmp/perf-{namespace_pid}.map");
     let file = open_in_root(pid, &path[1..])?;
     let metadata = file.metadata().map_err(|error| Refusal::Io(error.kind()))?;
@@ -101,12 +101,14 @@ fn process_start_unix(pid: u32) -> Option<i64> {
     (hz > 0).then(|| boot + ticks / hz)
 }
 
-/// The last pid of `NSpid` (the process's pid in its own namespace) and the effective uid.
-fn parse_status(status: &str) -> Option<(u32, u32)> {
+/// From `/proc/PID/status`: the last pid of `NSpid` (the process's pid in its own namespace),
+/// and the effective uid and gid.
+pub(super) fn status_ids(status: &str) -> Option<(u32, u32, u32)> {
     let field = |name: &str| status.lines().find_map(|line| line.strip_prefix(name)).map(str::split_whitespace);
     let namespace_pid = field("NSpid:")?.next_back()?.parse().ok()?;
     let effective_uid = field("Uid:")?.nth(1)?.parse().ok()?;
-    Some((namespace_pid, effective_uid))
+    let effective_gid = field("Gid:")?.nth(1)?.parse().ok()?;
+    Some((namespace_pid, effective_uid, effective_gid))
 }
 
 /// Opens `relative` under `/proc/PID/root` with `openat2`, resolving inside that root and
@@ -158,9 +160,9 @@ mod tests {
 
     #[test]
     fn status_gives_namespace_pid_and_effective_uid() {
-        let status = "Name:\tnode\nUid:\t1000\t1001\t1000\t1000\nNSpid:\t4242\t17\n";
-        assert_eq!(parse_status(status), Some((17, 1001)));
-        assert_eq!(parse_status("Name:\tx\n"), None);
+        let status = "Name:\tnode\nUid:\t1000\t1001\t1000\t1000\nGid:\t50\t51\t50\t50\nNSpid:\t4242\t17\n";
+        assert_eq!(status_ids(status), Some((17, 1001, 51)));
+        assert_eq!(status_ids("Name:\tx\n"), None);
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl ProfilePipeline {
             eprintln!("oxeye: {}", python_summary(walks, counters, &self.collector.python_figures()));
         }
         let jit = self.collector.jit_figures();
-        if jit.maps > 0 || jit.refused > 0 {
+        if jit.maps > 0 || jit.refused > 0 || jit.jvm_written + jit.jvm_failed > 0 {
             eprintln!("oxeye: {}", jit_summary(&jit));
         }
         let written = self.collector.write_outputs(output_dir, run)?;
@@ -162,8 +162,12 @@ fn python_summary(walks: u64, counters: &Counters, figures: &PythonFigures) -> S
 }
 
 fn jit_summary(figures: &JitFigures) -> String {
+    let asked = match figures.jvm_written + figures.jvm_failed {
+        0 => String::new(),
+        _ => format!("; JVMs asked for perf maps: {} written, {} failed", figures.jvm_written, figures.jvm_failed),
+    };
     format!(
-        "jit: {} frames named from {} perf maps ({} code ranges, {} functions, {} KiB); {} perf maps refused",
+        "jit: {} frames named from {} perf maps ({} code ranges, {} functions, {} KiB); {} perf maps refused{asked}",
         figures.named_frames, figures.maps, figures.ranges, figures.functions, figures.function_bytes / 1024, figures.refused
     )
 }
