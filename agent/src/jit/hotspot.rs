@@ -81,6 +81,11 @@ impl HotspotAttach {
         Ok(HotspotAttach { requests, counters })
     }
 
+    /// Perf maps written so far.
+    pub fn written(&self) -> u64 {
+        self.counters.written.load(Ordering::Relaxed)
+    }
+
     /// Asks for a perf map of `pid`, unless the queue is full.
     pub fn request(&self, pid: u32) {
         match self.requests.try_send(pid) {

@@ -51,6 +51,9 @@ struct Process {
     jvm: Option<bool>,
     /// When it was last asked, and how long to wait before asking again.
     asked: Option<(Instant, Duration)>,
+    /// The attach thread's count of perf maps written when this one was asked for: once it
+    /// grows, the map is looked for at once rather than after [`OPEN_RETRY`].
+    awaiting: Option<u64>,
 }
 
 /// What the perf maps gave in a run, for the closing summary.
@@ -119,6 +122,7 @@ impl PerfMaps {
             // A JVM compiles most of its code early on: ask again soon, then less and less often.
             let wait = process.asked.map_or(FIRST_REQUEST_INTERVAL, |(_, wait)| (wait * 2).min(REQUEST_INTERVAL));
             process.asked = Some((now, wait));
+            process.awaiting = Some(attach.written());
             attach.request(pid);
         }
     }
@@ -129,9 +133,12 @@ impl PerfMaps {
         if !self.processes.contains_key(&pid) && self.processes.len() >= MAX_PROCESSES {
             return None;
         }
-        let process = self.processes.entry(pid).or_insert(Process { state: State::Missing { tried_at: now - OPEN_RETRY }, exited_at: None, jvm: None, asked: None });
+        let process = self.processes.entry(pid).or_insert(Process { state: State::Missing { tried_at: now - OPEN_RETRY }, exited_at: None, jvm: None, asked: None, awaiting: None });
+        let written = self.attach.as_ref().map_or(0, HotspotAttach::written);
+        let answered = process.awaiting.is_some_and(|before| written > before);
         match &mut process.state {
-            State::Missing { tried_at } if now.duration_since(*tried_at) >= OPEN_RETRY => {
+            State::Missing { tried_at } if answered || now.duration_since(*tried_at) >= OPEN_RETRY => {
+                process.awaiting = None;
                 if self.logged.len() >= MAX_PROCESSES {
                     self.logged.clear();
                 }
