@@ -32,6 +32,12 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Errors about processes that exited are routine (thousands a second in an exec storm);
+    // with RUST_BACKTRACE=1 each would capture a backtrace. Panics still print theirs.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // No other thread exists yet to read the environment meanwhile.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let args = cli::Args::parse();
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()

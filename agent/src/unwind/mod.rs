@@ -286,6 +286,9 @@ impl Worker {
             Request::Forget(pid) => {
                 self.processes.forget(pid);
                 self.python.forget(pid);
+                // An exited process has nothing left to read (a 1 ms process exits before its
+                // first follow-up).
+                self.follow_ups.retain(|&(_, waiting)| waiting != pid);
             }
         }
     }
