@@ -91,19 +91,25 @@ fn java_perf_map(pid: u32) -> PathBuf {
     }
 }
 
-#[test]
-fn java_perf_map_from_jcmd_names_the_java_chain() {
-    let _deadline = deadline(LIMIT);
-    let classes = output_dir("jit-java-classes");
+/// `Chain.java` compiled into output directory `classes` and run for `seconds`, with frame
+/// pointers, one compiler (C2, so that the compiled code a map names is the code that stays)
+/// and no inlining in the chain.
+fn start_java(classes: &str, seconds: &str) -> Spawned {
+    let classes = output_dir(classes);
     run_ok(Command::new("javac").arg("-d").arg(&classes).arg(jit_workload("Chain.java")), "javac");
-    // One compiler (C2), so that the compiled code the map names is the code that stays.
-    let mut java = spawn(
+    spawn(
         Command::new("java")
             .args(["-XX:+PreserveFramePointer", "-XX:-TieredCompilation", "-XX:CompileCommand=quiet", "-XX:CompileCommand=dontinline,Chain::*", "-cp"])
             .arg(&classes)
-            .args(["Chain", "12"]),
+            .args(["Chain", seconds]),
         "java Chain",
-    );
+    )
+}
+
+#[test]
+fn java_perf_map_from_jcmd_names_the_java_chain() {
+    let _deadline = deadline(LIMIT);
+    let mut java = start_java("jit-java-classes", "12");
     let map = java_perf_map(java.id());
     let oxeye = Oxeye::start("jit-java", &["-F", "99", "--pid", &java.id().to_string(), "--duration", "4"]);
     let finished = oxeye.wait();
@@ -120,15 +126,7 @@ fn java_perf_map_from_jcmd_names_the_java_chain() {
 #[test]
 fn java_perf_map_flag_asks_the_jvm_and_names_the_java_chain() {
     let _deadline = deadline(LIMIT);
-    let classes = output_dir("jit-java-attach-classes");
-    run_ok(Command::new("javac").arg("-d").arg(&classes).arg(jit_workload("Chain.java")), "javac");
-    let mut java = spawn(
-        Command::new("java")
-            .args(["-XX:+PreserveFramePointer", "-XX:-TieredCompilation", "-XX:CompileCommand=quiet", "-XX:CompileCommand=dontinline,Chain::*", "-cp"])
-            .arg(&classes)
-            .args(["Chain", "14"]),
-        "java Chain",
-    );
+    let mut java = start_java("jit-java-attach-classes", "14");
     let map = PathBuf::from(format!("/tmp/perf-{}.map", java.id()));
     let _ = fs::remove_file(&map);
     // Time for C2 to compile the chain, so that the first perf map asked for has it.
