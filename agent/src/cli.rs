@@ -101,6 +101,11 @@ pub struct Args {
     #[arg(long)]
     pub java_perf_map: bool,
 
+    /// Where separate debug files are looked for, by build ID (`DIR/.build-id/xx/rest.debug`)
+    /// and by `.gnu_debuglink`; repeat for several, in order.
+    #[arg(long, value_name = "DIR", default_value = symbolizer::debug_file::DEFAULT_DIRECTORY)]
+    pub debug_file_directory: Vec<std::path::PathBuf>,
+
     /// Most TCP connections tracked at once (kernel maps; least recently used go first).
     #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_connections: u32,

@@ -14,6 +14,7 @@ use agent_common::{
 };
 
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+use symbolizer::debug_file::DebugDirectories;
 
 use crate::jit::{JitFigures, PerfMaps};
 use crate::{
@@ -63,6 +64,8 @@ pub struct CollectorConfig {
     pub python: Arc<PythonProcesses>,
     /// Ask HotSpot JVMs for perf maps (`--java-perf-map`).
     pub java_perf_map: bool,
+    /// Where separate debug files are looked for (`--debug-file-directory`).
+    pub debug_directories: DebugDirectories,
 }
 
 /// Everything user space knows about the samples so far.
@@ -122,7 +125,7 @@ impl Collector {
     pub fn new(namer: FrameNamer, config: CollectorConfig) -> Self {
         Collector {
             processes: ProcessTable::new(config.identities),
-            objects: ObjectRegistry::default(),
+            objects: ObjectRegistry::with_debug_directories(config.debug_directories),
             profile: Profile::new(config.max_stacks),
             namer,
             top: TopFunctions::default(),
@@ -400,7 +403,7 @@ mod tests {
             frames: [0; agent_common::sampler::MAX_FRAMES],
         };
         record.frames[0] = marker_leaf as *const () as u64 + 1;
-        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new(), identities: Arc::default(), python: Arc::default(), java_perf_map: false };
+        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new(), identities: Arc::default(), python: Arc::default(), java_perf_map: false, debug_directories: DebugDirectories::default() };
         let mut collector = Collector::new(FrameNamer::new(None), config);
         collector.handle(as_bytes(&record));
         collector.handle(as_bytes(&record));

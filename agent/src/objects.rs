@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, fs::File, io::Cursor, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
 
-use symbolizer::{build_id::BuildId, elf::ElfSymbols, file_id::FileId};
+use symbolizer::{build_id::BuildId, debug_file::DebugDirectories, elf::ElfSymbols, file_id::FileId};
 use tracing::debug;
 
 use crate::{
@@ -49,6 +49,9 @@ pub struct Object {
     open_paths: Vec<PathBuf>,
     symbols: Symbols,
     file_id: Option<FileId>,
+    /// The root the process that mapped it sees (`/proc/PID/root`), where a debug link's
+    /// neighbours are looked for.
+    root: PathBuf,
 }
 
 impl Object {
@@ -84,12 +87,26 @@ pub struct ObjectRegistry {
     by_build_id: HashMap<BuildId, Arc<ElfSymbols>>,
     /// Where files are published for the symbol endpoint, when it runs.
     catalog: Option<Arc<Catalog>>,
+    /// Where separate debug files are looked for.
+    debug_directories: DebugDirectories,
+    /// Files named with the help of a separate debug file.
+    debug_files_used: u64,
 }
 
 impl ObjectRegistry {
     /// Publishes every file whose ID is known, now and from now on, to `catalog`.
     pub fn publish_to(&mut self, catalog: Arc<Catalog>) {
         self.catalog = Some(catalog);
+    }
+
+    /// A registry that looks for separate debug files in `directories`.
+    pub fn with_debug_directories(debug_directories: DebugDirectories) -> Self {
+        ObjectRegistry { debug_directories, ..Default::default() }
+    }
+
+    /// How many files were named with the help of a separate debug file.
+    pub fn debug_files_used(&self) -> u64 {
+        self.debug_files_used
     }
 
     /// Registers the file behind a mapping of process `pid`, or finds it if known.
@@ -115,6 +132,7 @@ impl ObjectRegistry {
             open_paths,
             symbols: Symbols::NotLoaded,
             file_id: None,
+            root: PathBuf::from(format!("/proc/{pid}/root")),
         });
         self.by_key.insert(key, id);
         id
@@ -139,7 +157,7 @@ impl ObjectRegistry {
         if let (Some(catalog), Some(file_id)) = (&self.catalog, file_id) {
             catalog.add_vdso(file_id);
         }
-        self.objects.push(Object { path: "[vdso]".to_owned(), size, open_paths: Vec::new(), symbols, file_id });
+        self.objects.push(Object { path: "[vdso]".to_owned(), size, open_paths: Vec::new(), symbols, file_id, root: PathBuf::new() });
         self.by_key.insert(key, id);
         id
     }
@@ -151,29 +169,52 @@ impl ObjectRegistry {
 
     /// Makes sure `id`'s symbols have been loaded (or that loading has been tried once).
     pub fn ensure_loaded(&mut self, id: ObjectId) -> &Object {
-        let object = &mut self.objects[id.0 as usize];
+        let object = &self.objects[id.0 as usize];
         if matches!(object.symbols, Symbols::NotLoaded) && !object.open_paths.is_empty() {
-            object.symbols = match load_first(&object.open_paths) {
+            let symbols = match load_first(&object.open_paths) {
                 Ok((symbols, file, path)) => {
-                    // From the descriptor the symbols came from: the process (and with it its
-                    // map_files path) may be gone by now.
-                    object.file_id = FileId::from_reader(&file).ok();
-                    if let (Some(catalog), Some(file_id)) = (&self.catalog, object.file_id) {
-                        catalog.add_file(file_id, &object.path, file, path, &object.open_paths);
-                    }
-                    let symbols = match symbols.build_id() {
-                        Some(build_id) => self.by_build_id.entry(build_id.clone()).or_insert_with(|| Arc::new(symbols)).clone(),
-                        None => Arc::new(symbols),
-                    };
-                    Symbols::Loaded(symbols)
+                    let path = path.clone();
+                    Symbols::Loaded(self.share_symbols(id, symbols, file, &path))
                 }
                 Err(error) => {
                     debug!(path = %object.path, %error, "cannot read symbols");
                     Symbols::Failed
                 }
             };
+            self.objects[id.0 as usize].symbols = symbols;
         }
         &self.objects[id.0 as usize]
+    }
+
+    /// Completes freshly read symbols with a debug file's, publishes the file, and shares the
+    /// symbols with other files of the same build ID.
+    fn share_symbols(&mut self, id: ObjectId, mut symbols: ElfSymbols, file: File, opened_at: &std::path::Path) -> Arc<ElfSymbols> {
+        let object = &mut self.objects[id.0 as usize];
+        // From the descriptor the symbols came from: the process (and with it its map_files
+        // path) may be gone by now.
+        object.file_id = FileId::from_reader(&file).ok();
+        let known = symbols.build_id().and_then(|build_id| self.by_build_id.get(build_id)).cloned();
+        if known.is_none() {
+            let seen_path = object.path.strip_suffix(" (deleted)").unwrap_or(&object.path);
+            if let Some(found) = self.debug_directories.find(symbols.build_id(), symbols.debug_link(), seen_path, &object.root) {
+                match symbols.merge_debug_file(&found) {
+                    Ok(count) => {
+                        self.debug_files_used += 1;
+                        debug!(path = %object.path, debug_file = %found.path.display(), symbols = count, "symbols from a debug file");
+                    }
+                    Err(error) => debug!(path = %object.path, %error, "cannot read the debug file"),
+                }
+            }
+        }
+        let debug_file = known.as_ref().map_or_else(|| symbols.debug_file(), |k| k.debug_file()).map(|p| p.to_owned());
+        if let (Some(catalog), Some(file_id)) = (&self.catalog, object.file_id) {
+            catalog.add_file(file_id, &object.path, file, opened_at, &object.open_paths, debug_file);
+        }
+        match (known, symbols.build_id().cloned()) {
+            (Some(known), _) => known,
+            (None, Some(build_id)) => self.by_build_id.entry(build_id).or_insert_with(|| Arc::new(symbols)).clone(),
+            (None, None) => Arc::new(symbols),
+        }
     }
 }
 

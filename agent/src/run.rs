@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use symbolizer::kallsyms::KernelSymbols;
+use symbolizer::{debug_file::DebugDirectories, kallsyms::KernelSymbols};
 use tokio::{
     signal::unix::{signal, SignalKind},
     time::{interval, sleep, Interval, MissedTickBehavior},
@@ -84,6 +84,7 @@ pub async fn run(args: Args) -> Result<()> {
         identities: identities.clone(),
         python,
         java_perf_map: args.java_perf_map,
+        debug_directories: DebugDirectories::new(args.debug_file_directory.clone()),
     };
     let mut collector = Collector::new(FrameNamer::new(kernel), config);
     if let Some((catalog, _)) = &symbols {

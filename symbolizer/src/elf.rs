@@ -6,6 +6,7 @@ use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
 use crate::{
     build_id::BuildId,
+    debug_file::{mini_debug_info, DebugFile, DebugLink},
     go::GoTable,
     symbol_table::{Symbol, SymbolTable, SymbolTableBuilder},
     Error,
@@ -36,6 +37,10 @@ pub struct ElfSymbols {
     symbols: SymbolTable,
     /// A Go binary's `.gopclntab` (stripped ones keep it): names, lines and inlined calls.
     go: Option<GoTable>,
+    /// Where a separate debug file may be found by name.
+    debug_link: Option<DebugLink>,
+    /// The separate debug file whose symbols were merged in.
+    debug_file: Option<std::path::PathBuf>,
 }
 
 impl ElfSymbols {
@@ -79,18 +84,43 @@ impl ElfSymbols {
             })
             .collect();
         let mut builder = SymbolTableBuilder::default();
-        for symbol in file.symbols().chain(file.dynamic_symbols()) {
-            // Text symbols include IFUNC resolvers, which `is_definition` leaves out.
-            if symbol.kind() != SymbolKind::Text || symbol.is_undefined() {
-                continue;
-            }
-            if let Ok(name) = symbol.name() {
-                builder.push(symbol.address(), symbol.size(), name);
+        push_functions(&file, &mut builder);
+        // MiniDebugInfo holds the local functions a stripped binary's .dynsym lacks.
+        if let Some(image) = mini_debug_info(&file) {
+            if let Ok(inner) = object::File::parse(&*image) {
+                push_functions(&inner, &mut builder);
             }
         }
         // A table that does not parse leaves the ELF symbols to name the frames.
         let go = GoTable::from_elf(data).ok().flatten();
-        Ok(ElfSymbols { build_id, segments, symbols: builder.build(), go })
+        let debug_link = DebugLink::of(&file);
+        Ok(ElfSymbols { build_id, segments, symbols: builder.build(), go, debug_link, debug_file: None })
+    }
+
+    /// Adds the function symbols of `debug`, a separate debug file of this binary (see
+    /// [`crate::debug_file`]); returns how many symbols the table has now.
+    pub fn merge_debug_file(&mut self, debug: &DebugFile) -> Result<usize, Error> {
+        let io_error = |source| Error::Io { path: debug.path.clone(), source };
+        let data = crate::debug_file::map(&debug.file).map_err(io_error)?;
+        if !data.starts_with(b"\x7fELF") {
+            return Err(Error::NotElf { path: debug.path.clone() });
+        }
+        let file = object::File::parse(&*data).map_err(|source| Error::Elf { path: debug.path.clone(), source })?;
+        let mut builder = std::mem::take(&mut self.symbols).into_builder();
+        push_functions(&file, &mut builder);
+        self.symbols = builder.build();
+        self.debug_file = Some(debug.path.clone());
+        Ok(self.symbols.len())
+    }
+
+    /// The binary's `.gnu_debuglink`, if it has one.
+    pub fn debug_link(&self) -> Option<&DebugLink> {
+        self.debug_link.as_ref()
+    }
+
+    /// The separate debug file merged in, if any.
+    pub fn debug_file(&self) -> Option<&Path> {
+        self.debug_file.as_deref()
     }
 
     /// The GNU build ID, if the file has one.
@@ -130,6 +160,19 @@ impl ElfSymbols {
     /// Bytes of memory held.
     pub fn heap_bytes(&self) -> usize {
         self.symbols.heap_bytes() + self.segments.capacity() * std::mem::size_of::<LoadSegment>() + self.go.as_ref().map_or(0, GoTable::heap_bytes)
+    }
+}
+
+/// Adds the defined function symbols of `file` (`.symtab` and `.dynsym`).
+fn push_functions(file: &object::File<'_>, builder: &mut SymbolTableBuilder) {
+    for symbol in file.symbols().chain(file.dynamic_symbols()) {
+        // Text symbols include IFUNC resolvers, which `is_definition` leaves out.
+        if symbol.kind() != SymbolKind::Text || symbol.is_undefined() {
+            continue;
+        }
+        if let Ok(name) = symbol.name() {
+            builder.push(symbol.address(), symbol.size(), name);
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //!
 //! - [`elf::ElfSymbols`]: an ELF file's function symbols (`.symtab` and `.dynsym`), its GNU
 //!   build ID, and the mapping from file offsets to virtual addresses.
+//! - [`debug_file`]: separate debug files by build ID and `.gnu_debuglink`, and
+//!   MiniDebugInfo (`.gnu_debugdata`).
 //! - [`kallsyms::KernelSymbols`]: kernel and module function symbols from `/proc/kallsyms`.
 //! - [`file_id::FileId`]: the "htlhash" file ID OpenTelemetry profilers identify files by.
 //! - [`unwind::UnwindTable`]: unwind rules compiled from `.eh_frame` for unwinding without frame
@@ -27,6 +29,7 @@
 
 pub mod btf;
 pub mod build_id;
+pub mod debug_file;
 pub mod demangle;
 pub mod elf;
 pub mod file_id;

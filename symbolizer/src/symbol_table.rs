@@ -91,6 +91,11 @@ impl SymbolTable {
         Some(Symbol { name, address: entry.address, offset: address - entry.address })
     }
 
+    /// A builder holding this table's symbols, to add more to.
+    pub fn into_builder(self) -> SymbolTableBuilder {
+        SymbolTableBuilder { entries: self.entries, names: self.names }
+    }
+
     /// Bytes of memory the table holds.
     pub fn heap_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Entry>() + self.names.capacity()

@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod deadline;
+pub mod debug_files;
 pub mod folded;
 pub mod servers;
 
@@ -214,6 +215,21 @@ impl Finished {
 pub fn start_workload(binary: &Path, args: &[&str]) -> Spawned {
     let name = binary.file_name().map_or_else(|| binary.display().to_string(), |n| n.to_string_lossy().into_owned());
     spawn(Command::new(binary).args(args), &format!("workload {name}"))
+}
+
+/// Profiles one run of `binary` with `args` at 99 Hz, only that process (oxeye also gets
+/// `extra`); returns what oxeye wrote and the CPU seconds the workload used.
+pub fn profile_workload(test: &str, binary: &Path, args: &[&str], extra: &[&str]) -> (Finished, f64) {
+    let mut child = start_workload(binary, args);
+    let pid = child.id().to_string();
+    let mut oxeye_args = vec!["--samples-per-second", "99", "--pid", &pid];
+    oxeye_args.extend_from_slice(extra);
+    let oxeye = Oxeye::start(test, &oxeye_args);
+    let exited = child.wait();
+    assert!(exited.status.success(), "{} failed: {}", binary.display(), exited.status);
+    let finished = oxeye.wait();
+    finished.assert_success();
+    (finished, exited.cpu_seconds())
 }
 
 /// A workload that ran to completion.

@@ -32,6 +32,8 @@ fn jit_workload(name: &str) -> PathBuf {
 /// too, and without inlining, so that each call is its own frame).
 fn start_node(seconds: &str, perf_map: bool) -> Spawned {
     let mut command = Command::new("node");
+    // Node 18 writes an isolate-*-v8.log beside it with --perf-basic-prof: not in the source tree.
+    command.current_dir(output_dir("node"));
     if perf_map {
         command.args(["--perf-basic-prof", "--interpreted-frames-native-stack", "--no-turbo-inlining"]);
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use oxeye_tests::{
     build_workload,
     checks::{self, complete_share, complete_to},
-    deadline, start_workload, Finished, Folded, Oxeye,
+    deadline, profile_workload, Folded,
 };
 
 /// Flags of the C and C++ workloads: optimized, no frame pointers.
@@ -17,26 +17,11 @@ const NO_FRAME_POINTERS: [&str; 2] = ["-O2", "-fomit-frame-pointer"];
 /// three times slower.
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// Profiles one run of `binary` with `args` at 99 Hz, only that process; returns what oxeye
-/// wrote and the CPU seconds the workload used.
-fn profile(test: &str, binary: &std::path::Path, args: &[&str], extra: &[&str]) -> (Finished, f64) {
-    let mut child = start_workload(binary, args);
-    let pid = child.id().to_string();
-    let mut oxeye_args = vec!["--samples-per-second", "99", "--pid", &pid];
-    oxeye_args.extend_from_slice(extra);
-    let oxeye = Oxeye::start(test, &oxeye_args);
-    let exited = child.wait();
-    assert!(exited.status.success(), "{} failed: {}", binary.display(), exited.status);
-    let finished = oxeye.wait();
-    finished.assert_success();
-    (finished, exited.cpu_seconds())
-}
-
 #[test]
 fn c_without_frame_pointers_has_whole_stacks() {
     let _deadline = deadline(LIMIT);
     let binary = build_workload("chain.c", &NO_FRAME_POINTERS);
-    let (finished, cpu) = profile("unwind-c", &binary, &["4"], &[]);
+    let (finished, cpu) = profile_workload("unwind-c", &binary, &["4"], &[]);
     let summary = checks::c_without_frame_pointers(&finished.folded(), "chain", cpu).unwrap_or_else(|why| panic!("{why}"));
     eprintln!("C -O2 chain: {summary}");
 }
@@ -45,7 +30,7 @@ fn c_without_frame_pointers_has_whole_stacks() {
 fn cpp_templates_and_virtual_calls_have_whole_stacks() {
     let _deadline = deadline(LIMIT);
     let binary = build_workload("chain.cpp", &NO_FRAME_POINTERS);
-    let (finished, cpu) = profile("unwind-cpp", &binary, &["4"], &[]);
+    let (finished, cpu) = profile_workload("unwind-cpp", &binary, &["4"], &[]);
     let folded = finished.folded();
     let chain = [
         "main",
@@ -66,7 +51,7 @@ fn cpp_templates_and_virtual_calls_have_whole_stacks() {
 fn rust_release_binary_has_whole_stacks() {
     let _deadline = deadline(LIMIT);
     let binary = build_workload("chain.rs", &["-O", "-C", "force-frame-pointers=no"]);
-    let (finished, cpu) = profile("unwind-rust", &binary, &["4"], &[]);
+    let (finished, cpu) = profile_workload("unwind-rust", &binary, &["4"], &[]);
     let summary = checks::rust_without_frame_pointers(&finished.folded(), "chain-rs", cpu).unwrap_or_else(|why| panic!("{why}"));
     eprintln!("Rust release chain: {summary}");
 }
@@ -75,7 +60,7 @@ fn rust_release_binary_has_whole_stacks() {
 fn deep_recursion_yields_at_least_128_frames_in_order() {
     let _deadline = deadline(LIMIT);
     let binary = build_workload("recurse.c", &NO_FRAME_POINTERS);
-    let (finished, cpu) = profile("unwind-recursion", &binary, &["3"], &[]);
+    let (finished, cpu) = profile_workload("unwind-recursion", &binary, &["3"], &[]);
     let folded = finished.folded();
     let total = folded.samples("recurse");
     let dump = folded.dump("recurse");
@@ -127,7 +112,7 @@ fn assert_qsort_stacks(folded: &Folded, process: &str, min_share: f64) {
 fn time_in_libc_shows_libc_frames_and_the_callers_above() {
     let _deadline = deadline(LIMIT);
     let binary = build_workload("qsort.c", &NO_FRAME_POINTERS);
-    let folded = profile("unwind-qsort", &binary, &["3"], &[]).0.folded();
+    let folded = profile_workload("unwind-qsort", &binary, &["3"], &[]).0.folded();
     assert_qsort_stacks(&folded, "qsort", 0.95);
 }
 
@@ -138,7 +123,7 @@ fn frame_pointer_code_without_tables_calls_into_libc_and_back() {
     // but no frame pointers. The walk switches between the two on every frame.
     let flags = ["-O0", "-fno-omit-frame-pointer", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"];
     let binary = build_workload("qsort.c", &flags);
-    let folded = profile("unwind-mixed", &binary, &["3"], &[]).0.folded();
+    let folded = profile_workload("unwind-mixed", &binary, &["3"], &[]).0.folded();
     // A frame-pointer function without tables cannot be walked from its first two
     // instructions (before `mov rbp, rsp`) or its last two: compare_keys is a dozen
     // instructions, so up to about 6% of its samples land there (measured: 0 to 15 of 250).
@@ -149,7 +134,7 @@ fn frame_pointer_code_without_tables_calls_into_libc_and_back() {
 fn frame_pointers_only_stops_early_without_them_and_says_why() {
     let _deadline = deadline(LIMIT);
     let binary = build_workload("chain.c", &NO_FRAME_POINTERS);
-    let (finished, cpu) = profile("unwind-fp-only", &binary, &["2"], &["--frame-pointers-only"]);
+    let (finished, cpu) = profile_workload("unwind-fp-only", &binary, &["2"], &["--frame-pointers-only"]);
     let folded = finished.folded();
     let (share, total) = complete_share(&folded, "chain", &["main", "outer", "middle"], &["leaf_a", "leaf_b"]);
     let dump = folded.dump("chain");
@@ -164,7 +149,7 @@ fn frame_pointers_only_stops_early_without_them_and_says_why() {
 fn unwind_tables_are_reported_on_exit() {
     let _deadline = deadline(LIMIT);
     let binary = build_workload("chain.c", &NO_FRAME_POINTERS);
-    let (finished, _) = profile("unwind-report", &binary, &["1"], &[]);
+    let (finished, _) = profile_workload("unwind-report", &binary, &["1"], &[]);
     let line = finished.stderr.lines().find(|l| l.starts_with("oxeye: unwind tables:")).unwrap_or_else(|| panic!("no unwind line in:\n{}", finished.stderr));
     // chain, libc, ld.so and the vDSO at least.
     let files: u64 = line["oxeye: unwind tables: ".len()..].split(' ').next().unwrap().parse().unwrap();
@@ -176,7 +161,7 @@ fn signal_handlers_unwind_through_the_signal_frame() {
     let _deadline = deadline(LIMIT);
     // SIGPROF interrupts interrupted() every 10 ms of CPU time; the handler runs about as long.
     let binary = build_workload("signal.c", &NO_FRAME_POINTERS);
-    let folded = profile("unwind-signal", &binary, &["3"], &[]).0.folded();
+    let folded = profile_workload("unwind-signal", &binary, &["3"], &[]).0.folded();
     let total = folded.samples("signal");
     let dump = folded.dump("signal");
     let (mut in_handler, mut through) = (0, 0);

@@ -48,6 +48,7 @@ const TEST_PACKAGES: &[&str] = &[
     "openjdk-17-jdk-headless",
     "golang-go",
     "libc6-dbg",
+    "xz-utils",
     "elfutils",
     "debuginfod",
 ];

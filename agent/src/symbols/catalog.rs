@@ -39,6 +39,8 @@ pub struct Entry {
     pub path: String,
     /// Where to read it.
     pub source: Source,
+    /// A separate debug file of it, whose DWARF and symbols are served instead.
+    pub debug_file: Option<PathBuf>,
 }
 
 /// The servable files by ID.
@@ -88,8 +90,9 @@ impl Catalog {
     }
 
     /// Publishes the file with ID `id`, open as `file` (read at `opened_at`, a path that worked
-    /// just now), with `fallbacks` to try if the descriptor cannot be kept.
-    pub fn add_file(&self, id: FileId, path: &str, file: File, opened_at: &Path, fallbacks: &[PathBuf]) {
+    /// just now), with `fallbacks` to try if the descriptor cannot be kept, and the separate
+    /// debug file found for it.
+    pub fn add_file(&self, id: FileId, path: &str, file: File, opened_at: &Path, fallbacks: &[PathBuf], debug_file: Option<PathBuf>) {
         let mut inner = self.lock();
         if inner.files.contains_key(&id) || inner.files.len() >= MAX_FILES {
             return;
@@ -100,12 +103,12 @@ impl Catalog {
         } else {
             Source::Paths(std::iter::once(opened_at.to_owned()).chain(fallbacks.iter().cloned()).collect())
         };
-        inner.files.insert(id, Entry { path: path.to_owned(), source });
+        inner.files.insert(id, Entry { path: path.to_owned(), source, debug_file });
     }
 
     /// Publishes the vDSO.
     pub fn add_vdso(&self, id: FileId) {
-        self.lock().files.entry(id).or_insert(Entry { path: "[vdso]".to_owned(), source: Source::Vdso });
+        self.lock().files.entry(id).or_insert(Entry { path: "[vdso]".to_owned(), source: Source::Vdso, debug_file: None });
     }
 
     /// The entry for `id`, if a profiled process mapped such a file.
@@ -128,10 +131,10 @@ mod tests {
     fn keeps_descriptors_up_to_the_bound_then_paths() {
         let catalog = Catalog::default();
         let exe = std::env::current_exe().unwrap();
-        catalog.add_file(FileId(1), "/first", File::open(&exe).unwrap(), &exe, &[]);
+        catalog.add_file(FileId(1), "/first", File::open(&exe).unwrap(), &exe, &[], None);
         assert!(matches!(catalog.get(FileId(1)).unwrap().source, Source::Open(_)));
         catalog.use_up_descriptors();
-        catalog.add_file(FileId(2), "/second", File::open(&exe).unwrap(), &exe, &[PathBuf::from("/elsewhere")]);
+        catalog.add_file(FileId(2), "/second", File::open(&exe).unwrap(), &exe, &[PathBuf::from("/elsewhere")], None);
         match catalog.get(FileId(2)).unwrap().source {
             Source::Paths(paths) => assert_eq!(paths, vec![exe.clone(), PathBuf::from("/elsewhere")]),
             other => panic!("{other:?}"),

@@ -15,7 +15,7 @@ use symbolizer::{file_id::FileId, symbfile};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use super::catalog::{Catalog, Source};
+use super::catalog::{Catalog, Entry, Source};
 
 /// Files built at once (each can take a second of CPU for a large library).
 const CONCURRENT_BUILDS: usize = 2;
@@ -87,7 +87,7 @@ impl RangesBuilder {
         }
         let path = entry.path.clone();
         let started = Instant::now();
-        let built = tokio::task::spawn_blocking(move || build(id, &entry.path, &entry.source))
+        let built = tokio::task::spawn_blocking(move || build(id, &entry))
             .await
             .map_err(|e| BuildError::Gone { path: path.clone(), why: format!("building its ranges failed: {e}") })??;
         debug!(%path, ranges = built.ranges, bytes = built.bytes.len(), ms = started.elapsed().as_millis() as u64, "built symbol ranges");
@@ -110,17 +110,21 @@ impl RangesBuilder {
     }
 }
 
-/// Reads the file and writes its compressed symbfile.
-fn build(id: FileId, path: &str, source: &Source) -> Result<Built, BuildError> {
+/// Reads the file (or its separate debug file, which has the DWARF and symbols a stripped
+/// binary lacks, at the same addresses) and writes its compressed symbfile.
+fn build(id: FileId, entry: &Entry) -> Result<Built, BuildError> {
+    let path = entry.path.as_str();
     let gone = |why: String| BuildError::Gone { path: path.to_owned(), why };
     let encoder = zstd::Encoder::new(Vec::new(), ZSTD_LEVEL).map_err(|e| gone(e.to_string()))?;
-    let written = match source {
-        Source::Vdso => {
+    let debug_file = entry.debug_file.as_ref().and_then(|p| File::open(p).ok()).and_then(|f| map(&f).ok());
+    let written = match (&entry.source, debug_file) {
+        (_, Some(debug)) => symbfile::write(&debug, encoder),
+        (Source::Vdso, None) => {
             let image = crate::vdso::image().ok_or_else(|| gone("oxeye has no vDSO of its own".into()))?;
             symbfile::write(image, encoder)
         }
-        Source::Open(file) => symbfile::write(&map(file).map_err(|e| gone(e.to_string()))?, encoder),
-        Source::Paths(paths) => {
+        (Source::Open(file), None) => symbfile::write(&map(file).map_err(|e| gone(e.to_string()))?, encoder),
+        (Source::Paths(paths), None) => {
             let file = paths.iter().find_map(|p| File::open(p).ok().filter(|f| same_file(f, id))).ok_or_else(|| gone("no path reaches it any more".into()))?;
             symbfile::write(&map(&file).map_err(|e| gone(e.to_string()))?, encoder)
         }
@@ -164,7 +168,7 @@ mod tests {
         let catalog = Arc::new(Catalog::default());
         let exe = std::env::current_exe().unwrap();
         let id = FileId::from_path(&exe).unwrap();
-        catalog.add_file(id, &exe.display().to_string(), File::open(&exe).unwrap(), &exe, &[]);
+        catalog.add_file(id, &exe.display().to_string(), File::open(&exe).unwrap(), &exe, &[], None);
         let builder = RangesBuilder::new(catalog.clone());
         let built = builder.get(id).await.unwrap();
         assert!(built.ranges > 100, "{} ranges", built.ranges);
@@ -178,7 +182,7 @@ mod tests {
         let catalog = Arc::new(Catalog::default());
         catalog.use_up_descriptors();
         let exe = std::env::current_exe().unwrap();
-        catalog.add_file(FileId(42), "/was/here", File::open(&exe).unwrap(), &exe, &[]);
+        catalog.add_file(FileId(42), "/was/here", File::open(&exe).unwrap(), &exe, &[], None);
         let error = RangesBuilder::new(catalog).get(FileId(42)).await.unwrap_err();
         assert!(matches!(error, BuildError::Gone { .. }), "{error}");
     }
