@@ -249,7 +249,8 @@ fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     if metadata.uid() != euid {
-        bail!("debuginfod cache {} is owned by uid {}, not by us (uid {euid}); refusing it", dir.display(), metadata.uid());
+        let owner = metadata.uid();
+        bail!("debuginfod cache {} is owned by uid {owner}, not by us (uid {euid}); refusing it", dir.display());
     }
     if metadata.mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
@@ -260,7 +261,7 @@ fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Parses lower- or upper-case hex into a build ID.
 pub fn parse_hex(hex: &str) -> Option<BuildId> {
-    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let bytes: Option<Vec<u8>> =

@@ -46,7 +46,8 @@ fn build_debug_file(work: &Path, serve_dir: &Path, variant: u32) -> (PathBuf, Bu
     let source = work.join(format!("prog{variant}.c"));
     let program = work.join(format!("prog{variant}"));
     let debug = serve_dir.join(format!("prog{variant}.debug"));
-    fs::write(&source, format!("int variant = {variant};\nint main(void) {{ return variant; }}\n")).expect("write C source");
+    let text = format!("int variant = {variant};\nint main(void) {{ return variant; }}\n");
+    fs::write(&source, text).expect("write C source");
     run(Command::new("gcc").args(["-g", "-O0", "-Wl,--build-id", "-o"]).arg(&program).arg(&source));
     run(Command::new("objcopy").arg("--only-keep-debug").arg(&program).arg(&debug));
     let id = ElfSymbols::open(&debug).expect("parse the debug file").build_id().cloned().expect("a build ID");
@@ -139,9 +140,10 @@ fn ready_path(lookup: Lookup) -> PathBuf {
     }
 }
 
+/// A build ID no server here has (each serves only the test's own files).
 fn random_build_id() -> BuildId {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(1);
-    let bytes: Vec<u8> = (0..20u32).map(|i| (seed.wrapping_mul(6364136223846793005).wrapping_add(u128::from(i) * 97) >> (i % 8)) as u8).collect();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos());
+    let bytes: Vec<u8> = (0..20u32).map(|i| (nanos >> ((i % 12) * 8)) as u8 ^ (i as u8).wrapping_mul(37)).collect();
     BuildId::new(&bytes).expect("non-empty")
 }
 
