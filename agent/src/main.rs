@@ -4,6 +4,9 @@ mod bpf;
 mod cli;
 mod clock;
 mod collector;
+// Not wired into the symbol registry yet.
+#[allow(dead_code)]
+mod debuginfod;
 mod events;
 mod export;
 mod http_server;
