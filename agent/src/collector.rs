@@ -14,8 +14,8 @@ use agent_common::{
 };
 
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
-use symbolizer::debug_file::DebugDirectories;
 
+use crate::debug_sources::DebugSources;
 use crate::jit::{JitFigures, PerfMaps};
 use crate::{
     clock::{unix_now_ns, Clock},
@@ -64,8 +64,8 @@ pub struct CollectorConfig {
     pub python: Arc<PythonProcesses>,
     /// Ask HotSpot JVMs for perf maps (`--java-perf-map`).
     pub java_perf_map: bool,
-    /// Where separate debug files are looked for (`--debug-file-directory`).
-    pub debug_directories: DebugDirectories,
+    /// Where separate debug files come from (`--debug-file-directory`, `DEBUGINFOD_URLS`).
+    pub debug: DebugSources,
 }
 
 /// Everything user space knows about the samples so far.
@@ -125,7 +125,7 @@ impl Collector {
     pub fn new(namer: FrameNamer, config: CollectorConfig) -> Self {
         Collector {
             processes: ProcessTable::new(config.identities),
-            objects: ObjectRegistry::with_debug_directories(config.debug_directories),
+            objects: ObjectRegistry::with_debug_sources(config.debug),
             profile: Profile::new(config.max_stacks),
             namer,
             top: TopFunctions::default(),
@@ -159,6 +159,7 @@ impl Collector {
 
     /// Sweeps exited processes; notices a `--pid` target whose exit event was lost.
     pub fn expire(&mut self) {
+        self.refresh_debug_files();
         self.processes.expire();
         if self.target_pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
             self.target_exited = true;
@@ -208,6 +209,7 @@ impl Collector {
     /// Ends the export interval: its samples as an OTLP request (`None` if not exporting), with
     /// the number of samples in it and the number dropped.
     pub fn take_request(&mut self, host: &HostInfo, period_ns: u64) -> Option<(ExportProfilesServiceRequest, u64, u64)> {
+        self.refresh_debug_files();
         let now = unix_now_ns();
         let batch = self.batch.replace(SampleBatch::new(now, self.max_batch_samples))?;
         let context =
@@ -218,7 +220,21 @@ impl Collector {
 
     /// Writes the profile of the whole run to `dir`; returns the files written.
     pub fn write_outputs(&mut self, dir: &Path, run: RunInfo) -> anyhow::Result<Vec<PathBuf>> {
+        self.refresh_debug_files();
         output::write_all(dir, &self.profile, &mut self.namer, &mut self.objects, run)
+    }
+
+    /// Takes the symbols of files whose debug file was fetched meanwhile.
+    pub fn refresh_debug_files(&mut self) {
+        let refreshed = self.objects.refresh_debug_files();
+        if !refreshed.is_empty() {
+            self.namer.forget_objects(&refreshed);
+        }
+    }
+
+    /// Where debug files came from.
+    pub fn debug_sources(&self) -> &DebugSources {
+        self.objects.debug_sources()
     }
 
     /// Hands back the unwinder (to stop it and read its figures).
@@ -403,7 +419,7 @@ mod tests {
             frames: [0; agent_common::sampler::MAX_FRAMES],
         };
         record.frames[0] = marker_leaf as *const () as u64 + 1;
-        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new(), identities: Arc::default(), python: Arc::default(), java_perf_map: false, debug_directories: DebugDirectories::default() };
+        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new(), identities: Arc::default(), python: Arc::default(), java_perf_map: false, debug: DebugSources::default() };
         let mut collector = Collector::new(FrameNamer::new(None), config);
         collector.handle(as_bytes(&record));
         collector.handle(as_bytes(&record));

@@ -4,8 +4,7 @@ mod bpf;
 mod cli;
 mod clock;
 mod collector;
-// Not wired into the symbol registry yet.
-#[allow(dead_code)]
+mod debug_sources;
 mod debuginfod;
 mod events;
 mod export;

@@ -9,10 +9,11 @@
 
 use std::{collections::HashMap, fs::File, io::Cursor, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
 
-use symbolizer::{build_id::BuildId, debug_file::DebugDirectories, elf::ElfSymbols, file_id::FileId};
+use symbolizer::{build_id::BuildId, debug_file::DebugFile, elf::ElfSymbols, file_id::FileId};
 use tracing::debug;
 
 use crate::{
+    debug_sources::{self, DebugSources},
     process::maps::{map_files_path, FileIdentity},
     symbols::Catalog,
 };
@@ -87,10 +88,8 @@ pub struct ObjectRegistry {
     by_build_id: HashMap<BuildId, Arc<ElfSymbols>>,
     /// Where files are published for the symbol endpoint, when it runs.
     catalog: Option<Arc<Catalog>>,
-    /// Where separate debug files are looked for.
-    debug_directories: DebugDirectories,
-    /// Files named with the help of a separate debug file.
-    debug_files_used: u64,
+    /// Where separate debug files come from.
+    debug: DebugSources,
 }
 
 impl ObjectRegistry {
@@ -99,14 +98,43 @@ impl ObjectRegistry {
         self.catalog = Some(catalog);
     }
 
-    /// A registry that looks for separate debug files in `directories`.
-    pub fn with_debug_directories(debug_directories: DebugDirectories) -> Self {
-        ObjectRegistry { debug_directories, ..Default::default() }
+    /// A registry that completes stripped files' symbols from `debug`.
+    pub fn with_debug_sources(debug: DebugSources) -> Self {
+        ObjectRegistry { debug, ..Default::default() }
     }
 
-    /// How many files were named with the help of a separate debug file.
-    pub fn debug_files_used(&self) -> u64 {
-        self.debug_files_used
+    /// How debug files were found so far.
+    pub fn debug_sources(&self) -> &DebugSources {
+        &self.debug
+    }
+
+    /// Re-reads the files whose debug file debuginfod has fetched since the last call, with
+    /// its symbols; returns them, so cached names can be forgotten.
+    pub fn refresh_debug_files(&mut self) -> Vec<ObjectId> {
+        let mut refreshed = Vec::new();
+        for (ids, found) in self.debug.take_fetched() {
+            let Some(&first) = ids.first() else { continue };
+            let Some(symbols) = self.reread_with(first, &found) else { continue };
+            if let Some(build_id) = symbols.build_id() {
+                self.by_build_id.insert(build_id.clone(), symbols.clone());
+            }
+            for &id in &ids {
+                let object = &mut self.objects[id.0 as usize];
+                object.symbols = Symbols::Loaded(symbols.clone());
+                if let (Some(catalog), Some(file_id)) = (&self.catalog, object.file_id) {
+                    catalog.set_debug_file(file_id, found.path.clone());
+                }
+            }
+            refreshed.extend(ids);
+        }
+        refreshed
+    }
+
+    /// Object `id`'s symbols read again, completed from `found`.
+    fn reread_with(&self, id: ObjectId, found: &DebugFile) -> Option<Arc<ElfSymbols>> {
+        let object = &self.objects[id.0 as usize];
+        let (mut symbols, _, _) = load_first(&object.open_paths).map_err(|error| debug!(path = %object.path, %error, "cannot read symbols again")).ok()?;
+        debug_sources::merge(&mut symbols, found, &object.path).then(|| Arc::new(symbols))
     }
 
     /// Registers the file behind a mapping of process `pid`, or finds it if known.
@@ -194,16 +222,11 @@ impl ObjectRegistry {
         // path) may be gone by now.
         object.file_id = FileId::from_reader(&file).ok();
         let known = symbols.build_id().and_then(|build_id| self.by_build_id.get(build_id)).cloned();
-        if known.is_none() {
-            let seen_path = object.path.strip_suffix(" (deleted)").unwrap_or(&object.path);
-            if let Some(found) = self.debug_directories.find(symbols.build_id(), symbols.debug_link(), seen_path, &object.root) {
-                match symbols.merge_debug_file(&found) {
-                    Ok(count) => {
-                        self.debug_files_used += 1;
-                        debug!(path = %object.path, debug_file = %found.path.display(), symbols = count, "symbols from a debug file");
-                    }
-                    Err(error) => debug!(path = %object.path, %error, "cannot read the debug file"),
-                }
+        match (&known, symbols.build_id()) {
+            (Some(_), Some(build_id)) => self.debug.shares(id, build_id),
+            _ => {
+                let seen_path = object.path.strip_suffix(" (deleted)").unwrap_or(&object.path);
+                self.debug.complete(id, &mut symbols, seen_path, &object.root);
             }
         }
         let debug_file = known.as_ref().map_or_else(|| symbols.debug_file(), |k| k.debug_file()).map(|p| p.to_owned());

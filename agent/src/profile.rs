@@ -64,6 +64,14 @@ impl Frame {
     pub fn is_kernel(&self) -> bool {
         matches!(self, Frame::Kernel { .. })
     }
+
+    /// The file the frame's code is in, for frames named from a file.
+    pub fn object(&self) -> Option<ObjectId> {
+        match self {
+            Frame::User { object, .. } | Frame::Go { object, .. } => Some(*object),
+            _ => None,
+        }
+    }
 }
 
 /// Index of an interned stack.

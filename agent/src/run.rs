@@ -15,6 +15,8 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
+use crate::debug_sources::DebugSources;
+use crate::debuginfod::{Debuginfod, DebuginfodConfig};
 use crate::python::registry::PythonProcesses;
 use crate::{
     bpf::{Loaded, ProbeConfig, Probes, DRAIN_INTERVAL},
@@ -84,7 +86,7 @@ pub async fn run(args: Args) -> Result<()> {
         identities: identities.clone(),
         python,
         java_perf_map: args.java_perf_map,
-        debug_directories: DebugDirectories::new(args.debug_file_directory.clone()),
+        debug: DebugSources::new(DebugDirectories::new(args.debug_file_directory.clone()), start_debuginfod()),
     };
     let mut collector = Collector::new(FrameNamer::new(kernel), config);
     if let Some((catalog, _)) = &symbols {
@@ -164,6 +166,23 @@ fn probe_config(args: &Args) -> ProbeConfig {
 
 /// Starts the unwind-table loader (unless `--frame-pointers-only`) and gives it a moment to
 /// describe the processes already running.
+/// The debuginfod client `DEBUGINFOD_URLS` asks for; without one (or if it cannot start,
+/// said in one line) files are named from what the host has.
+fn start_debuginfod() -> Option<Debuginfod> {
+    let config = DebuginfodConfig::from_env()?;
+    let (urls, cache) = (config.urls.join(" "), config.cache_dir.clone());
+    match Debuginfod::start(config) {
+        Ok(client) => {
+            info!(servers = %urls, cache = %cache.display(), "fetching missing debug files from debuginfod");
+            Some(client)
+        }
+        Err(error) => {
+            warn!("debuginfod is off: {error:#}");
+            None
+        }
+    }
+}
+
 fn start_unwinder(args: &Args, maps: UnwindMaps, python: Arc<PythonProcesses>) -> Result<Option<Unwinder>> {
     if args.frame_pointers_only {
         return Ok(None);

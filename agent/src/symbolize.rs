@@ -163,6 +163,11 @@ impl FrameNamer {
         (depth > 0).then_some(depth)
     }
 
+    /// Forgets the names of frames in `objects`, whose symbols have changed.
+    pub fn forget_objects(&mut self, objects: &[ObjectId]) {
+        self.cache.retain(|frame, _| frame.object().is_none_or(|object| !objects.contains(&object)));
+    }
+
     /// The JIT functions frames refer to (perf maps add to it as samples arrive).
     pub fn jit_functions(&mut self) -> &mut JitFunctions {
         &mut self.jit

@@ -123,6 +123,8 @@ impl Oxeye {
         let stderr_path = out_dir.join("oxeye.stderr");
         let child = spawn(
             Command::new(oxeye_bin())
+                // Debian's elfutils sets it for login shells: no test reaches out unless it says so.
+                .env_remove("DEBUGINFOD_URLS")
                 .envs(env.iter().copied())
                 .args(args)
                 .arg("--no-live")
@@ -220,11 +222,16 @@ pub fn start_workload(binary: &Path, args: &[&str]) -> Spawned {
 /// Profiles one run of `binary` with `args` at 99 Hz, only that process (oxeye also gets
 /// `extra`); returns what oxeye wrote and the CPU seconds the workload used.
 pub fn profile_workload(test: &str, binary: &Path, args: &[&str], extra: &[&str]) -> (Finished, f64) {
+    profile_workload_with_env(test, binary, args, extra, &[])
+}
+
+/// [`profile_workload`], with oxeye's environment extended by `env`.
+pub fn profile_workload_with_env(test: &str, binary: &Path, args: &[&str], extra: &[&str], env: &[(&str, &str)]) -> (Finished, f64) {
     let mut child = start_workload(binary, args);
     let pid = child.id().to_string();
     let mut oxeye_args = vec!["--samples-per-second", "99", "--pid", &pid];
     oxeye_args.extend_from_slice(extra);
-    let oxeye = Oxeye::start(test, &oxeye_args);
+    let oxeye = Oxeye::start_with_env(test, &oxeye_args, env);
     let exited = child.wait();
     assert!(exited.status.success(), "{} failed: {}", binary.display(), exited.status);
     let finished = oxeye.wait();

@@ -224,3 +224,48 @@ fn parse_response(bytes: &[u8]) -> Option<(Response, usize)> {
 }
 
 pub use crate::checks::parse_exposition;
+
+/// elfutils' debuginfod from Debian, serving the debug files found under one directory.
+pub struct DebuginfodServer {
+    _process: Spawned,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl DebuginfodServer {
+    /// Starts debuginfod on `serve_dir` and waits until it serves the debug file of
+    /// `build_id` (its first scan takes a moment).
+    pub fn start(test: &str, serve_dir: &std::path::Path, build_id: &str) -> DebuginfodServer {
+        let dir = output_dir(&format!("{test}-debuginfod"));
+        let port = free_port();
+        let log = fs::File::create(dir.join("debuginfod.log")).expect("create debuginfod.log");
+        let process = spawn(
+            Command::new("debuginfod")
+                .arg("-F")
+                .arg(serve_dir)
+                .args(["-p", &port.to_string(), "-t0", "-g0", "-c1", "-d"])
+                .arg(dir.join("debuginfod.sqlite"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone the log"))
+                .stderr(log),
+            "debuginfod",
+        );
+        let server = DebuginfodServer { _process: process, port };
+        let url = format!("{}/buildid/{build_id}/debuginfo", server.url());
+        let _waiting = waiting_for(format!("waiting for debuginfod to serve {url}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let fetched = Command::new("curl").args(["-sf", "-o", "/dev/null", "--max-time", "2", &url]).status().is_ok_and(|s| s.success());
+            if fetched {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "debuginfod did not serve {url} within 30 s (log: {})", dir.join("debuginfod.log").display());
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use oxeye_tests::{build_workload, checks, deadline, debug_files, output_dir, profile_workload, Folded};
+use oxeye_tests::{
+    build_workload, checks, deadline, debug_files, output_dir, profile_workload, profile_workload_with_env,
+    servers::{free_port, DebuginfodServer},
+    Folded,
+};
 
 /// Each test's limit: two short profiles, with room for a CPU three times slower.
 const LIMIT: Duration = Duration::from_secs(180);
@@ -62,4 +66,53 @@ fn a_stripped_binary_is_named_from_its_debug_file_directory() {
     let folded = finished.folded();
     let named = folded.process("chain").filter(|s| s.user_frames().contains(&"middle")).map(|s| s.count).sum::<u64>();
     assert_eq!(named, 0, "the stripped binary named middle without its debug file:\n{}", folded.dump("chain"));
+}
+
+/// The stripped binary's debug file exists only on a debuginfod server (Debian's own, on
+/// loopback): oxeye fetches it into its cache, off the sampling path, and names the frames.
+#[test]
+fn a_stripped_binary_is_named_through_debuginfod() {
+    let _deadline = deadline(LIMIT);
+    let built = build_workload("chain.c", &["-O2", "-fomit-frame-pointer", "-g"]);
+    let scratch = output_dir("debuginfod-files");
+    let split = debug_files::split(&built, &scratch.join("split"));
+    let served = scratch.join("served");
+    std::fs::create_dir_all(&served).expect("create the served directory");
+    std::fs::copy(&split.debug_file, served.join("chain.debug")).expect("copy the debug file");
+    let server = DebuginfodServer::start("debuginfod", &served, &split.build_id);
+    let cache = scratch.join("cache");
+    let (urls, cache_dir) = (server.url(), cache.to_str().expect("a UTF-8 path").to_owned());
+    let empty = scratch.join("no-debug-files");
+    let env = [("DEBUGINFOD_URLS", urls.as_str()), ("OXEYE_DEBUGINFOD_CACHE", cache_dir.as_str())];
+    let extra = ["--debug-file-directory", empty.to_str().expect("a UTF-8 path")];
+    let (finished, cpu) = profile_workload_with_env("debuginfod-named", &split.stripped, &["3"], &extra, &env);
+    let summary = checks::c_without_frame_pointers(&finished.folded(), "chain", cpu).unwrap_or_else(|why| panic!("{why}\n{}", finished.stderr));
+    eprintln!("stripped chain named through debuginfod: {summary}");
+    let line = finished.stderr.lines().find(|l| l.starts_with("oxeye: debug files:")).unwrap_or_else(|| panic!("no debug files line:\n{}", finished.stderr));
+    eprintln!("{line}");
+    assert!(line.contains(", 1 from debuginfod"), "{line}");
+    let cached = cache.join(format!("{}.debug", split.build_id));
+    assert_eq!(std::fs::read(&cached).ok(), std::fs::read(&split.debug_file).ok(), "{} holds the served debug file", cached.display());
+}
+
+/// A debuginfod server that is down: one line says so, the frames keep file and offset, and
+/// profiling goes on as without one.
+#[test]
+fn with_the_debuginfod_server_down_profiling_goes_on_unnamed() {
+    let _deadline = deadline(LIMIT);
+    let built = build_workload("chain.c", &["-O2", "-fomit-frame-pointer", "-g"]);
+    let scratch = output_dir("debuginfod-down");
+    let split = debug_files::split(&built, &scratch.join("split"));
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let cache = scratch.join("cache");
+    let env = [("DEBUGINFOD_URLS", down.as_str()), ("OXEYE_DEBUGINFOD_CACHE", cache.to_str().expect("a UTF-8 path"))];
+    let (finished, cpu) = profile_workload_with_env("debuginfod-down", &split.stripped, &["2"], &[], &env);
+    let folded = finished.folded();
+    let dump = folded.dump("chain");
+    let total = folded.samples("chain");
+    checks::enough_samples(total, cpu, 0.63).unwrap_or_else(|why| panic!("{why}:\n{dump}"));
+    let bare = folded.process("chain").filter(|s| s.user_frames().last().is_some_and(|f| f.starts_with("chain+0x"))).map(|s| s.count).sum::<u64>();
+    assert!(bare * 10 >= total * 9, "{bare} of {total} samples end in chain+0xOFFSET:\n{dump}");
+    let unreachable = finished.stderr.lines().filter(|l| l.contains("unreachable")).count();
+    assert_eq!(unreachable, 1, "one line says the server is unreachable:\n{}", finished.stderr);
 }

@@ -145,6 +145,12 @@ pub struct Debuginfod {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for Debuginfod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Debuginfod").field("urls", &self.shared.config.urls).field("cache_dir", &self.shared.config.cache_dir).finish()
+    }
+}
+
 /// What is known about one build ID.
 enum Entry {
     Queued,

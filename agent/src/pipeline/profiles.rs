@@ -8,7 +8,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use super::EXPORT_FLUSH_TIMEOUT;
-use crate::{jit::JitFigures, python::PythonFigures};
+use crate::{debug_sources::DebugSources, jit::JitFigures, python::PythonFigures};
 use crate::{
     bpf::Counters,
     collector::Collector,
@@ -131,6 +131,9 @@ impl ProfilePipeline {
             eprintln!("oxeye: {}", jit_summary(&jit));
         }
         let written = self.collector.write_outputs(output_dir, run)?;
+        if let Some(line) = debug_summary(self.collector.debug_sources()) {
+            eprintln!("oxeye: {line}");
+        }
         let counts = self.collector.counts();
         let in_flight = counters.get(Counter::SamplesSent).saturating_sub(counts.received);
         Ok(format!(
@@ -159,6 +162,27 @@ fn python_summary(walks: u64, counters: &Counters, figures: &PythonFigures) -> S
         figures.unnamed_frames,
         figures.processes,
     )
+}
+
+fn debug_summary(sources: &DebugSources) -> Option<String> {
+    let figures = sources.figures();
+    let Some(stats) = sources.debuginfod_stats() else {
+        return (figures.local > 0).then(|| format!("debug files: {} files completed from debug files on this host", figures.local));
+    };
+    let mean_ms = stats.fetch_latency_total.as_secs_f64() * 1000.0 / stats.fetch_count.max(1) as f64;
+    Some(format!(
+        "debug files: {} files completed from debug files on this host, {} from debuginfod ({} still waiting); debuginfod: {} fetched (mean {mean_ms:.0} ms), {} not found, {} failed, {} too large, {} dropped; cache {} files, {} KiB",
+        figures.local,
+        figures.fetched,
+        figures.waiting,
+        stats.fetched,
+        stats.not_found,
+        stats.failed,
+        stats.too_large,
+        stats.dropped,
+        stats.cache_files,
+        stats.cache_bytes / 1024
+    ))
 }
 
 fn jit_summary(figures: &JitFigures) -> String {

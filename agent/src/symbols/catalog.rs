@@ -106,6 +106,13 @@ impl Catalog {
         inner.files.insert(id, Entry { path: path.to_owned(), source, debug_file });
     }
 
+    /// Records the debug file fetched for `id` since it was published.
+    pub fn set_debug_file(&self, id: FileId, debug_file: PathBuf) {
+        if let Some(entry) = self.lock().files.get_mut(&id) {
+            entry.debug_file = Some(debug_file);
+        }
+    }
+
     /// Publishes the vDSO.
     pub fn add_vdso(&self, id: FileId) {
         self.lock().files.entry(id).or_insert(Entry { path: "[vdso]".to_owned(), source: Source::Vdso, debug_file: None });
