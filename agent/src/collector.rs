@@ -296,11 +296,11 @@ impl Collector {
                 UserAddress::File { object, file_offset } => {
                     // Read the file's symbols now, while the process (and its files) are there.
                     self.objects.ensure_loaded(object);
-                    match self.namer.go_depth(object, file_offset, &mut self.objects) {
+                    match self.namer.source_depth(object, file_offset, &mut self.objects) {
                         Some(depth) => {
                             // Inlined calls first (leaf first), then the function itself.
-                            self.native.extend((0..depth - 1).map(|index| Frame::Go { object, file_offset, index }));
-                            Frame::Go { object, file_offset, index: depth - 1 }
+                            self.native.extend((0..depth - 1).map(|index| Frame::Source { object, file_offset, index }));
+                            Frame::Source { object, file_offset, index: depth - 1 }
                         }
                         None => Frame::User { object, file_offset },
                     }

@@ -23,6 +23,7 @@ mod python;
 mod profile;
 mod run;
 mod symbolize;
+mod source_frames;
 mod symbols;
 mod top;
 mod unwind;

@@ -50,6 +50,8 @@ pub struct Object {
     open_paths: Vec<PathBuf>,
     symbols: Symbols,
     file_id: Option<FileId>,
+    /// The path its symbols were read from.
+    read_from: Option<PathBuf>,
     /// The root the process that mapped it sees (`/proc/PID/root`), where a debug link's
     /// neighbours are looked for.
     root: PathBuf,
@@ -66,6 +68,17 @@ impl Object {
         match &self.symbols {
             Symbols::Loaded(symbols) => Some(symbols),
             _ => None,
+        }
+    }
+
+    /// Where the file's DWARF can be read, best first: its debug file, or the file itself
+    /// where it has DWARF.
+    pub fn dwarf_paths(&self) -> Vec<PathBuf> {
+        let Some(symbols) = self.symbols() else { return Vec::new() };
+        match symbols.debug_file() {
+            Some(debug_file) => vec![debug_file.to_owned()],
+            None if symbols.has_dwarf() => self.read_from.iter().chain(&self.open_paths).cloned().collect(),
+            None => Vec::new(),
         }
     }
 
@@ -160,6 +173,7 @@ impl ObjectRegistry {
             open_paths,
             symbols: Symbols::NotLoaded,
             file_id: None,
+            read_from: None,
             root: PathBuf::from(format!("/proc/{pid}/root")),
         });
         self.by_key.insert(key, id);
@@ -185,7 +199,7 @@ impl ObjectRegistry {
         if let (Some(catalog), Some(file_id)) = (&self.catalog, file_id) {
             catalog.add_vdso(file_id);
         }
-        self.objects.push(Object { path: "[vdso]".to_owned(), size, open_paths: Vec::new(), symbols, file_id, root: PathBuf::new() });
+        self.objects.push(Object { path: "[vdso]".to_owned(), size, open_paths: Vec::new(), symbols, file_id, read_from: None, root: PathBuf::new() });
         self.by_key.insert(key, id);
         id
     }
@@ -202,6 +216,7 @@ impl ObjectRegistry {
             let symbols = match load_first(&object.open_paths) {
                 Ok((symbols, file, path)) => {
                     let path = path.clone();
+                    self.objects[id.0 as usize].read_from = Some(path.clone());
                     Symbols::Loaded(self.share_symbols(id, symbols, file, &path))
                 }
                 Err(error) => {

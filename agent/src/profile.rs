@@ -30,9 +30,10 @@ pub enum Frame {
         /// The virtual address.
         address: u64,
     },
-    /// One source-level frame at an address in a Go binary: `index` 0 is the innermost
-    /// function inlined there, the last the function whose code it is.
-    Go {
+    /// One source-level frame at an address whose file tells them (`.gopclntab`, DWARF):
+    /// `index` 0 is the innermost function inlined there, the last the function whose code
+    /// it is.
+    Source {
         /// The file.
         object: ObjectId,
         /// Offset into the file (return addresses already moved back into the call).
@@ -68,7 +69,7 @@ impl Frame {
     /// The file the frame's code is in, for frames named from a file.
     pub fn object(&self) -> Option<ObjectId> {
         match self {
-            Frame::User { object, .. } | Frame::Go { object, .. } => Some(*object),
+            Frame::User { object, .. } | Frame::Source { object, .. } => Some(*object),
             _ => None,
         }
     }

@@ -10,6 +10,7 @@ use crate::{
     objects::{ObjectId, ObjectRegistry},
     profile::Frame,
     python::functions::FunctionTable,
+    source_frames::SourceFrames,
 };
 
 /// The kernel's pseudo-file, as `perf` and the OpenTelemetry eBPF profiler name it.
@@ -17,8 +18,6 @@ pub const KERNEL_FILE: &str = "[kernel.kallsyms]";
 
 /// Entries kept in the name cache before it is cleared (bounds memory on long runs).
 const MAX_CACHED_NAMES: usize = 1 << 20;
-/// Entries kept in the Go frame-count cache before it is cleared.
-const MAX_CACHED_GO_ADDRESSES: usize = 1 << 20;
 
 /// Names frames and remembers the answers.
 #[derive(Debug)]
@@ -27,8 +26,8 @@ pub struct FrameNamer {
     cache: HashMap<Frame, Named>,
     python: FunctionTable,
     jit: JitFunctions,
-    /// How many source-level frames each address of a Go binary is (0: not Go code).
-    go_depths: HashMap<(ObjectId, u64), u16>,
+    /// Inlined calls, files and lines, from `.gopclntab` and DWARF.
+    source: SourceFrames,
 }
 
 /// Where a frame's code is.
@@ -132,39 +131,29 @@ impl ResolvedFrame {
 }
 
 /// A cached answer: the name, whether it came from a symbol (not a fallback), and the source
-/// line where the binary tells it (Go).
+/// line where the binary tells it (Go, DWARF).
 #[derive(Debug, Clone)]
-struct Named {
-    name: Arc<str>,
-    from_symbol: bool,
-    source: Option<SourceLine>,
+pub struct Named {
+    pub name: Arc<str>,
+    pub from_symbol: bool,
+    pub source: Option<SourceLine>,
 }
 
 impl FrameNamer {
     /// A namer for this kernel's symbols (`None` leaves kernel frames as addresses).
     pub fn new(kernel: Option<KernelSymbols>) -> Self {
-        FrameNamer { kernel, cache: HashMap::new(), python: FunctionTable::default(), jit: JitFunctions::default(), go_depths: HashMap::new() }
+        FrameNamer { kernel, cache: HashMap::new(), python: FunctionTable::default(), jit: JitFunctions::default(), source: SourceFrames::default() }
     }
 
     /// How many source-level frames (inlined calls, then the function) the code at
-    /// `file_offset` of `object` is, if it is Go code named by the binary's `.gopclntab`.
-    pub fn go_depth(&mut self, object: ObjectId, file_offset: u64, objects: &mut ObjectRegistry) -> Option<u16> {
-        if self.go_depths.len() >= MAX_CACHED_GO_ADDRESSES && !self.go_depths.contains_key(&(object, file_offset)) {
-            self.go_depths.clear();
-        }
-        let depth = *self.go_depths.entry((object, file_offset)).or_insert_with(|| {
-            let mut frames = Vec::new();
-            let symbols = objects.ensure_loaded(object).symbols();
-            match symbols.and_then(|s| Some((s.go()?, s.file_offset_to_address(file_offset)?))) {
-                Some((table, address)) if table.lookup(address, &mut frames) => frames.len().min(u16::MAX as usize) as u16,
-                _ => 0,
-            }
-        });
-        (depth > 0).then_some(depth)
+    /// `file_offset` of `object` is, if its file says (`.gopclntab` or DWARF).
+    pub fn source_depth(&mut self, object: ObjectId, file_offset: u64, objects: &mut ObjectRegistry) -> Option<u16> {
+        self.source.depth(object, file_offset, objects)
     }
 
     /// Forgets the names of frames in `objects`, whose symbols have changed.
     pub fn forget_objects(&mut self, objects: &[ObjectId]) {
+        self.source.forget(objects);
         self.cache.retain(|frame, _| frame.object().is_none_or(|object| !objects.contains(&object)));
     }
 
@@ -217,10 +206,11 @@ impl FrameNamer {
             Frame::Unknown { address } => (Code::Anonymous, address, address, FrameKind::Native),
             Frame::UnwindError { .. } => (Code::Anonymous, 0, 0, FrameKind::AbortMarker),
             Frame::Python { .. } => (Code::Interpreted, 0, 0, FrameKind::Python),
-            Frame::Go { object, file_offset, .. } => {
+            Frame::Source { object, file_offset, .. } => {
                 let loaded = objects.ensure_loaded(object);
                 let file_address = loaded.symbols().and_then(|s| s.file_offset_to_address(file_offset)).unwrap_or(file_offset);
-                (Code::File(object), file_offset, file_address, FrameKind::Go)
+                let kind = if loaded.symbols().is_some_and(|s| s.go().is_some()) { FrameKind::Go } else { FrameKind::Native };
+                (Code::File(object), file_offset, file_address, kind)
             }
             Frame::Jit { .. } => (Code::Interpreted, 0, 0, FrameKind::Native),
         };
@@ -232,10 +222,10 @@ impl FrameNamer {
             self.cache.clear();
         }
         let kernel = self.kernel.as_ref();
-        let (python, jit) = (&self.python, &self.jit);
+        let (python, jit, source) = (&self.python, &self.jit, &mut self.source);
         self.cache.entry(frame).or_insert_with(|| {
-            if let Frame::Go { object, file_offset, index } = frame {
-                return go_named(objects, object, file_offset, index);
+            if let Frame::Source { object, file_offset, index } = frame {
+                return source.named(object, file_offset, index, objects);
             }
             let (name, from_symbol): (Arc<str>, bool) = match frame {
                 Frame::Kernel { address } => match kernel.and_then(|k| k.lookup(address)) {
@@ -262,24 +252,9 @@ impl FrameNamer {
                     }
                 }
                 Frame::UnwindError { reason } => (format!("[unwind error: {}]", reason.describe()).into(), false),
-                Frame::Go { .. } => unreachable!("named above"),
+                Frame::Source { .. } => unreachable!("named above"),
             };
             Named { name, from_symbol, source: None }
         })
     }
-}
-
-/// The name and source line of frame `index` at `file_offset` of Go binary `object`.
-fn go_named(objects: &mut ObjectRegistry, object: ObjectId, file_offset: u64, index: u16) -> Named {
-    let loaded = objects.ensure_loaded(object);
-    let fallback = || Named { name: format!("{}+{file_offset:#x}", loaded.file_name()).into(), from_symbol: false, source: None };
-    let Some(symbols) = loaded.symbols() else { return fallback() };
-    let (Some(table), Some(address)) = (symbols.go(), symbols.file_offset_to_address(file_offset)) else { return fallback() };
-    let mut frames = Vec::new();
-    if !table.lookup(address, &mut frames) {
-        return fallback();
-    }
-    let Some(frame) = frames.get(index as usize) else { return fallback() };
-    let source = (!frame.file.is_empty()).then(|| SourceLine { file: frame.file.into(), line: frame.line, first_line: 0 });
-    Named { name: frame.function.into(), from_symbol: true, source }
 }

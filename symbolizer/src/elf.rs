@@ -2,7 +2,7 @@
 
 use std::{fs::File, path::Path};
 
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 
 use crate::{
     build_id::BuildId,
@@ -41,6 +41,8 @@ pub struct ElfSymbols {
     debug_link: Option<DebugLink>,
     /// The separate debug file whose symbols were merged in.
     debug_file: Option<std::path::PathBuf>,
+    /// Whether the file itself has DWARF (`.debug_info`).
+    has_dwarf: bool,
 }
 
 impl ElfSymbols {
@@ -94,7 +96,8 @@ impl ElfSymbols {
         // A table that does not parse leaves the ELF symbols to name the frames.
         let go = GoTable::from_elf(data).ok().flatten();
         let debug_link = DebugLink::of(&file);
-        Ok(ElfSymbols { build_id, segments, symbols: builder.build(), go, debug_link, debug_file: None })
+        let has_dwarf = file.section_by_name(".debug_info").is_some_and(|section| section.size() > 0);
+        Ok(ElfSymbols { build_id, segments, symbols: builder.build(), go, debug_link, debug_file: None, has_dwarf })
     }
 
     /// Adds the function symbols of `debug`, a separate debug file of this binary (see
@@ -116,6 +119,11 @@ impl ElfSymbols {
     /// The binary's `.gnu_debuglink`, if it has one.
     pub fn debug_link(&self) -> Option<&DebugLink> {
         self.debug_link.as_ref()
+    }
+
+    /// Whether the file itself has DWARF (`.debug_info`).
+    pub fn has_dwarf(&self) -> bool {
+        self.has_dwarf
     }
 
     /// The separate debug file merged in, if any.

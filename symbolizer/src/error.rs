@@ -46,6 +46,14 @@ pub enum Error {
         #[source]
         source: object::read::Error,
     },
+    /// A file's DWARF cannot be opened.
+    #[error("cannot read the DWARF of {path}: {reason}")]
+    Dwarf {
+        /// The file.
+        path: PathBuf,
+        /// What the reader said.
+        reason: String,
+    },
     /// A Go pclntab is malformed or of a layout we do not read.
     #[error("unreadable Go pclntab: {reason}")]
     GoPclntab {

@@ -4,6 +4,7 @@
 //!   build ID, and the mapping from file offsets to virtual addresses.
 //! - [`debug_file`]: separate debug files by build ID and `.gnu_debuglink`, and
 //!   MiniDebugInfo (`.gnu_debugdata`).
+//! - [`dwarf_frames::DwarfFrames`]: inlined calls, files and lines of native code from DWARF.
 //! - [`kallsyms::KernelSymbols`]: kernel and module function symbols from `/proc/kallsyms`.
 //! - [`file_id::FileId`]: the "htlhash" file ID OpenTelemetry profilers identify files by.
 //! - [`unwind::UnwindTable`]: unwind rules compiled from `.eh_frame` for unwinding without frame
@@ -31,6 +32,7 @@ pub mod btf;
 pub mod build_id;
 pub mod debug_file;
 pub mod demangle;
+pub mod dwarf_frames;
 pub mod elf;
 pub mod file_id;
 pub mod go;

@@ -116,3 +116,36 @@ fn with_the_debuginfod_server_down_profiling_goes_on_unnamed() {
     let unreachable = finished.stderr.lines().filter(|l| l.contains("unreachable")).count();
     assert_eq!(unreachable, 1, "one line says the server is unreachable:\n{}", finished.stderr);
 }
+
+/// Share of `process`'s samples whose user stack goes main → outer → step, then mix or not:
+/// step and mix exist only as DWARF's inlined instances inside outer.
+fn inlined_share(folded: &Folded, process: &str) -> (f64, u64) {
+    let total = folded.samples(process);
+    let whole: u64 = folded
+        .process(process)
+        .filter(|s| s.user_ends_with(&["main", "outer", "step", "mix"]) || s.user_ends_with(&["main", "outer", "step"]))
+        .map(|s| s.count)
+        .sum();
+    (whole as f64 / total.max(1) as f64, total)
+}
+
+#[test]
+fn inlined_calls_are_frames_from_dwarf_in_the_binary_or_its_debug_file() {
+    let _deadline = deadline(LIMIT);
+    let built = build_workload("inline.c", &["-O2", "-g"]);
+    let (finished, cpu) = profile_workload("dwarf-inline", &built, &["3"], &[]);
+    let folded = finished.folded();
+    checks::enough_samples(folded.samples("inline"), cpu, 0.63).unwrap_or_else(|why| panic!("{why}:\n{}", folded.dump("inline")));
+    let (share, total) = inlined_share(&folded, "inline");
+    eprintln!("inline.c -O2 -g: {:.1}% of {total} samples main;outer;step[;mix]", share * 100.0);
+    assert!(share >= 0.90, "{:.1}% of {total} samples go main → outer → step (inlined) [→ mix (inlined)]:\n{}", share * 100.0, folded.dump("inline"));
+
+    // Stripped, with its DWARF in a debug file.
+    let split = debug_files::split(&built, &output_dir("dwarf-inline-split"));
+    let directory = split.debug_directory.to_str().expect("a UTF-8 path");
+    let (finished, _) = profile_workload("dwarf-inline-split", &split.stripped, &["2"], &["--debug-file-directory", directory]);
+    let folded = finished.folded();
+    let (share, total) = inlined_share(&folded, "inline");
+    eprintln!("stripped inline.c with its debug file: {:.1}% of {total} samples main;outer;step[;mix]", share * 100.0);
+    assert!(share >= 0.90, "{:.1}% of {total} samples of the stripped binary go main → outer → step [→ mix]:\n{}", share * 100.0, folded.dump("inline"));
+}
