@@ -16,6 +16,7 @@ use agent_common::{
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 
 use crate::debug_sources::DebugSources;
+use crate::source_frames::DwarfFigures;
 use crate::jit::{JitFigures, PerfMaps};
 use crate::{
     clock::{unix_now_ns, Clock},
@@ -232,9 +233,9 @@ impl Collector {
         }
     }
 
-    /// Where debug files came from.
-    pub fn debug_sources(&self) -> &DebugSources {
-        self.objects.debug_sources()
+    /// Where debug files came from, and what the DWARF indexes hold.
+    pub fn debug_figures(&self) -> (&DebugSources, DwarfFigures) {
+        (self.objects.debug_sources(), self.namer.dwarf_figures())
     }
 
     /// Hands back the unwinder (to stop it and read its figures).

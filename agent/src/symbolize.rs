@@ -10,7 +10,7 @@ use crate::{
     objects::{ObjectId, ObjectRegistry},
     profile::Frame,
     python::functions::FunctionTable,
-    source_frames::SourceFrames,
+    source_frames::{DwarfFigures, SourceFrames},
 };
 
 /// The kernel's pseudo-file, as `perf` and the OpenTelemetry eBPF profiler name it.
@@ -149,6 +149,11 @@ impl FrameNamer {
     /// `file_offset` of `object` is, if its file says (`.gopclntab` or DWARF).
     pub fn source_depth(&mut self, object: ObjectId, file_offset: u64, objects: &mut ObjectRegistry) -> Option<u16> {
         self.source.depth(object, file_offset, objects)
+    }
+
+    /// What the DWARF indexes hold.
+    pub fn dwarf_figures(&self) -> DwarfFigures {
+        self.source.figures()
     }
 
     /// Forgets the names of frames in `objects`, whose symbols have changed.

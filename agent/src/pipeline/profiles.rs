@@ -131,8 +131,12 @@ impl ProfilePipeline {
             eprintln!("oxeye: {}", jit_summary(&jit));
         }
         let written = self.collector.write_outputs(output_dir, run)?;
-        if let Some(line) = debug_summary(self.collector.debug_sources()) {
+        let (sources, dwarf) = self.collector.debug_figures();
+        if let Some(line) = debug_summary(sources) {
             eprintln!("oxeye: {line}");
+        }
+        if dwarf.files + dwarf.over_budget > 0 {
+            eprintln!("oxeye: dwarf: inlined frames from {} files ({} KiB of indexes; {} files over the memory budget)", dwarf.files, dwarf.bytes / 1024, dwarf.over_budget);
         }
         let counts = self.collector.counts();
         let in_flight = counters.get(Counter::SamplesSent).saturating_sub(counts.received);

@@ -11,7 +11,7 @@ use std::{borrow::Cow, collections::HashMap, path::PathBuf, rc::Rc};
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, Unit, UnitOffset};
 use object::{Object, ObjectSection};
 
-use super::writer::{Range, Writer};
+use super::writer::{Range, RangeSink};
 use crate::demangle::demangle;
 
 type Slice<'a> = EndianSlice<'a, RunTimeEndian>;
@@ -80,7 +80,7 @@ struct Node {
 }
 
 /// Loads `file`'s DWARF sections (decompressing them if needed) and writes its ranges.
-pub fn write_ranges<W: std::io::Write>(file: &object::File<'_>, writer: &mut Writer<W>, max_ranges: u64) -> std::io::Result<DwarfOutcome> {
+pub fn write_ranges<S: RangeSink>(file: &object::File<'_>, writer: &mut S, max_ranges: u64) -> std::io::Result<DwarfOutcome> {
     let endian = if file.is_little_endian() { RunTimeEndian::Little } else { RunTimeEndian::Big };
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, object::Error> {
         match file.section_by_name(id.name()) {
@@ -134,7 +134,7 @@ impl From<gimli::Error> for UnitError {
     }
 }
 
-fn write_unit<'d, W: std::io::Write>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, writer: &mut Writer<W>, covered: &mut Vec<(u64, u64)>, max_ranges: u64) -> Result<(), UnitError> {
+fn write_unit<'d, S: RangeSink>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, writer: &mut S, covered: &mut Vec<(u64, u64)>, max_ranges: u64) -> Result<(), UnitError> {
     let lines = read_lines(dwarf, unit)?;
     let mut functions = Vec::new();
     find_functions(unit, &mut functions)?;
@@ -311,7 +311,7 @@ fn file_path<'d>(dwarf: &Dwarf<'d>, unit: &Unit<Slice<'d>>, header: &gimli::Line
 }
 
 /// Writes the ranges of one function's tree.
-fn write_function<W: std::io::Write>(nodes: &[Node], lines: &Lines, writer: &mut Writer<W>) -> std::io::Result<()> {
+fn write_function<S: RangeSink>(nodes: &[Node], lines: &Lines, writer: &mut S) -> std::io::Result<()> {
     for node in nodes {
         let children: Vec<(u64, u64)> = {
             let mut all: Vec<(u64, u64)> = node.children.iter().flat_map(|&c| nodes[c].ranges.iter().copied()).collect();

@@ -28,7 +28,7 @@ use std::io::Write;
 
 use crate::demangle::demangle;
 
-pub use writer::{Range, Writer};
+pub use writer::{Range, RangeSink, Writer};
 
 /// Most ranges written for one file; past it DWARF stops and only symbols follow (a bound on
 /// the work and output for pathological files).

@@ -36,6 +36,24 @@ pub struct Range<'a> {
     pub lines: &'a [(u32, u32)],
 }
 
+/// Where ranges go: a symbfile [`Writer`], or an in-memory index.
+pub trait RangeSink {
+    /// Adds one range.
+    fn push(&mut self, range: &Range<'_>) -> std::io::Result<()>;
+    /// Ranges taken so far.
+    fn ranges(&self) -> u64;
+}
+
+impl<W: Write> RangeSink for Writer<W> {
+    fn push(&mut self, range: &Range<'_>) -> std::io::Result<()> {
+        Writer::push(self, range)
+    }
+
+    fn ranges(&self) -> u64 {
+        Writer::ranges(self)
+    }
+}
+
 /// A symbfile being written to `W`.
 pub struct Writer<W: Write> {
     out: W,
