@@ -21,6 +21,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+mod debug_files;
 mod go;
 mod http;
 mod python;
@@ -62,6 +63,10 @@ pub struct BenchArgs {
     /// compile its unwind table, and lookups against `go tool addr2line`.
     #[arg(long)]
     go_only: bool,
+    /// Only the debug-file figures: libc completed from libc6-dbg and its DWARF indexed
+    /// (against eu-addr2line), and debuginfod fetches (against debuginfod-find).
+    #[arg(long)]
+    debug_only: bool,
     /// Rounds (each runs every configuration once); medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -178,6 +183,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.python_only {
         return python::run(&oxeye, &work_dir, args.rounds, args.seconds);
     }
+    if args.debug_only {
+        setup::ensure_test_tools()?;
+        return debug_files::run(&oxeye, &work_dir, args.rounds);
+    }
     let sink = sink::SinkProcess::start(&sink::build()?, &work_dir)?;
 
     say(format!("benchmark: {cpus} busy threads, {} s per run, {} rounds", args.seconds, args.rounds));
@@ -243,6 +252,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     http::run(&oxeye, &work_dir, args.rounds)?;
     symbols::run(&oxeye, &work_dir, args.rounds)?;
     python::run(&oxeye, &work_dir, args.rounds, args.seconds)?;
+    debug_files::run(&oxeye, &work_dir, args.rounds)?;
     unwinder::run(&oxeye, &work_dir, args.rounds)?;
     unwind::run()
 }
