@@ -59,7 +59,9 @@ pub fn count(counter: Counter) {
 /// programs, which run under the kernel's per-CPU `bpf_prog_active` guard (another perf_event,
 /// kprobe or tracepoint program that would start on this CPU meanwhile is skipped), and a
 /// tail call continues the same run. No other program uses this map (the network programs
-/// have their own, `PAYLOAD_SCRATCH`, and fentry programs use none).
+/// have their own, `PAYLOAD_SCRATCH`, and fentry programs use none), except that the exec
+/// tracepoint keeps its last wake-up time in [`Scratch::last_exec_wakeup_ns`], a field nothing
+/// else touches (and it cannot run while a sample is built on this CPU either).
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
@@ -88,6 +90,8 @@ pub struct Scratch {
     pub python_runs: u32,
     /// Padding.
     pub reserved: u32,
+    /// When the exec tracepoint last woke user space up on this CPU (`bpf_ktime_get_ns`).
+    pub last_exec_wakeup_ns: u64,
     /// Python walker: the frame being read.
     pub python_frame_window: [u64; crate::python::FRAME_WINDOW_WORDS],
     /// Python walker: the start of the frame's code object.

@@ -10,16 +10,21 @@ use agent_common::{
     records::{ProcessEvent, RecordKind},
 };
 use aya_ebpf::{
-    bindings::BPF_RB_FORCE_WAKEUP,
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
 
 use crate::{
-    maps::{count, EVENTS},
+    maps::{count, EVENTS, SCRATCH},
     sampler::SAMPLER_CONFIG,
 };
+
+/// Least time between two wake-ups of user space for exec events, per CPU: a new process is
+/// read promptly, and an exec storm (a build, a shell loop) wakes user space at most 100 times
+/// a second per CPU instead of once per exec. Events in between are read at the next wake-up.
+const EXEC_WAKEUP_INTERVAL_NS: u64 = 10_000_000;
 
 /// `sched:sched_process_exec`: the current task has just replaced its image.
 #[tracepoint]
@@ -46,15 +51,28 @@ fn send(kind: RecordKind, pid: u32) {
     if target != 0 && pid != target {
         return;
     }
-    let event = ProcessEvent {
-        kind: kind as u32,
-        pid,
-        // SAFETY: a helper with no arguments and no memory access.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    // SAFETY: a helper with no arguments and no memory access.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let event = ProcessEvent { kind: kind as u32, pid, timestamp_ns: now, comm: bpf_get_current_comm().unwrap_or([0; 16]) };
+    // An exit can wait for the next drain; an exec wakes user space, which must read the new
+    // process's maps while it lives, unless one did so on this CPU just now.
+    let wake = match kind {
+        RecordKind::Exec => match SCRATCH.get_ptr_mut(0) {
+            // SAFETY: this CPU's entry; only this program uses the field (see `SCRATCH`).
+            Some(scratch) => unsafe {
+                let last = &mut (*scratch).last_exec_wakeup_ns;
+                let due = now.wrapping_sub(*last) >= EXEC_WAKEUP_INTERVAL_NS;
+                if due {
+                    *last = now;
+                }
+                due
+            },
+            None => true,
+        },
+        _ => false,
     };
-    // Wake user space now: it must read a new process's maps while the process lives.
-    if EVENTS.output(event, BPF_RB_FORCE_WAKEUP as u64).is_err() {
+    let flags = if wake { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    if EVENTS.output(event, flags as u64).is_err() {
         count(Counter::ProcessEventRingFull);
     }
 }

@@ -44,6 +44,10 @@ use crate::{
 /// Most `/proc/PID/maps` reads per second triggered by exec events; past this (an exec storm
 /// on a build server) maps are read when the process is first sampled instead.
 const MAX_EXEC_READS_PER_SECOND: u32 = 200;
+/// How long after its exec a process's new image is read: one that exits sooner (a build's
+/// compilers' helpers, a shell script's commands) is never read. Its own first samples are
+/// walked with frame pointers meanwhile.
+const EXEC_SETTLE: Duration = Duration::from_millis(10);
 /// Least time between two requests to re-describe one process to the unwinder.
 const UNWIND_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -101,6 +105,9 @@ pub struct Collector {
     /// JIT code's names, from perf maps.
     jit: PerfMaps,
     exec_reads: (Instant, u32),
+    /// Processes that exec'd less than [`EXEC_SETTLE`] ago: (pid, name, when).
+    pending_execs: Vec<(u32, String, Instant)>,
+    execs_skipped: u64,
     unwind_refreshes: HashMap<u32, Instant>,
 }
 
@@ -144,6 +151,8 @@ impl Collector {
             python: PythonFrameReader::new(config.python),
             jit: PerfMaps::new(config.java_perf_map),
             exec_reads: (Instant::now(), 0),
+            pending_execs: Vec::new(),
+            execs_skipped: 0,
             unwind_refreshes: HashMap::new(),
         }
     }
@@ -249,17 +258,17 @@ impl Collector {
             Some(Record::Sample(sample)) => self.on_sample(&sample),
             Some(Record::Exec(event)) => {
                 let comm = comm_str(&event.comm);
-                if let Some(unwinder) = &self.unwinder {
-                    unwinder.exec(event.pid);
-                }
                 self.jit.forget(event.pid);
-                if self.exec_read_allowed() {
-                    self.processes.on_exec(event.pid, &comm, &mut self.objects);
-                } else {
-                    self.processes.forget_image(event.pid, &comm);
-                }
+                // The old image is gone at once; the new one is read when the batch is done,
+                // unless the process has exited by then (most of an exec storm's do).
+                self.processes.forget_image(event.pid, &comm);
+                self.pending_execs.push((event.pid, comm.into_owned(), Instant::now()));
             }
             Some(Record::Exit(event)) => {
+                if let Some(index) = self.pending_execs.iter().position(|(pid, _, _)| *pid == event.pid) {
+                    self.pending_execs.swap_remove(index);
+                    self.execs_skipped += 1;
+                }
                 self.target_exited |= self.target_pid == Some(event.pid);
                 self.processes.on_exit(event.pid);
                 self.unwind_refreshes.remove(&event.pid);
@@ -270,6 +279,35 @@ impl Collector {
             }
             None => self.malformed_records += 1,
         }
+    }
+
+    /// After a batch of records: reads the new images of the processes that exec'd at least
+    /// [`EXEC_SETTLE`] ago and are still running.
+    pub fn end_of_batch(&mut self) {
+        if self.pending_execs.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (settled, young): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_execs).into_iter().partition(|(_, _, at)| now.duration_since(*at) >= EXEC_SETTLE);
+        self.pending_execs = young;
+        for (pid, comm, _) in settled {
+            if let Some(unwinder) = &self.unwinder {
+                unwinder.exec(pid);
+            }
+            if self.exec_read_allowed() {
+                self.processes.on_exec(pid, &comm, &mut self.objects);
+            }
+        }
+    }
+
+    /// When the oldest exec waiting to settle is due to be read.
+    pub fn exec_settle_deadline(&self) -> Option<Instant> {
+        self.pending_execs.iter().map(|(_, _, at)| *at + EXEC_SETTLE).min()
+    }
+
+    /// Processes that exec'd and exited within [`EXEC_SETTLE`]: never read.
+    pub fn execs_skipped(&self) -> u64 {
+        self.execs_skipped
     }
 
     /// Asks the unwinder to describe `pid` again, at most every [`UNWIND_REFRESH_INTERVAL`].

@@ -109,12 +109,14 @@ pub async fn run(args: Args) -> Result<()> {
             info!(pid = ?args.pid, "the profiled process exited");
             break;
         }
+        let settle = profiles.exec_settle_deadline();
         tokio::select! {
             readable = profiles.readable() => readable?,
             _ = drain_tick.tick() => {
                 profiles.drain();
                 network.drain();
             }
+            _ = tokio::time::sleep_until(settle.unwrap_or_else(std::time::Instant::now).into()), if settle.is_some() => profiles.drain(),
             _ = report_tick.tick() => {
                 reporter.report(&profiles.live_stats(&probes.counters()?, started.elapsed(), args.samples_per_second));
                 profiles.decay_top();

@@ -54,6 +54,11 @@ impl ProfilePipeline {
         drain(self.ring.get_mut(), &mut self.collector);
     }
 
+    /// When execs waiting to settle are due to be read (then [`Self::drain`]).
+    pub fn exec_settle_deadline(&self) -> Option<std::time::Instant> {
+        self.collector.exec_settle_deadline()
+    }
+
     /// Whether this pipeline exports anything on the reporting interval.
     pub fn exporting(&self) -> bool {
         self.exporter.is_some()
@@ -131,6 +136,10 @@ impl ProfilePipeline {
             eprintln!("oxeye: {}", jit_summary(&jit));
         }
         let written = self.collector.write_outputs(output_dir, run)?;
+        let skipped = self.collector.execs_skipped();
+        if skipped > 0 {
+            eprintln!("oxeye: processes: {skipped} exited within 10 ms of their exec (their maps were never read)");
+        }
         let (sources, dwarf) = self.collector.debug_figures();
         if let Some(line) = debug_summary(sources) {
             eprintln!("oxeye: {line}");
@@ -224,4 +233,5 @@ fn drain(ring: &mut RingBuf<MapData>, collector: &mut Collector) {
     while let Some(item) = ring.next() {
         collector.handle(&item);
     }
+    collector.end_of_batch();
 }
