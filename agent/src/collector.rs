@@ -362,7 +362,8 @@ impl Collector {
         self.python.read(pid, slots, self.namer.python_functions(), &mut self.python_frames);
         let python_end = StackEnd::from_u32(header.python_stack_end);
         let (namer, objects) = (&mut self.namer, &mut self.objects);
-        let is_eval = |frame: Frame| matches!(frame, Frame::User { .. }) && &*namer.name(frame, objects) == EVAL_FUNCTION;
+        // With DWARF, the loop's address is several frames: the outermost keeps the symbol's name.
+        let is_eval = |frame: Frame| matches!(frame, Frame::User { .. } | Frame::Source { .. }) && &*namer.name(frame, objects) == EVAL_FUNCTION;
         merge(&self.native, &self.python_frames, native_end, python_end, is_eval, &mut self.frames)
     }
 

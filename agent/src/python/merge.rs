@@ -37,6 +37,11 @@ pub fn merge(
             return native_end;
         }
         if is_eval(frame) {
+            // The calls DWARF says were inlined into the interpreter loop at this address are
+            // part of the activation the Python frames stand for.
+            while out.last().is_some_and(|&inner| inlined_at(inner, frame)) {
+                out.pop();
+            }
             rest = push_group(rest, out);
             last_group_end = Some(out.len());
         } else {
@@ -57,6 +62,14 @@ pub fn merge(
     }
     out.extend(tail);
     native_end
+}
+
+/// Whether `inner` is a call inlined at the address of `outer` (both [`Frame::Source`]).
+fn inlined_at(inner: Frame, outer: Frame) -> bool {
+    match (inner, outer) {
+        (Frame::Source { object, file_offset, index }, Frame::Source { object: o, file_offset: f, index: i }) => object == o && file_offset == f && index < i,
+        _ => false,
+    }
 }
 
 /// Pushes one activation's frames (up to and including its entry frame); returns the rest.
@@ -134,6 +147,20 @@ mod tests {
         let end = merge(&stack, &py, StackEnd::Complete, StackEnd::DepthLimit, |f| f == native(EVAL), &mut out);
         assert_eq!(names(&t, &out), ["recurse", "recurse"]);
         assert_eq!(end, StackEnd::DepthLimit);
+    }
+
+    /// A CPython built with -g: the interpreter loop's address has inlined calls of its own,
+    /// which go with the activation.
+    #[test]
+    fn inlined_calls_in_the_interpreter_loop_go_with_the_activation() {
+        let mut t = FunctionTable::default();
+        let py = [python(&mut t, "leaf", false), python(&mut t, "main", true)];
+        let object = crate::objects::ObjectId(3);
+        let at = |index| Frame::Source { object, file_offset: 0x40, index };
+        let stack = [native(0x1), at(0), at(1), at(2), native(0x90)];
+        let mut out = Vec::new();
+        merge(&stack, &py, StackEnd::Complete, StackEnd::Complete, |f| f == at(2), &mut out);
+        assert_eq!(names(&t, &out), ["0x1", "leaf", "main", "0x90"]);
     }
 
     #[test]
