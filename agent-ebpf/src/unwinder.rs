@@ -332,10 +332,17 @@ fn table_step(scratch: &mut Scratch, entry: &UnwindRule, config: &UnwindConfig) 
 #[inline(always)]
 fn frame_pointer_step(scratch: &mut Scratch, config: &UnwindConfig) -> Result<(), StackEnd> {
     let frame = scratch.fp;
+    let first = scratch.record.header.user_frame_count <= 1;
+    if first && config.arch == arch::X86_64 {
+        if let Some(return_slot) = x86_frame_not_yet_set_up(scratch.pc, scratch.sp) {
+            let return_address = read_user(return_slot)?;
+            scratch.sp = return_slot + 8;
+            return return_to(scratch, return_address, config);
+        }
+    }
     if frame == 0 {
         // The ABI zeroes the frame pointer in the outermost frame. In the interrupted frame,
         // though, a zero says only that the code does not use one.
-        let first = scratch.record.header.user_frame_count <= 1;
         return Err(if first { StackEnd::NoTable } else { StackEnd::Complete });
     }
     if frame < scratch.sp {
@@ -346,6 +353,24 @@ fn frame_pointer_step(scratch: &mut Scratch, config: &UnwindConfig) -> Result<()
     scratch.fp = caller_fp;
     scratch.sp = frame + 16;
     return_to(scratch, return_address, config)
+}
+
+/// Where the return address is when a sample interrupts a frame-pointer function without a
+/// table in its prologue (`[endbr64;] push %rbp; mov %rsp,%rbp`) or at its final `ret`: there
+/// `%rbp` is still (or again) the caller's, and following it would skip or invent a frame.
+/// `None` anywhere else: the frame pointer is set up.
+#[inline(always)]
+fn x86_frame_not_yet_set_up(pc: u64, sp: u64) -> Option<u64> {
+    // SAFETY: the helper handles faults; the value is plain data.
+    let code: u32 = unsafe { bpf_probe_read_user(pc as *const u32) }.ok()?;
+    const ENDBR64: u32 = 0xfa1e_0ff3;
+    const MOV_RSP_RBP: u32 = 0x00e5_8948; // 48 89 e5
+    match code & 0xff {
+        0x55 | 0xc3 => Some(sp), // push %rbp, ret
+        _ if code == ENDBR64 => Some(sp),
+        _ if code & 0x00ff_ffff == MOV_RSP_RBP => Some(sp + 8), // %rbp pushed, not yet moved
+        _ => None,
+    }
 }
 
 /// Continues in the code a signal handler interrupted: its registers are in the signal frame

@@ -124,10 +124,10 @@ fn frame_pointer_code_without_tables_calls_into_libc_and_back() {
     let flags = ["-O0", "-fno-omit-frame-pointer", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"];
     let binary = build_workload("qsort.c", &flags);
     let folded = profile_workload("unwind-mixed", &binary, &["3"], &[]).0.folded();
-    // A frame-pointer function without tables cannot be walked from its first two
-    // instructions (before `mov rbp, rsp`) or its last two: compare_keys is a dozen
-    // instructions, so up to about 6% of its samples land there (measured: 0 to 15 of 250).
-    assert_qsort_stacks(&folded, "qsort", 0.92);
+    // In its prologue and at its `ret` the function's frame pointer is still the caller's
+    // (libc's, which has none): the walk recognises those instructions. Without that, up to
+    // 12% of the samples ended there (28 of 238 on CI).
+    assert_qsort_stacks(&folded, "qsort", 0.97);
 }
 
 #[test]
