@@ -78,6 +78,15 @@ counters! {
     /// Tail calls into the Python walker that failed (the sample is sent with native frames
     /// only).
     19 PythonTailCallFailed => "python_tail_call_failed",
+    /// Code mappings of young processes recorded by the kernel side (at exec and `mmap`).
+    20 KernelMappingsRecorded => "kernel_mappings_recorded",
+    /// Code mappings not recorded: the process had [`crate::files::MAX_FILE_HINTS`] already,
+    /// or its file could not be read.
+    21 KernelMappingsMissed => "kernel_mappings_missed",
+    /// Frames of undescribed processes walked with a table found by file.
+    22 FileTableFrames => "file_table_frames",
+    /// File hints or exec files lost because `EVENTS` was full.
+    23 FileRecordRingFull => "file_record_ring_full",
 }
 
 // Each counter's index is its place in the list, so `ALL[i] as usize == i` indexes arrays.
@@ -100,6 +109,6 @@ mod tests {
             assert!(Counter::ALL[..i].iter().all(|b| b.name() != a.name()), "{} twice", a.name());
         }
         assert_eq!(Counter::SocketReadFailed.name(), "socket_read_failed");
-        assert_eq!(Counter::COUNT, 20);
+        assert_eq!(Counter::COUNT, 24);
     }
 }

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod counters;
+pub mod files;
 pub mod names;
 pub mod net;
 pub mod python;

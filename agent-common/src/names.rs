@@ -40,6 +40,12 @@ pub mod maps {
     pub const PENDING_IO: &str = "PENDING_IO";
     /// Per-CPU payload record being built.
     pub const PAYLOAD_SCRATCH: &str = "PAYLOAD_SCRATCH";
+    /// Unwind tables by file, for mappings the kernel side found itself.
+    pub const FILE_TABLES: &str = "FILE_TABLES";
+    /// Code mappings of young processes, recorded by the kernel side.
+    pub const KERNEL_MAPPINGS: &str = "KERNEL_MAPPINGS";
+    /// `mmap` calls of code in progress.
+    pub const PENDING_MMAPS: &str = "PENDING_MMAPS";
 }
 
 /// Program names (the kernel keeps the first 15 characters).
@@ -48,6 +54,13 @@ pub mod programs {
     pub const SAMPLE: &str = "oxeye_sample";
     /// perf_event: the user-stack unwinder, tail-called.
     pub const UNWIND: &str = "oxeye_unwind";
+    /// tracepoint `sched:sched_process_exec`: the executable's and the loader's mappings
+    /// (`bpf_find_vma`, Linux 5.17+; loaded where the kernel has it).
+    pub const EXEC_FILES: &str = "oxeye_exec_files";
+    /// tracepoint `syscalls:sys_enter_mmap`.
+    pub const MMAP_ENTER: &str = "oxeye_mmap_enter";
+    /// tracepoint `syscalls:sys_exit_mmap`.
+    pub const MMAP_EXIT: &str = "oxeye_mmap_exit";
     /// perf_event: the Python frame walker, tail-called after the unwinder.
     pub const PYTHON: &str = "oxeye_python";
     /// tracepoint `sched:sched_process_exec`.
@@ -92,4 +105,6 @@ pub mod globals {
     pub const UNWIND_CONFIG: &str = "UNWIND_CONFIG";
     /// A [`crate::net::NetConfig`].
     pub const NET_CONFIG: &str = "NET_CONFIG";
+    /// A [`crate::files::FileOffsets`].
+    pub const FILE_OFFSETS: &str = "FILE_OFFSETS";
 }

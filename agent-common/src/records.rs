@@ -19,6 +19,10 @@ pub enum RecordKind {
     TcpClose = 5,
     /// A [`crate::net::PayloadHeader`] and its data (in the `NET_EVENTS` ring buffer).
     Payload = 6,
+    /// A [`crate::files::FileHintRecord`], right before the sample it belongs to.
+    FileHints = 7,
+    /// A [`crate::files::ExecFileEvent`], right after the exec event.
+    ExecFile = 8,
 }
 
 impl RecordKind {
@@ -31,6 +35,8 @@ impl RecordKind {
             4 => Some(RecordKind::TcpOpen),
             5 => Some(RecordKind::TcpClose),
             6 => Some(RecordKind::Payload),
+            7 => Some(RecordKind::FileHints),
+            8 => Some(RecordKind::ExecFile),
             _ => None,
         }
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`sampler`]: perf_event program sampling kernel and user stacks on every CPU.
 //! - [`unwinder`]: walks user stacks with `.eh_frame` tables, tail-calling itself.
+//! - [`files`]: which file a frame is in, from the kernel, for processes too brief to read.
 //! - [`python`]: walks CPython frames after the native walk, tail-calling itself.
 //! - [`process_events`]: tracepoints reporting process exec and exit.
 //! - [`net`]: TCP connections and HTTP payloads, from syscall tracepoints, and TCP statistics
@@ -11,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod files;
 mod maps;
 mod net;
 mod process_events;

@@ -2,6 +2,7 @@
 
 use agent_common::{
     counters::Counter,
+    files::{FileHintRecord, MAX_FILE_HINTS},
     sampler::{SampleRecord, MAX_FRAMES},
     python::{PythonProcess, PythonThread},
     sampler::SLOTS_PER_PYTHON_FRAME,
@@ -61,7 +62,9 @@ pub fn count(counter: Counter) {
 /// tail call continues the same run. No other program uses this map (the network programs
 /// have their own, `PAYLOAD_SCRATCH`, and fentry programs use none), except that the exec
 /// tracepoint keeps its last wake-up time in [`Scratch::last_exec_wakeup_ns`], a field nothing
-/// else touches (and it cannot run while a sample is built on this CPU either).
+/// else touches, and `oxeye_exec_files` builds a process's first mappings in
+/// [`Scratch::hints`], which a sample only uses from its start to its end (neither can run
+/// while a sample is built on this CPU).
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
@@ -96,6 +99,10 @@ pub struct Scratch {
     pub python_frame_window: [u64; crate::python::FRAME_WINDOW_WORDS],
     /// Python walker: the start of the frame's code object.
     pub python_code_window: [u64; crate::python::CODE_WINDOW_WORDS],
+    /// The mappings `bpf_find_vma` found for this sample (undescribed processes only).
+    pub hints: FileHintRecord,
+    /// The same mappings, with their tables, to walk later frames in them.
+    pub hint_mappings: [ExecMapping; MAX_FILE_HINTS],
     /// The record sent when the walk ends.
     pub record: SampleRecord,
     /// Room after the record's frames, so a frame index masked to [`FRAME_SLOTS`] is always

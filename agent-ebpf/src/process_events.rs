@@ -40,6 +40,7 @@ pub fn oxeye_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     if pid == pid_tgid as u32 {
+        crate::files::forget(pid);
         send(RecordKind::Exit, pid);
     }
     0

@@ -46,6 +46,7 @@ const _: () = assert!(CODE_WINDOW <= 8 * CODE_WINDOW_WORDS && FRAME_WINDOW_WORDS
 /// known CPython, and sends it otherwise (or when the tail call fails).
 #[inline(always)]
 pub fn finish(ctx: &PerfEventContext, scratch: &mut Scratch) {
+    crate::files::send_hints(scratch);
     // SAFETY: only checks for the key.
     if unsafe { PYTHON_PROCESSES.get(&scratch.record.header.pid) }.is_some() {
         scratch.python_runs = 0;

@@ -26,7 +26,7 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 
-use crate::python;
+use crate::{files, python};
 use crate::maps::{count, Scratch, TAIL_CALL_BUDGET, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_RULES};
 
 /// Frames walked per program run, between tail calls.
@@ -165,6 +165,11 @@ pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
                 }
             }
         }
+        // A process too young to be described: the code mappings the kernel side recorded.
+        scratch.hints.count = 0;
+        if scratch.mappings.len == 0 {
+            files::load_hints(scratch);
+        }
     }
     for _ in 0..FRAMES_PER_PROGRAM {
         if let Err(end) = step(scratch, &config) {
@@ -223,6 +228,13 @@ fn step(scratch: &mut Scratch, config: &UnwindConfig) -> Result<(), StackEnd> {
                 }
             }
             None => scratch.record.header.flags |= FLAG_UNKNOWN_MAPPING,
+        }
+    } else if scratch.hints.count != 0 {
+        if let Some(mapping) = files::mapping_of(scratch, lookup_pc) {
+            if let Some(found) = find_row(&mapping, lookup_pc) {
+                count(Counter::FileTableFrames);
+                entry = found;
+            }
         }
     }
     match entry.row_kind {

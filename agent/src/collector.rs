@@ -9,6 +9,7 @@ use std::{
 };
 
 use agent_common::{
+    files::FileHintRecord,
     sampler::SampleRecord,
     unwind::{StackEnd, FLAG_PYTHON, FLAG_UNKNOWN_MAPPING},
 };
@@ -20,7 +21,7 @@ use crate::source_frames::DwarfFigures;
 use crate::jit::{JitFigures, PerfMaps};
 use crate::{
     clock::{unix_now_ns, Clock},
-    events::{self, comm_str, Record},
+    events::{self, comm_str, comm_str_bytes, Record},
     objects::ObjectRegistry,
     otlp::{build_request, resource::HostInfo, BatchSample, BuildContext, SampleBatch},
     output::{self, RunInfo},
@@ -109,6 +110,23 @@ pub struct Collector {
     pending_execs: Vec<(u32, String, Instant)>,
     execs_skipped: u64,
     unwind_refreshes: HashMap<u32, Instant>,
+    /// The mappings the kernel found for the next sample's frames.
+    hints: Option<Box<FileHintRecord>>,
+    /// What the kernel's file reports gave.
+    kernel_files: KernelFileCounts,
+}
+
+/// What the kernel's reports of files (for processes too brief to read) gave.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KernelFileCounts {
+    /// Samples that came with the mappings of their frames.
+    pub samples_with_hints: u64,
+    /// Mappings added from them.
+    pub mappings_added: u64,
+    /// Executables registered from exec events.
+    pub exec_files: u64,
+    /// Exec events whose file could not be opened as that same file.
+    pub exec_files_unreachable: u64,
 }
 
 /// What the collector counted, for summaries.
@@ -154,6 +172,8 @@ impl Collector {
             pending_execs: Vec::new(),
             execs_skipped: 0,
             unwind_refreshes: HashMap::new(),
+            hints: None,
+            kernel_files: KernelFileCounts::default(),
         }
     }
 
@@ -277,8 +297,21 @@ impl Collector {
                     unwinder.forget(event.pid);
                 }
             }
+            Some(Record::FileHints(hints)) => self.hints = Some(hints),
+            Some(Record::ExecFile(event)) => {
+                let path = comm_str_bytes(&event.path);
+                match self.objects.register_exec(event.pid, event.file, &path) {
+                    Some(_) => self.kernel_files.exec_files += 1,
+                    None => self.kernel_files.exec_files_unreachable += 1,
+                }
+            }
             None => self.malformed_records += 1,
         }
+    }
+
+    /// What the kernel's reports of files gave.
+    pub fn kernel_file_counts(&self) -> KernelFileCounts {
+        self.kernel_files
     }
 
     /// After a batch of records: reads the new images of the processes that exec'd at least
@@ -384,6 +417,11 @@ impl Collector {
         self.frames.clear();
         // Innermost first. Every frame but the first is a return address: step back into the
         // call instruction so the frame is attributed to the calling line, not the next one.
+        if let Some(hints) = self.hints.take().filter(|hints| hints.pid == pid) {
+            let added = self.processes.add_kernel_mappings(pid, &hints.hints[..hints.count as usize], &mut self.objects);
+            self.kernel_files.samples_with_hints += 1;
+            self.kernel_files.mappings_added += added as u64;
+        }
         let (kernel, rest) = sample.frames.split_at(header.kernel_frame_count as usize);
         self.frames.extend(kernel.iter().enumerate().map(|(i, &address)| Frame::Kernel { address: caller(i, address) }));
         match self.push_user_frames(sample, rest) {

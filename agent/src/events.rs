@@ -1,6 +1,7 @@
 //! Decoding records from the `EVENTS` ring buffer.
 
 use agent_common::{
+    files::{ExecFileEvent, FileHintRecord, MAX_FILE_HINTS},
     records::{ProcessEvent, RecordKind},
     python::MAX_PYTHON_FRAMES,
     sampler::{SampleHeader, SampleRecord, MAX_FRAMES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, SLOTS_PER_PYTHON_FRAME},
@@ -14,6 +15,10 @@ pub enum Record {
     Exec(ProcessEvent),
     /// A process exited.
     Exit(ProcessEvent),
+    /// The mappings the next sample's frames are in (a process not described yet).
+    FileHints(Box<FileHintRecord>),
+    /// The file a process exec'd.
+    ExecFile(Box<ExecFileEvent>),
 }
 
 /// Decodes one ring-buffer record; `None` for a record of unknown kind or wrong size.
@@ -40,6 +45,12 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         }
         RecordKind::Exec => Some(Record::Exec(read(bytes)?)),
         RecordKind::Exit => Some(Record::Exit(read(bytes)?)),
+        RecordKind::FileHints => {
+            let mut hints: FileHintRecord = read(bytes)?;
+            hints.count = hints.count.min(MAX_FILE_HINTS as u32);
+            Some(Record::FileHints(Box::new(hints)))
+        }
+        RecordKind::ExecFile => Some(Record::ExecFile(Box::new(read(bytes)?))),
         // These travel in `NET_EVENTS`, decoded by `net::records`.
         RecordKind::TcpOpen | RecordKind::TcpClose | RecordKind::Payload => None,
     }
@@ -54,8 +65,13 @@ pub fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
 
 /// The `comm` bytes as a string, up to the first NUL.
 pub fn comm_str(comm: &[u8; 16]) -> std::borrow::Cow<'_, str> {
-    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..len])
+    comm_str_bytes(comm)
+}
+
+/// NUL-terminated (or full) bytes as a string, up to the first NUL.
+pub fn comm_str_bytes(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..len])
 }
 
 #[cfg(test)]

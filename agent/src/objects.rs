@@ -9,6 +9,7 @@
 
 use std::{collections::HashMap, fs::File, io::Cursor, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
 
+use agent_common::files::KernelFile;
 use symbolizer::{build_id::BuildId, debug_file::DebugFile, elf::ElfSymbols, file_id::FileId};
 use tracing::debug;
 
@@ -99,6 +100,9 @@ pub struct ObjectRegistry {
     objects: Vec<Object>,
     by_key: HashMap<FileKey, ObjectId>,
     by_build_id: HashMap<BuildId, Arc<ElfSymbols>>,
+    /// The same files by the kernel's (device, inode), which the BPF side reports for
+    /// processes too brief to read; the newest file wins.
+    by_kernel_file: HashMap<KernelFile, ObjectId>,
     /// Where files are published for the symbol endpoint, when it runs.
     catalog: Option<Arc<Catalog>>,
     /// Where separate debug files come from.
@@ -160,16 +164,66 @@ impl ObjectRegistry {
         if let Some(&id) = self.by_key.get(&key) {
             return id;
         }
-        let id = ObjectId(self.objects.len() as u32);
         let clean_path = path.strip_suffix(" (deleted)").unwrap_or(path);
         let mut open_paths = vec![map_file, PathBuf::from(format!("/proc/{pid}/root{clean_path}"))];
         // The plain path, for when the process is gone, only if it is the same file here.
         if std::fs::metadata(clean_path).is_ok_and(|m| m.ino() == inode) {
             open_paths.push(PathBuf::from(clean_path));
         }
+        let id = self.add_file(key, path, metadata.as_ref().map_or(0, |m| m.len()), open_paths, pid);
+        if metadata.is_some() {
+            self.by_kernel_file.insert(identity.kernel_file(), id);
+        }
+        id
+    }
+
+    /// The file the kernel calls `file`, if a process mapped it or exec'd it before.
+    pub fn find_kernel_file(&self, file: KernelFile) -> Option<ObjectId> {
+        self.by_kernel_file.get(&file).copied()
+    }
+
+    /// Registers the executable process `pid` exec'd (`path` as given to `execve`), found
+    /// through the process while it lives, else by path; only a file with the kernel's
+    /// identity `file` is taken. `None` if none is.
+    pub fn register_exec(&mut self, pid: u32, file: KernelFile, path: &str) -> Option<ObjectId> {
+        if let Some(id) = self.find_kernel_file(file) {
+            return Some(id);
+        }
+        let mut candidates = vec![PathBuf::from(format!("/proc/{pid}/exe"))];
+        if path.starts_with('/') {
+            candidates.push(PathBuf::from(format!("/proc/{pid}/root{path}")));
+            candidates.push(PathBuf::from(path));
+        }
+        // Only paths that lead to that very file: in another mount namespace the same path
+        // may be another file.
+        let matching: Vec<(PathBuf, std::fs::Metadata)> = candidates
+            .into_iter()
+            .filter_map(|candidate| {
+                let metadata = std::fs::metadata(&candidate).ok()?;
+                (FileIdentity::of(&metadata).kernel_file() == file).then_some((candidate, metadata))
+            })
+            .collect();
+        let (_, metadata) = matching.first()?;
+        let key = FileKey::File(FileIdentity::of(metadata));
+        let size = metadata.len();
+        let only_through_process = matching.iter().all(|(path, _)| path.starts_with("/proc"));
+        let id = match self.by_key.get(&key) {
+            Some(&id) => id,
+            None => self.add_file(key, path, size, matching.into_iter().map(|(p, _)| p).collect(), pid),
+        };
+        self.by_kernel_file.insert(file, id);
+        if only_through_process {
+            // Read now: `/proc/PID/exe` goes with the process.
+            self.ensure_loaded(id);
+        }
+        Some(id)
+    }
+
+    fn add_file(&mut self, key: FileKey, path: &str, size: u64, open_paths: Vec<PathBuf>, pid: u32) -> ObjectId {
+        let id = ObjectId(self.objects.len() as u32);
         self.objects.push(Object {
             path: path.to_owned(),
-            size: metadata.map_or(0, |m| m.len()),
+            size,
             open_paths,
             symbols: Symbols::NotLoaded,
             file_id: None,

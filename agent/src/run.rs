@@ -139,6 +139,9 @@ pub async fn run(args: Args) -> Result<()> {
     // The profile covers until sampling stops; detaching every tracepoint takes a while more.
     let duration = started.elapsed();
     let counters = probes.counters()?;
+    for counter in agent_common::counters::Counter::ALL {
+        debug!(counter = counter.name(), value = counters.get(counter), "BPF counter");
+    }
     let detach_started = Instant::now();
     drop(probes);
     debug!(elapsed_ms = detach_started.elapsed().as_millis() as u64, "BPF programs detached");

@@ -10,6 +10,7 @@ use std::{collections::HashMap, mem::size_of};
 
 use agent_common::{
     counters::Counter,
+    files::{FileHintRecord, FileOffsets, FileTable, KernelFile, PendingMmap},
     names::{globals, maps, programs},
     net::{Connection, NetConfig, PayloadRecord, PendingIo, SocketOwner},
     sampler::{SampleRecord, SamplerConfig},
@@ -18,7 +19,7 @@ use agent_common::{
 };
 use aya_obj::{generated::bpf_map_type as map_type, Object, ProgramSection};
 
-use super::{hooks::TcpStateHook, network::HOOKS, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
+use super::{files, hooks::TcpStateHook, network::HOOKS, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
 
 /// `BPF_F_MMAPABLE`: user space memory-maps these arrays.
 const MMAPABLE: u32 = 1 << 10;
@@ -58,12 +59,16 @@ fn map_specs() -> Vec<MapSpec> {
         map(maps::SOCKETS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<SocketOwner>()),
         map(maps::PENDING_IO, BPF_MAP_TYPE_HASH, size_of::<u64>(), size_of::<PendingIo>()),
         map(maps::PAYLOAD_SCRATCH, BPF_MAP_TYPE_PERCPU_ARRAY, size_of::<u32>(), size_of::<PayloadRecord>()),
+        map(maps::FILE_TABLES, BPF_MAP_TYPE_HASH, size_of::<KernelFile>(), size_of::<FileTable>()),
+        map(maps::KERNEL_MAPPINGS, BPF_MAP_TYPE_LRU_HASH, size_of::<u32>(), size_of::<FileHintRecord>()),
+        map(maps::PENDING_MMAPS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<PendingMmap>()),
     ]
 }
 
 /// Every program user space loads, by name, with the section kind its loader expects.
 fn program_specs() -> Vec<(&'static str, &'static str)> {
     let mut specs = vec![(SAMPLER_PROGRAM, "perf_event"), (UNWIND_PROGRAM, "perf_event"), (PYTHON_PROGRAM, "perf_event")];
+    specs.extend(files::HOOKS.iter().map(|&(program, _, _)| (program, "tracepoint")));
     specs.extend(TRACEPOINTS.iter().map(|&(program, _, _)| (program, "tracepoint")));
     specs.extend(HOOKS.iter().map(|&(program, _, _, _)| (program, "tracepoint")));
     for hook in TcpStateHook::ALL {
@@ -164,10 +169,11 @@ fn every_program_user_space_loads_is_in_the_object_as_expected() {
 #[test]
 fn every_global_user_space_sets_is_in_the_object_with_its_size() {
     let mut object = object();
-    let globals: [(&str, usize); 3] = [
+    let globals: [(&str, usize); 4] = [
         (globals::SAMPLER_CONFIG, size_of::<SamplerConfig>()),
         (globals::UNWIND_CONFIG, size_of::<UnwindConfig>()),
         (globals::NET_CONFIG, size_of::<NetConfig>()),
+        (globals::FILE_OFFSETS, size_of::<FileOffsets>()),
     ];
     let mut problems = Vec::new();
     for (name, size) in globals {
@@ -187,19 +193,19 @@ fn every_name_is_listed_once() {
     let all = [
         maps::EVENTS, maps::COUNTERS, maps::SCRATCH, maps::UNWIND_ROWS, maps::UNWIND_RULES, maps::EXEC_MAPPINGS,
         maps::PROCESS_MAPPINGS, maps::PYTHON_PROCESSES, maps::PYTHON_THREADS, maps::UNWIND_PROGRAMS, maps::NET_EVENTS, maps::CONNECTIONS, maps::NOT_SOCKETS,
-        maps::SOCKETS, maps::PENDING_IO, maps::PAYLOAD_SCRATCH,
+        maps::SOCKETS, maps::PENDING_IO, maps::PAYLOAD_SCRATCH, maps::FILE_TABLES, maps::KERNEL_MAPPINGS, maps::PENDING_MMAPS,
     ];
     assert_eq!(map_names, all, "map_specs lists each map once");
     let program_names: Vec<&str> = program_specs().iter().map(|&(name, _)| name).collect();
     for name in [
-        programs::SAMPLE, programs::UNWIND, programs::PYTHON, programs::EXEC, programs::EXIT, programs::ACCEPT_EXIT, programs::CONNECT_ENTER,
+        programs::SAMPLE, programs::UNWIND, programs::PYTHON, programs::EXEC_FILES, programs::MMAP_ENTER, programs::MMAP_EXIT, programs::EXEC, programs::EXIT, programs::ACCEPT_EXIT, programs::CONNECT_ENTER,
         programs::CONNECT_EXIT, programs::CLOSE_ENTER, programs::RECV_ENTER, programs::SEND_ENTER, programs::READV_ENTER,
         programs::WRITEV_ENTER, programs::RECVMSG_ENTER, programs::SENDMSG_ENTER, programs::IO_EXIT,
         programs::TCP_STATE_FENTRY, programs::TCP_STATE_KPROBE, programs::TCP_STATE_TRACEPOINT,
     ] {
         assert!(program_names.contains(&name), "user space loads no program {name}");
     }
-    assert_eq!(program_names.len(), 19);
+    assert_eq!(program_names.len(), 22);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 #[cfg(test)]
 mod contract;
+mod files;
 mod hooks;
 mod network;
 pub mod sizing;
@@ -116,11 +117,13 @@ impl Probes {
         sizes.log();
         let unwind_sizes = sizes.unwind;
         let net_config_value = net_config.unwrap_or(NetConfig::DISABLED);
+        let file_offsets = files::offsets(unwind_config.regs_ip);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(globals::SAMPLER_CONFIG, &sampler_config, true)
             .override_global(globals::UNWIND_CONFIG, &unwind_config, true)
-            .override_global(globals::NET_CONFIG, &net_config_value, true);
+            .override_global(globals::NET_CONFIG, &net_config_value, true)
+            .override_global(globals::FILE_OFFSETS, &file_offsets, true);
         sizes.apply(&mut loader);
         let mut ebpf = loader
             .load(BPF_OBJECT)
@@ -147,6 +150,8 @@ impl Probes {
             }
         }
         hooks.log();
+
+        files::attach(&mut ebpf, &file_offsets);
 
         let unwinder: &mut PerfEvent = program_mut(&mut ebpf, UNWIND_PROGRAM)?.try_into()?;
         unwinder.load().with_context(|| format!("the kernel rejected BPF program {UNWIND_PROGRAM}"))?;

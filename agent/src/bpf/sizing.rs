@@ -78,6 +78,12 @@ pub struct UnwindSizes {
     /// `PYTHON_THREADS` entries (threads of CPython processes remembered; about 64 bytes
     /// each with the kernel's overhead).
     pub python_threads: u32,
+    /// `FILE_TABLES` entries (files with a table; 56 bytes each plus the kernel's overhead):
+    /// far more than the files whose tables fit in the rows array at once.
+    pub file_tables: u32,
+    /// `KERNEL_MAPPINGS` entries (young processes whose code mappings the kernel side
+    /// records, 336 bytes each; least recently used out).
+    pub young_processes: u32,
 }
 
 impl UnwindSizes {
@@ -88,7 +94,7 @@ impl UnwindSizes {
         let rows = (table_bytes / size_of::<UnwindEntry>() as u64).clamp(1024, u32::MAX as u64 / 2) as u32;
         let mappings = ((table_bytes / 8) / size_of::<ExecMapping>() as u64).clamp(32_768, 1 << 22) as u32;
         let processes = (mappings / 8).max(8192);
-        UnwindSizes { rows, rules: 1 << 16, mappings, processes, python_processes: processes.min(4096), python_threads: 16_384 }
+        UnwindSizes { rows, rules: 1 << 16, mappings, processes, python_processes: processes.min(4096), python_threads: 16_384, file_tables: 4096, young_processes: 2048 }
     }
 }
 
@@ -129,7 +135,7 @@ impl MapSizes {
     }
 
     /// Every map's size, by name.
-    pub fn all(&self) -> [(&'static str, u32); 16] {
+    pub fn all(&self) -> [(&'static str, u32); 19] {
         [
             (maps::EVENTS, self.events),
             (maps::COUNTERS, Counter::COUNT),
@@ -148,6 +154,10 @@ impl MapSizes {
             (maps::SOCKETS, self.connections),
             (maps::PENDING_IO, self.pending_io),
             (maps::PAYLOAD_SCRATCH, 1),
+            (maps::FILE_TABLES, self.unwind.file_tables),
+            (maps::KERNEL_MAPPINGS, self.unwind.young_processes),
+            // Threads inside an mmap of code at once.
+            (maps::PENDING_MMAPS, 1024),
         ]
     }
 

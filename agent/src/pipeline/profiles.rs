@@ -137,8 +137,17 @@ impl ProfilePipeline {
         }
         let written = self.collector.write_outputs(output_dir, run)?;
         let skipped = self.collector.execs_skipped();
-        if skipped > 0 {
-            eprintln!("oxeye: processes: {skipped} exited within 10 ms of their exec (their maps were never read)");
+        let kernel = self.collector.kernel_file_counts();
+        if skipped > 0 || kernel.samples_with_hints > 0 {
+            eprintln!(
+                "oxeye: processes: {skipped} exited within 10 ms of their exec (their maps were never read); {} samples walked and named from the {} code mappings the kernel recorded ({} missed), {} frames with their files' tables; {} executables found at exec ({} not reachable)",
+                kernel.samples_with_hints,
+                counters.get(Counter::KernelMappingsRecorded),
+                counters.get(Counter::KernelMappingsMissed),
+                counters.get(Counter::FileTableFrames),
+                kernel.exec_files,
+                kernel.exec_files_unreachable,
+            );
         }
         let (sources, dwarf) = self.collector.debug_figures();
         if let Some(line) = debug_summary(sources) {

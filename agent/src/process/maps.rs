@@ -45,6 +45,13 @@ impl FileIdentity {
         FileIdentity { dev: metadata.dev(), inode: metadata.ino(), mtime_ns: metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec(), size: metadata.len() }
     }
 
+    /// The (device, inode) pair the kernel's BPF side reports for this file: `s_dev` encodes
+    /// the device as major << 20 | minor, `stat` as glibc's `makedev`.
+    pub fn kernel_file(&self) -> agent_common::files::KernelFile {
+        let (major, minor) = (libc::major(self.dev) as u64, libc::minor(self.dev) as u64);
+        agent_common::files::KernelFile { dev: major << 20 | minor, inode: self.inode }
+    }
+
     /// The identity of the file behind mapping `entry` of `pid`, through `map_files` (which
     /// reaches files in other mount namespaces and deleted ones); `None` if it cannot be
     /// reached.

@@ -14,6 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use agent_common::files::{FileHint, KernelFile};
+
 use self::identity::{Identities, ProcessIdentity};
 use crate::objects::{ObjectId, ObjectRegistry};
 
@@ -116,6 +118,26 @@ impl ProcessTable {
             return process.find(address).unwrap_or(UserAddress::Unknown);
         }
         UserAddress::Unknown
+    }
+
+    /// Mappings the kernel reported for `pid`'s next sample (a process not read yet, perhaps
+    /// gone already): added where they overlap nothing known, with the file if a process
+    /// mapped or exec'd it before. Returns how many were added.
+    pub fn add_kernel_mappings(&mut self, pid: u32, hints: &[FileHint], objects: &mut ObjectRegistry) -> usize {
+        let process = self.processes.entry(pid).or_insert_with(Process::new);
+        let mut added = 0;
+        for hint in hints {
+            let index = process.mappings.partition_point(|m| m.start < hint.start);
+            let clear_before = index == 0 || process.mappings[index - 1].end <= hint.start;
+            let clear_after = process.mappings.get(index).is_none_or(|next| hint.end <= next.start);
+            if hint.start >= hint.end || !clear_before || !clear_after {
+                continue;
+            }
+            let object = if hint.file == KernelFile::VDSO { Some(objects.register_vdso()) } else { objects.find_kernel_file(hint.file) };
+            process.mappings.insert(index, Mapping { start: hint.start, end: hint.end, file_offset: hint.file_offset, object });
+            added += 1;
+        }
+        added
     }
 
     /// Drops processes that exited more than the grace period ago or have not been sampled for

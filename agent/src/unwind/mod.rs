@@ -25,6 +25,7 @@ use std::{
 };
 
 use agent_common::{
+    files::KernelFile,
     names::maps,
     python::PythonProcess,
     unwind::{ExecMapping, MappingRange, UnwindEntry, UnwindRule},
@@ -66,6 +67,8 @@ pub struct UnwindMaps {
     pub python: BpfHashMap<MapData, u32, PythonProcess>,
     /// `PYTHON_PROCESSES`'s capacity.
     pub max_python_processes: usize,
+    /// `FILE_TABLES`.
+    pub file_tables: BpfHashMap<MapData, KernelFile, agent_common::files::FileTable>,
 }
 
 impl UnwindMaps {
@@ -80,6 +83,7 @@ impl UnwindMaps {
             max_processes: sizes.processes as usize,
             python: BpfHashMap::try_from(take(maps::PYTHON_PROCESSES)?)?,
             max_python_processes: sizes.python_processes as usize,
+            file_tables: BpfHashMap::try_from(take(maps::FILE_TABLES)?)?,
         })
     }
 }
@@ -202,7 +206,7 @@ impl Drop for Unwinder {
 }
 
 fn run(maps: UnwindMaps, initial: Vec<u32>, requests: Receiver<Request>, stats: Arc<Mutex<UnwindStats>>, python: Arc<PythonProcesses>) {
-    let tables = TableStore::new(maps.rows, maps.rules);
+    let tables = TableStore::new(maps.rows, maps.rules).publishing_to(maps.file_tables);
     let processes = ProcessMappings::new(maps.mappings, maps.ranges, maps.max_processes, tables);
     let python = PythonAttacher::new(maps.python, maps.max_python_processes, python);
     let mut worker = Worker { processes, python, stats: UnwindStats::default(), follow_ups: VecDeque::new() };

@@ -6,7 +6,11 @@ use std::collections::HashMap;
 
 use crate::process::maps::FileIdentity;
 
-use agent_common::unwind::{UnwindEntry, UnwindRule};
+use agent_common::{
+    files::KernelFile,
+    unwind::{UnwindEntry, UnwindRule},
+};
+use aya::maps::{HashMap as BpfHashMap, MapData};
 use anyhow::Result;
 use symbolizer::unwind::UnwindTable;
 use tracing::debug;
@@ -115,6 +119,9 @@ pub struct TableStore {
     extents: Extents,
     clock: u64,
     stats: TableStats,
+    /// `FILE_TABLES`: where each file's table is, for processes the unwinder finds mappings
+    /// of itself.
+    by_file: Option<BpfHashMap<MapData, KernelFile, agent_common::files::FileTable>>,
 }
 
 impl TableStore {
@@ -122,7 +129,44 @@ impl TableStore {
     pub fn new(rows: MappedArray<UnwindEntry>, rules: MappedArray<UnwindRule>) -> Self {
         let extents = Extents::new(rows.len() as u32);
         let stats = TableStats { capacity: rows.len() as u64, ..Default::default() };
-        TableStore { tables: HashMap::new(), rows, rules: RuleTable::new(rules), extents, clock: 0, stats }
+        TableStore { tables: HashMap::new(), rows, rules: RuleTable::new(rules), extents, clock: 0, stats, by_file: None }
+    }
+
+    /// Also keeps `by_file` (`FILE_TABLES`) up to date with the tables of files.
+    pub fn publishing_to(mut self, by_file: BpfHashMap<MapData, KernelFile, agent_common::files::FileTable>) -> Self {
+        self.by_file = Some(by_file);
+        self
+    }
+
+    /// Tells the unwinder where `key`'s table is, for mappings it finds itself.
+    fn publish(&mut self, key: TableKey, table: &FileTable) {
+        let (Some(by_file), Some(rows)) = (&mut self.by_file, table.rows) else { return };
+        let file = match key {
+            TableKey::File(identity) => identity.kernel_file(),
+            TableKey::Vdso => KernelFile::VDSO,
+        };
+        let Some(segment) = table.segments.first() else { return };
+        const MAX_PAGE: u64 = 64 << 10;
+        let value = agent_common::files::FileTable {
+            rows_start: rows.start,
+            rows_len: rows.len,
+            base: table.base,
+            exec_offset_start: segment.offset & !(MAX_PAGE - 1),
+            exec_offset_end: segment.offset + segment.size.max(1),
+            vaddr_minus_offset: segment.vaddr.wrapping_sub(segment.offset),
+        };
+        if let Err(error) = by_file.insert(file, value, 0) {
+            debug!(?key, %error, "cannot publish the unwind table by file");
+        }
+    }
+
+    fn unpublish(&mut self, key: TableKey) {
+        if let Some(by_file) = &mut self.by_file {
+            let _ = by_file.remove(&match key {
+                TableKey::File(identity) => identity.kernel_file(),
+                TableKey::Vdso => KernelFile::VDSO,
+            });
+        }
     }
 
     /// Current counts.
@@ -140,6 +184,7 @@ impl TableStore {
     pub fn acquire(&mut self, key: TableKey, read: impl FnOnce() -> Result<FileBytes>) -> &FileTable {
         if !self.tables.contains_key(&key) {
             let table = self.load(key, read);
+            self.publish(key, &table);
             self.tables.insert(key, table);
         }
         let table = self.tables.get_mut(&key).expect("inserted above");
@@ -213,6 +258,7 @@ impl TableStore {
                 return Some(extent);
             }
             let victim = self.tables.iter().filter(|(_, t)| t.refs == 0).min_by_key(|(_, t)| t.unused_since).map(|(key, _)| *key)?;
+            self.unpublish(victim);
             if let Some(evicted) = self.tables.remove(&victim) {
                 if let Some(extent) = evicted.rows {
                     self.extents.release(extent);

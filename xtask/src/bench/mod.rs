@@ -22,6 +22,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 mod debug_files;
+mod exec_storm;
 mod go;
 mod http;
 mod python;
@@ -67,6 +68,11 @@ pub struct BenchArgs {
     /// (against eu-addr2line), and debuginfod fetches (against debuginfod-find).
     #[arg(long)]
     debug_only: bool,
+    /// Only the exec-storm figures: two loops of fork + exec of a 1 ms process, with no
+    /// agent, oxeye and `perf record`: the storm's rate, the agents' CPU and memory, and how
+    /// many of the short process's samples are whole.
+    #[arg(long)]
+    exec_only: bool,
     /// Rounds (each runs every configuration once); medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -187,6 +193,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         setup::ensure_test_tools()?;
         return debug_files::run(&oxeye, &work_dir, args.rounds);
     }
+    if args.exec_only {
+        return exec_storm::run(&oxeye, &work_dir, args.rounds, args.seconds.max(10.0));
+    }
     let sink = sink::SinkProcess::start(&sink::build()?, &work_dir)?;
 
     say(format!("benchmark: {cpus} busy threads, {} s per run, {} rounds", args.seconds, args.rounds));
@@ -253,6 +262,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     symbols::run(&oxeye, &work_dir, args.rounds)?;
     python::run(&oxeye, &work_dir, args.rounds, args.seconds)?;
     debug_files::run(&oxeye, &work_dir, args.rounds)?;
+    exec_storm::run(&oxeye, &work_dir, args.rounds, args.seconds.max(10.0))?;
     unwinder::run(&oxeye, &work_dir, args.rounds)?;
     unwind::run()
 }
