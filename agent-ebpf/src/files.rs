@@ -107,12 +107,13 @@ pub fn load_hints(scratch: &mut Scratch) {
     // SAFETY: the value is copied out at once.
     let Some(recorded) = (unsafe { KERNEL_MAPPINGS.get(&pid) }) else { return };
     scratch.hints = *recorded;
+    let count = scratch.hints.count as usize;
+    // Every slot is written (unused ones empty), so lookups need no count: loops with a
+    // constant bound are all older verifiers (6.1) accept; a loop bounded by a value read
+    // from a map is not.
     for i in 0..MAX_FILE_HINTS {
-        if i >= scratch.hints.count as usize {
-            break;
-        }
         let (Some(hint), Some(slot)) = (scratch.hints.hints.get(i), scratch.hint_mappings.get_mut(i)) else { break };
-        *slot = mapping_with_table(hint);
+        *slot = if i < count { mapping_with_table(hint) } else { ExecMapping::default() };
     }
 }
 
@@ -139,10 +140,8 @@ pub fn mapping_of(scratch: &mut Scratch, pc: u64) -> Option<ExecMapping> {
     if last.start <= pc && pc < last.end {
         return Some(last);
     }
+    // Unused slots are empty (see `load_hints`).
     for i in 0..MAX_FILE_HINTS {
-        if i >= scratch.hints.count as usize {
-            break;
-        }
         let known = *scratch.hint_mappings.get(i)?;
         if known.start <= pc && pc < known.end {
             scratch.last_mapping = known;
@@ -214,6 +213,7 @@ fn push(recorded: &mut FileHintRecord, hint: FileHint) {
     if let Some(slot) = recorded.hints.get_mut(index) {
         *slot = hint;
         recorded.count += 1;
+        count(Counter::KernelMappingsRecorded);
     }
 }
 
@@ -285,7 +285,6 @@ pub fn oxeye_exec_files(ctx: TracePointContext) -> u32 {
     if let Some(hint) = read_kernel(mm + offsets.mm_vdso as u64).filter(|&vdso| vdso != 0).and_then(|vdso| hint_at(vdso, &offsets, true)) {
         push(recorded, hint);
     }
-    count(Counter::KernelMappingsRecorded);
     let _ = KERNEL_MAPPINGS.insert(&pid, recorded, 0);
 
     let Some(exe) = read_kernel(mm + offsets.mm_exe_file as u64) else { return 0 };

@@ -140,7 +140,7 @@ impl ProfilePipeline {
         let kernel = self.collector.kernel_file_counts();
         if skipped > 0 || kernel.samples_with_hints > 0 {
             eprintln!(
-                "oxeye: processes: {skipped} exited within 10 ms of their exec (their maps were never read); {} samples walked and named from the {} code mappings the kernel recorded ({} missed), {} frames with their files' tables; {} executables found at exec ({} not reachable)",
+                "oxeye: processes: {skipped} exited within 10 ms of their exec (their maps were never read); {} samples walked and named from the {} code mappings the kernel recorded ({} missed), {} frames with their files' tables; {} execs of known executables ({} not reachable)",
                 kernel.samples_with_hints,
                 counters.get(Counter::KernelMappingsRecorded),
                 counters.get(Counter::KernelMappingsMissed),

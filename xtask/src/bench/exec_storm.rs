@@ -8,13 +8,12 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, stop_and_peak_rss, task_cpu_ns, wait_for_text, Stopped};
+use super::{median, start_perf, stop_and_peak_rss, task_cpu_ns, wait_for_text, Stopped};
 use crate::shell::{root, say};
 
 /// Storm loops running at once (this machine has two cores).
@@ -106,17 +105,7 @@ fn measure(agent: Agent, oxeye: &Path, storm: &Path, burn: &Path, seconds: f64, 
             wait_for_text(&log, "sampling")?;
             Some(child)
         }
-        Agent::Perf => {
-            let child = Command::new("perf")
-                .args(["record", "-F", "20", "-a", "-g", "-o"])
-                .arg(out_dir.join("perf.data"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("cannot start perf")?;
-            thread::sleep(Duration::from_secs(1));
-            Some(Stopped(child))
-        }
+        Agent::Perf => Some(start_perf(20, &out_dir.join("perf.data"))?),
     };
     // Warm-up: the first processes' files are read and indexed once (libc's DWARF, 0.1 s):
     // steady-state cost is what an exec storm pays.

@@ -289,17 +289,7 @@ fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, w
             wait_for_text(&log, "sampling")?;
             Some(child)
         }
-        Agent::Perf(hz) => {
-            let child = Command::new("perf")
-                .args(["record", "-F", &hz.to_string(), "-a", "-g", "-o"])
-                .arg(work_dir.join("perf.data"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("cannot start perf")?;
-            thread::sleep(Duration::from_secs(1));
-            Some(Stopped(child))
-        }
+        Agent::Perf(hz) => Some(start_perf(hz, &work_dir.join("perf.data"))?),
     };
     let agent_pid = child.as_ref().map(|c| c.id());
     let cpu_before = agent_pid.map_or(0, task_cpu_ns);
@@ -324,6 +314,19 @@ fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, w
         (after.wire_bytes - sink_before.wire_bytes, after.samples - sink_before.samples)
     });
     Ok(Measurement { throughput: iterations / wall, agent_cpu: (cpu_after - cpu_before) as f64 / 1e9 / wall, agent_peak_rss: peak_rss, agent_map_rss: map_rss, bpf_ns_per_sample, export })
+}
+
+/// Starts `perf record -F HZ -a -g` writing to `output`, and gives it a second to start.
+fn start_perf(hz: u32, output: &Path) -> Result<Stopped> {
+    let child = Command::new("perf")
+        .args(["record", "-F", &hz.to_string(), "-a", "-g", "-o"])
+        .arg(output)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start perf")?;
+    thread::sleep(Duration::from_secs(1));
+    Ok(Stopped(child))
 }
 
 /// An agent stopped like Ctrl-C does when dropped, so that a failed run leaves none behind.
