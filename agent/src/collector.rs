@@ -49,6 +49,9 @@ const MAX_EXEC_READS_PER_SECOND: u32 = 200;
 /// compilers' helpers, a shell script's commands) is never read. Its own first samples are
 /// walked with frame pointers meanwhile.
 const EXEC_SETTLE: Duration = Duration::from_millis(10);
+/// Most file-hint records waiting for their samples: one per CPU is the most in flight, so
+/// more are leftovers of samples that were lost.
+const MAX_PENDING_HINTS: usize = 64;
 /// Least time between two requests to re-describe one process to the unwinder.
 const UNWIND_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -110,8 +113,9 @@ pub struct Collector {
     pending_execs: Vec<(u32, String, Instant)>,
     execs_skipped: u64,
     unwind_refreshes: HashMap<u32, Instant>,
-    /// The mappings the kernel found for the next sample's frames.
-    hints: Option<Box<FileHintRecord>>,
+    /// The mappings the kernel recorded for young processes' next samples (each right before
+    /// its sample, though another CPU's records may come in between).
+    hints: Vec<Box<FileHintRecord>>,
     /// What the kernel's file reports gave.
     kernel_files: KernelFileCounts,
 }
@@ -172,7 +176,7 @@ impl Collector {
             pending_execs: Vec::new(),
             execs_skipped: 0,
             unwind_refreshes: HashMap::new(),
-            hints: None,
+            hints: Vec::new(),
             kernel_files: KernelFileCounts::default(),
         }
     }
@@ -297,7 +301,12 @@ impl Collector {
                     unwinder.forget(event.pid);
                 }
             }
-            Some(Record::FileHints(hints)) => self.hints = Some(hints),
+            Some(Record::FileHints(hints)) => {
+                if self.hints.len() >= MAX_PENDING_HINTS {
+                    self.hints.remove(0);
+                }
+                self.hints.push(hints);
+            }
             Some(Record::ExecFile(event)) => {
                 let path = comm_str_bytes(&event.path);
                 match self.objects.register_exec(event.pid, event.file, &path) {
@@ -417,7 +426,7 @@ impl Collector {
         self.frames.clear();
         // Innermost first. Every frame but the first is a return address: step back into the
         // call instruction so the frame is attributed to the calling line, not the next one.
-        if let Some(hints) = self.hints.take().filter(|hints| hints.pid == pid) {
+        if let Some(hints) = self.hints.iter().position(|hints| hints.pid == pid).map(|index| self.hints.swap_remove(index)) {
             let added = self.processes.add_kernel_mappings(pid, &hints.hints[..hints.count as usize], &mut self.objects);
             self.kernel_files.samples_with_hints += 1;
             self.kernel_files.mappings_added += added as u64;
