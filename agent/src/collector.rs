@@ -115,7 +115,7 @@ pub struct Collector {
     unwind_refreshes: HashMap<u32, Instant>,
     /// The mappings the kernel recorded for young processes' next samples (each right before
     /// its sample, though another CPU's records may come in between).
-    hints: Vec<Box<FileHintRecord>>,
+    hints: Vec<FileHintRecord>,
     /// What the kernel's file reports gave.
     kernel_files: KernelFileCounts,
 }
@@ -305,7 +305,7 @@ impl Collector {
                 if self.hints.len() >= MAX_PENDING_HINTS {
                     self.hints.remove(0);
                 }
-                self.hints.push(hints);
+                self.hints.push(*hints);
             }
             Some(Record::ExecFile(event)) => {
                 let path = comm_str_bytes(&event.path);
