@@ -193,6 +193,10 @@ pub fn ensure_dpkg_architecture(arch: &str) -> Result<()> {
     apt_update()
 }
 
+/// apt waits this long for a dpkg lock another apt holds (unattended-upgrades, a user's own
+/// install) instead of failing at once.
+const APT_WAIT_FOR_LOCK: [&str; 2] = ["-o", "DPkg::Lock::Timeout=900"];
+
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
 /// Installs the packages that are not installed yet; says which.
@@ -207,6 +211,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     }
     shell::run(
         root_command("apt-get")
+            .args(APT_WAIT_FOR_LOCK)
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
@@ -247,7 +252,7 @@ fn remove_backports() -> Result<()> {
 
 /// `apt-get update`, once per run unless the sources changed.
 pub fn apt_update() -> Result<()> {
-    shell::run(root_command("apt-get").args(["update", "-qq"]))?;
+    shell::run(root_command("apt-get").args(APT_WAIT_FOR_LOCK).args(["update", "-qq"]))?;
     APT_UPDATED.store(true, Ordering::SeqCst);
     Ok(())
 }
