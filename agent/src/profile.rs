@@ -75,6 +75,19 @@ impl Frame {
     }
 }
 
+/// Splits a stack (innermost first) into the frames of each machine address: the run of
+/// [`Frame::Source`] frames at one address (innermost inlined first, the function whose code
+/// it is last) is one group, any other frame a group of its own. Encoders that can say
+/// "these functions are inlined at one address" (OTLP and pprof lines) use it.
+pub fn frames_by_address(stack: &[Frame]) -> impl Iterator<Item = &[Frame]> {
+    stack.chunk_by(|outer, inner| match (outer, inner) {
+        (Frame::Source { object, file_offset, index }, Frame::Source { object: o, file_offset: f, index: i }) => {
+            object == o && file_offset == f && *i == index + 1
+        }
+        _ => false,
+    })
+}
+
 /// Index of an interned stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackId(u32);
@@ -210,6 +223,17 @@ mod tests {
         counts.sort();
         assert_eq!(counts, [1, 2]);
         assert_eq!(profile.samples, 3);
+    }
+
+    /// Recursion through one inlined call site repeats an address: each repetition is its own
+    /// group, and a lone frame between them is too.
+    #[test]
+    fn frames_by_address_groups_one_address_at_a_time() {
+        let object = crate::objects::ObjectId(1);
+        let at = |file_offset, index| Frame::Source { object, file_offset, index };
+        let stack = [Frame::Kernel { address: 1 }, at(0x10, 0), at(0x10, 1), at(0x10, 0), at(0x10, 1), at(0x20, 0), Frame::Unknown { address: 2 }];
+        let lengths: Vec<usize> = frames_by_address(&stack).map(<[Frame]>::len).collect();
+        assert_eq!(lengths, [1, 2, 2, 1, 1]);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod check;
 mod config;
 mod decode;
 pub mod devfiler;
+pub mod devfiler_view;
 mod error;
 pub mod fixtures;
 mod metrics;

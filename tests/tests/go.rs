@@ -5,7 +5,7 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use otlp_sink::{stacks, Sink, SinkConfig};
+use otlp_sink::{devfiler_view::shown_stacks, stacks, Sink, SinkConfig};
 use oxeye_tests::{deadline, output_dir, root, run_ok, spawn, Oxeye};
 
 /// A Go build, the workload's run and oxeye's start and stop, with room for a slow CPU.
@@ -64,6 +64,15 @@ fn stripped_go_binary_has_named_frames_with_inlined_calls_in_folded_stacks_and_o
     let samples: Vec<_> = sink.requests().iter().flat_map(stacks).collect();
     let typed: u64 = samples.iter().filter(|s| s.frames.iter().zip(&s.frame_types).any(|(f, t)| t == "go" && f.contains("main.leafHot"))).map(|s| s.count).sum();
     assert!(typed as f64 >= 0.9 * total as f64, "{typed} of {total} exported samples have a go-typed main.leafHot frame");
+    // What devfiler shows: it keys a non-native frame by file and address and names it by the
+    // last name sent for that key, so inlined calls need locations of their own to show.
+    let leaf_first: Vec<&str> = chain.iter().rev().copied().filter(|f| f.starts_with("main.")).collect();
+    let shown: u64 = shown_stacks(&sink.requests())
+        .iter()
+        .filter(|s| s.names().filter(|name| name.starts_with("main.")).eq(leaf_first.iter().copied()))
+        .map(|s| s.count)
+        .sum();
+    assert!(shown as f64 >= 0.9 * in_leaf as f64, "devfiler shows {shown} samples as {leaf_first:?}, oxeye counted {in_leaf} in main.leafHot");
 }
 
 /// Whether `frames` is `chain` cut after chainMiddle or later: a sample in the chain's own code,

@@ -18,7 +18,7 @@ use super::{
 use crate::{
     objects::{Object, ObjectRegistry},
     profile::{self, Frame},
-    symbolize::{Code, FrameKind, FrameNamer, KERNEL_FILE},
+    symbolize::{Code, FrameKind, FrameNamer, ResolvedFrame, KERNEL_FILE},
 };
 
 /// What the builder needs besides the batch.
@@ -73,7 +73,10 @@ pub fn build_request(batch: &SampleBatch, ctx: BuildContext<'_>) -> (ExportProfi
         for (identity, mut timestamps) in identities {
             let stack = *stack_index.entry(identity.stack).or_insert_with(|| {
                 let frames = ctx.profile.stack(identity.stack);
-                let locations = frames.iter().map(|&frame| location(&mut d, &mut mapping_index, frame, ctx.namer, ctx.objects)).collect();
+                let mut locations = Vec::with_capacity(frames.len());
+                for group in profile::frames_by_address(frames) {
+                    push_locations(&mut d, &mut mapping_index, group, ctx.namer, ctx.objects, &mut locations);
+                }
                 d.stack(locations)
             });
             let attribute_indices = vec![
@@ -105,12 +108,48 @@ pub fn build_request(batch: &SampleBatch, ctx: BuildContext<'_>) -> (ExportProfi
     (request, total)
 }
 
+/// The locations of the frames at one address (see [`profile::frames_by_address`]).
+///
+/// Native inlined frames become one location with a line per function, innermost first, as
+/// OTLP says; devfiler expands native frames itself. Go's inlined frames each get their own
+/// location without a mapping, named by function, file and line: devfiler keeps only the first
+/// line of a non-native location and keys it by (file, address), so sharing the address would
+/// leave one name for them all.
+fn push_locations(d: &mut Dictionary, mappings: &mut HashMap<Code, i32>, group: &[Frame], namer: &mut FrameNamer, objects: &mut ObjectRegistry, out: &mut Vec<i32>) {
+    let [inlined @ .., physical] = group else { return };
+    if inlined.is_empty() {
+        out.push(location(d, mappings, *physical, namer, objects));
+        return;
+    }
+    let resolved = namer.resolve(*physical, objects);
+    if resolved.kind == FrameKind::Go {
+        for &frame in inlined {
+            let inlined = namer.resolve(frame, objects);
+            let frame_type = frame_type(d, inlined.kind);
+            let (function, line) = function_and_line(d, &inlined, objects);
+            out.push(d.location_at(0, 0, function, line, vec![frame_type]));
+        }
+        out.push(location(d, mappings, *physical, namer, objects));
+        return;
+    }
+    let mut lines = Vec::with_capacity(group.len());
+    for &frame in group {
+        let named = namer.resolve(frame, objects);
+        if let (function @ 1.., line) = function_and_line(d, &named, objects) {
+            lines.push((function, line));
+        }
+    }
+    let mapping = mapping(d, mappings, resolved.code, objects);
+    let frame_type = frame_type(d, resolved.kind);
+    out.push(d.location_lines(mapping, resolved.file_address, lines, vec![frame_type]));
+}
+
 /// The location of one frame: kernel frames and named user frames carry their function; an
 /// unnamed user frame carries only its file (with build IDs) and address, for later
 /// symbolization. User addresses are the file's own virtual addresses, as devfiler expects.
 fn location(d: &mut Dictionary, mappings: &mut HashMap<Code, i32>, frame: Frame, namer: &mut FrameNamer, objects: &mut ObjectRegistry) -> i32 {
     let resolved = namer.resolve(frame, objects);
-    let frame_type = d.attribute("profile.frame.type", Value::Str(resolved.kind.otel_name().to_owned()));
+    let frame_type = frame_type(d, resolved.kind);
     match (resolved.code, resolved.kind) {
         // The OTel eBPF profiler's marker for a stack that could not be finished: a function only.
         (_, FrameKind::AbortMarker) => {
@@ -128,22 +167,36 @@ fn location(d: &mut Dictionary, mappings: &mut HashMap<Code, i32>, frame: Frame,
         }
         _ => {}
     }
-    let mapping = *mappings.entry(resolved.code).or_insert_with(|| match resolved.code {
+    let mapping = mapping(d, mappings, resolved.code, objects);
+    let (function, line) = function_and_line(d, &resolved, objects);
+    d.location_at(mapping, resolved.file_address, function, line, vec![frame_type])
+}
+
+fn frame_type(d: &mut Dictionary, kind: FrameKind) -> i32 {
+    d.attribute("profile.frame.type", Value::Str(kind.otel_name().to_owned()))
+}
+
+/// The mapping of a file-backed or kernel frame, one per file.
+fn mapping(d: &mut Dictionary, mappings: &mut HashMap<Code, i32>, code: Code, objects: &ObjectRegistry) -> i32 {
+    *mappings.entry(code).or_insert_with(|| match code {
         Code::File(id) => {
             let object = objects.get(id);
             let attributes = mapping_attributes(d, object);
             d.mapping(&object.path, attributes)
         }
         _ => d.mapping(KERNEL_FILE, Vec::new()),
-    });
-    // Go frames carry their source file and line from the binary's own table.
+    })
+}
+
+/// A file-backed frame's function (0 if no symbol names it) and line. Frames named from
+/// `.gopclntab` or DWARF carry their source file and line.
+fn function_and_line(d: &mut Dictionary, resolved: &ResolvedFrame, objects: &ObjectRegistry) -> (i32, i64) {
     let function = match (resolved.symbol(), &resolved.source) {
         (Some(name), Some(source)) => d.function_at(name, &source.file, source.first_line as i64),
         (Some(name), None) => d.function(name, resolved.path(objects)),
         (None, _) => 0,
     };
-    let line = resolved.source.as_ref().map_or(0, |source| source.line as i64);
-    d.location_at(mapping, resolved.file_address, function, line, vec![frame_type])
+    (function, resolved.source.as_ref().map_or(0, |source| source.line as i64))
 }
 
 /// A file's mapping attributes: its file ID first (what devfiler looks up, and it refuses a

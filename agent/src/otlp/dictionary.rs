@@ -5,7 +5,7 @@ use std::{collections::HashMap, hash::Hash};
 
 use opentelemetry_proto::tonic::{
     common::v1::{any_value, AnyValue},
-    profiles::v1development::{Function, KeyValueAndUnit, Location, Mapping, ProfilesDictionary, Stack},
+    profiles::v1development::{Function, KeyValueAndUnit, Line, Location, Mapping, ProfilesDictionary, Stack},
 };
 
 /// A table whose entries are unique; `add` returns the index of an equal entry if there is one.
@@ -58,7 +58,7 @@ pub struct Dictionary {
     attributes: Table<(i32, Value), KeyValueAndUnit>,
     functions: Table<(i32, i32, i64), Function>,
     mappings: Table<(i32, Vec<i32>), Mapping>,
-    locations: Table<(i32, u64, i32, i64, Vec<i32>), Location>,
+    locations: Table<(i32, u64, Vec<(i32, i64)>, Vec<i32>), Location>,
     stacks: Table<Vec<i32>, Stack>,
 }
 
@@ -69,7 +69,7 @@ impl Dictionary {
             attributes: Table::new((0, Value::Str(String::new()))),
             functions: Table::new((0, 0, 0)),
             mappings: Table::new((0, Vec::new())),
-            locations: Table::new((0, 0, 0, 0, Vec::new())),
+            locations: Table::new((0, 0, Vec::new(), Vec::new())),
             stacks: Table::new(Vec::new()),
         }
     }
@@ -119,15 +119,18 @@ impl Dictionary {
 
     /// A location at a source `line` of its function (Python frames).
     pub fn location_at(&mut self, mapping_index: i32, address: u64, function_index: i32, line: i64, attribute_indices: Vec<i32>) -> i32 {
-        let key = (mapping_index, address, function_index, line, attribute_indices.clone());
+        let lines = if function_index == 0 { Vec::new() } else { vec![(function_index, line)] };
+        self.location_lines(mapping_index, address, lines, attribute_indices)
+    }
+
+    /// A location with one line per source frame at its address, `(function, line)`: the
+    /// innermost inlined function first, the function whose code it is last (the OTLP order).
+    pub fn location_lines(&mut self, mapping_index: i32, address: u64, lines: Vec<(i32, i64)>, attribute_indices: Vec<i32>) -> i32 {
+        let key = (mapping_index, address, lines.clone(), attribute_indices.clone());
         self.locations.add(key, || Location {
             mapping_index,
             address,
-            lines: if function_index == 0 {
-                Vec::new()
-            } else {
-                vec![opentelemetry_proto::tonic::profiles::v1development::Line { function_index, line, column: 0 }]
-            },
+            lines: lines.into_iter().map(|(function_index, line)| Line { function_index, line, column: 0 }).collect(),
             attribute_indices,
         })
     }
