@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, start_perf, stop_and_peak_rss, task_cpu_ns, wait_for_text, Stopped};
+use super::{median, start_perf, stop_and_peak_rss, symbols::status_kib, task_cpu_ns, wait_for_text, Stopped};
 use crate::shell::{root, say};
 
 /// Storm loops running at once (this machine has two cores).
@@ -44,6 +44,9 @@ struct Measurement {
     execs_per_second: f64,
     agent_cpu: f64,
     peak_rss: u64,
+    /// RSS at the measured storm's end minus at its start, in bytes: flat means no growth
+    /// per process seen.
+    rss_growth: i64,
     whole: Option<f64>,
 }
 
@@ -58,31 +61,33 @@ pub fn run(oxeye: &Path, work_dir: &Path, rounds: usize, seconds: f64) -> Result
             let index = (round + offset) % agents.len();
             let m = measure(agents[index], oxeye, &storm, &burn, seconds, work_dir)?;
             eprintln!(
-                "    round {}: {:<24} {:>6.0} execs/s  agent CPU {:>5.2}%  RSS {:>5.1} MB{}",
+                "    round {}: {:<24} {:>6.0} execs/s  agent CPU {:>5.2}%  RSS {:>5.1} MB (grew {:+.1} MB){}",
                 round + 1,
                 agents[index].label(),
                 m.execs_per_second,
                 m.agent_cpu * 100.0,
                 m.peak_rss as f64 / 1e6,
+                m.rss_growth as f64 / 1e6,
                 m.whole.map_or(String::new(), |w| format!("  whole {:.1}%", w * 100.0))
             );
             results[index].push(m);
         }
     }
     println!("\nexec storm: {LOOPS} loops of fork + exec of a 1 ms process, {seconds} s per run, medians of {rounds} rounds");
-    println!("{:<24} {:>10} {:>14} {:>25} {:>15} {:>22}", "configuration", "execs/s", "rate / none", "agent CPU (% of 1 core)", "agent peak RSS", "1 ms samples whole");
+    println!("{:<24} {:>10} {:>14} {:>25} {:>15} {:>16} {:>22}", "configuration", "execs/s", "rate / none", "agent CPU (% of 1 core)", "agent peak RSS", "RSS growth", "1 ms samples whole");
     for (index, agent) in agents.iter().enumerate() {
         let rate = median(results[index].iter().map(|m| m.execs_per_second).collect());
         let ratio = median((0..rounds).map(|r| results[index][r].execs_per_second / results[0][r].execs_per_second).collect());
         if *agent == Agent::None {
-            println!("{:<24} {:>10.0} {:>14.3} {:>25} {:>15} {:>22}", agent.label(), rate, ratio, "-", "-", "-");
+            println!("{:<24} {:>10.0} {:>14.3} {:>25} {:>15} {:>16} {:>22}", agent.label(), rate, ratio, "-", "-", "-", "-");
             continue;
         }
         let cpu = median(results[index].iter().map(|m| m.agent_cpu * 100.0).collect());
         let rss = median(results[index].iter().map(|m| m.peak_rss as f64 / 1e6).collect());
+        let growth = median(results[index].iter().map(|m| m.rss_growth as f64 / 1e6).collect());
         let whole: Vec<f64> = results[index].iter().filter_map(|m| m.whole).collect();
         let whole = if whole.is_empty() { "-".to_owned() } else { format!("{:.1}%", median(whole) * 100.0) };
-        println!("{:<24} {:>10.0} {:>14.3} {:>24.2}% {:>12.1} MB {:>22}", agent.label(), rate, ratio, cpu, rss, whole);
+        println!("{:<24} {:>10.0} {:>14.3} {:>24.2}% {:>12.1} MB {:>+13.1} MB {:>22}", agent.label(), rate, ratio, cpu, rss, growth, whole);
     }
     Ok(())
 }
@@ -112,16 +117,19 @@ fn measure(agent: Agent, oxeye: &Path, storm: &Path, burn: &Path, seconds: f64, 
     run_storm(storm, burn, WARM_UP)?;
     let agent_pid = child.as_ref().map(|c| c.id());
     let cpu_before = agent_pid.map_or(0, task_cpu_ns);
+    let rss_kib = || agent_pid.map_or(0, |pid| status_kib(pid, "VmRSS:") as i64);
+    let rss_before = rss_kib();
     let started = Instant::now();
     let ran = run_storm(storm, burn, seconds)?;
     let wall = started.elapsed().as_secs_f64();
     let cpu_after = agent_pid.map_or(0, task_cpu_ns);
+    let rss_growth = (rss_kib() - rss_before) * 1024;
     let peak_rss = match child.take() {
         Some(child) => stop_and_peak_rss(child.id())?,
         None => 0,
     };
     let whole = (agent == Agent::Oxeye).then(|| whole_share(&out_dir.join("stacks.folded"))).flatten();
-    Ok(Measurement { execs_per_second: ran / wall, agent_cpu: (cpu_after - cpu_before) as f64 / 1e9 / wall, peak_rss, whole })
+    Ok(Measurement { execs_per_second: ran / wall, agent_cpu: (cpu_after - cpu_before) as f64 / 1e9 / wall, peak_rss, rss_growth, whole })
 }
 
 /// Runs [`LOOPS`] storm loops for `seconds`; returns how many processes ran.
