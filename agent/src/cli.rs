@@ -110,6 +110,12 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_connections: u32,
 
+    /// The container runtime to ask for each container's pod, namespace and container name
+    /// (the labels the kubelet gives it), as the kubelet's own flag: a `unix://` socket.
+    /// Default: containerd's socket, then CRI-O's. `none` turns the lookups off.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub container_runtime_endpoint: Option<String>,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `debug` or `oxeye=debug`.
     #[arg(long, value_name = "FILTER", env = "OXEYE_LOG", default_value = "info")]
     pub log: String,

@@ -4,6 +4,7 @@ mod bpf;
 mod cli;
 mod clock;
 mod collector;
+mod containers;
 mod debug_sources;
 mod debuginfod;
 mod events;

@@ -23,6 +23,7 @@ use crate::{
     cli::Args,
     clock::Clock,
     collector::{Collector, CollectorConfig},
+    containers::{self, Pods},
     export::Profiles,
     http_server,
     otlp::resource::HostInfo,
@@ -75,8 +76,9 @@ pub async fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     info!(samples_per_second = args.samples_per_second, pid = ?args.pid, "sampling; Ctrl-C stops and writes the profile");
 
-    let (clock, host, period_ns) = (Clock::new(), HostInfo::read(), 1_000_000_000 / args.samples_per_second);
-    let identities = Arc::new(Identities::default());
+    let pods = start_pods(&args);
+    let (clock, host, period_ns) = (Clock::new(), HostInfo::read(pods.clone()), 1_000_000_000 / args.samples_per_second);
+    let identities = Arc::new(Identities::new(pods));
     let config = CollectorConfig {
         max_stacks: args.max_stacks,
         unwinder,
@@ -229,4 +231,14 @@ fn ticker(period: Duration) -> Interval {
 fn running_processes() -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// Pod metadata from `--container-runtime-endpoint` (or the kubelet's default runtimes);
+/// none with `none`.
+fn start_pods(args: &Args) -> Pods {
+    match args.container_runtime_endpoint.as_deref() {
+        Some("none") => Pods::disabled(),
+        Some(endpoint) => Pods::start(vec![endpoint.to_owned()]),
+        None => Pods::start(containers::DEFAULT_ENDPOINTS.iter().map(|e| (*e).to_owned()).collect()),
+    }
 }

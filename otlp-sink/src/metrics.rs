@@ -37,6 +37,8 @@ pub struct MetricPoint {
     /// The point's attributes; strings as is, ints in decimal, bools as
     /// `true`/`false`.
     pub attributes: BTreeMap<String, String>,
+    /// The attributes of the point's resource, `service.name` among them.
+    pub resource: BTreeMap<String, String>,
     /// The point's value.
     pub value: MetricValue,
 }
@@ -46,17 +48,14 @@ pub struct MetricPoint {
 pub fn metric_points(request: &ExportMetricsServiceRequest) -> Vec<MetricPoint> {
     let mut out = Vec::new();
     for rm in &request.resource_metrics {
-        let service_name = rm
-            .resource
-            .as_ref()
-            .map(|r| plain_attributes(&r.attributes))
-            .and_then(|mut resource| resource.remove(SERVICE_NAME_KEY))
-            .unwrap_or_default();
+        let resource = rm.resource.as_ref().map(|r| plain_attributes(&r.attributes)).unwrap_or_default();
+        let service_name = resource.get(SERVICE_NAME_KEY).cloned().unwrap_or_default();
         for metric in rm.scope_metrics.iter().flat_map(|sm| &sm.metrics) {
             let point = |attributes, value| MetricPoint {
                 name: metric.name.clone(),
                 service_name: service_name.clone(),
                 attributes: plain_attributes(attributes),
+                resource: resource.clone(),
                 value,
             };
             match &metric.data {

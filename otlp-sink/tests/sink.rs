@@ -491,6 +491,7 @@ fn metrics_are_recorded_and_latest_points_decoded() {
         name: name.into(),
         service_name: "api".into(),
         attributes: map(attributes),
+        resource: map(&[("service.name", "api"), ("process.pid", "42")]),
         value,
     };
     assert_eq!(

@@ -26,6 +26,7 @@ use crate::{
     clock::{self, Clock},
     events::comm_str,
     metrics::MetricsStore,
+    otlp::resource::HostInfo,
     process::identity::Identities,
 };
 
@@ -81,10 +82,10 @@ pub struct NetTracker {
 
 impl NetTracker {
     /// A tracker recording into `metrics`; `clock` turns BPF timestamps into Unix time.
-    pub fn new(metrics: Arc<Mutex<MetricsStore>>, spans: Option<SpanBatch>, identities: Arc<Identities>, host_name: String, clock: Clock) -> Self {
+    pub fn new(metrics: Arc<Mutex<MetricsStore>>, spans: Option<SpanBatch>, identities: Arc<Identities>, host: HostInfo, clock: Clock) -> Self {
         NetTracker {
             exchanges: Exchanges::new(MAX_OPEN_EXCHANGES),
-            services: Services::new(identities, host_name),
+            services: Services::new(identities, host),
             routes: RouteLimiter::new(MAX_ROUTES),
             ids: IdGenerator::new(),
             spans,

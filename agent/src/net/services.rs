@@ -9,6 +9,7 @@ use std::{
 
 use crate::{
     metrics::Resource,
+    otlp::resource::HostInfo,
     process::identity::{Identities, ProcessIdentity},
 };
 
@@ -30,19 +31,19 @@ pub struct Service {
 }
 
 /// The cache: a service per process, rebuilt when the process's shared identity changes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Services {
     known: HashMap<u32, (Arc<Service>, Instant), foldhash::fast::RandomState>,
     identities: Arc<Identities>,
     /// [`Identities::changes`] when the cache was last known current.
     seen_changes: u64,
-    host_name: String,
+    host: HostInfo,
 }
 
 impl Services {
-    /// An empty cache for processes of host `host_name`, named through `identities`.
-    pub fn new(identities: Arc<Identities>, host_name: String) -> Self {
-        Services { known: HashMap::default(), seen_changes: identities.changes(), identities, host_name }
+    /// An empty cache for processes of `host`, named through `identities`.
+    pub fn new(identities: Arc<Identities>, host: HostInfo) -> Self {
+        Services { known: HashMap::default(), seen_changes: identities.changes(), identities, host }
     }
 
     /// The service of `pid`; `comm` names it if `/proc` no longer has it.
@@ -67,10 +68,19 @@ impl Services {
         if self.known.len() >= MAX_PROCESSES {
             self.known.clear();
         }
-        let metrics = Resource { service_name: identity.service_name.to_string(), attributes: vec![("host.name", self.host_name.clone())] };
+        let metrics = self.metrics_resource(&identity);
         let service = Arc::new(Service { identity, pid, metrics });
         self.known.insert(pid, (service.clone(), Instant::now()));
         service
+    }
+
+    /// A service's metrics resource: its name, the host, and its container's and pod's
+    /// attributes that never change (so a service's series stay apart per pod, from the
+    /// first request on); the runtime's pod attributes join at each export.
+    fn metrics_resource(&self, identity: &ProcessIdentity) -> Resource {
+        let mut attributes = vec![("host.name", self.host.name.clone())];
+        attributes.extend(self.host.container_attributes(identity));
+        Resource { service_name: identity.service_name.to_string(), attributes }
     }
 }
 
@@ -81,7 +91,7 @@ mod tests {
     #[test]
     fn cached_and_named_like_profiles() {
         let identities = Arc::new(Identities::default());
-        let mut services = Services::new(identities.clone(), "host".into());
+        let mut services = Services::new(identities.clone(), HostInfo::read(crate::containers::Pods::disabled()));
         let me = services.get(std::process::id(), "comm");
         assert!(Arc::ptr_eq(&me, &services.get(std::process::id(), "comm")), "cached");
         assert_eq!(*me.identity, ProcessIdentity::read(std::process::id(), "comm"));

@@ -1,12 +1,13 @@
-//! Resource attributes: the host, the process, and `OTEL_RESOURCE_ATTRIBUTES`.
+//! Resource attributes: the host, the process, its container and pod, and
+//! `OTEL_RESOURCE_ATTRIBUTES`.
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 
 use super::dictionary::Value;
-use crate::process::identity::ProcessIdentity;
+use crate::{containers::Pods, process::identity::ProcessIdentity};
 
 /// The resource attributes of one process, the same on its profiles and its spans (so the two
-/// join): host, service, process and container, then `OTEL_RESOURCE_ATTRIBUTES`.
+/// join): host, service, process, container and pod, then `OTEL_RESOURCE_ATTRIBUTES`.
 pub fn process_attributes(host: &HostInfo, pid: u32, identity: &ProcessIdentity) -> Vec<KeyValue> {
     let mut attributes: Vec<(String, Value)> = vec![
         ("host.name".into(), Value::Str(host.name.clone())),
@@ -19,29 +20,75 @@ pub fn process_attributes(host: &HostInfo, pid: u32, identity: &ProcessIdentity)
     if !identity.executable_path.is_empty() {
         attributes.push(("process.executable.path".into(), Value::Str(identity.executable_path.to_string())));
     }
-    if !identity.container_id.is_empty() {
-        attributes.push(("container.id".into(), Value::Str(identity.container_id.to_string())));
+    for (key, value) in host.container_attributes(identity).into_iter().chain(host.pod_attributes(&identity.container_id)) {
+        // The runtime's pod UID is the cgroup's: one of each key.
+        attributes.retain(|(k, _)| k != key);
+        attributes.push((key.to_owned(), Value::Str(value)));
     }
     host.resource_attributes(attributes)
 }
 
-/// Facts about this host, read once.
+/// Adds to a resource that has a `container.id` what the container runtime says of its pod
+/// (metrics keep their series by the stable attributes and get these at each export).
+pub fn add_pod_attributes(host: &HostInfo, attributes: &mut Vec<KeyValue>) {
+    let container_id = attributes.iter().find(|kv| kv.key == "container.id").and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(id) => Some(id.clone()),
+        _ => None,
+    });
+    for (key, value) in container_id.map(|id| host.pod_attributes(&id)).unwrap_or_default() {
+        attributes.retain(|kv| kv.key != key);
+        attributes.push(key_value(key, Value::Str(value)));
+    }
+}
+
+/// Facts about this host (read once) and its containers' pods (asked of its runtime).
 #[derive(Debug, Clone)]
 pub struct HostInfo {
     /// `host.name`.
     pub name: String,
     /// `host.arch`, by the semantic conventions' names (`amd64`, `arm64`).
     pub arch: &'static str,
+    /// `k8s.node.name`, from `NODE_NAME` (the DaemonSet sets it from the downward API).
+    pub node_name: Option<String>,
     /// Extra attributes from `OTEL_RESOURCE_ATTRIBUTES`, in order.
     pub extra: Vec<(String, String)>,
+    /// The pods of the host's containers.
+    pub pods: Pods,
 }
 
 impl HostInfo {
-    /// Reads the host name and `OTEL_RESOURCE_ATTRIBUTES`.
-    pub fn read() -> Self {
+    /// Reads the host name, `NODE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`; containers are
+    /// looked up in `pods`.
+    pub fn read(pods: Pods) -> Self {
         let name = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default();
+        let node_name = std::env::var("NODE_NAME").ok().filter(|name| !name.is_empty());
         let extra = std::env::var("OTEL_RESOURCE_ATTRIBUTES").map(|v| parse_resource_attributes(&v)).unwrap_or_default();
-        HostInfo { name, arch: host_arch(), extra }
+        HostInfo { name, arch: host_arch(), node_name, extra, pods }
+    }
+
+    /// What a process's cgroup and this node say of it, which never changes for the
+    /// process: `container.id`, `k8s.pod.uid` and `k8s.node.name`.
+    pub fn container_attributes(&self, identity: &ProcessIdentity) -> Vec<(&'static str, String)> {
+        let mut attributes = Vec::new();
+        if !identity.container_id.is_empty() {
+            attributes.push(("container.id", identity.container_id.to_string()));
+        }
+        if !identity.pod_uid.is_empty() {
+            attributes.push(("k8s.pod.uid", identity.pod_uid.to_string()));
+        }
+        if let Some(node) = &self.node_name {
+            attributes.push(("k8s.node.name", node.clone()));
+        }
+        attributes
+    }
+
+    /// What the container runtime says of container `id`'s pod; nothing until it answered
+    /// (or outside containers and pods).
+    pub fn pod_attributes(&self, container_id: &str) -> Vec<(&'static str, String)> {
+        if container_id.is_empty() {
+            return Vec::new();
+        }
+        self.pods.get(container_id).map_or_else(Vec::new, |pod| pod.attributes().map(|(key, value)| (key, value.to_owned())).collect())
     }
 }
 

@@ -16,7 +16,7 @@ use crate::{
     export::{Exporter, Metrics, Traces},
     metrics::{self, MetricsStore},
     net::{spans::SpanBatch, NetTracker},
-    otlp::resource::HostInfo,
+    otlp::resource::{self, HostInfo},
     process::identity::Identities,
 };
 use agent_common::counters::Counter;
@@ -69,7 +69,7 @@ impl NetworkPipeline {
     pub fn new(outputs: NetworkOutputs, ring: Option<RingBuf<MapData>>, identities: Arc<Identities>, host: HostInfo, clock: Clock) -> Self {
         let traced = ring.map(|ring| {
             let spans = outputs.spans.is_some().then(|| SpanBatch::new(MAX_BATCH_SPANS));
-            (NetTracker::new(outputs.store.clone(), spans, identities, host.name.clone(), clock), ring)
+            (NetTracker::new(outputs.store.clone(), spans, identities, host.clone(), clock), ring)
         });
         NetworkPipeline { outputs, traced, host }
     }
@@ -93,10 +93,13 @@ impl NetworkPipeline {
         let Some((tracker, _)) = &mut self.traced else { return };
         report_spans(tracker, self.outputs.spans.as_ref(), &self.host);
         let Some(exporter) = self.outputs.metrics.as_ref().filter(|exporter| exporter.accepts()) else { return };
-        let request = {
+        let mut request = {
             let store = self.outputs.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             metrics::to_request(&store, unix_now_ns(), "oxeye", env!("CARGO_PKG_VERSION"))
         };
+        for attributes in request.resource_metrics.iter_mut().filter_map(|r| r.resource.as_mut()).map(|r| &mut r.attributes) {
+            resource::add_pod_attributes(&self.host, attributes);
+        }
         if !request.resource_metrics.is_empty() {
             let points = metrics::point_count(&request);
             exporter.submit(request, points);

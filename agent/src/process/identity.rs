@@ -3,6 +3,8 @@
 //! Profiles, spans and metrics all name a process through [`ProcessIdentity::read`], so the
 //! same process carries the same `service.name` everywhere and its traces and profiles join.
 
+use crate::containers::Pods;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -24,6 +26,9 @@ const TTL: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub struct Identities {
     known: Mutex<IdentityMap>,
+    /// Asked for a container's pod as soon as one of its processes is first read, so the
+    /// answer is there by the time its signals are exported.
+    pods: Pods,
     /// Bumped whenever an identity is read again or forgotten: a reader that saw the same
     /// number before knows its copies are still current without taking the lock.
     changes: AtomicU64,
@@ -33,6 +38,11 @@ pub struct Identities {
 type IdentityMap = HashMap<u32, (Arc<ProcessIdentity>, Instant), foldhash::fast::RandomState>;
 
 impl Identities {
+    /// Identities whose containers' pods are looked up in `pods`.
+    pub fn new(pods: Pods) -> Self {
+        Identities { pods, ..Default::default() }
+    }
+
     /// The identity of `pid`, read from `/proc` on first sight (`comm` names it if `/proc` no
     /// longer has it).
     pub fn get(&self, pid: u32, comm: &str) -> Arc<ProcessIdentity> {
@@ -42,14 +52,14 @@ impl Identities {
                 return identity.clone();
             }
         }
-        Self::insert(&mut known, pid, comm)
+        self.insert(&mut known, pid, comm)
     }
 
     /// Reads `pid` again: it exec'd (a new executable, perhaps a new environment).
     pub fn refresh(&self, pid: u32, comm: &str) -> Arc<ProcessIdentity> {
         let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.changes.fetch_add(1, Ordering::Relaxed);
-        Self::insert(&mut known, pid, comm)
+        self.insert(&mut known, pid, comm)
     }
 
     /// Forgets `pid` (its image changed; it is read again when next needed).
@@ -63,11 +73,15 @@ impl Identities {
         self.changes.load(Ordering::Relaxed)
     }
 
-    fn insert(known: &mut IdentityMap, pid: u32, comm: &str) -> Arc<ProcessIdentity> {
+    fn insert(&self, known: &mut IdentityMap, pid: u32, comm: &str) -> Arc<ProcessIdentity> {
         if known.len() >= MAX_PROCESSES {
             known.clear();
         }
         let identity = Arc::new(ProcessIdentity::read(pid, comm));
+        if !identity.container_id.is_empty() {
+            // Starts the lookup of a container not seen yet; the answer is read at export.
+            let _ = self.pods.get(&identity.container_id);
+        }
         known.insert(pid, (identity.clone(), Instant::now()));
         identity
     }
@@ -85,6 +99,8 @@ pub struct ProcessIdentity {
     pub executable_path: Arc<str>,
     /// Container ID from the process's cgroup; empty outside containers.
     pub container_id: Arc<str>,
+    /// The Kubernetes pod's UID from the process's cgroup (`…pod<UID>…`); empty outside pods.
+    pub pod_uid: Arc<str>,
 }
 
 impl ProcessIdentity {
@@ -92,10 +108,9 @@ impl ProcessIdentity {
     pub fn read(pid: u32, comm: &str) -> Self {
         let name: Arc<str> = read_comm(pid).map_or_else(|| comm.into(), Into::into);
         let executable_path = read_executable_path(pid);
-        let container_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|cgroup| container_id(&cgroup))
-            .map_or_else(|| "".into(), Into::into);
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let container_id = container_id(&cgroup).map_or_else(|| "".into(), Into::into);
+        let pod_uid = pod_uid(&cgroup).map_or_else(|| "".into(), Into::into);
         let from_environment = std::fs::read(format!("/proc/{pid}/environ")).ok().and_then(|environ| service_name_variable(&environ));
         let executable_name = file_name(&executable_path);
         let service_name = match from_environment {
@@ -104,7 +119,7 @@ impl ProcessIdentity {
             None if !name.is_empty() => name.clone(),
             None => UNKNOWN_SERVICE.into(),
         };
-        ProcessIdentity { name, service_name, executable_path, container_id }
+        ProcessIdentity { name, service_name, executable_path, container_id, pod_uid }
     }
 
     /// An identity from a name alone (the idle task, a process already gone).
@@ -157,6 +172,17 @@ fn container_id(cgroup: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The pod UID in a `/proc/PID/cgroup` file: kubelets name a pod's cgroup `pod<UID>`
+/// (cgroupfs driver) or `kubepods-<class>-pod<UID with _ for ->.slice` (systemd driver).
+fn pod_uid(cgroup: &str) -> Option<String> {
+    cgroup
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .flat_map(|path| path.split(['/', '.']).rev())
+        .filter_map(|part| part.rfind("pod").map(|at| part[at + 3..].replace('_', "-")))
+        .find(|uid| uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') && uid.matches('-').count() == 4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +200,21 @@ mod tests {
             assert_eq!(container_id(&cgroup).as_deref(), Some(ID), "{cgroup}");
         }
         assert_eq!(container_id("0::/user.slice/user-0.slice/session-1.scope\n"), None);
+    }
+
+    #[test]
+    fn pod_uids_from_both_cgroup_drivers() {
+        const UID: &str = "0b7c6f9e-1111-2222-3333-444455556666";
+        for cgroup in [
+            format!("12:cpu,cpuacct:/kubepods/besteffort/pod{UID}/{ID}\n"),
+            format!("0::/kubepods/pod{UID}/{ID}\n"),
+            format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope\n", UID.replace('-', "_")),
+            format!("0::/kubepods.slice/kubepods-pod{}.slice/crio-{ID}.scope\n", UID.replace('-', "_")),
+        ] {
+            assert_eq!(pod_uid(&cgroup).as_deref(), Some(UID), "{cgroup}");
+        }
+        assert_eq!(pod_uid(&format!("0::/machine.slice/libpod-{ID}.scope/container\n")), None);
+        assert_eq!(pod_uid("0::/kubepods/podnotauid/x\n"), None);
     }
 
     #[test]
