@@ -27,7 +27,8 @@ const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
 /// symbol endpoint; nginx, wrk, curl (and ab, which sends an exact number of requests) and
 /// Prometheus as the real servers, clients and scraper of the network tracing tests; Node.js and
 /// the JDK for JIT code; Go for stripped Go binaries; libc6-dbg and elfutils' debuginfod for
-/// separate debug files.
+/// separate debug files; podman and runc to load and run the OCI image, and qemu-user-static to
+/// run the arm64 image's binary; containerd (with ctr) to run containers the way a kubelet does.
 const TEST_PACKAGES: &[&str] = &[
     "gcc",
     "g++",
@@ -51,10 +52,15 @@ const TEST_PACKAGES: &[&str] = &[
     "xz-utils",
     "elfutils",
     "debuginfod",
+    "podman",
+    "runc",
+    "qemu-user-static",
+    "containerd",
 ];
 /// Python packages from PyPI the tests use, in their own venv ([`TEST_PYTHON`]), on top of
-/// Debian's Python and its protobuf.
-const TEST_PYPI_PACKAGES: &[&str] = &["zstandard"];
+/// Debian's Python and its protobuf, as (pip's name, the module to import): zstandard for the
+/// symbfile decoder; the Kubernetes client's models and PyYAML for the manifests' validator.
+const TEST_PYPI_PACKAGES: &[(&str, &str)] = &[("zstandard", "zstandard"), ("kubernetes", "kubernetes"), ("PyYAML", "yaml")];
 /// The tests' Python: a venv of Debian's `python3` that also sees Debian's packages.
 pub const TEST_PYTHON: &str = "target/test-python";
 /// Packages the benchmark uses: `perf` as the reference profiler; nginx and wrk for the HTTP
@@ -146,13 +152,13 @@ pub fn ensure_test_tools() -> Result<()> {
 pub fn ensure_test_python() -> Result<PathBuf> {
     let venv = shell::root().join(TEST_PYTHON);
     let python = venv.join("bin/python3");
-    let imports = TEST_PYPI_PACKAGES.join(", ");
+    let imports = TEST_PYPI_PACKAGES.iter().map(|&(_, module)| module).collect::<Vec<_>>().join(", ");
     if shell::output(&python, &["-c", &format!("import {imports}")]).is_some() {
         return Ok(python);
     }
     say(format!("creating the tests' Python venv in {} with {imports}", venv.display()));
     shell::run(Command::new("/usr/bin/python3").args(["-m", "venv", "--system-site-packages"]).arg(&venv))?;
-    shell::run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(TEST_PYPI_PACKAGES))?;
+    shell::run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(TEST_PYPI_PACKAGES.iter().map(|&(package, _)| package)))?;
     Ok(python)
 }
 
