@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod image;
 mod setup;
 mod shell;
 mod slow_cpu;
@@ -34,6 +35,9 @@ enum Command {
     Setup(setup::SetupArgs),
     /// Build the oxeye binary (with its BPF object embedded).
     Build(build::BuildArgs),
+    /// Build oxeye in release mode and write a minimal OCI image archive of it (no shell, no
+    /// registry needed): `podman load -i target/image/oxeye-amd64.oci.tar`.
+    Image(image::ImageArgs),
     /// Build oxeye in release mode and run it with the given arguments (as root).
     Run {
         /// Arguments for oxeye, e.g. `-- --duration 10`.
@@ -73,6 +77,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Setup(args) => setup::run(&args),
         Command::Build(args) => build::run(&args).map(drop),
+        Command::Image(args) => image::run(&args),
         Command::Run { args } => {
             setup::ensure_build_tools()?;
             let binary = build::run(&build::BuildArgs { release: true, target: None })?;
