@@ -15,7 +15,7 @@ use tracing::debug;
 
 use crate::{
     debug_sources::{self, DebugSources},
-    process::maps::{map_files_path, FileIdentity},
+    process::maps::{map_files_path, mapped_file_metadata, FileIdentity},
     symbols::Catalog,
 };
 
@@ -157,8 +157,8 @@ impl ObjectRegistry {
     /// Registers the file behind a mapping of process `pid`, or finds it if known.
     pub fn register(&mut self, pid: u32, start: u64, end: u64, dev: u64, inode: u64, path: &str) -> ObjectId {
         let map_file = PathBuf::from(map_files_path(pid, start, end));
-        let metadata = std::fs::metadata(&map_file).ok();
-        // Without `map_files` (the process is gone), the device and inode `maps` showed.
+        let metadata = mapped_file_metadata(pid, start, end, dev, inode, path);
+        // Without the file (the process is gone), the device and inode `maps` showed.
         let identity = metadata.as_ref().map_or(FileIdentity { dev, inode, mtime_ns: 0, size: 0 }, FileIdentity::of);
         let key = FileKey::File(identity);
         if let Some(&id) = self.by_key.get(&key) {

@@ -50,13 +50,19 @@ const INITIAL_TABLES_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs oxeye until Ctrl-C, SIGTERM or `--duration`, then writes the outputs.
 pub async fn run(args: Args) -> Result<()> {
-    privileges::check()?;
+    privileges::check(args.java_perf_map)?;
     if let Some(pid) = args.pid {
         if !Path::new(&format!("/proc/{pid}")).exists() {
             bail!("process {pid} does not exist");
         }
     }
-    let kernel = KernelSymbols::load().inspect_err(|error| warn!("kernel frames will show addresses only: {error}")).ok();
+    let kernel = KernelSymbols::load()
+        .inspect_err(|error| match privileges::can_read_kernel_symbols() {
+            true => warn!("kernel frames will show addresses only: {error}"),
+            // Already said, with the capability's name.
+            false => debug!("kernel frames will show addresses only: {error}"),
+        })
+        .ok();
     // Every output checks its endpoint, TLS set-up or port before anything touches the kernel.
     let profile_exporter = start_exporter::<Profiles>(&args)?;
     let network_outputs = NetworkOutputs::start(&args).await?;

@@ -118,11 +118,28 @@ impl Oxeye {
 
     /// Like [`Oxeye::start`], with extra environment variables.
     pub fn start_with_env(test: &str, args: &[&str], env: &[(&str, &str)]) -> Oxeye {
+        Oxeye::launch(test, Command::new(oxeye_bin()), args, env, |_| {})
+    }
+
+    /// Starts `binary` (a copy of oxeye with file capabilities) as user `nobody`, with `args`;
+    /// its output directory is `nobody`'s.
+    pub fn start_as_nobody(test: &str, binary: &Path, args: &[&str]) -> Oxeye {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(binary);
+        Oxeye::launch(test, command, args, &[], |dir| {
+            // SAFETY: a path we own, a valid C string.
+            let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("no NUL in the path");
+            assert_eq!(unsafe { libc::chown(path.as_ptr(), 65534, 65534) }, 0, "chown {} to nobody", dir.display());
+        })
+    }
+
+    fn launch(test: &str, mut command: Command, args: &[&str], env: &[(&str, &str)], prepare_dir: impl FnOnce(&Path)) -> Oxeye {
         require_root();
         let out_dir = output_dir(test);
+        prepare_dir(&out_dir);
         let stderr_path = out_dir.join("oxeye.stderr");
         let child = spawn(
-            Command::new(oxeye_bin())
+            command
                 // Debian's elfutils sets it for login shells: no test reaches out unless it says so.
                 .env_remove("DEBUGINFOD_URLS")
                 .envs(env.iter().copied())

@@ -28,7 +28,7 @@ const BUILD_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "llvm-22-dev"];
 /// Prometheus as the real servers, clients and scraper of the network tracing tests; Node.js and
 /// the JDK for JIT code; Go for stripped Go binaries; libc6-dbg and elfutils' debuginfod for
 /// separate debug files; podman and runc to load and run the OCI image, and qemu-user-static to
-/// run the arm64 image's binary; containerd (with ctr) to run containers the way a kubelet does.
+/// run the arm64 image's binary; containerd (with ctr) to run containers the way a kubelet does; setcap to give a copy of oxeye file capabilities.
 const TEST_PACKAGES: &[&str] = &[
     "gcc",
     "g++",
@@ -56,6 +56,7 @@ const TEST_PACKAGES: &[&str] = &[
     "runc",
     "qemu-user-static",
     "containerd",
+    "libcap2-bin",
 ];
 /// Python packages from PyPI the tests use, in their own venv ([`TEST_PYTHON`]), on top of
 /// Debian's Python and its protobuf, as (pip's name, the module to import): zstandard for the

@@ -52,12 +52,27 @@ impl FileIdentity {
         agent_common::files::KernelFile { dev: major << 20 | minor, inode: self.inode }
     }
 
-    /// The identity of the file behind mapping `entry` of `pid`, through `map_files` (which
-    /// reaches files in other mount namespaces and deleted ones); `None` if it cannot be
-    /// reached.
+    /// The identity of the file behind mapping `entry` of `pid` (see [`mapped_file_metadata`]);
+    /// `None` if it cannot be reached.
     pub fn of_mapping(pid: u32, entry: &MapsEntry) -> Option<Self> {
-        std::fs::metadata(map_files_path(pid, entry.start, entry.end)).ok().map(|metadata| FileIdentity::of(&metadata))
+        mapped_file_metadata(pid, entry.start, entry.end, entry.dev, entry.inode, &entry.path).map(|metadata| FileIdentity::of(&metadata))
     }
+}
+
+/// `stat` of the file behind the mapping at `start..end` of `pid`, which `maps` shows as device
+/// `maps_dev` (major << 32 | minor), `inode` and `path`: through `map_files`, which reaches
+/// deleted files and other mount namespaces but needs CAP_CHECKPOINT_RESTORE (or
+/// CAP_SYS_ADMIN); else through the path inside the process's root, if the file there is still
+/// the one mapped.
+pub fn mapped_file_metadata(pid: u32, start: u64, end: u64, maps_dev: u64, inode: u64, path: &str) -> Option<std::fs::Metadata> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(metadata) = std::fs::metadata(map_files_path(pid, start, end)) {
+        return Some(metadata);
+    }
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let metadata = std::fs::metadata(format!("/proc/{pid}/root{path}")).ok()?;
+    let (major, minor) = (u64::from(libc::major(metadata.dev())), u64::from(libc::minor(metadata.dev())));
+    (metadata.ino() == inode && major == maps_dev >> 32 && minor == maps_dev & 0xffff_ffff).then_some(metadata)
 }
 
 /// `/proc/PID/map_files/START-END`: the file behind one mapping.
