@@ -15,6 +15,30 @@ use std::{
 
 use crate::{output_dir, spawn, waiting_for, Spawned};
 
+/// A Python HTTP server (`python3 -c COMPUTING_SERVER PORT`) on 127.0.0.1 whose handler
+/// computes for 20 ms of wall time, so that its thread is sampled while serving. It ends by
+/// itself after 60 s, so it outlives no test (nor a container it runs in).
+pub const COMPUTING_SERVER: &str = r#"
+import http.server, sys, threading, time
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        end = time.monotonic() + 0.02
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+        body = b"ok %d\n" % n
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+threading.Timer(60, server.shutdown).start()
+server.serve_forever()
+"#;
+
+
 /// A free TCP port on 127.0.0.1 (bound and released: good enough for tests run one at a time).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()

@@ -11,7 +11,7 @@ use std::{
 use otlp_sink::{stacks, Sink, SinkConfig};
 use oxeye_tests::{
     deadline::{self, spawn},
-    servers::{free_port, get, wait_for_port},
+    servers::{free_port, get, wait_for_port, COMPUTING_SERVER},
     Oxeye,
 };
 
@@ -20,26 +20,6 @@ const LIMIT: Duration = Duration::from_secs(150);
 const SERVER: i32 = 2;
 const REQUESTS: usize = 20;
 
-/// A Python HTTP server whose handler computes for 20 ms of wall time, so that its thread
-/// is sampled while serving.
-const SERVER_SCRIPT: &str = r#"
-import http.server, sys, time
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        end = time.monotonic() + 0.02
-        n = 0
-        while time.monotonic() < end:
-            n += 1
-        body = b"ok %d\n" % n
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-"#;
-
 #[test]
 fn otel_service_name_names_the_process_on_profiles_spans_and_metrics() {
     let _deadline = deadline::deadline(LIMIT);
@@ -47,7 +27,7 @@ fn otel_service_name_names_the_process_on_profiles_spans_and_metrics() {
     let port = free_port();
     let mut server = spawn(
         Command::new("python3")
-            .args(["-c", SERVER_SCRIPT, &port.to_string()])
+            .args(["-c", COMPUTING_SERVER, &port.to_string()])
             .env("OTEL_SERVICE_NAME", "checkout")
             .stdout(Stdio::null()),
         "python3 http.server",

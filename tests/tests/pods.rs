@@ -18,7 +18,7 @@ use otlp_sink::{stacks, Sink, SinkConfig};
 use oxeye_tests::{
     deadline::{self, output, spawn, Spawned},
     output_dir,
-    servers::{free_port, get, wait_for_port},
+    servers::{free_port, get, wait_for_port, COMPUTING_SERVER},
     Oxeye,
 };
 
@@ -28,28 +28,6 @@ const LIMIT: Duration = Duration::from_secs(180);
 const SERVER: i32 = 2;
 const REQUESTS: usize = 20;
 const POD_UID: &str = "5f0c1d2e-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
-
-/// A Python HTTP server whose handler computes for 20 ms, so that it is sampled while serving;
-/// it ends by itself after 60 s (the container outlives no test).
-const SERVER_SCRIPT: &str = r#"
-import http.server, sys, threading, time
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        end = time.monotonic() + 0.02
-        n = 0
-        while time.monotonic() < end:
-            n += 1
-        body = b"ok %d\n" % n
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
-threading.Timer(60, server.shutdown).start()
-server.serve_forever()
-"#;
 
 /// A containerd of the test's own, in a directory of its own.
 struct Containerd {
@@ -161,7 +139,7 @@ fn a_kubelet_style_containers_profiles_spans_and_metrics_carry_its_pod() {
     oxeye.wait_for_stderr("hooks chosen", Duration::from_secs(10));
     let id = container_id(1);
     let port = free_port();
-    let mut server = containerd.run_pod_container(&id, "server", &["python3", "-c", SERVER_SCRIPT, &port.to_string()]);
+    let mut server = containerd.run_pod_container(&id, "server", &["python3", "-c", COMPUTING_SERVER, &port.to_string()]);
     wait_for_port(port, Duration::from_secs(30));
     for i in 0..REQUESTS {
         assert_eq!(get(port, &format!("/item/{i}")).status, 200);
