@@ -154,7 +154,10 @@ async fn lookups(pods: Pods, endpoints: Vec<String>, mut receiver: mpsc::Receive
             pods.answer(id, Entry::Unknown(Instant::now() + RETRY_AFTER));
             continue;
         };
-        match connected.labels(&id).await {
+        // tonic's own timeouts cover connecting and each call; this covers anything between.
+        let answer = tokio::time::timeout(2 * runtime::CALL_TIMEOUT, connected.labels(&id)).await;
+        let answer = answer.unwrap_or_else(|_| Err(RuntimeError::TimedOut(id.to_string())));
+        match answer {
             Ok(labels) => {
                 let pod = PodMetadata::from_labels(&labels).map(Arc::new);
                 debug!(container = %id, pod = ?pod.as_ref().map(|p| &p.pod_name), "container runtime answered");
@@ -214,6 +217,33 @@ mod tests {
             [("k8s.pod.name", "web-7d9f"), ("k8s.pod.uid", "0b7c6f9e-1111-2222-3333-444455556666"), ("k8s.namespace.name", "shop"), ("k8s.container.name", "nginx")]
         );
         assert_eq!(PodMetadata::from_labels(&HashMap::new()), None, "a container no kubelet made");
+    }
+
+    /// A runtime that accepts connections and never answers costs a lookup its timeout, and
+    /// nothing else waits for it.
+    #[tokio::test]
+    async fn a_silent_runtime_times_out_without_blocking_anyone() {
+        let dir = std::env::temp_dir().join(format!("oxeye-silent-runtime-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let socket = dir.join("runtime.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let silent = std::thread::spawn(move || {
+            let held = listener.accept();
+            std::thread::sleep(3 * runtime::CALL_TIMEOUT);
+            drop(held);
+        });
+        let pods = Pods::start(vec![format!("unix://{}", socket.display())]);
+        let started = Instant::now();
+        assert_eq!(pods.get("abc"), None);
+        assert!(started.elapsed() < Duration::from_millis(50), "get waited");
+        while pods.generation() == 0 {
+            assert!(started.elapsed() < 3 * runtime::CALL_TIMEOUT, "the lookup never gave up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pods.get("abc"), None, "unknown, not asked again yet");
+        drop(silent);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -103,6 +103,9 @@ pub enum RuntimeError {
     /// The runtime does not know the container (it is not one of its, or it is gone).
     #[error("the container runtime does not know container {0}")]
     NotFound(String),
+    /// The runtime did not answer in time.
+    #[error("the container runtime did not answer for container {0} in time")]
+    TimedOut(String),
     /// The runtime answered with an error.
     #[error("container runtime call {call} failed: {status}")]
     Call {
