@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, start_perf, stop_and_peak_rss, symbols::status_kib, task_cpu_ns, wait_for_text, Stopped};
+use super::{median, start_oxeye, start_perf, stop_and_peak_rss, symbols::status_kib, task_cpu_ns};
 use crate::shell::{root, say};
 
 /// Storm loops running at once (this machine has two cores).
@@ -97,19 +97,7 @@ fn measure(agent: Agent, oxeye: &Path, storm: &Path, burn: &Path, seconds: f64, 
     fs::create_dir_all(&out_dir)?;
     let mut child = match agent {
         Agent::None => None,
-        Agent::Oxeye => {
-            let log = out_dir.join("oxeye.stderr");
-            let child = Command::new(oxeye)
-                .args(["--no-live", "--summary-interval", "3600", "--output-dir"])
-                .arg(&out_dir)
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(&log)?)
-                .spawn()
-                .context("cannot start oxeye")?;
-            let child = Stopped(child);
-            wait_for_text(&log, "sampling")?;
-            Some(child)
-        }
+        Agent::Oxeye => Some(start_oxeye(oxeye, &[], &out_dir)?),
         Agent::Perf => Some(start_perf(20, &out_dir.join("perf.data"))?),
     };
     // Warm-up: the first processes' files are read and indexed once (libc's DWARF, 0.1 s):

@@ -273,21 +273,12 @@ fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, w
     let mut child = match agent {
         Agent::None => None,
         Agent::Oxeye(hz) | Agent::OxeyeExport(hz) => {
-            let log = work_dir.join("oxeye.stderr");
-            let mut command = Command::new(oxeye);
+            let hz = hz.to_string();
+            let mut args = vec!["--samples-per-second", &hz];
             if matches!(agent, Agent::OxeyeExport(_)) {
-                command.args(["--collection-agent", sink.address(), "--disable-tls"]);
+                args.extend(["--collection-agent", sink.address(), "--disable-tls"]);
             }
-            let child = command
-                .args(["--samples-per-second", &hz.to_string(), "--no-live", "--summary-interval", "3600", "--output-dir"])
-                .arg(work_dir)
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(&log)?)
-                .spawn()
-                .context("cannot start oxeye")?;
-            let child = Stopped(child);
-            wait_for_text(&log, "sampling")?;
-            Some(child)
+            Some(start_oxeye(oxeye, &args, work_dir)?)
         }
         Agent::Perf(hz) => Some(start_perf(hz, &work_dir.join("perf.data"))?),
     };
@@ -314,6 +305,23 @@ fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, w
         (after.wire_bytes - sink_before.wire_bytes, after.samples - sink_before.samples)
     });
     Ok(Measurement { throughput: iterations / wall, agent_cpu: (cpu_after - cpu_before) as f64 / 1e9 / wall, agent_peak_rss: peak_rss, agent_map_rss: map_rss, bpf_ns_per_sample, export })
+}
+
+/// Starts oxeye with `args`, without the live view, writing its outputs and its log
+/// (`oxeye.stderr`) into `out_dir`, and waits until it samples.
+fn start_oxeye(oxeye: &Path, args: &[&str], out_dir: &Path) -> Result<Stopped> {
+    let log = out_dir.join("oxeye.stderr");
+    let child = Command::new(oxeye)
+        .args(args)
+        .args(["--no-live", "--summary-interval", "3600", "--output-dir"])
+        .arg(out_dir)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .context("cannot start oxeye")?;
+    let child = Stopped(child);
+    wait_for_text(&log, "sampling")?;
+    Ok(child)
 }
 
 /// Starts `perf record -F HZ -a -g` writing to `output`, and gives it a second to start.
