@@ -62,6 +62,15 @@ pub struct Segment {
     pub vaddr: u64,
 }
 
+impl Segment {
+    /// The file offsets a mapping of this segment may start at and cover: from the segment's
+    /// offset rounded down to the largest page size (64 KiB, arm64's), to its end.
+    pub fn mappable_offsets(&self) -> std::ops::Range<u64> {
+        const MAX_PAGE: u64 = 64 << 10;
+        self.offset & !(MAX_PAGE - 1)..self.offset + self.size.max(1)
+    }
+}
+
 /// One file's table in the rows array.
 #[derive(Debug)]
 pub struct FileTable {
@@ -82,10 +91,9 @@ impl FileTable {
     /// an executable segment holds it. Mappings start on a page boundary, which may be below
     /// the segment's own offset (lld puts `.text` mid-page); the address then is too.
     pub fn vaddr_of(&self, offset: u64) -> Option<u64> {
-        const MAX_PAGE: u64 = 64 << 10;
         self.segments
             .iter()
-            .find(|s| offset >= s.offset & !(MAX_PAGE - 1) && offset < s.offset + s.size.max(1))
+            .find(|s| s.mappable_offsets().contains(&offset))
             .map(|s| offset.wrapping_sub(s.offset).wrapping_add(s.vaddr))
     }
 }
@@ -146,13 +154,13 @@ impl TableStore {
             TableKey::Vdso => KernelFile::VDSO,
         };
         let Some(segment) = table.segments.first() else { return };
-        const MAX_PAGE: u64 = 64 << 10;
+        let offsets = segment.mappable_offsets();
         let value = agent_common::files::FileTable {
             rows_start: rows.start,
             rows_len: rows.len,
             base: table.base,
-            exec_offset_start: segment.offset & !(MAX_PAGE - 1),
-            exec_offset_end: segment.offset + segment.size.max(1),
+            exec_offset_start: offsets.start,
+            exec_offset_end: offsets.end,
             vaddr_minus_offset: segment.vaddr.wrapping_sub(segment.offset),
         };
         if let Err(error) = by_file.insert(file, value, 0) {
