@@ -8,6 +8,9 @@ use opentelemetry_proto::tonic::{
     profiles::v1development::{Function, KeyValueAndUnit, Line, Location, Mapping, ProfilesDictionary, Stack},
 };
 
+/// A location's identity: mapping, address, `(function, line)` per line, attributes.
+type LocationKey = (i32, u64, Vec<(i32, i64)>, Vec<i32>);
+
 /// A table whose entries are unique; `add` returns the index of an equal entry if there is one.
 #[derive(Debug)]
 struct Table<K, V> {
@@ -58,7 +61,7 @@ pub struct Dictionary {
     attributes: Table<(i32, Value), KeyValueAndUnit>,
     functions: Table<(i32, i32, i64), Function>,
     mappings: Table<(i32, Vec<i32>), Mapping>,
-    locations: Table<(i32, u64, Vec<(i32, i64)>, Vec<i32>), Location>,
+    locations: Table<LocationKey, Location>,
     stacks: Table<Vec<i32>, Stack>,
 }
 
