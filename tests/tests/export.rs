@@ -102,9 +102,12 @@ fn collector_down_at_start_then_up_gets_new_profiles_within_the_queue_bound() {
     let address = format!("127.0.0.1:{port}");
     let queue_bound = 16 * 1024;
     let bound = queue_bound.to_string();
-    let oxeye = oxeye_to(&address, "export-down", &["--disable-tls", "--max-export-queue-bytes", &bound, "--summary-interval", "1"]);
-    let chain = workload("chain");
-    let mut busy = start_workload(&chain, &["25"]);
+    // One process only: a batch's size must not depend on what else the machine runs (with
+    // every process of a busy machine, one second of samples outgrew the bound by itself).
+    // It outlasts the longest wait below.
+    let mut busy = start_workload(&workload("chain"), &["60"]);
+    let pid = busy.id().to_string();
+    let oxeye = oxeye_to(&address, "export-down", &["--pid", &pid, "--disable-tls", "--max-export-queue-bytes", &bound, "--summary-interval", "1"]);
     let started = Instant::now();
     let mut peak_rss_kib = 0;
     while started.elapsed() < Duration::from_secs(10) {
