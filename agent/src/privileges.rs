@@ -71,9 +71,52 @@ pub fn check(java_perf_map: bool) -> Result<()> {
             missing.join(", ")
         );
     }
+    if effective & (1 << CAP_SYS_ADMIN) == 0 {
+        check_perf_events_allowed()?;
+    }
     for (name, cost) in missing_optional(effective, java_perf_map) {
         warn!("missing {name}: {cost}");
     }
+    Ok(())
+}
+
+/// Debian's and Ubuntu's kernels add `kernel.perf_event_paranoid` levels above 2, at which
+/// every perf_event_open (sampling, and attaching tracepoints and kprobes) needs
+/// CAP_SYS_ADMIN, CAP_PERFMON notwithstanding; mainline treats them as 2. Only trying tells
+/// the two apart: a software event on oxeye itself, the least any level allows.
+fn check_perf_events_allowed() -> Result<()> {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok().and_then(|text| text.trim().parse::<i32>().ok());
+    let Some(level @ 3..) = paranoid else { return Ok(()) };
+    if open_dummy_perf_event() == Err(libc::EACCES) {
+        bail!(
+            "kernel.perf_event_paranoid is {level}, at which this kernel (Debian's and Ubuntu's patch) allows perf events only with CAP_SYS_ADMIN: \
+             set it to 2, the mainline default (`sysctl -w kernel.perf_event_paranoid=2`, and a file in /etc/sysctl.d to keep it), or grant CAP_SYS_ADMIN"
+        );
+    }
+    Ok(())
+}
+
+/// Opens and closes a disabled `PERF_COUNT_SW_DUMMY` event counting oxeye's own user time;
+/// the error number if the kernel refuses.
+fn open_dummy_perf_event() -> Result<(), i32> {
+    const PERF_TYPE_SOFTWARE: u32 = 1;
+    const PERF_COUNT_SW_DUMMY: u64 = 9;
+    /// `disabled`, `exclude_kernel` and `exclude_hv`: bits 0, 5 and 6 of the flags word.
+    const FLAGS: u64 = 1 | 1 << 5 | 1 << 6;
+    const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
+    // perf_event_attr as of PERF_ATTR_SIZE_VER0 (64 bytes): type, size, config, sample period,
+    // sample type, read format, flags, and zeros.
+    let mut attr = [0u64; 8];
+    attr[0] = u64::from(PERF_TYPE_SOFTWARE) | (64u64 << 32);
+    attr[1] = PERF_COUNT_SW_DUMMY;
+    attr[6] = FLAGS;
+    // SAFETY: attr is a valid, fully initialised perf_event_attr of the size it states.
+    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, PERF_FLAG_FD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    // SAFETY: a descriptor this function opened and nothing else holds.
+    unsafe { libc::close(fd as i32) };
     Ok(())
 }
 
@@ -143,6 +186,12 @@ mod tests {
         assert_eq!(missing_optional(without_syslog, false)[0].0, "CAP_SYSLOG");
         let names: Vec<_> = missing_optional(1 << CAP_BPF | 1 << CAP_PERFMON | 1 << CAP_SYS_PTRACE | 1 << CAP_SYS_ADMIN, false).into_iter().map(|(name, _)| name).collect();
         assert_eq!(names, ["CAP_SYSLOG", "CAP_DAC_READ_SEARCH"], "CAP_SYS_ADMIN covers map_files");
+    }
+
+    #[test]
+    fn a_dummy_perf_event_opens_here() {
+        // Root (the tests' user) may always open one: the probe itself must be well formed.
+        assert_eq!(open_dummy_perf_event(), Ok(()));
     }
 
     #[test]

@@ -80,6 +80,14 @@ pub fn kernel_frames_named(folded: &Folded, process: &str, cpu_seconds: f64) -> 
     Ok(format!("{counted}, {:.1}% main→do_reads→…→vfs_read with named kernel frames", share * 100.0))
 }
 
+/// The share of `process`'s kernel frames that have names (not `[kernel] 0x…`), and how many
+/// kernel frames it has.
+pub fn named_kernel_share(folded: &Folded, process: &str) -> (f64, usize) {
+    let frames: Vec<&str> = folded.process(process).flat_map(|stack| stack.kernel_frames()).collect();
+    let named = frames.iter().filter(|frame| !frame.starts_with("[kernel] 0x")).count();
+    (named as f64 / frames.len().max(1) as f64, frames.len())
+}
+
 /// Whether the user stack goes all the way from the ELF entry point (`_start`) to `chain`.
 pub fn complete_to(stack: &Stack, chain: &[&str]) -> bool {
     let user = stack.user_frames();

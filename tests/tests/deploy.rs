@@ -96,3 +96,18 @@ fn daemonset_image_is_the_one_xtask_image_builds() {
     let images: Vec<&str> = manifest.lines().filter_map(|line| line.trim().strip_prefix("image: ")).collect();
     assert_eq!(images, [format!("oxeye:{version}")], "the DaemonSet's image");
 }
+
+/// The sysctl file for Debian and Ubuntu hosts sets exactly kernel.perf_event_paranoid to 2, a
+/// key this kernel has, in the `key = value` form sysctl.d reads.
+#[test]
+fn sysctl_file_sets_only_perf_event_paranoid_to_2() {
+    let text = fs::read_to_string(root().join("deploy/systemd/60-oxeye-perf-events.conf")).expect("read the sysctl file");
+    let settings: Vec<(&str, &str)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| line.split_once('=').map(|(key, value)| (key.trim(), value.trim())).unwrap_or_else(|| panic!("not `key = value`: {line:?}")))
+        .collect();
+    assert_eq!(settings, [("kernel.perf_event_paranoid", "2")]);
+    assert!(Path::new("/proc/sys/kernel/perf_event_paranoid").exists(), "no such sysctl here");
+}

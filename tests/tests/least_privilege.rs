@@ -96,8 +96,7 @@ fn nobody_with_the_documented_capabilities_gets_what_root_gets() {
 
 /// The share of the syscalls workload's kernel frames that have names.
 fn named_kernel_share(finished: &Finished) -> f64 {
-    let folded = finished.folded();
-    let frames: Vec<&str> = folded.process("syscalls").flat_map(|stack| stack.kernel_frames()).collect();
-    assert!(frames.len() >= 20, "only {} kernel frames of the syscalls workload", frames.len());
-    frames.iter().filter(|frame| !frame.starts_with("[kernel] 0x")).count() as f64 / frames.len() as f64
+    let (share, frames) = checks::named_kernel_share(&finished.folded(), "syscalls");
+    assert!(frames >= 20, "only {frames} kernel frames of the syscalls workload");
+    share
 }

@@ -72,7 +72,7 @@ pub fn root_command(program: impl AsRef<OsStr>) -> Command {
         Command::new(program)
     } else {
         let mut command = Command::new("sudo");
-        command.arg("--preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME").arg(program);
+        command.arg("--preserve-env=PATH,HOME,CARGO_HOME,RUSTUP_HOME,OXEYE_CAPABILITY_MATRIX").arg(program);
         command
     }
 }

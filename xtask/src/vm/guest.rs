@@ -32,6 +32,8 @@ const WORKLOADS: &[(&str, &str, &[&str], Option<Arch>)] = &[
     ("chain-nofp", "chain.c", &["-O2", "-fomit-frame-pointer"], None),
     ("chain-rs", "chain.rs", &["-O", "-C", "force-frame-pointers=no"], None),
     ("syscalls", "syscalls.c", &["-O0", "-fno-omit-frame-pointer", "-fno-inline"], None),
+    // Runs a program as a user with given capabilities (the least-privilege sessions).
+    ("with-caps", "with_caps.c", &["-O1"], None),
     // Return addresses signed with pointer authentication (the arm64 guest's CPU has it): in
     // frame records, and described by DW_CFA_AARCH64_negate_ra_state in the unwind tables.
     ("chain-pac", "chain.c", &["-O0", "-fno-omit-frame-pointer", "-fno-inline", "-mbranch-protection=pac-ret+leaf"], Some(Arch::Aarch64)),

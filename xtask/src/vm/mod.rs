@@ -16,6 +16,7 @@ mod debian;
 mod guest;
 mod initramfs;
 mod kernels;
+mod privileges;
 mod qemu;
 mod results;
 
@@ -58,11 +59,15 @@ pub struct VmTestArgs {
     /// its memory).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=288))]
     pub cpus: u32,
+    /// Also run oxeye without each capability of the README's table in turn, and check that
+    /// what it loses is what the table says (six more sessions per kernel).
+    #[arg(long)]
+    pub capability_matrix: bool,
 }
 
 impl Default for VmTestArgs {
     fn default() -> Self {
-        VmTestArgs { arch: None, kernel: None, cpus: 2 }
+        VmTestArgs { arch: None, kernel: None, cpus: 2, capability_matrix: false }
     }
 }
 
@@ -91,7 +96,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
         }
         let files = &prepared[run.arch.name()];
         let dir = root().join("target/vm/results").join(&run.name);
-        let mut failures = attempt(run, files, &dir, args.cpus, &mut report)?;
+        let mut failures = attempt(run, files, &dir, args, &mut report)?;
         if !failures.is_empty() {
             // One more boot tells a rare failure from a broken kernel; the first attempt's
             // outputs stay for a look, and the summary says it happened.
@@ -100,7 +105,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
             fs::rename(&dir, &first)?;
             say(format!("{}: {} scenario(s) failed; booting once more (first attempt kept in {})", run.name, failures.len(), first.display()));
             let first_failures = failures;
-            failures = attempt(run, files, &dir, args.cpus, &mut report)?;
+            failures = attempt(run, files, &dir, args, &mut report)?;
             if failures.is_empty() {
                 let line = format!("  FLAKY {}: failed on the first attempt, passed on the second: {}", run.name, first_failures.join(", "));
                 println!("{line}");
@@ -124,18 +129,19 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
 
 /// Boots (or runs) one kernel's scenarios into `dir`, prints and records their outcomes, and
 /// returns the names of the scenarios that failed.
-fn attempt(run: &Run, files: &guest::GuestFiles, dir: &Path, cpus: u32, report: &mut Vec<String>) -> Result<Vec<&'static str>> {
+fn attempt(run: &Run, files: &guest::GuestFiles, dir: &Path, args: &VmTestArgs, report: &mut Vec<String>) -> Result<Vec<&'static str>> {
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     say(format!("{}: {} on {}", run.name, run.what, run.arch.name()));
     let started = Instant::now();
+    let environment: &[(&str, &str)] = if args.capability_matrix { &[(privileges::MATRIX_VARIABLE, "1")] } else { &[] };
     let (transcript, http_port) = match &run.image {
         Some(image) => {
             let initramfs = initramfs::build(files, dir)?;
-            let boot = qemu::boot(run.arch, image, &initramfs, &dir.join("console.log"), cpus)?;
+            let boot = qemu::boot(run.arch, image, &initramfs, &dir.join("console.log"), args.cpus, environment)?;
             (Transcript::parse(&boot.console)?, GUEST_HTTP_PORT)
         }
-        None => (run_on_host(files, dir)?, HOST_HTTP_PORT),
+        None => (run_on_host(files, dir, environment)?, HOST_HTTP_PORT),
     };
     let wall = started.elapsed().as_secs_f64();
     transcript.save(&dir.join("out"))?;
@@ -207,7 +213,7 @@ fn vmlinuz(unpacked: &Path) -> Result<PathBuf> {
 }
 
 /// Runs the scenarios directly on this machine, as root.
-fn run_on_host(files: &guest::GuestFiles, dir: &Path) -> Result<Transcript> {
+fn run_on_host(files: &guest::GuestFiles, dir: &Path, environment: &[(&str, &str)]) -> Result<Transcript> {
     let script = dir.join("scenarios.sh");
     fs::write(&script, initramfs::SCENARIOS)?;
     let out = dir.join("out");
@@ -220,6 +226,7 @@ fn run_on_host(files: &guest::GuestFiles, dir: &Path) -> Result<Transcript> {
         .arg(HOST_HTTP_PORT.to_string())
         .arg(HOST_OTLP_PORT)
         .arg(HOST_METRICS_PORT)
+        .envs(environment.iter().copied())
         .stdin(Stdio::null())
         .stdout(fs::File::create(&console).with_context(|| format!("cannot create {}", console.display()))?)
         .stderr(Stdio::inherit());

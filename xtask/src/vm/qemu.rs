@@ -23,9 +23,10 @@ pub struct Boot {
 }
 
 /// Boots `kernel` with `initramfs` on `cpus` CPUs (2 GiB, and 16 MiB more per CPU past two),
-/// waits for the guest to power off (at most [`TIMEOUT`]), and returns its console, also kept
+/// with `environment` in `/init`'s environment (the kernel passes it `KEY=VALUE` words of its
+/// command line it does not know), waits for the guest to power off (at most [`TIMEOUT`]), and returns its console, also kept
 /// in `console_log`.
-pub fn boot(arch: Arch, kernel: &Path, initramfs: &Path, console_log: &Path, cpus: u32) -> Result<Boot> {
+pub fn boot(arch: Arch, kernel: &Path, initramfs: &Path, console_log: &Path, cpus: u32, environment: &[(&str, &str)]) -> Result<Boot> {
     let (emulator, machine, console) = arch.qemu();
     let log = fs::File::create(console_log).with_context(|| format!("cannot create {}", console_log.display()))?;
     let started = Instant::now();
@@ -37,7 +38,7 @@ pub fn boot(arch: Arch, kernel: &Path, initramfs: &Path, console_log: &Path, cpu
         .arg("-initrd")
         .arg(initramfs)
         .arg("-append")
-        .arg(format!("console={console} rdinit=/init panic=-1 quiet"))
+        .arg(format!("console={console} rdinit=/init panic=-1 quiet{}", environment.iter().map(|(key, value)| format!(" {key}={value}")).collect::<String>()))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
