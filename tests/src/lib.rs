@@ -7,6 +7,7 @@ pub mod checks;
 pub mod deadline;
 pub mod debug_files;
 pub mod folded;
+pub mod podman;
 pub mod servers;
 
 pub use deadline::{deadline, output, run_ok, spawn, waiting_for, Exited, Spawned};

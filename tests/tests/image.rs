@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use oxeye_tests::{deadline, output, output_dir, root, run_ok};
+use oxeye_tests::{deadline, output, output_dir, podman::Podman, root, run_ok};
 use serde_json::Value;
 
 /// oxeye's version, which the workspace gives every crate.
@@ -106,25 +106,6 @@ fn check_rootfs(unpacked: &Unpacked, triplet: &str) {
     let config = &unpacked.config["config"];
     assert_eq!(config["Entrypoint"], serde_json::json!(["/usr/bin/oxeye"]), "the config's Entrypoint");
     assert_eq!(config["Labels"]["org.opencontainers.image.version"].as_str(), Some(VERSION), "the version label");
-}
-
-/// podman as TOOLCHAIN.md runs it here: no ulimits to raise (the VM refuses), runc.
-struct Podman {
-    conf: PathBuf,
-}
-
-impl Podman {
-    fn new(dir: &Path) -> Podman {
-        let conf = dir.join("containers.conf");
-        fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap_or_else(|e| panic!("cannot write {}: {e}", conf.display()));
-        Podman { conf }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("podman");
-        command.env("CONTAINERS_CONF", &self.conf).args(["--runtime", "runc"]).args(args);
-        command
-    }
 }
 
 /// An image podman loaded, removed again when dropped.

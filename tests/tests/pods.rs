@@ -4,7 +4,7 @@
 //! Its Python HTTP server's profiles, spans and metrics carry `k8s.pod.name`, `k8s.pod.uid`,
 //! `k8s.namespace.name`, `k8s.container.name` and `k8s.node.name` beside `container.id`; with
 //! the runtime gone, they carry `container.id` and the pod UID from the cgroup, and oxeye
-//! goes on.
+//! goes on. podman's containers, alone and in a podman pod, carry their own IDs.
 
 use std::{
     collections::BTreeMap,
@@ -18,6 +18,8 @@ use otlp_sink::{stacks, Sink, SinkConfig};
 use oxeye_tests::{
     deadline::{self, output, spawn, Spawned},
     output_dir,
+    podman::Podman,
+    run_ok,
     servers::{free_port, get, wait_for_port, COMPUTING_SERVER},
     Oxeye,
 };
@@ -195,4 +197,86 @@ fn without_a_runtime_containers_keep_their_id_and_pod_uid_and_profiling_goes_on(
     }
     let said: Vec<&str> = finished.stderr.lines().filter(|l| l.contains("no k8s.pod.* attributes")).collect();
     assert_eq!(said.len(), 1, "one line about the absent runtime:\n{}", finished.stderr);
+}
+
+/// podman's containers and pods, removed when dropped.
+struct PodmanRun {
+    podman: Podman,
+    pod: String,
+    containers: Vec<String>,
+}
+
+impl PodmanRun {
+    /// `podman run -d --rm` on the host's root file system (an overlay of it: no image to pull)
+    /// and network, in the pod if `in_pod`; returns the container's ID.
+    fn run(&mut self, in_pod: bool, command: &[&str]) -> String {
+        let mut args = vec!["run", "-d", "--rm"];
+        if in_pod {
+            args.extend(["--pod", &self.pod]);
+        } else {
+            args.extend(["--network", "host"]);
+        }
+        // `--rootfs` is a switch: the first argument after the options is the root, not an image.
+        args.extend(["--rootfs", "/:O"]);
+        let id = run_ok(&mut self.podman.command(&[&args[..], command].concat()), "podman run -d").trim().to_owned();
+        assert_eq!(id.len(), 64, "podman run -d printed no container ID: {id:?}");
+        self.containers.push(id.clone());
+        id
+    }
+}
+
+impl Drop for PodmanRun {
+    fn drop(&mut self) {
+        for id in &self.containers {
+            let _ = output(&mut self.podman.command(&["rm", "--force", "--time", "0", id]), "podman rm");
+        }
+        let _ = output(&mut self.podman.command(&["pod", "rm", "--force", &self.pod]), "podman pod rm");
+    }
+}
+
+/// podman names a container's cgroup `libpod-<ID>`, under its pod's (`<POD ID>`) when it is in
+/// one: each container's spans and samples carry its own ID, never the pod's, and no `k8s.*`
+/// attribute (a podman pod is no Kubernetes pod).
+#[test]
+fn podman_containers_alone_and_in_a_pod_carry_their_own_ids() {
+    let _deadline = deadline::deadline(LIMIT);
+    let dir = output_dir("pods-podman");
+    let pod = format!("oxeye-test-{}", std::process::id());
+    let mut podman = PodmanRun { podman: Podman::new(&dir), pod: pod.clone(), containers: Vec::new() };
+    let pod_id = run_ok(&mut podman.podman.command(&["pod", "create", "--name", &pod, "--network", "host"]), "podman pod create").trim().to_owned();
+    let sink = Sink::start(SinkConfig::localhost()).expect("start otlp-sink");
+    let addr = sink.addr().to_string();
+    let mut oxeye = Oxeye::start("pods-podman", &["--collection-agent", &addr, "--disable-tls", "--reporter-interval", "1"]);
+    oxeye.wait_for_stderr("hooks chosen", Duration::from_secs(10));
+    let port = free_port();
+    let server = podman.run(true, &["/usr/bin/python3", "-c", COMPUTING_SERVER, &port.to_string()]);
+    let burner = podman.run(false, &["/usr/bin/timeout", "3", "/bin/sh", "-c", "while :; do :; done"]);
+    wait_for_port(port, Duration::from_secs(30));
+    let server_pid = run_ok(&mut podman.podman.command(&["inspect", "--format", "{{.State.Pid}}", &server]), "podman inspect").trim().to_owned();
+    for i in 0..REQUESTS {
+        assert_eq!(get(port, &format!("/item/{i}")).status, 200);
+    }
+    assert!(sink.wait_for_spans(REQUESTS, Duration::from_secs(20)), "spans did not arrive");
+    run_ok(&mut podman.podman.command(&["wait", &burner]), "podman wait");
+    std::thread::sleep(Duration::from_secs(2));
+    let finished = oxeye.stop();
+    finished.assert_success();
+    drop(podman);
+
+    let of_server = |resource: &BTreeMap<String, String>| resource.get("process.pid") == Some(&server_pid);
+    let spans: Vec<_> = sink.all_spans().into_iter().filter(|s| s.kind == SERVER && of_server(&s.resource)).collect();
+    assert_eq!(spans.len(), REQUESTS, "server spans of the pod's server (pid {server_pid}):\n{}", finished.stderr);
+    let samples: Vec<_> = sink.requests().iter().flat_map(stacks).collect();
+    for (what, id, resources) in [
+        ("the pod's server, its spans", &server, spans.iter().map(|s| &s.resource).collect::<Vec<_>>()),
+        ("the pod's server, its samples", &server, samples.iter().filter(|s| of_server(&s.resource)).map(|s| &s.resource).collect()),
+        ("the lone container's samples", &burner, samples.iter().filter(|s| s.resource.get("container.id") == Some(&burner)).map(|s| &s.resource).collect()),
+    ] {
+        assert!(!resources.is_empty(), "no resources for {what}:\n{}", finished.stderr);
+        for resource in resources {
+            assert_eq!(resource.get("container.id"), Some(id), "{what}: container.id (the pod is {pod_id}) in {resource:?}");
+            let k8s: Vec<_> = resource.keys().filter(|key| key.starts_with("k8s.")).collect();
+            assert!(k8s.is_empty(), "{what}: podman's containers have no k8s attributes: {resource:?}");
+        }
+    }
 }
