@@ -5,9 +5,12 @@ use std::future::Future;
 use opentelemetry_proto::tonic::collector::{
     metrics::v1::{metrics_service_client::MetricsServiceClient, ExportMetricsServiceRequest},
     profiles::v1development::{profiles_service_client::ProfilesServiceClient, ExportProfilesServiceRequest},
-    trace::v1::{trace_service_client::TraceServiceClient, ExportTraceServiceRequest},
+    trace::v1::ExportTraceServiceResponse,
 };
-use tonic::{codec::CompressionEncoding, transport::Channel, Status};
+use tonic::{codec::CompressionEncoding, codegen::http::uri::PathAndQuery, transport::Channel, Status};
+use tonic_prost::ProstCodec;
+
+use crate::otlp::wire::Encoded;
 
 /// One OTLP signal: its request type and how to send it.
 pub trait Signal: Send + Sync + 'static {
@@ -78,15 +81,21 @@ impl Signal for Profiles {
 }
 
 impl Signal for Traces {
-    type Request = ExportTraceServiceRequest;
+    /// An `ExportTraceServiceRequest` written by `net::spans` straight from the exchanges.
+    type Request = Encoded;
     const ITEMS: &'static str = "spans";
     const NAME: &'static str = "traces";
     const ENDPOINT_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
     const COMPRESSION_VARIABLE: &'static str = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION";
 
     async fn export(channel: Channel, request: Self::Request, gzip: bool) -> Result<Option<String>, Status> {
-        let mut client = compressed(TraceServiceClient::new(channel), gzip, |c| c.send_compressed(CompressionEncoding::Gzip));
-        let partial = client.export(request).await?.into_inner().partial_success;
+        // What `TraceServiceClient::export` does, with a codec that sends the bytes as they are.
+        const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+        let mut grpc = compressed(tonic::client::Grpc::new(channel), gzip, |c| c.send_compressed(CompressionEncoding::Gzip));
+        grpc.ready().await.map_err(|e| Status::unavailable(format!("service was not ready: {e}")))?;
+        let codec = ProstCodec::<Encoded, ExportTraceServiceResponse>::default();
+        let response = grpc.unary(tonic::Request::new(request), PathAndQuery::from_static(EXPORT), codec).await?;
+        let partial = response.into_inner().partial_success;
         Ok(partial
             .filter(|p| p.rejected_spans > 0 || !p.error_message.is_empty())
             .map(|p| format!("{} spans rejected: {}", p.rejected_spans, p.error_message)))

@@ -156,12 +156,17 @@ pub struct Family<'a> {
     pub series: Vec<SeriesRef<'a>>,
 }
 
+/// The maps' hasher: these are looked up once or twice per traced request, and SipHash over a
+/// resource's strings showed in profiles; the keys are oxeye's own, not an attacker's choice
+/// of collisions (routes and series are bounded before they get here).
+type Hasher = foldhash::fast::RandomState;
+
 #[derive(Debug)]
 struct MetricState {
     desc: &'static MetricDesc,
     /// Two levels so that the hot path can look a resource up by reference without building
     /// an owned key.
-    by_resource: HashMap<Arc<Resource>, HashMap<Attributes, Series>>,
+    by_resource: HashMap<Arc<Resource>, HashMap<Attributes, Series, Hasher>, Hasher>,
     /// Non-overflow series across all resources, compared with the cardinality limit.
     series_count: usize,
 }
@@ -176,8 +181,8 @@ pub struct MetricsStore {
     max_series_per_metric: usize,
     now_unix_nano: u64,
     /// Interned resources, shared by the series of every metric.
-    resources: HashSet<Arc<Resource>>,
-    metrics: HashMap<&'static str, MetricState>,
+    resources: HashSet<Arc<Resource>, Hasher>,
+    metrics: HashMap<&'static str, MetricState, Hasher>,
     overflowed: u64,
 }
 
@@ -193,8 +198,8 @@ impl MetricsStore {
         Self {
             max_series_per_metric,
             now_unix_nano: now,
-            resources: HashSet::new(),
-            metrics: HashMap::new(),
+            resources: HashSet::default(),
+            metrics: HashMap::default(),
             overflowed: 0,
         }
     }
@@ -278,7 +283,7 @@ impl MetricsStore {
     ) -> Option<&mut SeriesValue> {
         let state = self.metrics.entry(metric.name).or_insert_with(|| MetricState {
             desc: metric,
-            by_resource: HashMap::new(),
+            by_resource: HashMap::default(),
             series_count: 0,
         });
         if state.desc.kind != metric.kind {
@@ -296,7 +301,7 @@ impl MetricsStore {
                     r
                 }
             };
-            state.by_resource.insert(interned, HashMap::new());
+            state.by_resource.insert(interned, HashMap::default());
         }
         let by_attrs = state.by_resource.get_mut(resource)?;
 

@@ -5,6 +5,7 @@ mod batch;
 mod builder;
 pub mod dictionary;
 pub mod resource;
+pub mod wire;
 
 pub use batch::{BatchSample, SampleBatch};
 pub use builder::{build_request, BuildContext};

@@ -6,14 +6,14 @@
 /// the bare LF some implementations send end a line.
 pub(super) fn line_at(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let rest = buf.get(pos..)?;
-    let len = rest.iter().position(|&byte| byte == b'\n')?;
+    let len = memchr::memchr(b'\n', rest)?;
     let line = &rest[..len];
     Some((line.strip_suffix(b"\r").unwrap_or(line), pos + len + 1))
 }
 
 /// `bytes` split at its first space, which is dropped.
 pub(super) fn split_at_space(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let at = bytes.iter().position(|&byte| byte == b' ')?;
+    let at = memchr::memchr(b' ', bytes)?;
     Some((&bytes[..at], &bytes[at + 1..]))
 }
 
