@@ -82,6 +82,13 @@ pub struct Args {
     #[arg(long)]
     pub no_network: bool,
 
+    /// Share of traces to export spans for, from 0 to 1, parent-based: a request whose
+    /// `traceparent` says sampled is kept, one that says not sampled is not, and the others
+    /// are kept by trace ID at this ratio. HTTP metrics still count every request; the final
+    /// line and `oxeye.spans.sampled_out` count the spans left out. 1 keeps every span.
+    #[arg(long, value_name = "RATIO", default_value_t = 1.0, value_parser = crate::net::sampling::parse_ratio)]
+    pub trace_sample_ratio: f64,
+
     /// Serve metrics in the Prometheus text format at http://ADDR/metrics. A bare PORT binds
     /// 127.0.0.1.
     #[arg(long, value_name = "ADDR")]

@@ -273,3 +273,10 @@ pub fn run_workload(binary: &Path, args: &[&str]) -> Ran {
     assert!(exited.status.success(), "{} failed: {}", binary.display(), exited.status);
     Ran { pid: child.id(), cpu_seconds: exited.cpu_seconds() }
 }
+
+/// The number written right before the first `marker` in `text` (`"3 spans"`, `" spans"` → 3).
+pub fn number_before(text: &str, marker: &str) -> Option<u64> {
+    let before = &text[..text.find(marker)?];
+    let digits = before.len() - before.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    before[before.len() - digits..].parse().ok()
+}

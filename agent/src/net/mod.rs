@@ -6,11 +6,13 @@
 //! - [`exchanges`]: matching responses to requests per connection.
 //! - [`spans`], [`telemetry`]: what the exchanges and connections become.
 //! - [`services`], [`route`], [`traceparent`]: naming processes, bounding routes, trace ids.
+//! - [`sampling`]: which spans `--trace-sample-ratio` keeps.
 
 pub mod exchanges;
 pub mod http;
 pub mod records;
 pub mod route;
+pub mod sampling;
 pub mod services;
 pub mod spans;
 pub mod telemetry;
@@ -191,7 +193,10 @@ impl NetTracker {
         let route = self.routes.limit(route::route(&exchange.path));
         telemetry::record_exchange(store, &service.metrics, &exchange, &route);
         if let Some(spans) = &mut self.spans {
-            spans.add(service, &exchange, &route, self.clock, &mut self.ids);
+            let resource = service.clone();
+            if !spans.add(service, &exchange, &route, self.clock, &mut self.ids) {
+                telemetry::record_sampled_out(store, &resource.metrics);
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use prost::Message;
 
 use super::{
     exchanges::{Exchange, Side},
+    sampling::Sampler,
     services::Service,
     traceparent::IdGenerator,
 };
@@ -54,6 +55,10 @@ pub struct SpanBatch {
     max: usize,
     /// Spans that did not fit.
     pub dropped: u64,
+    /// Which spans are kept (`--trace-sample-ratio`).
+    sampler: Sampler,
+    /// Spans the sampler left out, over the run.
+    pub sampled_out: u64,
     /// Reused for addresses' text.
     text: String,
 }
@@ -67,20 +72,26 @@ struct ServiceSpans {
 }
 
 impl SpanBatch {
-    /// An empty batch holding at most `max` spans.
-    pub fn new(max: usize) -> Self {
-        SpanBatch { open: HashMap::default(), full: Vec::new(), held: 0, max, dropped: 0, text: String::new() }
+    /// An empty batch holding at most `max` spans, keeping those `sampler` keeps.
+    pub fn new(max: usize, sampler: Sampler) -> Self {
+        SpanBatch { open: HashMap::default(), full: Vec::new(), held: 0, max, dropped: 0, sampler, sampled_out: 0, text: String::new() }
     }
 
-    /// Adds the span of `exchange`, named with its bounded `route`.
-    pub fn add(&mut self, service: Arc<Service>, exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator) {
+    /// Adds the span of `exchange`, named with its bounded `route`, unless the sampler leaves
+    /// it out (then `false`).
+    pub fn add(&mut self, service: Arc<Service>, exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator) -> bool {
+        let span_ids = SpanIds::of(exchange, ids);
+        if !self.sampler.keep(exchange.trace.as_ref(), &span_ids.trace_id) {
+            self.sampled_out += 1;
+            return false;
+        }
         if self.held >= self.max {
             self.dropped += 1;
-            return;
+            return true;
         }
         let key = Arc::as_ptr(&service) as usize;
         let spans = self.open.entry(key).or_insert_with(|| ServiceSpans { service, bytes: Vec::with_capacity(4096), count: 0 });
-        write_span(exchange, route, clock, ids, &mut self.text, &mut spans.bytes);
+        write_span(exchange, &span_ids, route, clock, &mut self.text, &mut spans.bytes);
         spans.count += 1;
         self.held += 1;
         if spans.count >= SPANS_PER_REQUEST {
@@ -88,6 +99,7 @@ impl SpanBatch {
                 self.full.push(chunk);
             }
         }
+        true
     }
 
     /// Whether a full request's worth of spans is waiting.
@@ -162,31 +174,46 @@ mod tag {
     pub const SCOPE_SPANS_SPANS: u32 = 2;
 }
 
+/// Who a span is in its trace.
+struct SpanIds {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_span_id: Option<[u8; 8]>,
+    kind: SpanKind,
+}
+
+impl SpanIds {
+    /// Server spans: the trace comes from the caller's header. Client spans: a header the
+    /// process sent names the span that made the call, which is this one.
+    fn of(exchange: &Exchange, ids: &mut IdGenerator) -> SpanIds {
+        let (trace_id, span_id, parent_span_id, kind) = match (exchange.side, exchange.trace) {
+            (Side::Server, Some(parent)) => (parent.trace_id, ids.span_id(), Some(parent.parent_id), SpanKind::Server),
+            (Side::Server, None) => (ids.trace_id(), ids.span_id(), None, SpanKind::Server),
+            (Side::Client, Some(own)) => (own.trace_id, own.parent_id, None, SpanKind::Client),
+            (Side::Client, None) => (ids.trace_id(), ids.span_id(), None, SpanKind::Client),
+        };
+        SpanIds { trace_id, span_id, parent_span_id, kind }
+    }
+}
+
 /// Writes the span of `exchange` as a `ScopeSpans.spans` field (HTTP semantic conventions).
-fn write_span(exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator, text: &mut String, out: &mut Vec<u8>) {
+fn write_span(exchange: &Exchange, span_ids: &SpanIds, route: &str, clock: Clock, text: &mut String, out: &mut Vec<u8>) {
     let (local, peer) = ip_addresses(&exchange.addrs);
     let (local_port, peer_port) = (i64::from(exchange.addrs.local_port), i64::from(exchange.addrs.remote_port));
     let method = exchange.method.as_str();
-    // Server spans: the trace comes from the caller's header. Client spans: a header the
-    // process sent names the span that made the call, which is this one.
-    let (trace_id, span_id, parent_span_id, kind) = match (exchange.side, exchange.trace) {
-        (Side::Server, Some(parent)) => (parent.trace_id, ids.span_id(), Some(parent.parent_id), SpanKind::Server),
-        (Side::Server, None) => (ids.trace_id(), ids.span_id(), None, SpanKind::Server),
-        (Side::Client, Some(own)) => (own.trace_id, own.parent_id, None, SpanKind::Client),
-        (Side::Client, None) => (ids.trace_id(), ids.span_id(), None, SpanKind::Client),
-    };
+    let SpanIds { trace_id, span_id, parent_span_id, kind } = span_ids;
     // Semantic conventions: 5xx is an error on both sides, 4xx only for the client.
     let error = exchange.status >= 500 || (exchange.side == Side::Client && exchange.status >= 400);
     wire::message_field(tag::SCOPE_SPANS_SPANS, out, |out| {
-        wire::bytes_field(tag::TRACE_ID, &trace_id, out);
-        wire::bytes_field(tag::SPAN_ID, &span_id, out);
+        wire::bytes_field(tag::TRACE_ID, trace_id, out);
+        wire::bytes_field(tag::SPAN_ID, span_id, out);
         wire::bytes_field(tag::PARENT_SPAN_ID, parent_span_id.as_ref().map_or(&[][..], |id| &id[..]), out);
         wire::message_field(tag::NAME, out, |out| {
             out.extend_from_slice(method.as_bytes());
             out.push(b' ');
             out.extend_from_slice(route.as_bytes());
         });
-        wire::varint_field(tag::KIND, kind as i64, out);
+        wire::varint_field(tag::KIND, *kind as i64, out);
         wire::fixed64_field(tag::START, clock.to_unix_ns(exchange.started_ns), out);
         wire::fixed64_field(tag::END, clock.to_unix_ns(exchange.ended_ns), out);
         let string = |name: &str, value: &str, out: &mut Vec<u8>| wire::string_attribute(tag::ATTRIBUTES, name, value, out);
@@ -248,7 +275,7 @@ mod tests {
     /// The span `write_span` writes, decoded as a collector would.
     fn written_span(exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator) -> Span {
         let mut out = Vec::new();
-        write_span(exchange, route, clock, ids, &mut String::new(), &mut out);
+        write_span(exchange, &SpanIds::of(exchange, ids), route, clock, &mut String::new(), &mut out);
         let mut scope = ScopeSpans::decode(&out[..]).expect("a ScopeSpans.spans field");
         assert_eq!(scope.spans.len(), 1);
         scope.spans.remove(0)
@@ -261,7 +288,7 @@ mod tests {
 
     #[test]
     fn batches_decode_as_requests_grouped_by_service_and_bounded() {
-        let mut batch = SpanBatch::new(10_000);
+        let mut batch = SpanBatch::new(10_000, Sampler::new(1.0));
         let mut ids = IdGenerator::new();
         let (a, b) = (service(1), service(2));
         for i in 0..2_500 {

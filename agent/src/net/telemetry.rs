@@ -64,6 +64,19 @@ pub static TCP_DURATION: MetricDesc = MetricDesc {
     kind: MetricKind::Histogram { bounds: HTTP_DURATION_BOUNDS },
 };
 
+/// Spans `--trace-sample-ratio` left out.
+pub static SPANS_SAMPLED_OUT: MetricDesc = MetricDesc {
+    name: "oxeye.spans.sampled_out",
+    description: "Spans of traced HTTP requests left out by head sampling (--trace-sample-ratio); the requests still count in the HTTP metrics.",
+    unit: "{span}",
+    kind: MetricKind::Counter,
+};
+
+/// Counts a span the sampler left out.
+pub fn record_sampled_out(store: &mut MetricsStore, resource: &Resource) {
+    store.add(&SPANS_SAMPLED_OUT, resource, Vec::new(), 1);
+}
+
 /// Records one HTTP exchange.
 pub fn record_exchange(store: &mut MetricsStore, resource: &Resource, exchange: &Exchange, route: &str) {
     let metric = match exchange.side {

@@ -15,7 +15,7 @@ use crate::{
     clock::{unix_now_ns, Clock},
     export::{Exporter, Metrics, Traces},
     metrics::{self, MetricsStore},
-    net::{spans::SpanBatch, NetTracker},
+    net::{sampling::Sampler, spans::SpanBatch, NetTracker},
     otlp::resource::{self, HostInfo},
     process::identity::Identities,
 };
@@ -66,9 +66,9 @@ pub struct NetworkPipeline {
 impl NetworkPipeline {
     /// A pipeline reading `ring` (if network tracing runs) into `outputs`, naming processes
     /// through the same `identities` as the profile pipeline.
-    pub fn new(outputs: NetworkOutputs, ring: Option<RingBuf<MapData>>, identities: Arc<Identities>, host: HostInfo, clock: Clock) -> Self {
+    pub fn new(outputs: NetworkOutputs, ring: Option<RingBuf<MapData>>, identities: Arc<Identities>, host: HostInfo, clock: Clock, sample_ratio: f64) -> Self {
         let traced = ring.map(|ring| {
-            let spans = outputs.spans.is_some().then(|| SpanBatch::new(MAX_BATCH_SPANS));
+            let spans = outputs.spans.is_some().then(|| SpanBatch::new(MAX_BATCH_SPANS, Sampler::new(sample_ratio)));
             (NetTracker::new(outputs.store.clone(), spans, identities, host.clone(), clock), ring)
         });
         NetworkPipeline { outputs, traced, host }
@@ -126,12 +126,14 @@ impl NetworkPipeline {
                 eprintln!("oxeye: {}", traced_summary(tracker, counters, &self.outputs.store));
             }
         }
+        let sampled_out = self.traced.as_ref().and_then(|(tracker, _)| tracker.spans.as_ref()).map_or(0, |batch| batch.sampled_out);
         if let Some(exporter) = self.outputs.spans.take() {
             let stats = exporter.stats.clone();
             exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
             eprintln!(
-                "oxeye: exported {} spans ({} dropped, {} refused by the collector, {} failed attempts){}",
+                "oxeye: exported {} spans ({} sampled out by --trace-sample-ratio, {} dropped, {} refused by the collector, {} failed attempts){}",
                 stats.exported(),
+                sampled_out,
                 stats.dropped(),
                 stats.rejected(),
                 stats.failed_attempts(),

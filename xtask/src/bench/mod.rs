@@ -158,6 +158,27 @@ fn bpf_ns_per_run(name: &str) -> Option<f64> {
     (count > 0.0).then(|| time / count)
 }
 
+/// `bpftool prog show`: every program loaded, with run times where statistics are on.
+fn bpf_listing() -> Result<String> {
+    let output = Command::new("bpftool").args(["prog", "show"]).output().context("cannot run bpftool")?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Total run time (ns) of oxeye's programs other than the CPU sampler (perf_event ones): its
+/// syscall, socket and process tracing, which runs in the traced processes.
+fn bpf_tracing_ns(listing: &str) -> f64 {
+    listing
+        .lines()
+        .filter(|line| line.split_whitespace().nth(1) != Some("perf_event"))
+        .filter(|line| line.split_whitespace().skip_while(|w| *w != "name").nth(1).is_some_and(|name| name.starts_with("oxeye_")))
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "run_time_ns")?;
+            words.next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
 /// Runs the benchmark and prints the table.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.unwind_only {

@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{median, number_before, stop_and_peak_rss, symbols::status_kib, task_cpu_ns, wait_for_text, Stopped};
+use super::{bpf_listing, median, number_before, stop_and_peak_rss, symbols::status_kib, task_cpu_ns, wait_for_text, Stopped};
 use crate::shell::{root, say};
 
 /// Samples per second for the per-sample figures.
@@ -180,10 +180,6 @@ fn bpf_totals(listing: &str, name: &str) -> (f64, f64) {
     (field("run_time_ns"), field("run_cnt"))
 }
 
-fn bpf_listing() -> Result<String> {
-    let output = Command::new("bpftool").args(["prog", "show"]).output().context("cannot run bpftool")?;
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 /// One profile of one process with `--pid`.
 struct PidRun {
