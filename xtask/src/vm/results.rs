@@ -206,7 +206,9 @@ mod tests {
     fn empty_transcript_fails_every_scenario_with_a_reason() {
         let outcomes = check(&Transcript::default(), Arch::Aarch64, GUEST_HTTP_PORT, &Expected { tcp_state_hook: Some("kprobe:tcp_set_state"), signed_return_addresses: true });
         assert!(outcomes.len() >= 9);
-        for (scenario, outcome) in outcomes.into_iter().filter(|(scenario, _)| *scenario != "capability matrix") {
+        // Sessions that run only on some kernels or on request are skipped when absent.
+        let optional = |scenario: &str| scenario == "capability matrix" || scenario.starts_with("least privilege at perf_event_paranoid");
+        for (scenario, outcome) in outcomes.into_iter().filter(|(scenario, _)| !optional(scenario)) {
             assert!(matches!(outcome, Outcome::Fail(ref why) if !why.is_empty()), "{scenario} did not fail on an empty transcript");
         }
     }
