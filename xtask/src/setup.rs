@@ -66,7 +66,7 @@ const TEST_PYPI_PACKAGES: &[(&str, &str)] = &[("zstandard", "zstandard"), ("kube
 pub const TEST_PYTHON: &str = "target/test-python";
 /// Packages the benchmark uses: `perf` as the reference profiler; nginx and wrk for the HTTP
 /// overhead runs; a Python venv for the OpenTelemetry SDK comparison.
-const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf", "nginx-light", "wrk", "python3-venv"];
+const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf", "nginx-light", "wrk", "apache2-utils", "python3-venv"];
 /// Packages for the VM tests: the emulators, cpio for the initramfs, and binutils for arm64
 /// (to strip the guest's binaries).
 const VM_PACKAGES: &[&str] = &["qemu-system-arm", "qemu-system-x86", "cpio", "binutils", "binutils-aarch64-linux-gnu"];

@@ -3,6 +3,8 @@
 //!   oxeye and with oxeye tracing every request and exporting spans, metrics and profiles to the
 //!   local OTLP receiver: throughput, p99 latency, oxeye's CPU per 1,000 requests, and how many
 //!   of the requests wrk sent oxeye traced;
+//! - the same nginx under `ab -c32` without keep-alive, a new connection per request (see
+//!   `connections`);
 //! - a Flask app (served by waitress, 4 threads) under `wrk -t1 -c8 -d8s`, as in the Beyla talk:
 //!   uninstrumented, under the OpenTelemetry Python SDK's auto-instrumentation (exporting to the
 //!   same receiver), and uninstrumented with oxeye running.
@@ -16,6 +18,7 @@
 //! and reads the load generator, `oxeye` starts and stops the agent under test, `server` and
 //! `process` are what both comparisons do to the processes they start.
 
+mod connections;
 mod flask;
 mod nginx;
 mod oxeye;
@@ -36,6 +39,7 @@ pub fn run(oxeye: &Path, work_dir: &Path, rounds: usize) -> Result<()> {
     let nginx = find_program("nginx").ok_or_else(missing)?;
     let wrk = find_program("wrk").ok_or_else(missing)?;
     let sink = sink::SinkProcess::start(&sink::build()?, work_dir)?;
-    nginx::overhead(oxeye, &nginx, &wrk, work_dir, &sink, rounds.max(5))?;
+    let ab = find_program("ab").ok_or_else(missing)?;
+    nginx::overhead(oxeye, &nginx, &wrk, &ab, work_dir, &sink, rounds.max(5))?;
     flask::comparison(oxeye, &wrk, work_dir, &sink, (rounds * 3 / 5).max(3))
 }

@@ -65,7 +65,7 @@ struct NginxRun {
 
 /// Starts nginx and measures it under wrk for `rounds` rounds, alternating which of the runs
 /// without and with oxeye comes first, then prints the summary.
-pub(super) fn overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, work_dir: &Path, sink: &sink::SinkProcess, rounds: usize) -> Result<()> {
+pub(super) fn overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, ab_bin: &Path, work_dir: &Path, sink: &sink::SinkProcess, rounds: usize) -> Result<()> {
     let port = free_port()?;
     let prefix = nginx_prefix(work_dir, port)?;
     let log = prefix.join("error.log");
@@ -137,8 +137,9 @@ pub(super) fn overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, work_dir: &Pa
             runs[usize::from(with_oxeye)].push(NginxRun { wrk: result, nginx_cpu, oxeye: oxeye_run, bpf_ns });
         }
     }
-    drop(server);
     print_summary(&runs, rounds, work_dir);
+    super::connections::overhead(oxeye, ab_bin, &url, work_dir, sink, rounds.min(3))?;
+    drop(server);
     Ok(())
 }
 
