@@ -109,6 +109,7 @@ impl NetTracker {
         let metrics = self.metrics.clone();
         let mut store = metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         store.set_now(clock::unix_now_ns());
+        self.services.set_now(std::time::Instant::now());
         while let Some(item) = ring.next() {
             self.handle(&item, &mut store);
         }
@@ -193,9 +194,8 @@ impl NetTracker {
         let route = self.routes.limit(route::route(&exchange.path));
         telemetry::record_exchange(store, &service.metrics, &exchange, &route);
         if let Some(spans) = &mut self.spans {
-            let resource = service.clone();
-            if !spans.add(service, &exchange, &route, self.clock, &mut self.ids) {
-                telemetry::record_sampled_out(store, &resource.metrics);
+            if !spans.add(&service, &exchange, &route, self.clock, &mut self.ids) {
+                telemetry::record_sampled_out(store, &service.metrics);
             }
         }
     }

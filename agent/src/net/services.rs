@@ -38,12 +38,20 @@ pub struct Services {
     /// [`Identities::changes`] when the cache was last known current.
     seen_changes: u64,
     host: HostInfo,
+    /// The time freshness is judged against, set once per drain: reading the clock per
+    /// record was 4% of oxeye's CPU under load.
+    now: Instant,
 }
 
 impl Services {
     /// An empty cache for processes of `host`, named through `identities`.
     pub fn new(identities: Arc<Identities>, host: HostInfo) -> Self {
-        Services { known: HashMap::default(), seen_changes: identities.changes(), identities, host }
+        Services { known: HashMap::default(), seen_changes: identities.changes(), identities, host, now: Instant::now() }
+    }
+
+    /// Sets the time entries' freshness is judged against (once per batch of records).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
     }
 
     /// The service of `pid`; `comm` names it if `/proc` no longer has it.
@@ -54,14 +62,14 @@ impl Services {
         let unchanged = changes == self.seen_changes;
         self.seen_changes = changes;
         if let Some((service, at)) = self.known.get(&pid) {
-            if unchanged && at.elapsed() < CHECK_INTERVAL {
+            if unchanged && self.now.saturating_duration_since(*at) < CHECK_INTERVAL {
                 return service.clone();
             }
         }
         let identity = self.identities.get(pid, comm);
         if let Some((service, at)) = self.known.get_mut(&pid) {
             if Arc::ptr_eq(&service.identity, &identity) {
-                *at = Instant::now();
+                *at = self.now;
                 return service.clone();
             }
         }
@@ -70,7 +78,7 @@ impl Services {
         }
         let metrics = self.metrics_resource(&identity);
         let service = Arc::new(Service { identity, pid, metrics });
-        self.known.insert(pid, (service.clone(), Instant::now()));
+        self.known.insert(pid, (service.clone(), self.now));
         service
     }
 

@@ -79,7 +79,7 @@ impl SpanBatch {
 
     /// Adds the span of `exchange`, named with its bounded `route`, unless the sampler leaves
     /// it out (then `false`).
-    pub fn add(&mut self, service: Arc<Service>, exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator) -> bool {
+    pub fn add(&mut self, service: &Arc<Service>, exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator) -> bool {
         let span_ids = SpanIds::of(exchange, ids);
         if !self.sampler.keep(exchange.trace.as_ref(), &span_ids.trace_id) {
             self.sampled_out += 1;
@@ -90,12 +90,16 @@ impl SpanBatch {
             return true;
         }
         let key = Arc::as_ptr(&service) as usize;
-        let spans = self.open.entry(key).or_insert_with(|| ServiceSpans { service, bytes: Vec::with_capacity(4096), count: 0 });
+        let spans = self.open.entry(key).or_insert_with(|| ServiceSpans { service: service.clone(), bytes: Vec::with_capacity(4096), count: 0 });
         write_span(exchange, &span_ids, route, clock, &mut self.text, &mut spans.bytes);
         spans.count += 1;
         self.held += 1;
         if spans.count >= SPANS_PER_REQUEST {
             if let Some(chunk) = self.open.remove(&key) {
+                // A busy service fills its next chunk as big as this one: allocate it whole
+                // now, rather than growing (and copying) it from 4 KiB again.
+                let next = ServiceSpans { service: chunk.service.clone(), bytes: Vec::with_capacity(chunk.bytes.len() + chunk.bytes.len() / 8), count: 0 };
+                self.open.insert(key, next);
                 self.full.push(chunk);
             }
         }
@@ -114,6 +118,9 @@ impl SpanBatch {
         let mut pending: Vec<ServiceSpans> = Vec::new();
         let mut count = 0;
         for (_, spans) in self.open.drain() {
+            if spans.count == 0 {
+                continue;
+            }
             if count + spans.count > SPANS_PER_REQUEST && !pending.is_empty() {
                 requests.push(request(&std::mem::take(&mut pending), host));
                 count = 0;
@@ -293,7 +300,7 @@ mod tests {
         let (a, b) = (service(1), service(2));
         for i in 0..2_500 {
             let who = if i % 5 == 0 { &b } else { &a };
-            batch.add(who.clone(), &exchange(Side::Server, None), "/users/*", Clock::with_offset(0), &mut ids);
+            batch.add(who, &exchange(Side::Server, None), "/users/*", Clock::with_offset(0), &mut ids);
         }
         assert!(batch.full_request_ready());
         let host = HostInfo::read(crate::containers::Pods::disabled());
@@ -309,6 +316,7 @@ mod tests {
                 let pid = resource_spans.resource.as_ref().and_then(|r| r.attributes.iter().find(|kv| kv.key == "process.pid")).and_then(|kv| kv.value.clone()?.value);
                 let pid = format!("{pid:?}");
                 let scope = &resource_spans.scope_spans[0];
+                assert!(!scope.spans.is_empty(), "a service with no spans left in the request");
                 assert_eq!(scope.scope.as_ref().map(|s| s.name.as_str()), Some("oxeye"));
                 assert!(scope.spans.iter().all(|s| s.name == "GET /users/*"));
                 *by_pid.entry(pid).or_default() += scope.spans.len();
