@@ -321,8 +321,9 @@ pub struct NetConfig {
     pub target_pid: u32,
     /// oxeye's own process id: its own connections are not traced.
     pub self_pid: u32,
-    /// Padding.
-    pub reserved: u32,
+    /// Bytes waiting in `NET_EVENTS` past which a record wakes the reader up; below it, the
+    /// reader drains on its timer (a wake-up per record would cost more than the record).
+    pub wake_bytes: u32,
     /// Kernel structure offsets.
     pub offsets: KernelOffsets,
 }
@@ -356,7 +357,7 @@ impl KernelOffsets {
 
 impl NetConfig {
     /// Network tracing off.
-    pub const DISABLED: NetConfig = NetConfig { enabled: 0, target_pid: 0, self_pid: 0, reserved: 0, offsets: KernelOffsets::ZERO };
+    pub const DISABLED: NetConfig = NetConfig { enabled: 0, target_pid: 0, self_pid: 0, wake_bytes: 0, offsets: KernelOffsets::ZERO };
 }
 
 crate::impl_pod!(SocketAddrs, Connection, SocketOwner, PendingIo, TcpOpenEvent, TcpCloseEvent, PayloadHeader, KernelOffsets, NetConfig);

@@ -101,7 +101,7 @@ pub async fn run(args: Args) -> Result<()> {
         collector.publish_to(catalog.clone());
     }
     let mut profiles = ProfilePipeline::new(events, collector, profile_exporter, host.clone(), period_ns)?;
-    let mut network = NetworkPipeline::new(network_outputs, net_events, identities, host, clock, args.trace_sample_ratio);
+    let mut network = NetworkPipeline::new(network_outputs, net_events, identities, host, clock, args.trace_sample_ratio)?;
     let reporter = Reporter::new(args.no_live, Duration::from_secs(args.summary_interval));
 
     let mut drain_tick = ticker(DRAIN_INTERVAL);
@@ -120,6 +120,7 @@ pub async fn run(args: Args) -> Result<()> {
         let settle = profiles.exec_settle_deadline();
         tokio::select! {
             readable = profiles.readable() => readable?,
+            readable = network.readable() => readable?,
             _ = drain_tick.tick() => {
                 profiles.drain();
                 network.drain();

@@ -249,6 +249,29 @@ fn parse_response(bytes: &[u8]) -> Option<(Response, usize)> {
 
 pub use crate::checks::parse_exposition;
 
+/// Runs `wrk -t1 -cCONNECTIONS -dSECONDS` against `url` (a load set by wall-clock time) and
+/// returns the requests it completed, asserting it ran and completed at least `at_least`.
+pub fn wrk(url: &str, connections: u64, seconds: u64, at_least: u64) -> u64 {
+    let wrk = crate::output(Command::new("wrk").args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")]).arg(url), "wrk");
+    let report = String::from_utf8_lossy(&wrk.stdout);
+    assert!(wrk.status.success(), "wrk failed:\n{report}");
+    let completed = report
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in ")?.0.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("wrk printed no request count:\n{report}"));
+    assert!(completed >= at_least, "wrk completed only {completed} requests:\n{report}");
+    completed
+}
+
+/// The sum of the Prometheus series `name` whose `http_route` label is `route`.
+pub fn route_count(exposition: &str, name: &str, route: &str) -> u64 {
+    parse_exposition(exposition)
+        .into_iter()
+        .filter(|(series, labels, _)| series == name && labels.get("http_route").map(String::as_str) == Some(route))
+        .map(|(_, _, value)| value)
+        .sum::<f64>() as u64
+}
+
 /// elfutils' debuginfod from Debian, serving the debug files found under one directory.
 pub struct DebuginfodServer {
     _process: Spawned,

@@ -3,12 +3,12 @@
 //! metric still counts every request wrk completed, and the final line accounts for every span
 //! left out.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use otlp_sink::{Sink, SinkConfig};
 use oxeye_tests::{
-    deadline, number_before, output,
-    servers::{free_port, get, parse_exposition, Nginx},
+    deadline, number_before,
+    servers::{free_port, get, parse_exposition, route_count, wrk, Nginx},
     Oxeye,
 };
 
@@ -34,25 +34,16 @@ fn a_tenth_of_the_spans_are_kept_and_metrics_count_every_request() {
     );
     oxeye.wait_for_stderr("hooks chosen", Duration::from_secs(5));
 
-    let wrk = output(Command::new("wrk").args(["-t1", &format!("-c{CONNECTIONS}"), "-d3s"]).arg(format!("{}/", nginx.url())), "wrk");
-    let report = String::from_utf8_lossy(&wrk.stdout);
-    assert!(wrk.status.success(), "wrk failed:\n{report}");
-    let completed = report.lines().find_map(|line| line.trim().split_once(" requests in ")?.0.parse::<u64>().ok()).unwrap_or_else(|| panic!("wrk printed no request count:\n{report}"));
-    assert!(completed >= 1_000, "wrk completed only {completed} requests:\n{report}");
+    let completed = wrk(&format!("{}/", nginx.url()), CONNECTIONS, 3, 1_000);
     // The metrics are read from the kernel's records every interval: wait for the last ones.
     std::thread::sleep(Duration::from_secs(3));
     let exposition = get(metrics_port, "/metrics").body;
     let finished = oxeye.stop();
     finished.assert_success();
 
-    let counted: f64 = parse_exposition(&exposition)
-        .into_iter()
-        .filter(|(name, labels, _)| name == "http_server_request_duration_seconds_count" && labels.get("http_route").map(String::as_str) == Some("/"))
-        .map(|(_, _, value)| value)
-        .sum();
+    let counted = route_count(&exposition, "http_server_request_duration_seconds_count", "/");
     let lost = number_before(&finished.stderr, " network records lost in kernel").unwrap_or(u64::MAX);
     assert_eq!(lost, 0, "records lost in the kernel:\n{}", finished.stderr);
-    let counted = counted as u64;
     assert!(
         (completed..=completed + CONNECTIONS).contains(&counted),
         "the request-duration metric counts {counted} nginx requests, wrk completed {completed}:\n{}",

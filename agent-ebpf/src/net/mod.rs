@@ -25,7 +25,7 @@ use agent_common::{
     net::{Connection, NetConfig, PayloadRecord, PendingIo, SocketOwner},
 };
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
@@ -136,10 +136,21 @@ pub fn check_insert<E>(result: Result<(), E>) {
     }
 }
 
-/// Sends a fixed-size record; user space drains on a timer, so no wake-up.
+/// The ring-buffer flags for a record: no wake-up (user space drains on a timer) until the
+/// ring holds `wake_bytes`, then a wake-up, so a burst is read before the ring fills.
+#[inline(always)]
+pub fn wake_flags() -> u64 {
+    if NET_EVENTS.query(BPF_RB_AVAIL_DATA as u64) > config().wake_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Sends a fixed-size record.
 #[inline(always)]
 pub fn send<T>(record: &T) {
-    if NET_EVENTS.output::<T>(record, BPF_RB_NO_WAKEUP as u64).is_err() {
+    if NET_EVENTS.output::<T>(record, wake_flags()).is_err() {
         count(Counter::NetRingFull);
     }
 }

@@ -11,7 +11,6 @@ use agent_common::{
     records::RecordKind,
 };
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::tracepoint,
     programs::TracePointContext,
@@ -19,7 +18,7 @@ use aya_ebpf::{
 
 use agent_common::tracepoints::{SYSCALL_ARG0 as ARG0, SYSCALL_ARG_BYTES};
 
-use super::{check_insert, config, connection_key, connections, field, traced, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
+use super::{check_insert, config, connection_key, connections, field, traced, wake_flags, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
 use crate::maps::count;
 
 /// Where a syscall's data is.
@@ -235,7 +234,7 @@ fn exit(ctx: &TracePointContext) {
     let len = core::mem::size_of::<PayloadHeader>() + captured as usize;
     // SAFETY: `len` is within the record, which is plain data.
     let bytes = unsafe { core::slice::from_raw_parts((record as *const agent_common::net::PayloadRecord).cast::<u8>(), len) };
-    if NET_EVENTS.output::<[u8]>(bytes, BPF_RB_NO_WAKEUP as u64).is_err() {
+    if NET_EVENTS.output::<[u8]>(bytes, wake_flags()).is_err() {
         count(Counter::NetRingFull);
     } else {
         count(Counter::PayloadsSent);

@@ -60,7 +60,7 @@ pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
     for (_, _, name, _) in HOOKS.iter().filter(|(_, c, n, _)| tracepoint_exists(c, n)) {
         check_syscall_format(name)?;
     }
-    Ok(NetConfig { enabled: 1, target_pid: target_pid.unwrap_or(0), self_pid: std::process::id(), reserved: 0, offsets })
+    Ok(NetConfig { enabled: 1, target_pid: target_pid.unwrap_or(0), self_pid: std::process::id(), wake_bytes: 0, offsets })
 }
 
 /// The network programs' attachments. Dropping them detaches them all at once: each syscall

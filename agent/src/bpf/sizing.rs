@@ -62,6 +62,13 @@ pub fn net_ring_bytes(cpus: usize) -> u32 {
     wanted.clamp(MIN_NET_RING_BYTES, MAX_NET_RING_BYTES).next_power_of_two() as u32
 }
 
+/// Bytes waiting in a `NET_EVENTS` of `ring_bytes` past which the BPF programs wake the
+/// reader up: an eighth, so a saturated machine (about 170 MB/s of records here) wakes it
+/// every few milliseconds and the other seven eighths absorb its scheduling delays.
+pub fn net_wake_bytes(ring_bytes: u32) -> u32 {
+    ring_bytes / 8
+}
+
 /// Sizes of the unwinder's maps.
 #[derive(Debug, Clone, Copy)]
 pub struct UnwindSizes {

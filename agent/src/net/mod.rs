@@ -48,6 +48,9 @@ const MAX_OPEN_EXCHANGES: usize = 65_536;
 const MAX_ROUTES: usize = 1_000;
 /// Connections silent this long lose their unanswered requests (their close was missed).
 const EXCHANGE_TIMEOUT_NS: u64 = 300_000_000_000;
+/// Most records read in one go (tens of milliseconds of work), so that a saturated ring
+/// does not keep the agent's loop from exporting and reporting.
+const MAX_RECORDS_PER_DRAIN: usize = 65_536;
 
 /// What network tracing has seen so far.
 #[derive(Debug, Default, Clone, Copy)]
@@ -104,15 +107,19 @@ impl NetTracker {
         self.exchanges.stats
     }
 
-    /// Reads every record waiting in the ring buffer.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Reads the records waiting in the ring buffer, at most [`MAX_RECORDS_PER_DRAIN`]: at
+    /// saturation the programs may write as fast as this reads. `true` if the ring was
+    /// emptied.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
         let metrics = self.metrics.clone();
         let mut store = metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         store.set_now(clock::unix_now_ns());
         self.services.set_now(std::time::Instant::now());
-        while let Some(item) = ring.next() {
+        for _ in 0..MAX_RECORDS_PER_DRAIN {
+            let Some(item) = ring.next() else { return true };
             self.handle(&item, &mut store);
         }
+        false
     }
 
     /// Handles one record.

@@ -3,9 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
-use tokio::task::JoinHandle;
+use tokio::{io::unix::AsyncFd, task::JoinHandle};
 use tracing::info;
 
 use super::{start_exporter, EXPORT_FLUSH_TIMEOUT};
@@ -59,25 +59,64 @@ impl NetworkOutputs {
 pub struct NetworkPipeline {
     outputs: NetworkOutputs,
     /// Absent when network tracing is off (by flag, or the kernel cannot).
-    traced: Option<(NetTracker, RingBuf<MapData>)>,
+    traced: Option<(NetTracker, AsyncFd<RingBuf<MapData>>)>,
     host: HostInfo,
 }
 
 impl NetworkPipeline {
     /// A pipeline reading `ring` (if network tracing runs) into `outputs`, naming processes
     /// through the same `identities` as the profile pipeline.
-    pub fn new(outputs: NetworkOutputs, ring: Option<RingBuf<MapData>>, identities: Arc<Identities>, host: HostInfo, clock: Clock, sample_ratio: f64) -> Self {
-        let traced = ring.map(|ring| {
-            let spans = outputs.spans.is_some().then(|| SpanBatch::new(MAX_BATCH_SPANS, Sampler::new(sample_ratio)));
-            (NetTracker::new(outputs.store.clone(), spans, identities, host.clone(), clock), ring)
-        });
-        NetworkPipeline { outputs, traced, host }
+    pub fn new(
+        outputs: NetworkOutputs,
+        ring: Option<RingBuf<MapData>>,
+        identities: Arc<Identities>,
+        host: HostInfo,
+        clock: Clock,
+        sample_ratio: f64,
+    ) -> Result<Self> {
+        let traced = match ring {
+            Some(ring) => {
+                // SAFETY: the ring buffer owns its fd and keeps it open while registered.
+                let ring = unsafe { AsyncFd::register(ring) }.context("cannot poll the network ring buffer")?;
+                let spans = outputs.spans.is_some().then(|| SpanBatch::new(MAX_BATCH_SPANS, Sampler::new(sample_ratio)));
+                Some((NetTracker::new(outputs.store.clone(), spans, identities, host.clone(), clock), ring))
+            }
+            None => None,
+        };
+        Ok(NetworkPipeline { outputs, traced, host })
     }
 
-    /// Reads every record waiting; queues spans as soon as a request's worth is there.
+    /// Waits until the programs wake the reader (the ring is filling up), and reads records;
+    /// never returns when network tracing is off.
+    pub async fn readable(&mut self) -> Result<()> {
+        let Some((tracker, ring)) = &mut self.traced else { return std::future::pending().await };
+        let mut guard = ring.readable_mut().await.context("polling the network ring buffer")?;
+        // A drain cut short leaves the readiness set, so the next turn of the loop reads on.
+        if tracker.drain(guard.get_inner_mut()) {
+            guard.clear_ready();
+        }
+        self.queue_full_requests();
+        Ok(())
+    }
+
+    /// Reads the records waiting (a bounded number); queues spans as soon as a request's
+    /// worth is there.
     pub fn drain(&mut self) {
-        let Some((tracker, ring)) = &mut self.traced else { return };
-        tracker.drain(ring);
+        self.drain_some();
+    }
+
+    /// Reads records, at most a bounded number (so that at saturation the loop still exports
+    /// and reports); `true` if the ring was emptied.
+    fn drain_some(&mut self) -> bool {
+        let Some((tracker, ring)) = &mut self.traced else { return true };
+        let emptied = tracker.drain(ring.get_mut());
+        self.queue_full_requests();
+        emptied
+    }
+
+    /// Queues spans for export once a request's worth is held.
+    fn queue_full_requests(&mut self) {
+        let Some((tracker, _)) = &mut self.traced else { return };
         if tracker.spans.as_ref().is_some_and(SpanBatch::full_request_ready) {
             report_spans(tracker, self.outputs.spans.as_ref(), &self.host);
         }
@@ -120,7 +159,7 @@ impl NetworkPipeline {
             server.abort();
         }
         if self.traced.is_some() {
-            self.drain();
+            while !self.drain_some() {}
             self.report();
             if let Some((tracker, _)) = &self.traced {
                 eprintln!("oxeye: {}", traced_summary(tracker, counters, &self.outputs.store));
