@@ -75,20 +75,20 @@ pub mod programs {
     pub const CONNECT_EXIT: &str = "oxeye_connect_exit";
     /// tracepoint `syscalls:sys_enter_close`.
     pub const CLOSE_ENTER: &str = "oxeye_close_enter";
-    /// tracepoints `syscalls:sys_enter_{read,recvfrom}`.
-    pub const RECV_ENTER: &str = "oxeye_recv_enter";
+    /// tracepoints `syscalls:sys_exit_{read,recvfrom}`.
+    pub const RECV_EXIT: &str = "oxeye_recv_exit";
     /// tracepoints `syscalls:sys_enter_{write,sendto}`.
     pub const SEND_ENTER: &str = "oxeye_send_enter";
-    /// tracepoint `syscalls:sys_enter_readv`.
-    pub const READV_ENTER: &str = "oxeye_readv_enter";
+    /// tracepoint `syscalls:sys_exit_readv`.
+    pub const READV_EXIT: &str = "oxeye_readv_exit";
     /// tracepoint `syscalls:sys_enter_writev`.
     pub const WRITEV_ENTER: &str = "oxeye_writev_enter";
-    /// tracepoint `syscalls:sys_enter_recvmsg`.
-    pub const RECVMSG_ENTER: &str = "oxeye_recvmsg_enter";
+    /// tracepoint `syscalls:sys_exit_recvmsg`.
+    pub const RECVMSG_EXIT: &str = "oxeye_recvmsg_exit";
     /// tracepoint `syscalls:sys_enter_sendmsg`.
     pub const SENDMSG_ENTER: &str = "oxeye_sendmsg_enter";
-    /// tracepoints `syscalls:sys_exit_*` of every read/write-like syscall.
-    pub const IO_EXIT: &str = "oxeye_io_exit";
+    /// tracepoints `syscalls:sys_exit_*` of every write-like syscall.
+    pub const SEND_EXIT: &str = "oxeye_send_exit";
     /// fentry on `tcp_set_state`.
     pub const TCP_STATE_FENTRY: &str = "oxeye_tcp_fent";
     /// kprobe on `tcp_set_state`.

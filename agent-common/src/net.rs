@@ -324,6 +324,12 @@ pub struct NetConfig {
     /// Bytes waiting in `NET_EVENTS` past which a record wakes the reader up; below it, the
     /// reader drains on its timer (a wake-up per record would cost more than the record).
     pub wake_bytes: u32,
+    /// Offsets in the kernel's `struct pt_regs` of a syscall's first three arguments as the
+    /// exit of a receive finds them (on arm64 the first is `orig_x0`: `x0` then holds the
+    /// return value).
+    pub regs_args: [u32; 3],
+    /// Padding.
+    pub reserved: u32,
     /// Kernel structure offsets.
     pub offsets: KernelOffsets,
 }
@@ -357,7 +363,7 @@ impl KernelOffsets {
 
 impl NetConfig {
     /// Network tracing off.
-    pub const DISABLED: NetConfig = NetConfig { enabled: 0, target_pid: 0, self_pid: 0, wake_bytes: 0, offsets: KernelOffsets::ZERO };
+    pub const DISABLED: NetConfig = NetConfig { enabled: 0, target_pid: 0, self_pid: 0, wake_bytes: 0, regs_args: [0; 3], reserved: 0, offsets: KernelOffsets::ZERO };
 }
 
 crate::impl_pod!(SocketAddrs, Connection, SocketOwner, PendingIo, TcpOpenEvent, TcpCloseEvent, PayloadHeader, KernelOffsets, NetConfig);

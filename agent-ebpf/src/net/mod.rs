@@ -4,7 +4,8 @@
 //! - [`connections`]: `accept`/`accept4`/`connect` exits start tracking a connection, `close`
 //!   stops it.
 //! - [`payload`]: the `read`/`write` family copies the first bytes of what tracked
-//!   connections carry, when they look like HTTP/1.x.
+//!   connections carry, when they look like HTTP/1.x (receives at their exit only, sends at
+//!   both ends).
 //! - [`tcp_state`]: fentry or kprobe on `tcp_set_state`, or the `sock:inet_sock_set_state`
 //!   tracepoint, whichever the kernel has, reports a tracked connection's TCP statistics when
 //!   it closes.
@@ -80,7 +81,8 @@ pub static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(
 /// Syscalls on tracked sockets between their entry and their exit.
 ///
 /// - Key: `pid_tgid` of the calling thread. Value: [`PendingIo`] (40 bytes).
-/// - Written by the entry programs, read and removed by the exit programs.
+/// - Written by the entry programs of sends and `connect`, read and removed by their exits
+///   (receives need no entry: their exit reads the arguments from the saved registers).
 /// - Size: 16,384 threads in such a syscall at once, set at load time (one entry when network
 ///   tracing is off; see `agent/src/bpf/sizing.rs`). A plain hash (cheaper than LRU on this hot
 ///   path): a thread's next syscall overwrites its entry, and one killed inside a syscall leaves

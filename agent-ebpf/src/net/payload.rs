@@ -1,17 +1,24 @@
 //! Copying the first bytes of what tracked connections carry, when they look like HTTP/1.x.
 //!
-//! Each `read`/`write`-like syscall is seen twice: its entry remembers the descriptor and
-//! buffer (only for tracked connections), its exit copies up to [`CAPTURE_BYTES`] of what was
-//! actually moved. A connection whose first payload is not HTTP is marked and skipped from
-//! then on, so TLS or database traffic costs one map lookup per syscall.
+//! A receive (`read`, `recvfrom`, `readv`, `recvmsg`) is seen once, at its exit: its
+//! descriptor and buffer are still in the thread's saved registers (`struct pt_regs`), and
+//! the bytes it moved are there to copy. A send is seen twice: its entry remembers the
+//! descriptor, buffer and start time (only for tracked connections) in `PENDING_IO`, since a
+//! request leaves when the call starts (a server can answer before the client's `write`
+//! returns); its exit copies what was actually sent, so a send that failed sends nothing. Up
+//! to [`CAPTURE_BYTES`] are copied. A connection whose first payload is not HTTP is marked and
+//! skipped from then on, so TLS or database traffic costs one map lookup per syscall.
 
 use agent_common::{
     counters::Counter,
-    net::{direction, is_http_prefix, is_response_prefix, protocol, role, Connection, PayloadHeader, PendingIo, CAPTURE_BYTES, PREFIX_BYTES, RESPONSE_CAPTURE_BYTES},
+    net::{direction, is_http_prefix, is_response_prefix, protocol, role, Connection, NetConfig, PayloadHeader, PendingIo, CAPTURE_BYTES, PREFIX_BYTES, RESPONSE_CAPTURE_BYTES},
     records::RecordKind,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{self, bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -41,10 +48,10 @@ const IOVEC_BYTES: u64 = 16;
 /// zero-length header buffer), which the kernel skips and so must the copy.
 const MAX_IOVECS: u32 = 4;
 
-/// `read`, `recvfrom` entry.
+/// `read`, `recvfrom` exit.
 #[tracepoint]
-pub fn oxeye_recv_enter(ctx: TracePointContext) -> u32 {
-    enter(&ctx, direction::INGRESS, Buffer::Plain);
+pub fn oxeye_recv_exit(ctx: TracePointContext) -> u32 {
+    receive(&ctx, Buffer::Plain);
     0
 }
 
@@ -55,10 +62,10 @@ pub fn oxeye_send_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `readv` entry.
+/// `readv` exit.
 #[tracepoint]
-pub fn oxeye_readv_enter(ctx: TracePointContext) -> u32 {
-    enter(&ctx, direction::INGRESS, Buffer::Vector);
+pub fn oxeye_readv_exit(ctx: TracePointContext) -> u32 {
+    receive(&ctx, Buffer::Vector);
     0
 }
 
@@ -69,10 +76,10 @@ pub fn oxeye_writev_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `recvmsg` entry.
+/// `recvmsg` exit.
 #[tracepoint]
-pub fn oxeye_recvmsg_enter(ctx: TracePointContext) -> u32 {
-    enter(&ctx, direction::INGRESS, Buffer::Message);
+pub fn oxeye_recvmsg_exit(ctx: TracePointContext) -> u32 {
+    receive(&ctx, Buffer::Message);
     0
 }
 
@@ -83,13 +90,15 @@ pub fn oxeye_sendmsg_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The exit of every syscall above.
+/// The exit of every send above.
 #[tracepoint]
-pub fn oxeye_io_exit(ctx: TracePointContext) -> u32 {
-    exit(&ctx);
+pub fn oxeye_send_exit(ctx: TracePointContext) -> u32 {
+    send_exit(&ctx);
     0
 }
 
+/// A send's entry: remembers its buffer and start time, if the descriptor is a tracked
+/// connection that may carry HTTP.
 #[inline(always)]
 fn enter(ctx: &TracePointContext, direction: u32, buffer: Buffer) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -102,19 +111,73 @@ fn enter(ctx: &TracePointContext, direction: u32, buffer: Buffer) {
     // ones) its length third.
     let (fd, arg1, arg2): (u64, u64, u64) =
         unsafe { (field(ctx, ARG0), field(ctx, ARG0 + SYSCALL_ARG_BYTES), field(ctx, ARG0 + 2 * SYSCALL_ARG_BYTES)) };
-    let key = connection_key(tgid, fd as u32);
-    let connection = match CONNECTIONS.get_ptr(key) {
-        Some(connection) => connection,
-        None if connections::discover(&config, tgid, fd as u32) => match CONNECTIONS.get_ptr(key) {
-            Some(connection) => connection,
-            None => return,
-        },
-        None => return,
-    };
-    // SAFETY: a valid map value pointer.
-    if unsafe { (*connection).protocol } == protocol::OTHER {
+    if !may_carry_http(&config, tgid, fd as u32) {
         return;
     }
+    let Some(mut pending) = pending_io(fd as u32, direction, buffer, arg1, arg2) else { return };
+    // SAFETY: a helper with no arguments and no memory access.
+    pending.entered_ns = unsafe { bpf_ktime_get_ns() };
+    check_insert(PENDING_IO.insert(pid_tgid, pending, 0));
+}
+
+/// A receive's exit: its arguments from the thread's saved registers, then the copy.
+#[inline(always)]
+fn receive(ctx: &TracePointContext, buffer: Buffer) {
+    // SAFETY: `ret` is at offset 16 of every sys_exit record.
+    let moved: i64 = unsafe { field(ctx, ARG0) };
+    if moved <= 0 {
+        return;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let config = config();
+    if !traced(&config, tgid) {
+        return;
+    }
+    let Some([fd, arg1, arg2]) = syscall_args(&config) else { return };
+    if !may_carry_http(&config, tgid, fd as u32) {
+        return;
+    }
+    let Some(pending) = pending_io(fd as u32, direction::INGRESS, buffer, arg1, arg2) else { return };
+    capture(&pending, tgid, moved);
+}
+
+/// The current syscall's first three arguments, from the registers user space made it with
+/// (`None`, counted, if they cannot be read).
+#[inline(always)]
+fn syscall_args(config: &NetConfig) -> Option<[u64; 3]> {
+    // SAFETY: helpers on the current task, which lives while its syscall runs.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let read = |offset: u32| {
+        // SAFETY: a kernel pointer into the task's `pt_regs`; a bad one is an error, not a fault.
+        unsafe { bpf_probe_read_kernel((regs + offset as u64) as *const u64) }.ok()
+    };
+    let args = (|| Some([read(config.regs_args[0])?, read(config.regs_args[1])?, read(config.regs_args[2])?]))();
+    if args.is_none() {
+        count(Counter::NetKernelReadFailed);
+    }
+    args
+}
+
+/// Whether descriptor `fd` of process `tgid` is a tracked connection (found now if it is a
+/// TCP socket not seen yet) not known to carry something other than HTTP.
+#[inline(always)]
+fn may_carry_http(config: &NetConfig, tgid: u32, fd: u32) -> bool {
+    let key = connection_key(tgid, fd);
+    let connection = match CONNECTIONS.get_ptr(key) {
+        Some(connection) => connection,
+        None if connections::discover(config, tgid, fd) => match CONNECTIONS.get_ptr(key) {
+            Some(connection) => connection,
+            None => return false,
+        },
+        None => return false,
+    };
+    // SAFETY: a valid map value pointer.
+    unsafe { (*connection).protocol != protocol::OTHER }
+}
+
+/// Where a syscall's data is, from its second and third arguments (no start time yet).
+#[inline(always)]
+fn pending_io(fd: u32, direction: u32, buffer: Buffer, arg1: u64, arg2: u64) -> Option<PendingIo> {
     let capped = |n: u64| n.min(u32::MAX as u64) as u32;
     let (buf, vectored, requested, iovecs) = match buffer {
         Buffer::Plain => (arg1, 0, capped(arg2), 0),
@@ -124,18 +187,16 @@ fn enter(ctx: &TracePointContext, direction: u32, buffer: Buffer) {
             Ok([iov, iovlen]) => (iov, 1, 0, capped(iovlen)),
             Err(_) => {
                 count(Counter::NetUserReadFailed);
-                return;
+                return None;
             }
         },
     };
-    // SAFETY: a helper with no arguments and no memory access.
-    let entered_ns = unsafe { bpf_ktime_get_ns() };
-    let pending = PendingIo { fd: fd as u32, direction, buf, vectored, requested, entered_ns, iovecs, reserved: 0 };
-    check_insert(PENDING_IO.insert(pid_tgid, pending, 0));
+    Some(PendingIo { fd, direction, buf, vectored, requested, entered_ns: 0, iovecs, reserved: 0 })
 }
 
+/// A send's exit (and a connect's, which has nothing to copy).
 #[inline(always)]
-fn exit(ctx: &TracePointContext) {
+fn send_exit(ctx: &TracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(pending) = PENDING_IO.get_ptr(pid_tgid) else { return };
     // SAFETY: a valid map value pointer; copied before the entry is removed.
@@ -146,6 +207,13 @@ fn exit(ctx: &TracePointContext) {
     if moved <= 0 || pending.direction == PendingIo::CONNECT {
         return;
     }
+    capture(&pending, (pid_tgid >> 32) as u32, moved);
+}
+
+/// Copies the first bytes a syscall moved on a tracked connection into a payload record, if
+/// they look like HTTP (or continue a request that did).
+#[inline(always)]
+fn capture(pending: &PendingIo, tgid: u32, moved: i64) {
     let (data, available, filled) = if pending.vectored != 0 {
         // Only the first iovec with room is looked at: it holds the request or status line.
         let Some(iov) = first_iovec_with_room(pending.buf, pending.iovecs) else { return };
@@ -153,7 +221,6 @@ fn exit(ctx: &TracePointContext) {
     } else {
         (pending.buf, moved as u64, moved as u64 >= pending.requested as u64)
     };
-    let tgid = (pid_tgid >> 32) as u32;
     let Some(connection) = CONNECTIONS.get_ptr_mut(connection_key(tgid, pending.fd)) else { return };
     // SAFETY: a valid map value pointer; racing writers only store the same values.
     let connection = unsafe { &mut *connection };
@@ -207,7 +274,7 @@ fn exit(ctx: &TracePointContext) {
     // In [1, CAPTURE_BYTES], in a form the verifier can bound.
     let captured = (last & (CAPTURE_BYTES as u32 - 1)) + 1;
     // SAFETY: `captured` bytes fit in `data`; the source is a user pointer checked by the helper.
-    let copied = unsafe { generated::bpf_probe_read_user(record.data.as_mut_ptr().cast(), captured, data as *const _) };
+    let copied = unsafe { read_user_bounded(record.data.as_mut_ptr(), captured, data) };
     if copied != 0 {
         count(Counter::NetUserReadFailed);
         return;
@@ -231,7 +298,7 @@ fn exit(ctx: &TracePointContext) {
         reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let len = core::mem::size_of::<PayloadHeader>() + captured as usize;
+    let len = core::mem::size_of::<PayloadHeader>() + bounded_capture(captured) as usize;
     // SAFETY: `len` is within the record, which is plain data.
     let bytes = unsafe { core::slice::from_raw_parts((record as *const agent_common::net::PayloadRecord).cast::<u8>(), len) };
     if NET_EVENTS.output::<[u8]>(bytes, wake_flags()).is_err() {
@@ -239,6 +306,27 @@ fn exit(ctx: &TracePointContext) {
     } else {
         count(Counter::PayloadsSent);
     }
+}
+
+/// `len` (in [1, `CAPTURE_BYTES`]) bounded again where it is used: a bound computed earlier
+/// may be spilled to the stack and read back, and Linux 6.1's verifier loses it on the way
+/// ("R2 min value is negative"). The volatile read keeps the masking next to its use.
+#[inline(always)]
+fn bounded_capture(len: u32) -> u32 {
+    // SAFETY: a local.
+    let len = unsafe { core::ptr::read_volatile(&len) };
+    (len.wrapping_sub(1) & (CAPTURE_BYTES as u32 - 1)) + 1
+}
+
+/// `bpf_probe_read_user` of `len` bytes (in [1, `CAPTURE_BYTES`]) into `dst`.
+///
+/// # Safety
+///
+/// `dst` must have room for `CAPTURE_BYTES`.
+#[inline(always)]
+unsafe fn read_user_bounded(dst: *mut u8, len: u32, src: u64) -> i64 {
+    // SAFETY: as the caller promises; the source is a user pointer checked by the helper.
+    unsafe { generated::bpf_probe_read_user(dst.cast(), bounded_capture(len), src as *const _) }
 }
 
 /// The first of the `len` iovecs at `iovecs` that has room (base, length): empty ones take

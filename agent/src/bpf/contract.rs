@@ -199,8 +199,8 @@ fn every_name_is_listed_once() {
     let program_names: Vec<&str> = program_specs().iter().map(|&(name, _)| name).collect();
     for name in [
         programs::SAMPLE, programs::UNWIND, programs::PYTHON, programs::EXEC_FILES, programs::MMAP_ENTER, programs::MMAP_EXIT, programs::EXEC, programs::EXIT, programs::ACCEPT_EXIT, programs::CONNECT_ENTER,
-        programs::CONNECT_EXIT, programs::CLOSE_ENTER, programs::RECV_ENTER, programs::SEND_ENTER, programs::READV_ENTER,
-        programs::WRITEV_ENTER, programs::RECVMSG_ENTER, programs::SENDMSG_ENTER, programs::IO_EXIT,
+        programs::CONNECT_EXIT, programs::CLOSE_ENTER, programs::RECV_EXIT, programs::SEND_ENTER, programs::READV_EXIT,
+        programs::WRITEV_ENTER, programs::RECVMSG_EXIT, programs::SENDMSG_ENTER, programs::SEND_EXIT,
         programs::TCP_STATE_FENTRY, programs::TCP_STATE_KPROBE, programs::TCP_STATE_TRACEPOINT,
     ] {
         assert!(program_names.contains(&name), "user space loads no program {name}");

@@ -31,28 +31,25 @@ pub(super) const HOOKS: &[(&str, &str, &str, bool)] = &[
     (programs::CONNECT_ENTER, "syscalls", "sys_enter_connect", true),
     (programs::CONNECT_EXIT, "syscalls", "sys_exit_connect", true),
     (programs::CLOSE_ENTER, "syscalls", "sys_enter_close", true),
-    (programs::RECV_ENTER, "syscalls", "sys_enter_read", false),
-    (programs::RECV_ENTER, "syscalls", "sys_enter_recvfrom", false),
+    (programs::RECV_EXIT, "syscalls", "sys_exit_read", false),
+    (programs::RECV_EXIT, "syscalls", "sys_exit_recvfrom", false),
     (programs::SEND_ENTER, "syscalls", "sys_enter_write", false),
     (programs::SEND_ENTER, "syscalls", "sys_enter_sendto", false),
-    (programs::READV_ENTER, "syscalls", "sys_enter_readv", false),
+    (programs::READV_EXIT, "syscalls", "sys_exit_readv", false),
     (programs::WRITEV_ENTER, "syscalls", "sys_enter_writev", false),
-    (programs::RECVMSG_ENTER, "syscalls", "sys_enter_recvmsg", false),
+    (programs::RECVMSG_EXIT, "syscalls", "sys_exit_recvmsg", false),
     (programs::SENDMSG_ENTER, "syscalls", "sys_enter_sendmsg", false),
-    (programs::IO_EXIT, "syscalls", "sys_exit_read", false),
-    (programs::IO_EXIT, "syscalls", "sys_exit_recvfrom", false),
-    (programs::IO_EXIT, "syscalls", "sys_exit_write", false),
-    (programs::IO_EXIT, "syscalls", "sys_exit_sendto", false),
-    (programs::IO_EXIT, "syscalls", "sys_exit_readv", false),
-    (programs::IO_EXIT, "syscalls", "sys_exit_writev", false),
-    (programs::IO_EXIT, "syscalls", "sys_exit_recvmsg", false),
-    (programs::IO_EXIT, "syscalls", "sys_exit_sendmsg", false),
+    (programs::SEND_EXIT, "syscalls", "sys_exit_write", false),
+    (programs::SEND_EXIT, "syscalls", "sys_exit_sendto", false),
+    (programs::SEND_EXIT, "syscalls", "sys_exit_writev", false),
+    (programs::SEND_EXIT, "syscalls", "sys_exit_sendmsg", false),
 ];
 
 /// The network configuration for the BPF programs, or why network tracing cannot run here.
 pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
     let btf = Btf::from_sys_fs().context("network tracing needs kernel BTF (/sys/kernel/btf/vmlinux)")?;
     let offsets = kernel_offsets(&btf)?;
+    let regs_args = crate::unwind::registers::syscall_args(&btf).context("network tracing runs on x86-64 and arm64 only")?;
     let missing: Vec<_> = HOOKS.iter().filter(|(_, _, _, required)| *required).filter(|(_, c, n, _)| !tracepoint_exists(c, n)).collect();
     if let Some((_, category, name, _)) = missing.first() {
         bail!("this kernel has no tracepoint {category}:{name}");
@@ -60,7 +57,7 @@ pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
     for (_, _, name, _) in HOOKS.iter().filter(|(_, c, n, _)| tracepoint_exists(c, n)) {
         check_syscall_format(name)?;
     }
-    Ok(NetConfig { enabled: 1, target_pid: target_pid.unwrap_or(0), self_pid: std::process::id(), wake_bytes: 0, offsets })
+    Ok(NetConfig { enabled: 1, target_pid: target_pid.unwrap_or(0), self_pid: std::process::id(), wake_bytes: 0, regs_args, reserved: 0, offsets })
 }
 
 /// The network programs' attachments. Dropping them detaches them all at once: each syscall

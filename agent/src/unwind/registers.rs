@@ -47,6 +47,22 @@ fn apply_btf(config: &mut UnwindConfig, btf: &Btf) {
     }
 }
 
+/// Offsets in `struct pt_regs` of a syscall's first three arguments, read at its exit (where
+/// arm64's `x0` already holds the return value, and `orig_x0` the first argument). `None` on
+/// other architectures.
+pub fn syscall_args(btf: &Btf) -> Option<[u32; 3]> {
+    if cfg!(target_arch = "x86_64") {
+        // di, si, dx (see `abi_config` for the order); x86-64 never changes them on exit.
+        Some([14 * 8, 13 * 8, 12 * 8])
+    } else if cfg!(target_arch = "aarch64") {
+        // regs[31] sp pc pstate orig_x0: a kernel-only member, so BTF is asked first.
+        let orig_x0 = btf.member_offset("pt_regs", "orig_x0").unwrap_or(34 * 8);
+        Some([orig_x0, 8, 2 * 8])
+    } else {
+        None
+    }
+}
+
 /// The user ABI's register layout.
 fn abi_config(use_tables: bool) -> Option<UnwindConfig> {
     let base = UnwindConfig { use_tables: u32::from(use_tables), address_mask: u64::MAX, ..Default::default() };
