@@ -138,11 +138,15 @@ pub fn check_insert<E>(result: Result<(), E>) {
     }
 }
 
-/// The ring-buffer flags for a record: no wake-up (user space drains on a timer) until the
-/// ring holds `wake_bytes`, then a wake-up, so a burst is read before the ring fills.
+/// The ring-buffer flags for a record of `len` bytes: no wake-up (user space drains on a
+/// timer), except for the record that takes the ring past `wake_bytes`, so a burst is read
+/// before the ring fills. Only that one: every record past the mark waking the reader would
+/// be an interrupt per record until it runs.
 #[inline(always)]
-pub fn wake_flags() -> u64 {
-    if NET_EVENTS.query(BPF_RB_AVAIL_DATA as u64) > config().wake_bytes as u64 {
+pub fn wake_flags(len: usize) -> u64 {
+    let waiting = NET_EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let mark = config().wake_bytes as u64;
+    if waiting < mark && waiting + len as u64 >= mark {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -152,7 +156,7 @@ pub fn wake_flags() -> u64 {
 /// Sends a fixed-size record.
 #[inline(always)]
 pub fn send<T>(record: &T) {
-    if NET_EVENTS.output::<T>(record, wake_flags()).is_err() {
+    if NET_EVENTS.output::<T>(record, wake_flags(core::mem::size_of::<T>())).is_err() {
         count(Counter::NetRingFull);
     }
 }

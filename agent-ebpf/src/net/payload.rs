@@ -301,7 +301,7 @@ fn capture(pending: &PendingIo, tgid: u32, moved: i64) {
     let len = core::mem::size_of::<PayloadHeader>() + bounded_capture(captured) as usize;
     // SAFETY: `len` is within the record, which is plain data.
     let bytes = unsafe { core::slice::from_raw_parts((record as *const agent_common::net::PayloadRecord).cast::<u8>(), len) };
-    if NET_EVENTS.output::<[u8]>(bytes, wake_flags()).is_err() {
+    if NET_EVENTS.output::<[u8]>(bytes, wake_flags(len)).is_err() {
         count(Counter::NetRingFull);
     } else {
         count(Counter::PayloadsSent);
