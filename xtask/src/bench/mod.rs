@@ -21,6 +21,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+mod bpf_listing;
 mod debug_files;
 mod exec_storm;
 mod go;
@@ -143,40 +144,6 @@ impl Drop for BpfStats {
     fn drop(&mut self) {
         let _ = fs::write(BPF_STATS, self.previous.trim());
     }
-}
-
-/// Average run time of the BPF program `name`, from `bpftool prog show` (needs bpf_stats).
-fn bpf_ns_per_run(name: &str) -> Option<f64> {
-    let output = Command::new("bpftool").args(["prog", "show", "name", name]).output().ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let field = |key: &str| -> Option<f64> {
-        let mut words = text.split_whitespace();
-        words.find(|w| *w == key)?;
-        words.next()?.parse().ok()
-    };
-    let (time, count) = (field("run_time_ns")?, field("run_cnt")?);
-    (count > 0.0).then(|| time / count)
-}
-
-/// `bpftool prog show`: every program loaded, with run times where statistics are on.
-fn bpf_listing() -> Result<String> {
-    let output = Command::new("bpftool").args(["prog", "show"]).output().context("cannot run bpftool")?;
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// Total run time (ns) of oxeye's programs other than the CPU sampler (perf_event ones): its
-/// syscall, socket and process tracing, which runs in the traced processes.
-fn bpf_tracing_ns(listing: &str) -> f64 {
-    listing
-        .lines()
-        .filter(|line| line.split_whitespace().nth(1) != Some("perf_event"))
-        .filter(|line| line.split_whitespace().skip_while(|w| *w != "name").nth(1).is_some_and(|name| name.starts_with("oxeye_")))
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            words.find(|w| *w == "run_time_ns")?;
-            words.next()?.parse::<f64>().ok()
-        })
-        .sum()
 }
 
 /// Runs the benchmark and prints the table.
@@ -313,7 +280,7 @@ fn measure(agent: Agent, oxeye: &Path, burn: &Path, cpus: usize, seconds: f64, w
         bail!("the workload failed: {}", output.status);
     }
     let iterations: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().context("the workload printed no count")?;
-    let bpf_ns_per_sample = matches!(agent, Agent::Oxeye(_) | Agent::OxeyeExport(_)).then(|| bpf_ns_per_run("oxeye_sample")).flatten();
+    let bpf_ns_per_sample = matches!(agent, Agent::Oxeye(_) | Agent::OxeyeExport(_)).then(|| bpf_listing::ns_per_run("oxeye_sample")).flatten();
     let mut peak_rss = 0;
     let mut map_rss = 0;
     if let Some(child) = child.take() {

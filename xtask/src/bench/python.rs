@@ -169,17 +169,6 @@ impl Drop for Workload {
     }
 }
 
-/// Total run time (ns) and runs of the BPF program `name` (zeros without statistics: the
-/// kernel counts a program only when it is run directly, not when it is tail-called).
-fn bpf_totals(listing: &str, name: &str) -> (f64, f64) {
-    let Some(line) = listing.lines().find(|l| l.split_whitespace().skip_while(|w| *w != "name").nth(1) == Some(name)) else { return (0.0, 0.0) };
-    let field = |key: &str| -> f64 {
-        let mut words = line.split_whitespace();
-        words.find(|w| *w == key).and_then(|_| words.next()?.parse().ok()).unwrap_or(0.0)
-    };
-    (field("run_time_ns"), field("run_cnt"))
-}
-
 
 /// One profile of one process with `--pid`.
 struct PidRun {
@@ -217,12 +206,12 @@ fn profile_pid(bench: &Bench, name: &str, workload: &mut Command) -> Result<PidR
     let (oxeye, log) = bench.oxeye(name, RATE, Some(workload.0.id()), &["--no-network"], limit)?;
     thread::sleep(SETTLE);
     let cpu_before = task_cpu_ns(oxeye.id());
-    let (_, runs_before) = bpf_totals(&bpf_listing()?, PROGRAMS[0]);
+    let (_, runs_before) = bpf_listing::totals(&bpf_listing::programs()?, PROGRAMS[0]);
     thread::sleep(WINDOW);
     workload.pause();
     let cpu_after = task_cpu_ns(oxeye.id());
-    let listing = bpf_listing()?;
-    let totals: Vec<(f64, f64)> = PROGRAMS.iter().map(|p| bpf_totals(&listing, p)).collect();
+    let listing = bpf_listing::programs()?;
+    let totals: Vec<(f64, f64)> = PROGRAMS.iter().map(|p| bpf_listing::totals(&listing, p)).collect();
     stop_and_peak_rss(oxeye.id())?;
     drop(workload);
     let text = fs::read_to_string(&log).unwrap_or_default();
@@ -533,13 +522,5 @@ mod tests {
         let s = PythonSummary::parse(text).unwrap();
         assert_eq!((s.walked, s.no_state, s.cut, s.failed, s.functions, s.kib, s.code_reads, s.unnamed), (115, 1, 0, 2, 7, 1, 8, 3));
         assert_eq!(final_counts(text), Some((4919, 4)));
-    }
-
-    #[test]
-    fn reads_bpf_statistics() {
-        let listing = "12980: perf_event  name oxeye_python  tag a6  gpl\n12981: perf_event  name oxeye_sample  tag c2  gpl run_time_ns 19695496 run_cnt 3502\n";
-        assert_eq!(bpf_totals(listing, "oxeye_sample"), (19695496.0, 3502.0));
-        assert_eq!(bpf_totals(listing, "oxeye_python"), (0.0, 0.0));
-        assert_eq!(bpf_totals(listing, "oxeye_unwind"), (0.0, 0.0));
     }
 }

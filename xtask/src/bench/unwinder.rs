@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{bpf_ns_per_run, median, stop_and_peak_rss, wait_for_text};
+use super::{bpf_listing, median, stop_and_peak_rss, wait_for_text};
 use crate::shell::{root, say};
 
 /// Frames in the deep-stack workload: `recurse` at depth 26 plus `spin`, `main` and libc's
@@ -114,7 +114,7 @@ fn deep_stack_cost(oxeye: &Path, work_dir: &Path, rounds: usize) -> Result<()> {
             let child = command.stdout(Stdio::null()).stderr(fs::File::create(&log)?).spawn().context("cannot start oxeye")?;
             wait_for_text(&log, "sampling")?;
             thread::sleep(Duration::from_millis(2500));
-            let ns = bpf_ns_per_run("oxeye_sample").context("no BPF statistics for oxeye_sample")?;
+            let ns = bpf_listing::ns_per_run("oxeye_sample").context("no BPF statistics for oxeye_sample")?;
             stop_and_peak_rss(child.id())?;
             for mut worker in workers {
                 worker.wait()?;

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{oxeye::Oxeye, process::{per_1k, process_cpu_ns}};
-use crate::bench::{bpf_listing, bpf_tracing_ns, median, sink};
+use crate::bench::{bpf_listing, median, sink};
 
 /// Seconds ab runs (`-t`; its request count is only a ceiling).
 const AB_SECONDS: u32 = 5;
@@ -48,7 +48,7 @@ pub(super) fn overhead(oxeye: &Path, ab_bin: &Path, url: &str, work_dir: &Path, 
             rate[usize::from(with_oxeye)] = requests_per_second;
             if let Some(agent) = agent {
                 oxeye_us.push(per_1k(process_cpu_ns(agent.pid()) - before, requests));
-                bpf_ns.push(bpf_tracing_ns(&bpf_listing()?) / requests.max(1) as f64);
+                bpf_ns.push(bpf_listing::tracing_ns(&bpf_listing::programs()?) / requests.max(1) as f64);
                 let counts = agent.stop()?;
                 (lost, traced, sent) = (lost + counts.lost, traced + counts.server, sent + requests);
             }

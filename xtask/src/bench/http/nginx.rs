@@ -16,7 +16,7 @@ use super::{
     wrk::{wrk, Wrk, WRK_SECONDS},
 };
 use crate::{
-    bench::{bpf_listing, bpf_tracing_ns, median, sink},
+    bench::{bpf_listing, median, sink},
     shell::say,
 };
 
@@ -109,7 +109,7 @@ pub(super) fn overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, ab_bin: &Path
             let oxeye_run = match agent {
                 Some(agent) => {
                     let cpu = process_cpu_ns(agent.pid()) - agent_before;
-                    bpf_ns = bpf_tracing_ns(&bpf_listing()?);
+                    bpf_ns = bpf_listing::tracing_ns(&bpf_listing::programs()?);
                     Some((cpu, agent.stop()?))
                 }
                 None => None,
