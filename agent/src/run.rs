@@ -127,10 +127,13 @@ pub async fn run(args: Args) -> Result<()> {
             }
             _ = tokio::time::sleep_until(settle.unwrap_or_else(std::time::Instant::now).into()), if settle.is_some() => profiles.drain(),
             _ = report_tick.tick() => {
-                reporter.report(&profiles.live_stats(&probes.counters()?, started.elapsed(), args.samples_per_second));
+                let counters = probes.counters()?;
+                network.count_losses(&counters);
+                reporter.report(&profiles.live_stats(&counters, started.elapsed(), args.samples_per_second));
                 profiles.decay_top();
             }
             _ = export_tick.tick(), if exporting => {
+                network.count_losses(&probes.counters()?);
                 profiles.report();
                 network.report();
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use otlp_sink::{Retention, Sink, SinkConfig};
 use oxeye_tests::{
     deadline, number_before,
-    servers::{free_port, get, route_count, wrk, Nginx},
+    servers::{free_port, get, parse_exposition, route_count, wrk, Nginx},
     Oxeye,
 };
 
@@ -43,6 +43,10 @@ fn every_request_is_counted_and_spanned_at_saturation() {
 
     let lost = number_before(&finished.stderr, " network records lost in kernel").unwrap_or(u64::MAX);
     assert_eq!(lost, 0, "records lost in the kernel at saturation:\n{}", finished.stderr);
+    // The metric says the same as the final line.
+    let lost_metric: Vec<f64> =
+        parse_exposition(&exposition).into_iter().filter(|(name, _, _)| name == "oxeye_net_records_lost_total").map(|(_, _, value)| value).collect();
+    assert_eq!(lost_metric, [0.0], "oxeye_net_records_lost_total: one series, at 0");
     let in_flight = completed..=completed + CONNECTIONS;
     for (metric, side) in [("http_server_request_duration_seconds_count", "nginx's"), ("http_client_request_duration_seconds_count", "wrk's")] {
         let counted = route_count(&exposition, metric, "/");

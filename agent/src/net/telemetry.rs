@@ -72,6 +72,21 @@ pub static SPANS_SAMPLED_OUT: MetricDesc = MetricDesc {
     kind: MetricKind::Counter,
 };
 
+/// Network records the kernel side could not hand over (its ring was full): the requests they
+/// carried are missing from spans and from the HTTP metrics.
+pub static RECORDS_LOST: MetricDesc = MetricDesc {
+    name: "oxeye.net.records.lost",
+    description: "Network records lost in the kernel because oxeye's ring buffer was full; the requests they carried are missing from spans and HTTP metrics.",
+    unit: "{record}",
+    kind: MetricKind::Counter,
+};
+
+/// Adds `lost` records lost in the kernel, counted against oxeye's own `resource` (the kernel
+/// cannot say whose they were).
+pub fn record_records_lost(store: &mut MetricsStore, resource: &Resource, lost: u64) {
+    store.add(&RECORDS_LOST, resource, Vec::new(), lost);
+}
+
 /// Counts a span the sampler left out.
 pub fn record_sampled_out(store: &mut MetricsStore, resource: &Resource) {
     store.add(&SPANS_SAMPLED_OUT, resource, Vec::new(), 1);

@@ -15,7 +15,7 @@ use crate::{
     clock::{unix_now_ns, Clock},
     export::{Exporter, Metrics, Traces},
     metrics::{self, MetricsStore},
-    net::{sampling::Sampler, spans::SpanBatch, NetTracker},
+    net::{sampling::Sampler, spans::SpanBatch, telemetry, NetTracker},
     otlp::resource::{self, HostInfo},
     process::identity::Identities,
 };
@@ -61,6 +61,10 @@ pub struct NetworkPipeline {
     /// Absent when network tracing is off (by flag, or the kernel cannot).
     traced: Option<(NetTracker, AsyncFd<RingBuf<MapData>>)>,
     host: HostInfo,
+    /// oxeye's own metrics resource, for what belongs to no traced process.
+    own: metrics::Resource,
+    /// Records lost in the kernel already added to `oxeye.net.records.lost`.
+    losses_counted: u64,
 }
 
 impl NetworkPipeline {
@@ -83,7 +87,8 @@ impl NetworkPipeline {
             }
             None => None,
         };
-        Ok(NetworkPipeline { outputs, traced, host })
+        let own = metrics::Resource { service_name: "oxeye".to_owned(), attributes: vec![("host.name", host.name.clone())] };
+        Ok(NetworkPipeline { outputs, traced, host, own, losses_counted: 0 })
     }
 
     /// Waits until the programs wake the reader (the ring is filling up), and reads records;
@@ -120,6 +125,18 @@ impl NetworkPipeline {
         if tracker.spans.as_ref().is_some_and(SpanBatch::full_request_ready) {
             report_spans(tracker, self.outputs.spans.as_ref(), &self.host);
         }
+    }
+
+    /// Brings `oxeye.net.records.lost` up to the kernel's count (the series exists, at 0,
+    /// from the first call, so that it can be alerted on).
+    pub fn count_losses(&mut self, counters: &Counters) {
+        if self.traced.is_none() {
+            return;
+        }
+        let lost = counters.get(Counter::NetRingFull);
+        let mut store = self.outputs.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        telemetry::record_records_lost(&mut store, &self.own, lost.saturating_sub(self.losses_counted));
+        self.losses_counted = self.losses_counted.max(lost);
     }
 
     /// Whether this pipeline exports anything on the reporting interval.
@@ -160,6 +177,7 @@ impl NetworkPipeline {
         }
         if self.traced.is_some() {
             while !self.drain_some() {}
+            self.count_losses(counters);
             self.report();
             if let Some((tracker, _)) = &self.traced {
                 eprintln!("oxeye: {}", traced_summary(tracker, counters, &self.outputs.store));
