@@ -138,15 +138,22 @@ pub fn check_insert<E>(result: Result<(), E>) {
     }
 }
 
+/// Past the wake mark, a record wakes the reader each time the bytes waiting cross a multiple
+/// of this.
+const WAKE_STEP_BYTES: u64 = 256 << 10;
+
 /// The ring-buffer flags for a record of `len` bytes: no wake-up (user space drains on a
-/// timer), except for the record that takes the ring past `wake_bytes`, so a burst is read
-/// before the ring fills. Only that one: every record past the mark waking the reader would
-/// be an interrupt per record until it runs.
+/// timer), except for records that take the bytes waiting past `wake_bytes` or, beyond it,
+/// past a multiple of [`WAKE_STEP_BYTES`], so a burst is read before the ring fills. Not every
+/// record past the mark (an interrupt per record until the reader runs), and not only the
+/// first: two CPUs that both read the count just below a step, then both write, cross it with
+/// neither waking the reader.
 #[inline(always)]
 pub fn wake_flags(len: usize) -> u64 {
-    let waiting = NET_EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let before = NET_EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let after = before + len as u64;
     let mark = config().wake_bytes as u64;
-    if waiting < mark && waiting + len as u64 >= mark {
+    if after >= mark && (before < mark || before / WAKE_STEP_BYTES != after / WAKE_STEP_BYTES) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
