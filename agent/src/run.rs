@@ -7,11 +7,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use agent_common::counters::Counter;
 use anyhow::{bail, Context, Result};
 use symbolizer::{debug_file::DebugDirectories, kallsyms::KernelSymbols};
 use tokio::{
     signal::unix::{signal, SignalKind},
-    time::{interval, sleep, Interval, MissedTickBehavior},
+    time::sleep,
 };
 use tracing::{debug, info, warn};
 
@@ -29,10 +30,11 @@ use crate::{
     otlp::resource::HostInfo,
     output::RunInfo,
     pipeline::{
-        network::{NetworkOutputs, NetworkPipeline},
+        network::NetworkOutputs,
+        network_thread::{NetworkParts, NetworkThread, NetworkTimers},
         profiles::ProfilePipeline,
         reporting::Reporter,
-        start_exporter,
+        start_exporter, ticker,
     },
     privileges,
     process::identity::Identities,
@@ -101,14 +103,18 @@ pub async fn run(args: Args) -> Result<()> {
         collector.publish_to(catalog.clone());
     }
     let mut profiles = ProfilePipeline::new(events, collector, profile_exporter, host.clone(), period_ns)?;
-    let mut network = NetworkPipeline::new(network_outputs, net_events, identities, host, clock, args.trace_sample_ratio)?;
+    let exporting = profiles.exporting() || network_outputs.exporting();
+    let export_interval = Duration::from_secs_f64(args.reporter_interval);
+    let network = NetworkThread::spawn(
+        NetworkParts { outputs: network_outputs, ring: net_events, identities, host, clock, sample_ratio: args.trace_sample_ratio },
+        NetworkTimers { drain: DRAIN_INTERVAL, export: export_interval, expire: EXPIRE_INTERVAL },
+    )?;
     let reporter = Reporter::new(args.no_live, Duration::from_secs(args.summary_interval));
 
     let mut drain_tick = ticker(DRAIN_INTERVAL);
     let mut report_tick = ticker(reporter.interval());
     let mut expire_tick = ticker(EXPIRE_INTERVAL);
-    let mut export_tick = ticker(Duration::from_secs_f64(args.reporter_interval));
-    let exporting = profiles.exporting() || network.exporting();
+    let mut export_tick = ticker(export_interval);
     let deadline = sleep(args.duration.map_or(Duration::MAX / 4, Duration::from_secs_f64));
     tokio::pin!(deadline);
 
@@ -120,38 +126,31 @@ pub async fn run(args: Args) -> Result<()> {
         let settle = profiles.exec_settle_deadline();
         tokio::select! {
             readable = profiles.readable() => readable?,
-            readable = network.readable() => readable?,
-            _ = drain_tick.tick() => {
-                profiles.drain();
-                network.drain();
-            }
+            _ = drain_tick.tick() => profiles.drain(),
             _ = tokio::time::sleep_until(settle.unwrap_or_else(std::time::Instant::now).into()), if settle.is_some() => profiles.drain(),
             _ = report_tick.tick() => {
                 let counters = probes.counters()?;
-                network.count_losses(&counters);
+                network.set_losses(counters.get(Counter::NetRingFull));
                 reporter.report(&profiles.live_stats(&counters, started.elapsed(), args.samples_per_second));
                 profiles.decay_top();
             }
             _ = export_tick.tick(), if exporting => {
-                network.count_losses(&probes.counters()?);
+                network.set_losses(probes.counters()?.get(Counter::NetRingFull));
                 profiles.report();
-                network.report();
             }
-            _ = expire_tick.tick() => {
-                profiles.expire();
-                network.expire();
-            }
+            _ = expire_tick.tick() => profiles.expire(),
             _ = &mut deadline => break,
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
 
+    let network = network.stop()?;
     // Stop sampling: detach and unload every program, then take what is left in the rings.
     // The profile covers until sampling stops; detaching every tracepoint takes a while more.
     let duration = started.elapsed();
     let counters = probes.counters()?;
-    for counter in agent_common::counters::Counter::ALL {
+    for counter in Counter::ALL {
         debug!(counter = counter.name(), value = counters.get(counter), "BPF counter");
     }
     let detach_started = Instant::now();
@@ -226,15 +225,6 @@ async fn start_symbol_endpoint(address: &str) -> Result<(Arc<Catalog>, tokio::ta
     let server = tokio::spawn(symbols::server::serve(listener, Arc::new(RangesBuilder::new(catalog.clone()))));
     info!(url = %url, "serving symbols of every profiled executable; start devfiler with --symb-endpoint {url}");
     Ok((catalog, server))
-}
-
-/// A ticker whose first tick is one `period` from now, and which does not catch up on ticks
-/// missed while the loop was busy.
-fn ticker(period: Duration) -> Interval {
-    let mut tick = interval(period);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    tick.reset();
-    tick
 }
 
 /// Process ids in `/proc`, for describing every running process to the unwinder.

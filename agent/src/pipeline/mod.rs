@@ -1,15 +1,18 @@
 //! One pipeline per signal, each owning its intake (a ring buffer), its state and its exporter:
 //!
 //! - [`profiles`]: CPU samples → the run's profile, OTLP profiles, and the files at exit.
-//! - [`network`]: connection and payload records → spans and metrics (OTLP, Prometheus).
+//! - [`network`]: connection and payload records → spans and metrics (OTLP, Prometheus), run
+//!   on a thread of its own by [`network_thread`].
 //! - [`reporting`]: the live view and one-line summaries.
 //!
-//! `run.rs` builds them and drives them from one event loop; they share only the [`Clock`]
-//! and the host facts.
+//! `run.rs` builds them and drives the profile pipeline and the reporting from its event loop,
+//! the network pipeline from the network thread's; they share only the [`Clock`], the process
+//! identities and the host facts.
 //!
 //! [`Clock`]: crate::clock::Clock
 
 pub mod network;
+pub mod network_thread;
 pub mod profiles;
 pub mod reporting;
 
@@ -36,4 +39,13 @@ pub fn start_exporter<S: Signal>(args: &Args) -> Result<Option<Exporter<S>>> {
     let exporter = Exporter::start(config)?;
     info!(endpoint = %uri, tls, gzip = S::gzip(), "exporting OTLP {} every {}s", S::ITEMS, args.reporter_interval);
     Ok(Some(exporter))
+}
+
+/// A ticker whose first tick is one `period` from now, and which does not catch up on ticks
+/// missed while the loop was busy.
+pub fn ticker(period: std::time::Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    tick
 }

@@ -53,6 +53,11 @@ impl NetworkOutputs {
         };
         Ok(NetworkOutputs { spans, metrics, store, prometheus })
     }
+
+    /// Whether anything is exported on the reporting interval.
+    pub fn exporting(&self) -> bool {
+        self.spans.is_some() || self.metrics.is_some()
+    }
 }
 
 /// Network records in, spans and metrics out.
@@ -129,11 +134,10 @@ impl NetworkPipeline {
 
     /// Brings `oxeye.net.records.lost` up to the kernel's count (the series exists, at 0,
     /// from the first call, so that it can be alerted on).
-    pub fn count_losses(&mut self, counters: &Counters) {
+    pub fn count_losses(&mut self, lost: u64) {
         if self.traced.is_none() {
             return;
         }
-        let lost = counters.get(Counter::NetRingFull);
         let mut store = self.outputs.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         telemetry::record_records_lost(&mut store, &self.own, lost.saturating_sub(self.losses_counted));
         self.losses_counted = self.losses_counted.max(lost);
@@ -141,7 +145,7 @@ impl NetworkPipeline {
 
     /// Whether this pipeline exports anything on the reporting interval.
     pub fn exporting(&self) -> bool {
-        self.outputs.spans.is_some() || self.outputs.metrics.is_some()
+        self.outputs.exporting()
     }
 
     /// Queues the spans of the interval that just ended, and the metrics so far (cumulative).
@@ -177,7 +181,7 @@ impl NetworkPipeline {
         }
         if self.traced.is_some() {
             while !self.drain_some() {}
-            self.count_losses(counters);
+            self.count_losses(counters.get(Counter::NetRingFull));
             self.report();
             if let Some((tracker, _)) = &self.traced {
                 eprintln!("oxeye: {}", traced_summary(tracker, counters, &self.outputs.store));
