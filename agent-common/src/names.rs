@@ -38,6 +38,8 @@ pub mod maps {
     pub const SOCKETS: &str = "SOCKETS";
     /// Syscalls in progress on tracked sockets.
     pub const PENDING_IO: &str = "PENDING_IO";
+    /// When each thread's current TCP send started (socket tracepoints).
+    pub const SEND_STARTS: &str = "SEND_STARTS";
     /// Per-CPU payload record being built.
     pub const PAYLOAD_SCRATCH: &str = "PAYLOAD_SCRATCH";
     /// Unwind tables by file, for mappings the kernel side found itself.
@@ -89,6 +91,12 @@ pub mod programs {
     pub const SENDMSG_ENTER: &str = "oxeye_sendmsg_enter";
     /// tracepoints `syscalls:sys_exit_*` of every write-like syscall.
     pub const SEND_EXIT: &str = "oxeye_send_exit";
+    /// tp_btf `sock_recv_length`: a receive on a socket, at its end.
+    pub const SOCK_RECV: &str = "oxeye_sock_recv";
+    /// tp_btf `tcp_sendmsg_locked`: a send on a TCP socket, at its start.
+    pub const SOCK_SEND_START: &str = "oxeye_send_start";
+    /// tp_btf `sock_send_length`: a send on a socket, at its end.
+    pub const SOCK_SEND: &str = "oxeye_sock_send";
     /// fentry on `tcp_set_state`.
     pub const TCP_STATE_FENTRY: &str = "oxeye_tcp_fent";
     /// kprobe on `tcp_set_state`.

@@ -328,11 +328,51 @@ pub struct NetConfig {
     /// exit of a receive finds them (on arm64 the first is `orig_x0`: `x0` then holds the
     /// return value).
     pub regs_args: [u32; 3],
-    /// Padding.
-    pub reserved: u32,
+    /// Offset in `struct pt_regs` of the syscall number (`orig_ax` on x86-64, `syscallno` on
+    /// arm64), read as a `u32` by the socket-tracepoint programs.
+    pub regs_nr: u32,
+    /// This architecture's numbers of the syscalls the socket-tracepoint programs trace, at
+    /// the indexes in [`syscall_slot`] (`u32::MAX` where there is none).
+    pub syscalls: [u32; syscall_slot::COUNT],
     /// Kernel structure offsets.
     pub offsets: KernelOffsets,
 }
+
+/// Indexes into [`NetConfig::syscalls`]: the syscalls whose data the socket-tracepoint
+/// programs copy, found by the number the thread made its syscall with (user space fills in
+/// this architecture's numbers).
+pub mod syscall_slot {
+    /// `read`.
+    pub const READ: usize = 0;
+    /// `recvfrom`.
+    pub const RECVFROM: usize = 1;
+    /// `readv`.
+    pub const READV: usize = 2;
+    /// `recvmsg`.
+    pub const RECVMSG: usize = 3;
+    /// `write`.
+    pub const WRITE: usize = 4;
+    /// `sendto`.
+    pub const SENDTO: usize = 5;
+    /// `writev`.
+    pub const WRITEV: usize = 6;
+    /// `sendmsg`.
+    pub const SENDMSG: usize = 7;
+    /// Slots.
+    pub const COUNT: usize = 8;
+}
+
+/// When a thread's send on a TCP socket started, in `SEND_STARTS` under its `pid_tgid`
+/// (socket-tracepoint programs only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SendStart {
+    /// The `struct sock` being sent on.
+    pub sock: u64,
+    /// `bpf_ktime_get_ns()` when the send reached TCP; 0 once its end has used it.
+    pub entered_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<SendStart>() == 16);
 
 impl KernelOffsets {
     /// All offsets zero (nothing resolved).
@@ -363,10 +403,10 @@ impl KernelOffsets {
 
 impl NetConfig {
     /// Network tracing off.
-    pub const DISABLED: NetConfig = NetConfig { enabled: 0, target_pid: 0, self_pid: 0, wake_bytes: 0, regs_args: [0; 3], reserved: 0, offsets: KernelOffsets::ZERO };
+    pub const DISABLED: NetConfig = NetConfig { enabled: 0, target_pid: 0, self_pid: 0, wake_bytes: 0, regs_args: [0; 3], regs_nr: 0, syscalls: [u32::MAX; syscall_slot::COUNT], offsets: KernelOffsets::ZERO };
 }
 
-crate::impl_pod!(SocketAddrs, Connection, SocketOwner, PendingIo, TcpOpenEvent, TcpCloseEvent, PayloadHeader, KernelOffsets, NetConfig);
+crate::impl_pod!(SocketAddrs, Connection, SocketOwner, PendingIo, SendStart, TcpOpenEvent, TcpCloseEvent, PayloadHeader, KernelOffsets, NetConfig);
 
 /// The request methods oxeye recognises, as they appear on a request line: the nine that
 /// RFC 9110 and RFC 5789 define. The BPF filter ([`is_http_prefix`]) and user space's

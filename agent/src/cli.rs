@@ -113,6 +113,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = symbolizer::debug_file::DEFAULT_DIRECTORY)]
     pub debug_file_directory: Vec<std::path::PathBuf>,
 
+    /// Where HTTP payloads are copied: `auto` takes the socket tracepoints where the kernel has
+    /// them (Linux 6.13+) and the syscall tracepoints elsewhere; `syscalls` takes the syscall
+    /// tracepoints everywhere (to compare the two).
+    #[arg(long, value_name = "HOOKS", value_enum, default_value_t = crate::bpf::PayloadHookChoice::Auto)]
+    pub payload_hooks: crate::bpf::PayloadHookChoice,
+
     /// Most TCP connections tracked at once (kernel maps; least recently used go first).
     #[arg(long, value_name = "N", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_connections: u32,

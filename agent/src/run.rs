@@ -177,6 +177,7 @@ fn probe_config(args: &Args) -> ProbeConfig {
         unwind_table_bytes: args.unwind_table_memory_mb << 20,
         trace_network: !args.no_network,
         max_connections: args.max_connections,
+        payload_hooks: args.payload_hooks,
     }
 }
 

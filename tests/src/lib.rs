@@ -158,14 +158,15 @@ impl Oxeye {
         oxeye
     }
 
-    /// Waits until oxeye's stderr contains `text`; panics with the log if it exits first.
-    pub fn wait_for_stderr(&mut self, text: &str, timeout: Duration) {
+    /// Waits until oxeye's stderr contains `text`, and returns the first line that does;
+    /// panics with the log if it exits first.
+    pub fn wait_for_stderr(&mut self, text: &str, timeout: Duration) -> String {
         let _waiting = waiting_for(format!("waiting for oxeye to log {text:?}"));
         let until = Instant::now() + timeout;
         loop {
             let stderr = fs::read_to_string(&self.stderr_path).unwrap_or_default();
-            if stderr.contains(text) {
-                return;
+            if let Some(line) = stderr.lines().find(|line| line.contains(text)) {
+                return line.to_owned();
             }
             if let Some(exited) = self.child.try_wait() {
                 panic!("oxeye exited with {} before printing {text:?}:\n{stderr}", exited.status);

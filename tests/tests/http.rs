@@ -382,7 +382,7 @@ fn tcp_connection_is_reported_with_the_bytes_it_moved() {
     let hooks: Vec<&str> = finished.stderr.lines().filter(|line| line.contains("hooks chosen")).collect();
     assert_eq!(hooks.len(), 1, "one `hooks chosen` line\n{}", finished.stderr);
     let hooks = hooks[0];
-    for field in ["cpu_samples=perf_event:cpu-clock", "tcp_state=tracepoint:sock/inet_sock_set_state", "syscalls=tracepoint:syscalls"] {
+    for field in ["cpu_samples=perf_event:cpu-clock", "tcp_state=tracepoint:sock/inet_sock_set_state", "connections=tracepoint:syscalls"] {
         assert!(hooks.contains(field), "`hooks chosen` lacks {field}: {hooks}");
     }
     let fallbacks = hooks.split_once("tcp_state_fallbacks=\"").map(|(_, rest)| rest).unwrap_or_default();

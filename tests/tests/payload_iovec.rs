@@ -18,14 +18,38 @@ use oxeye_tests::{deadline, servers::free_port, start_workload, workload, Oxeye}
 const SERVER: i32 = 2;
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
+/// The payload hooks this kernel offers first: the socket tracepoints where it has all three.
+fn best_payload_hooks() -> &'static str {
+    let has = |event: &str| std::path::Path::new("/sys/kernel/tracing/events").join(event).exists();
+    if has("sock/sock_recv_length") && has("sock/sock_send_length") && has("tcp/tcp_sendmsg_locked") {
+        "payloads=tp_btf:sock_recv_length,tcp_sendmsg_locked,sock_send_length"
+    } else {
+        "payloads=tracepoint:syscalls"
+    }
+}
+
 #[test]
 fn requests_received_into_a_second_iovec_are_traced_and_the_empty_first_is_not_copied() {
+    iovec_scenario("auto", best_payload_hooks());
+}
+
+/// The syscall tracepoints, which kernels without the socket tracepoints use, on this one too.
+#[test]
+fn the_same_with_the_syscall_tracepoints() {
+    iovec_scenario("syscalls", "payloads=tracepoint:syscalls");
+}
+
+fn iovec_scenario(payload_hooks: &str, expected_hooks: &str) {
     let _deadline = deadline(Duration::from_secs(150));
     let server_binary = workload("payload_iovec");
     let sink = Sink::start(SinkConfig::localhost()).expect("start otlp-sink");
     let addr = sink.addr().to_string();
-    let mut oxeye = Oxeye::start("payload-iovec", &["--collection-agent", &addr, "--disable-tls", "--reporter-interval", "1"]);
-    oxeye.wait_for_stderr("hooks chosen", Duration::from_secs(5));
+    let mut oxeye = Oxeye::start(
+        "payload-iovec",
+        &["--collection-agent", &addr, "--disable-tls", "--reporter-interval", "1", "--payload-hooks", payload_hooks],
+    );
+    let hooks = oxeye.wait_for_stderr("hooks chosen", Duration::from_secs(5));
+    assert!(hooks.contains(expected_hooks), "--payload-hooks {payload_hooks} should give {expected_hooks}: {hooks}");
 
     let port = free_port();
     let mut server = start_workload(&server_binary, &[&port.to_string()]);

@@ -6,6 +6,10 @@
 //! - [`payload`]: the `read`/`write` family copies the first bytes of what tracked
 //!   connections carry, when they look like HTTP/1.x (receives at their exit only, sends at
 //!   both ends).
+//! - [`socket_hooks`]: the same copies from socket tracepoints (`sock:sock_recv_length`,
+//!   `tcp:tcp_sendmsg_locked`, `sock:sock_send_length`) on kernels that have all three: they
+//!   run only for socket I/O, where the syscall tracepoints run for every read and write of
+//!   every file, and through a cheaper path. User space chooses one set or the other.
 //! - [`tcp_state`]: fentry or kprobe on `tcp_set_state`, or the `sock:inet_sock_set_state`
 //!   tracepoint, whichever the kernel has, reports a tracked connection's TCP statistics when
 //!   it closes.
@@ -19,11 +23,12 @@
 pub mod connections;
 pub mod payload;
 pub mod socket;
+pub mod socket_hooks;
 pub mod tcp_state;
 
 use agent_common::{
     counters::Counter,
-    net::{Connection, NetConfig, PayloadRecord, PendingIo, SocketOwner},
+    net::{Connection, NetConfig, PayloadRecord, PendingIo, SendStart, SocketOwner},
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -90,6 +95,17 @@ pub static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(
 ///   [`Counter::NetMapUpdateFailed`].
 #[map]
 pub static PENDING_IO: HashMap<u64, PendingIo> = HashMap::with_max_entries(16_384, 0);
+
+/// When each thread's current send on a TCP socket started (socket-tracepoint programs only;
+/// the syscall programs use `PENDING_IO`).
+///
+/// - Key: `pid_tgid`. Value: [`SendStart`] (16 bytes).
+/// - Written by `socket_hooks` at a send's first `tcp_sendmsg_locked`; its `sock_send_length`
+///   reads it and zeroes the start in place, so a thread's steady state is two lookups and no
+///   insert or delete.
+/// - Size: as `PENDING_IO`, at load time. LRU: the entries of threads that have exited age out.
+#[map]
+pub static SEND_STARTS: LruHashMap<u64, SendStart> = LruHashMap::with_max_entries(16_384, 0);
 
 /// The payload record being built on this CPU (too big for the BPF stack).
 ///

@@ -30,7 +30,7 @@ use crate::maps::count;
 
 /// Where a syscall's data is.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Buffer {
+pub(super) enum Buffer {
     /// Second argument is the buffer (`read`, `write`, `recvfrom`, `sendto`).
     Plain,
     /// Second argument is a `struct iovec` array (`readv`, `writev`).
@@ -133,12 +133,21 @@ fn receive(ctx: &TracePointContext, buffer: Buffer) {
     if !traced(&config, tgid) {
         return;
     }
-    let Some([fd, arg1, arg2]) = syscall_args(&config) else { return };
-    if !may_carry_http(&config, tgid, fd as u32) {
+    copy_from_regs(&config, tgid, 0, moved, direction::INGRESS, buffer, 0);
+}
+
+/// The copy of what the current syscall moved, `moved` bytes on `sock` (0: any) in
+/// `direction`, found from its arguments in the thread's saved registers; `entered_ns` is a
+/// send's start (unused for receives, stamped when copied).
+#[inline(always)]
+pub(super) fn copy_from_regs(config: &NetConfig, tgid: u32, sock: u64, moved: i64, direction: u32, buffer: Buffer, entered_ns: u64) {
+    let Some([fd, arg1, arg2]) = syscall_args(config) else { return };
+    if !may_carry_http(config, tgid, fd as u32) {
         return;
     }
-    let Some(pending) = pending_io(fd as u32, direction::INGRESS, buffer, arg1, arg2) else { return };
-    capture(&pending, tgid, moved);
+    let Some(mut pending) = pending_io(fd as u32, direction, buffer, arg1, arg2) else { return };
+    pending.entered_ns = entered_ns;
+    capture(&pending, tgid, sock, moved);
 }
 
 /// The current syscall's first three arguments, from the registers user space made it with
@@ -207,13 +216,14 @@ fn send_exit(ctx: &TracePointContext) {
     if moved <= 0 || pending.direction == PendingIo::CONNECT {
         return;
     }
-    capture(&pending, (pid_tgid >> 32) as u32, moved);
+    capture(&pending, (pid_tgid >> 32) as u32, 0, moved);
 }
 
 /// Copies the first bytes a syscall moved on a tracked connection into a payload record, if
-/// they look like HTTP (or continue a request that did).
+/// they look like HTTP (or continue a request that did). A `sock` other than 0 must be the
+/// connection's: a descriptor whose close was missed may name another socket by now.
 #[inline(always)]
-fn capture(pending: &PendingIo, tgid: u32, moved: i64) {
+fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64) {
     let (data, available, filled) = if pending.vectored != 0 {
         // Only the first iovec with room is looked at: it holds the request or status line.
         let Some(iov) = first_iovec_with_room(pending.buf, pending.iovecs) else { return };
@@ -224,7 +234,7 @@ fn capture(pending: &PendingIo, tgid: u32, moved: i64) {
     let Some(connection) = CONNECTIONS.get_ptr_mut(connection_key(tgid, pending.fd)) else { return };
     // SAFETY: a valid map value pointer; racing writers only store the same values.
     let connection = unsafe { &mut *connection };
-    if connection.protocol == protocol::OTHER {
+    if connection.protocol == protocol::OTHER || (sock != 0 && connection.sock != sock) {
         return;
     }
     let ingress = pending.direction == direction::INGRESS;

@@ -12,14 +12,14 @@ use agent_common::{
     counters::Counter,
     files::{FileHintRecord, FileOffsets, FileTable, KernelFile, PendingMmap},
     names::{globals, maps, programs},
-    net::{Connection, NetConfig, PayloadRecord, PendingIo, SocketOwner},
+    net::{Connection, NetConfig, PayloadRecord, PendingIo, SendStart, SocketOwner},
     sampler::{SampleRecord, SamplerConfig},
     python::{PythonProcess, PythonThread},
     unwind::{ExecMapping, MappingRange, UnwindConfig, UnwindEntry, UnwindRule},
 };
 use aya_obj::{generated::bpf_map_type as map_type, Object, ProgramSection};
 
-use super::{files, hooks::TcpStateHook, network::HOOKS, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
+use super::{files, hooks::TcpStateHook, network::{CONNECTION_HOOKS, PAYLOAD_SYSCALL_HOOKS, SOCKET_HOOKS}, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
 
 /// `BPF_F_MMAPABLE`: user space memory-maps these arrays.
 const MMAPABLE: u32 = 1 << 10;
@@ -58,6 +58,7 @@ fn map_specs() -> Vec<MapSpec> {
         map(maps::NOT_SOCKETS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<u8>()),
         map(maps::SOCKETS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<SocketOwner>()),
         map(maps::PENDING_IO, BPF_MAP_TYPE_HASH, size_of::<u64>(), size_of::<PendingIo>()),
+        map(maps::SEND_STARTS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<SendStart>()),
         map(maps::PAYLOAD_SCRATCH, BPF_MAP_TYPE_PERCPU_ARRAY, size_of::<u32>(), size_of::<PayloadRecord>()),
         map(maps::FILE_TABLES, BPF_MAP_TYPE_HASH, size_of::<KernelFile>(), size_of::<FileTable>()),
         map(maps::KERNEL_MAPPINGS, BPF_MAP_TYPE_LRU_HASH, size_of::<u32>(), size_of::<FileHintRecord>()),
@@ -70,7 +71,8 @@ fn program_specs() -> Vec<(&'static str, &'static str)> {
     let mut specs = vec![(SAMPLER_PROGRAM, "perf_event"), (UNWIND_PROGRAM, "perf_event"), (PYTHON_PROGRAM, "perf_event")];
     specs.extend(files::HOOKS.iter().map(|&(program, _, _)| (program, "tracepoint")));
     specs.extend(TRACEPOINTS.iter().map(|&(program, _, _)| (program, "tracepoint")));
-    specs.extend(HOOKS.iter().map(|&(program, _, _, _)| (program, "tracepoint")));
+    specs.extend(CONNECTION_HOOKS.iter().chain(PAYLOAD_SYSCALL_HOOKS).map(|&(program, _, _, _)| (program, "tracepoint")));
+    specs.extend(SOCKET_HOOKS.iter().map(|&(program, _, _)| (program, "btf_tracepoint")));
     for hook in TcpStateHook::ALL {
         let kind = match hook {
             TcpStateHook::FEntry => "fentry",
@@ -90,6 +92,7 @@ fn section_kind(section: &ProgramSection) -> &'static str {
         ProgramSection::TracePoint => "tracepoint",
         ProgramSection::FEntry { .. } => "fentry",
         ProgramSection::KProbe => "kprobe",
+        ProgramSection::BtfTracePoint => "btf_tracepoint",
         _ => "other",
     }
 }
@@ -193,7 +196,7 @@ fn every_name_is_listed_once() {
     let all = [
         maps::EVENTS, maps::COUNTERS, maps::SCRATCH, maps::UNWIND_ROWS, maps::UNWIND_RULES, maps::EXEC_MAPPINGS,
         maps::PROCESS_MAPPINGS, maps::PYTHON_PROCESSES, maps::PYTHON_THREADS, maps::UNWIND_PROGRAMS, maps::NET_EVENTS, maps::CONNECTIONS, maps::NOT_SOCKETS,
-        maps::SOCKETS, maps::PENDING_IO, maps::PAYLOAD_SCRATCH, maps::FILE_TABLES, maps::KERNEL_MAPPINGS, maps::PENDING_MMAPS,
+        maps::SOCKETS, maps::PENDING_IO, maps::SEND_STARTS, maps::PAYLOAD_SCRATCH, maps::FILE_TABLES, maps::KERNEL_MAPPINGS, maps::PENDING_MMAPS,
     ];
     assert_eq!(map_names, all, "map_specs lists each map once");
     let program_names: Vec<&str> = program_specs().iter().map(|&(name, _)| name).collect();
@@ -201,11 +204,12 @@ fn every_name_is_listed_once() {
         programs::SAMPLE, programs::UNWIND, programs::PYTHON, programs::EXEC_FILES, programs::MMAP_ENTER, programs::MMAP_EXIT, programs::EXEC, programs::EXIT, programs::ACCEPT_EXIT, programs::CONNECT_ENTER,
         programs::CONNECT_EXIT, programs::CLOSE_ENTER, programs::RECV_EXIT, programs::SEND_ENTER, programs::READV_EXIT,
         programs::WRITEV_ENTER, programs::RECVMSG_EXIT, programs::SENDMSG_ENTER, programs::SEND_EXIT,
+        programs::SOCK_RECV, programs::SOCK_SEND_START, programs::SOCK_SEND,
         programs::TCP_STATE_FENTRY, programs::TCP_STATE_KPROBE, programs::TCP_STATE_TRACEPOINT,
     ] {
         assert!(program_names.contains(&name), "user space loads no program {name}");
     }
-    assert_eq!(program_names.len(), 22);
+    assert_eq!(program_names.len(), 25);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Choosing the best hook this kernel has where there is a choice, and the one log line that
 //! says which hooks oxeye uses.
 //!
-//! Only TCP statistics at close have alternatives today; they are tried best first:
+//! HTTP payloads come from the socket tracepoints where the kernel has all three (see
+//! `network.rs`), else from syscall tracepoints: `payloads` and `payload_fallbacks` say which,
+//! and why. TCP statistics at close have three alternatives, tried best first:
 //!
 //! 1. fentry on `tcp_set_state`: cheapest, but needs BPF trampolines (x86_64 since 5.5; arm64
 //!    kernels without `DYNAMIC_FTRACE_WITH_DIRECT_CALLS` load it and refuse to attach it, and
@@ -28,6 +30,36 @@ use super::{program_mut, tracefs};
 
 /// The kernel function whose entry the fentry and kprobe programs hook.
 const TCP_SET_STATE: &str = "tcp_set_state";
+
+/// Where HTTP payloads are copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadHooks {
+    /// `sock:sock_recv_length`, `tcp:tcp_sendmsg_locked` and `sock:sock_send_length` (BTF
+    /// tracepoints): they run only for socket I/O.
+    Sockets,
+    /// The read/write family's `syscalls:sys_{enter,exit}_*` tracepoints.
+    Syscalls,
+}
+
+impl PayloadHooks {
+    /// How the `hooks chosen` line names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadHooks::Sockets => "tp_btf:sock_recv_length,tcp_sendmsg_locked,sock_send_length",
+            PayloadHooks::Syscalls => "tracepoint:syscalls",
+        }
+    }
+}
+
+/// Which payload hooks oxeye may use (`--payload-hooks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PayloadHookChoice {
+    /// The socket tracepoints where the kernel has them, else the syscall tracepoints.
+    #[default]
+    Auto,
+    /// The syscall tracepoints, even where the socket tracepoints exist (to compare them).
+    Syscalls,
+}
 
 /// Where TCP statistics at close are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +112,10 @@ pub type Link = Box<dyn Send>;
 pub struct Hooks {
     /// Where TCP statistics at close come from; `None` when network tracing is off.
     pub tcp_state: Option<TcpStateHook>,
-    /// Whether the syscall tracepoints are attached (network tracing is on).
-    pub syscalls: bool,
+    /// Where HTTP payloads are copied; `None` when network tracing is off.
+    pub payloads: Option<PayloadHooks>,
+    /// Why the socket tracepoints were not used for payloads.
+    pub payload_fallbacks: Vec<String>,
     /// Why each better TCP-state hook was not used.
     pub tcp_state_fallbacks: Vec<String>,
 }
@@ -94,7 +128,9 @@ impl Hooks {
             cpu_samples = %"perf_event:cpu-clock",
             process_events = %"tracepoint:sched",
             tcp_state = %self.tcp_state.map_or_else(|| "off".to_owned(), |hook| hook.to_string()),
-            syscalls = %off(self.syscalls, "tracepoint:syscalls"),
+            connections = %off(self.payloads.is_some(), "tracepoint:syscalls"),
+            payloads = %self.payloads.map_or("off", PayloadHooks::name),
+            payload_fallbacks = %Quoted(&self.payload_fallbacks),
             tcp_state_fallbacks = %Quoted(&self.tcp_state_fallbacks),
             "hooks chosen"
         );
@@ -171,7 +207,7 @@ fn try_attach(ebpf: &mut Ebpf, hook: TcpStateHook) -> Result<Link, String> {
 
 /// An error and its causes on one short line: the verifier's log is cut to its last line, and
 /// an errno is named (`Unknown error 524 (524 ENOTSUPP)`).
-fn short(error: &(dyn Error + 'static)) -> String {
+pub(super) fn short(error: &(dyn Error + 'static)) -> String {
     if let Some(ProgramError::LoadError { io_error, verifier_log }) = error.downcast_ref::<ProgramError>() {
         let log = verifier_log.to_string();
         let last = log.lines().rev().map(str::trim).find(|line| !line.is_empty());

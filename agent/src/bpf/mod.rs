@@ -4,6 +4,7 @@
 mod contract;
 mod files;
 mod hooks;
+pub use hooks::PayloadHookChoice;
 mod network;
 pub mod sizing;
 mod tracefs;
@@ -60,6 +61,8 @@ pub struct ProbeConfig {
     pub trace_network: bool,
     /// Most connections tracked at once.
     pub max_connections: u32,
+    /// Which hooks may copy HTTP payloads.
+    pub payload_hooks: PayloadHookChoice,
 }
 
 /// What [`Probes::load`] hands back.
@@ -142,7 +145,7 @@ impl Probes {
         let mut net_links = None;
         let mut hooks = hooks::Hooks::default();
         if net_config.is_some() {
-            match network::attach(&mut ebpf, &mut hooks) {
+            match network::attach(&mut ebpf, &mut hooks, config.payload_hooks) {
                 Ok(links) => {
                     net_links = Some(links);
                     net_events = Some(RingBuf::try_from(take_map(&mut ebpf, maps::NET_EVENTS)?)?);

@@ -1,36 +1,44 @@
 //! Loading and attaching the network tracing programs: kernel structure offsets from BTF and
 //! the syscall tracepoints.
 //!
-//! Connections and payloads come from syscall tracepoints, which have no better alternative
-//! (a kernel without them, `CONFIG_FTRACE_SYSCALLS=n`, runs without network tracing and says
-//! so). TCP statistics at close come from the best of fentry, kprobe and the
+//! Connections come from syscall tracepoints (a kernel without them, `CONFIG_FTRACE_SYSCALLS=n`,
+//! runs without network tracing and says so). Payloads come from socket tracepoints where the
+//! kernel has them (Linux 6.13+), else from the read/write family's syscall tracepoints. TCP
+//! statistics at close come from the best of fentry, kprobe and the
 //! `sock:inet_sock_set_state` tracepoint this kernel offers: [`super::hooks`] chooses, and
 //! logs the choice with the other hooks.
 
 use agent_common::{
     names::programs,
-    net::{KernelOffsets, NetConfig},
+    net::{syscall_slot, KernelOffsets, NetConfig},
 };
 use anyhow::{bail, Context, Result};
-use aya::{programs::TracePoint, Ebpf};
+use aya::{
+    programs::{BtfTracePoint, TracePoint},
+    Ebpf,
+};
 use symbolizer::btf::Btf;
 use tracing::{debug, warn};
 
 use super::{
-    hooks::{self, Hooks, Link},
+    hooks::{self, Hooks, Link, PayloadHookChoice, PayloadHooks},
     program_mut,
     tracefs::{check_syscall_format, tracepoint_exists},
 };
 
-/// Syscall tracepoints: (program, tracepoint category, tracepoint name, required). Without a
-/// required one there is no network tracing; a missing optional one only loses the payloads of
-/// that syscall.
-pub(super) const HOOKS: &[(&str, &str, &str, bool)] = &[
+/// Syscall tracepoints that start and stop connection tracking: (program, tracepoint
+/// category, tracepoint name, required). Without a required one there is no network tracing.
+pub(super) const CONNECTION_HOOKS: &[(&str, &str, &str, bool)] = &[
     (programs::ACCEPT_EXIT, "syscalls", "sys_exit_accept4", true),
     (programs::ACCEPT_EXIT, "syscalls", "sys_exit_accept", false),
     (programs::CONNECT_ENTER, "syscalls", "sys_enter_connect", true),
     (programs::CONNECT_EXIT, "syscalls", "sys_exit_connect", true),
     (programs::CLOSE_ENTER, "syscalls", "sys_enter_close", true),
+];
+
+/// Syscall tracepoints that copy payloads where the socket tracepoints cannot: a missing one
+/// only loses the payloads of that syscall.
+pub(super) const PAYLOAD_SYSCALL_HOOKS: &[(&str, &str, &str, bool)] = &[
     (programs::RECV_EXIT, "syscalls", "sys_exit_read", false),
     (programs::RECV_EXIT, "syscalls", "sys_exit_recvfrom", false),
     (programs::SEND_ENTER, "syscalls", "sys_enter_write", false),
@@ -45,19 +53,56 @@ pub(super) const HOOKS: &[(&str, &str, &str, bool)] = &[
     (programs::SEND_EXIT, "syscalls", "sys_exit_sendmsg", false),
 ];
 
+/// Socket tracepoints that copy payloads, preferred where the kernel has all three: (program,
+/// tracepoint category, tracepoint name). See `agent-ebpf/src/net/socket_hooks.rs`.
+pub(super) const SOCKET_HOOKS: &[(&str, &str, &str)] = &[
+    (programs::SOCK_RECV, "sock", "sock_recv_length"),
+    (programs::SOCK_SEND_START, "tcp", "tcp_sendmsg_locked"),
+    (programs::SOCK_SEND, "sock", "sock_send_length"),
+];
+
 /// The network configuration for the BPF programs, or why network tracing cannot run here.
 pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
     let btf = Btf::from_sys_fs().context("network tracing needs kernel BTF (/sys/kernel/btf/vmlinux)")?;
     let offsets = kernel_offsets(&btf)?;
-    let regs_args = crate::unwind::registers::syscall_args(&btf).context("network tracing runs on x86-64 and arm64 only")?;
-    let missing: Vec<_> = HOOKS.iter().filter(|(_, _, _, required)| *required).filter(|(_, c, n, _)| !tracepoint_exists(c, n)).collect();
+    let unsupported = "network tracing runs on x86-64 and arm64 only";
+    let regs_args = crate::unwind::registers::syscall_args(&btf).context(unsupported)?;
+    let regs_nr = crate::unwind::registers::syscall_number(&btf).context(unsupported)?;
+    let missing: Vec<_> = CONNECTION_HOOKS.iter().filter(|(_, _, _, required)| *required).filter(|(_, c, n, _)| !tracepoint_exists(c, n)).collect();
     if let Some((_, category, name, _)) = missing.first() {
         bail!("this kernel has no tracepoint {category}:{name}");
     }
-    for (_, _, name, _) in HOOKS.iter().filter(|(_, c, n, _)| tracepoint_exists(c, n)) {
+    for (_, _, name, _) in CONNECTION_HOOKS.iter().chain(PAYLOAD_SYSCALL_HOOKS).filter(|(_, c, n, _)| tracepoint_exists(c, n)) {
         check_syscall_format(name)?;
     }
-    Ok(NetConfig { enabled: 1, target_pid: target_pid.unwrap_or(0), self_pid: std::process::id(), wake_bytes: 0, regs_args, reserved: 0, offsets })
+    Ok(NetConfig {
+        enabled: 1,
+        target_pid: target_pid.unwrap_or(0),
+        self_pid: std::process::id(),
+        wake_bytes: 0,
+        regs_args,
+        regs_nr,
+        syscalls: syscall_numbers(),
+        offsets,
+    })
+}
+
+/// This architecture's numbers of the syscalls in [`syscall_slot`] order.
+fn syscall_numbers() -> [u32; syscall_slot::COUNT] {
+    let mut numbers = [u32::MAX; syscall_slot::COUNT];
+    for (slot, number) in [
+        (syscall_slot::READ, libc::SYS_read),
+        (syscall_slot::RECVFROM, libc::SYS_recvfrom),
+        (syscall_slot::READV, libc::SYS_readv),
+        (syscall_slot::RECVMSG, libc::SYS_recvmsg),
+        (syscall_slot::WRITE, libc::SYS_write),
+        (syscall_slot::SENDTO, libc::SYS_sendto),
+        (syscall_slot::WRITEV, libc::SYS_writev),
+        (syscall_slot::SENDMSG, libc::SYS_sendmsg),
+    ] {
+        numbers[slot] = number as u32;
+    }
+    numbers
 }
 
 /// The network programs' attachments. Dropping them detaches them all at once: each syscall
@@ -79,16 +124,45 @@ impl Drop for NetLinks {
     }
 }
 
-/// Loads the network programs and attaches them: the best TCP-state hook first, then each
-/// syscall program to its tracepoints. Records the choice in `hooks` (the reasons for passing
-/// over better TCP-state hooks even when this fails).
-pub fn attach(ebpf: &mut Ebpf, hooks: &mut Hooks) -> Result<NetLinks> {
+/// Loads the network programs and attaches them: the best TCP-state hook first, then the
+/// connection syscall tracepoints, then the payload hooks: the socket tracepoints where the
+/// kernel has them and `payloads` allows, else the syscall tracepoints. Records the choices
+/// in `hooks`, with the reasons for passing over better hooks even when this fails.
+pub fn attach(ebpf: &mut Ebpf, hooks: &mut Hooks, payloads: PayloadHookChoice) -> Result<NetLinks> {
     let mut links = NetLinks(Vec::new());
     let (tcp_state, link) = hooks::attach_tcp_state(ebpf, hooks)?;
     links.0.push(link);
     let mut loaded: Vec<&str> = Vec::new();
+    attach_syscalls(ebpf, CONNECTION_HOOKS, &mut loaded, &mut links)?;
+    let chosen = match payloads {
+        PayloadHookChoice::Auto => match attach_sockets(ebpf) {
+            Ok(socket_links) => {
+                links.0.extend(socket_links);
+                PayloadHooks::Sockets
+            }
+            Err(reason) => {
+                hooks.payload_fallbacks.push(format!("socket tracepoints: {reason}"));
+                PayloadHooks::Syscalls
+            }
+        },
+        PayloadHookChoice::Syscalls => {
+            hooks.payload_fallbacks.push("socket tracepoints: not chosen (--payload-hooks syscalls)".to_owned());
+            PayloadHooks::Syscalls
+        }
+    };
+    if chosen == PayloadHooks::Syscalls {
+        attach_syscalls(ebpf, PAYLOAD_SYSCALL_HOOKS, &mut loaded, &mut links)?;
+    }
+    hooks.tcp_state = Some(tcp_state);
+    hooks.payloads = Some(chosen);
+    Ok(links)
+}
+
+/// Loads and attaches each program of `table` to its syscall tracepoints (`loaded`: the
+/// programs loaded so far, as one may serve several tracepoints).
+fn attach_syscalls<'a>(ebpf: &mut Ebpf, table: &[(&'a str, &str, &str, bool)], loaded: &mut Vec<&'a str>, links: &mut NetLinks) -> Result<()> {
     let mut missing = Vec::new();
-    for &(program, category, name, required) in HOOKS {
+    for &(program, category, name, required) in table {
         if !tracepoint_exists(category, name) {
             missing.push(name);
             continue;
@@ -110,8 +184,40 @@ pub fn attach(ebpf: &mut Ebpf, hooks: &mut Hooks) -> Result<NetLinks> {
         // Optional ones only: a kernel without a required one has no network tracing.
         debug!(?missing, "syscall tracepoints this kernel lacks");
     }
-    hooks.tcp_state = Some(tcp_state);
-    hooks.syscalls = true;
+    Ok(())
+}
+
+/// Loads and attaches the socket-tracepoint programs, all or none; on failure, a short
+/// reason, with whatever was loaded unloaded.
+fn attach_sockets(ebpf: &mut Ebpf) -> Result<Vec<Link>, String> {
+    if let Some((_, category, name)) = SOCKET_HOOKS.iter().find(|(_, category, name)| !tracepoint_exists(category, name)) {
+        return Err(format!("this kernel has no {category}:{name}"));
+    }
+    let btf = aya::Btf::from_sys_fs().map_err(|error| format!("no kernel BTF: {error}"))?;
+    let mut links: Vec<Link> = Vec::new();
+    for &(program, _, name) in SOCKET_HOOKS {
+        let attached = (|| -> Result<Link, String> {
+            let tracepoint: &mut BtfTracePoint = program_mut(ebpf, program).and_then(|p| Ok(p.try_into()?)).map_err(|error| format!("{error:#}"))?;
+            tracepoint.load(name, &btf).map_err(|error| format!("{program} load failed: {}", hooks::short(&error)))?;
+            match tracepoint.attach().and_then(|id| tracepoint.take_link(id)) {
+                Ok(link) => Ok(Box::new(link)),
+                Err(error) => Err(format!("{program} attach failed: {}", hooks::short(&error))),
+            }
+        })();
+        match attached {
+            Ok(link) => links.push(link),
+            Err(reason) => {
+                drop(links);
+                for &(program, _, _) in SOCKET_HOOKS {
+                    let tracepoint: Option<&mut BtfTracePoint> = program_mut(ebpf, program).ok().and_then(|p| p.try_into().ok());
+                    if let Some(tracepoint) = tracepoint {
+                        let _ = tracepoint.unload();
+                    }
+                }
+                return Err(reason);
+            }
+        }
+    }
     Ok(links)
 }
 

@@ -142,7 +142,7 @@ impl MapSizes {
     }
 
     /// Every map's size, by name.
-    pub fn all(&self) -> [(&'static str, u32); 19] {
+    pub fn all(&self) -> [(&'static str, u32); 20] {
         [
             (maps::EVENTS, self.events),
             (maps::COUNTERS, Counter::COUNT),
@@ -160,6 +160,8 @@ impl MapSizes {
             (maps::NOT_SOCKETS, self.not_sockets),
             (maps::SOCKETS, self.connections),
             (maps::PENDING_IO, self.pending_io),
+            // A thread in a send at once, as PENDING_IO.
+            (maps::SEND_STARTS, self.pending_io),
             (maps::PAYLOAD_SCRATCH, 1),
             (maps::FILE_TABLES, self.unwind.file_tables),
             (maps::KERNEL_MAPPINGS, self.unwind.young_processes),

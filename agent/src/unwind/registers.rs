@@ -63,6 +63,19 @@ pub fn syscall_args(btf: &Btf) -> Option<[u32; 3]> {
     }
 }
 
+/// Offset in `struct pt_regs` of the number a thread made its current syscall with (read as a
+/// `u32`): `orig_ax` on x86-64, `syscallno` on arm64. `None` on other architectures.
+pub fn syscall_number(btf: &Btf) -> Option<u32> {
+    if cfg!(target_arch = "x86_64") {
+        Some(btf.member_offset("pt_regs", "orig_ax").unwrap_or(15 * 8))
+    } else if cfg!(target_arch = "aarch64") {
+        // regs[31] sp pc pstate orig_x0 syscallno (an int).
+        Some(btf.member_offset("pt_regs", "syscallno").unwrap_or(35 * 8))
+    } else {
+        None
+    }
+}
+
 /// The user ABI's register layout.
 fn abi_config(use_tables: bool) -> Option<UnwindConfig> {
     let base = UnwindConfig { use_tables: u32::from(use_tables), address_mask: u64::MAX, ..Default::default() };

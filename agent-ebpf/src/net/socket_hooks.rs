@@ -1,0 +1,121 @@
+//! Payload copies from socket tracepoints, on kernels that have all three of
+//! `sock:sock_recv_length` and `sock:sock_send_length` (Linux 6.3) and `tcp:tcp_sendmsg_locked`
+//! (6.13): BTF tracepoints that run only for socket I/O, with the socket in hand.
+//!
+//! The copy itself is the syscall programs' (`payload`): a receive or send is known by the
+//! number the thread made its syscall with, and its descriptor and buffer are read from the
+//! thread's saved registers. I/O that is not one of those syscalls (io_uring, `sendfile`,
+//! `splice`, kernel sockets) is not copied, as with the syscall tracepoints.
+
+use agent_common::net::{direction, syscall_slot, NetConfig, SendStart};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated::{bpf_get_current_task_btf, bpf_task_pt_regs}},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+
+use super::{
+    check_insert, config,
+    payload::{copy_from_regs, Buffer},
+    traced, SEND_STARTS,
+};
+
+/// `MSG_PEEK`: the data stays queued and will be received again.
+const MSG_PEEK: i32 = 2;
+
+/// `sock_recv_length(sk, ret, flags)`: a receive's end.
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn oxeye_sock_recv(ctx: BtfTracePointContext) -> u32 {
+    let moved: i32 = ctx.arg(1);
+    let flags: i32 = ctx.arg(2);
+    if moved <= 0 || flags & MSG_PEEK != 0 {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let config = config();
+    if !traced(&config, tgid) {
+        return 0;
+    }
+    let buffer = match syscall_slot_of(&config) {
+        Some(syscall_slot::READ | syscall_slot::RECVFROM) => Buffer::Plain,
+        Some(syscall_slot::READV) => Buffer::Vector,
+        Some(syscall_slot::RECVMSG) => Buffer::Message,
+        _ => return 0,
+    };
+    copy_from_regs(&config, tgid, socket(&ctx), moved as i64, direction::INGRESS, buffer, 0);
+    0
+}
+
+/// `tcp_sendmsg_locked(sk, msg, skb, size_goal)`: fires for each buffer a send fills, so only
+/// the first of a send records its start.
+#[btf_tracepoint(function = "tcp_sendmsg_locked")]
+pub fn oxeye_send_start(ctx: BtfTracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !traced(&config(), (pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let sock = socket(&ctx);
+    // SAFETY: a helper with no arguments and no memory access.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match SEND_STARTS.get_ptr_mut(&pid_tgid) {
+        // SAFETY: a valid map value pointer, this thread's alone.
+        Some(start) => unsafe {
+            if (*start).sock != sock || (*start).entered_ns == 0 {
+                *start = SendStart { sock, entered_ns: now };
+            }
+        },
+        None => check_insert(SEND_STARTS.insert(&pid_tgid, &SendStart { sock, entered_ns: now }, 0)),
+    }
+    0
+}
+
+/// `sock_send_length(sk, ret, flags)`: a send's end.
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn oxeye_sock_send(ctx: BtfTracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let config = config();
+    if !traced(&config, tgid) {
+        return 0;
+    }
+    let sock = socket(&ctx);
+    // Taken even when the send failed, so the next one starts afresh.
+    let started = match SEND_STARTS.get_ptr_mut(&pid_tgid) {
+        // SAFETY: a valid map value pointer, this thread's alone.
+        Some(start) if unsafe { (*start).sock } == sock => unsafe { core::mem::replace(&mut (*start).entered_ns, 0) },
+        _ => 0,
+    };
+    let moved: i32 = ctx.arg(1);
+    if moved <= 0 {
+        return 0;
+    }
+    let buffer = match syscall_slot_of(&config) {
+        Some(syscall_slot::WRITE | syscall_slot::SENDTO) => Buffer::Plain,
+        Some(syscall_slot::WRITEV) => Buffer::Vector,
+        Some(syscall_slot::SENDMSG) => Buffer::Message,
+        _ => return 0,
+    };
+    // A send that never reached `tcp_sendmsg_locked` (not TCP) is stamped at its end.
+    // SAFETY: a helper with no arguments and no memory access.
+    let entered_ns = if started != 0 { started } else { unsafe { bpf_ktime_get_ns() } };
+    copy_from_regs(&config, tgid, sock, moved as i64, direction::EGRESS, buffer, entered_ns);
+    0
+}
+
+/// The tracepoint's first argument, the `struct sock`, as a number (an identity, not read).
+#[inline(always)]
+fn socket(ctx: &BtfTracePointContext) -> u64 {
+    let sock: *const u8 = ctx.arg(0);
+    sock as u64
+}
+
+/// Which of [`NetConfig::syscalls`] the current thread's syscall is, from the number it made
+/// it with; `None` for any other syscall, or if the registers cannot be read.
+#[inline(always)]
+fn syscall_slot_of(config: &NetConfig) -> Option<usize> {
+    // SAFETY: helpers on the current task, which lives while its syscall runs.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    // SAFETY: a kernel pointer into the task's `pt_regs`; a bad one is an error, not a fault.
+    let number = unsafe { bpf_probe_read_kernel((regs + config.regs_nr as u64) as *const u32) }.ok()?;
+    config.syscalls.iter().position(|&known| known == number)
+}
