@@ -58,6 +58,11 @@ impl SinkProcess {
         Ok(SinkProcess { address: address.to_owned(), child, stats_file })
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `host:port` it listens on.
     pub fn address(&self) -> &str {
         &self.address

@@ -3,6 +3,8 @@
 //!   oxeye and with oxeye tracing every request and exporting spans, metrics and profiles to the
 //!   local OTLP receiver: throughput, p99 latency, oxeye's CPU per 1,000 requests, and how many
 //!   of the requests wrk sent oxeye traced;
+//! - the same nginx with the payload hooks compared (socket against syscall tracepoints), with
+//!   and without exporting, and a traced process's file I/O under each (see `hooks`);
 //! - the same nginx under `ab -c32` without keep-alive, a new connection per request (see
 //!   `connections`);
 //! - a Flask app (served by waitress, 4 threads) under `wrk -t1 -c8 -d8s`, as in the Beyla talk:
@@ -20,6 +22,7 @@
 
 mod connections;
 mod flask;
+mod hooks;
 mod nginx;
 mod oxeye;
 mod process;

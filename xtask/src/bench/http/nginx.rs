@@ -138,6 +138,7 @@ pub(super) fn overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, ab_bin: &Path
         }
     }
     print_summary(&runs, rounds, work_dir);
+    super::hooks::compare(oxeye, wrk_bin, &url, work_dir, sink, rounds.min(3))?;
     super::connections::overhead(oxeye, ab_bin, &url, work_dir, sink, rounds.min(3))?;
     drop(server);
     Ok(())

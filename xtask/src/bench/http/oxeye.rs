@@ -33,9 +33,19 @@ pub(super) struct Traced {
 
 impl Oxeye {
     pub(super) fn start(binary: &Path, work_dir: &Path, sink: &sink::SinkProcess) -> Result<Self> {
+        Self::start_with(binary, work_dir, Some(sink), &[])
+    }
+
+    /// Starts it exporting to `sink` (or to local files only, without one), with `extra` flags.
+    pub(super) fn start_with(binary: &Path, work_dir: &Path, sink: Option<&sink::SinkProcess>, extra: &[&str]) -> Result<Self> {
         let log = work_dir.join("oxeye-http.stderr");
-        let child = Command::new(binary)
-            .args(["--collection-agent", sink.address(), "--disable-tls", "--no-live", "--summary-interval", "3600", "--output-dir"])
+        let mut command = Command::new(binary);
+        if let Some(sink) = sink {
+            command.args(["--collection-agent", sink.address(), "--disable-tls"]);
+        }
+        let child = command
+            .args(extra)
+            .args(["--no-live", "--summary-interval", "3600", "--output-dir"])
             .arg(work_dir.join("http-oxeye"))
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)
