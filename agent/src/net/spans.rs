@@ -59,8 +59,8 @@ pub struct SpanBatch {
     sampler: Sampler,
     /// Spans the sampler left out, over the run.
     pub sampled_out: u64,
-    /// Reused for addresses' text.
-    text: String,
+    /// Addresses' text, formatted once per address.
+    texts: AddressTexts,
 }
 
 /// Spans of one service: `ScopeSpans.spans` fields, written back to back.
@@ -74,7 +74,7 @@ struct ServiceSpans {
 impl SpanBatch {
     /// An empty batch holding at most `max` spans, keeping those `sampler` keeps.
     pub fn new(max: usize, sampler: Sampler) -> Self {
-        SpanBatch { open: HashMap::default(), full: Vec::new(), held: 0, max, dropped: 0, sampler, sampled_out: 0, text: String::new() }
+        SpanBatch { open: HashMap::default(), full: Vec::new(), held: 0, max, dropped: 0, sampler, sampled_out: 0, texts: AddressTexts::default() }
     }
 
     /// Adds the span of `exchange`, named with its bounded `route`, unless the sampler leaves
@@ -89,9 +89,9 @@ impl SpanBatch {
             self.dropped += 1;
             return true;
         }
-        let key = Arc::as_ptr(&service) as usize;
+        let key = Arc::as_ptr(service) as usize;
         let spans = self.open.entry(key).or_insert_with(|| ServiceSpans { service: service.clone(), bytes: Vec::with_capacity(4096), count: 0 });
-        write_span(exchange, &span_ids, route, clock, &mut self.text, &mut spans.bytes);
+        write_span(exchange, &span_ids, route, clock, &mut self.texts, &mut spans.bytes);
         spans.count += 1;
         self.held += 1;
         if spans.count >= SPANS_PER_REQUEST {
@@ -204,7 +204,7 @@ impl SpanIds {
 }
 
 /// Writes the span of `exchange` as a `ScopeSpans.spans` field (HTTP semantic conventions).
-fn write_span(exchange: &Exchange, span_ids: &SpanIds, route: &str, clock: Clock, text: &mut String, out: &mut Vec<u8>) {
+fn write_span(exchange: &Exchange, span_ids: &SpanIds, route: &str, clock: Clock, texts: &mut AddressTexts, out: &mut Vec<u8>) {
     let (local, peer) = ip_addresses(&exchange.addrs);
     let (local_port, peer_port) = (i64::from(exchange.addrs.local_port), i64::from(exchange.addrs.remote_port));
     let method = exchange.method.as_str();
@@ -229,18 +229,18 @@ fn write_span(exchange: &Exchange, span_ids: &SpanIds, route: &str, clock: Clock
         string("url.path", &exchange.path, out);
         int("http.response.status_code", exchange.status.into(), out);
         string("network.protocol.name", "http", out);
-        string("network.peer.address", address_text(peer, text), out);
+        string("network.peer.address", texts.get(peer), out);
         int("network.peer.port", peer_port, out);
         let host = host_name(exchange.host.as_deref());
         match exchange.side {
             Side::Server => {
                 string("http.route", route, out);
-                string("server.address", host.unwrap_or_else(|| address_text(local, text)), out);
+                string("server.address", host.unwrap_or_else(|| texts.get(local)), out);
                 int("server.port", local_port, out);
-                string("client.address", address_text(peer, text), out);
+                string("client.address", texts.get(peer), out);
             }
             Side::Client => {
-                string("server.address", host.unwrap_or_else(|| address_text(peer, text)), out);
+                string("server.address", host.unwrap_or_else(|| texts.get(peer)), out);
                 int("server.port", peer_port, out);
             }
         }
@@ -250,12 +250,21 @@ fn write_span(exchange: &Exchange, span_ids: &SpanIds, route: &str, clock: Clock
     });
 }
 
-/// `address` as text, in `text` (reused: no allocation per span).
-fn address_text(address: IpAddr, text: &mut String) -> &str {
-    use std::fmt::Write;
-    text.clear();
-    let _ = write!(text, "{address}");
-    text
+/// Addresses as text, each formatted once (`Display` for an address costs more than the rest
+/// of a span's attribute); bounded, as a host can talk to any number of peers.
+#[derive(Debug, Default)]
+struct AddressTexts(HashMap<IpAddr, Box<str>, foldhash::fast::RandomState>);
+
+impl AddressTexts {
+    /// Distinct addresses kept before the cache starts over.
+    const MAX: usize = 4096;
+
+    fn get(&mut self, address: IpAddr) -> &str {
+        if self.0.len() >= Self::MAX && !self.0.contains_key(&address) {
+            self.0.clear();
+        }
+        self.0.entry(address).or_insert_with(|| address.to_string().into_boxed_str())
+    }
 }
 
 /// The host part of a `Host` header (`example.com:8080` → `example.com`, `[::1]:80` → `::1`).
@@ -282,7 +291,7 @@ mod tests {
     /// The span `write_span` writes, decoded as a collector would.
     fn written_span(exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator) -> Span {
         let mut out = Vec::new();
-        write_span(exchange, &SpanIds::of(exchange, ids), route, clock, &mut String::new(), &mut out);
+        write_span(exchange, &SpanIds::of(exchange, ids), route, clock, &mut AddressTexts::default(), &mut out);
         let mut scope = ScopeSpans::decode(&out[..]).expect("a ScopeSpans.spans field");
         assert_eq!(scope.spans.len(), 1);
         scope.spans.remove(0)
@@ -291,6 +300,17 @@ mod tests {
     fn service(pid: u32) -> Arc<Service> {
         let identity = Arc::new(crate::process::identity::ProcessIdentity::named(&format!("svc{pid}")));
         Arc::new(Service { identity, pid, metrics: crate::metrics::Resource { service_name: format!("svc{pid}"), attributes: Vec::new() } })
+    }
+
+    #[test]
+    fn address_texts_are_right_and_bounded() {
+        let mut texts = AddressTexts::default();
+        for i in 0..(AddressTexts::MAX as u32 * 2) {
+            let address = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            assert_eq!(texts.get(address), address.to_string());
+            assert!(texts.0.len() <= AddressTexts::MAX);
+        }
+        assert_eq!(texts.get("::1".parse().expect("an address")), "::1");
     }
 
     #[test]
