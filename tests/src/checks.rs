@@ -81,11 +81,17 @@ pub fn kernel_frames_named(folded: &Folded, process: &str, cpu_seconds: f64) -> 
 }
 
 /// The share of `process`'s kernel frames that have names (not `[kernel] 0x…`), and how many
-/// kernel frames it has.
+/// kernel frames it has, each stack's counted once per sample: distinct stacks alone would
+/// depend on how varied the kernel's paths are (a kernel running no program on the syscall has
+/// fewer of them), not on how much was sampled.
 pub fn named_kernel_share(folded: &Folded, process: &str) -> (f64, usize) {
-    let frames: Vec<&str> = folded.process(process).flat_map(|stack| stack.kernel_frames()).collect();
-    let named = frames.iter().filter(|frame| !frame.starts_with("[kernel] 0x")).count();
-    (named as f64 / frames.len().max(1) as f64, frames.len())
+    let (mut frames, mut named) = (0, 0);
+    for stack in folded.process(process) {
+        let kernel = stack.kernel_frames();
+        frames += kernel.len() * stack.count as usize;
+        named += kernel.iter().filter(|frame| !frame.starts_with("[kernel] 0x")).count() * stack.count as usize;
+    }
+    (named as f64 / frames.max(1) as f64, frames)
 }
 
 /// Whether the user stack goes all the way from the ELF entry point (`_start`) to `chain`.

@@ -142,12 +142,11 @@ fn receive(ctx: &TracePointContext, buffer: Buffer) {
 #[inline(always)]
 pub(super) fn copy_from_regs(config: &NetConfig, tgid: u32, sock: u64, moved: i64, direction: u32, buffer: Buffer, entered_ns: u64) {
     let Some([fd, arg1, arg2]) = syscall_args(config) else { return };
-    if !may_carry_http(config, tgid, fd as u32) {
-        return;
-    }
+    let Some(connection) = http_connection(config, tgid, fd as u32) else { return };
     let Some(mut pending) = pending_io(fd as u32, direction, buffer, arg1, arg2) else { return };
     pending.entered_ns = entered_ns;
-    capture(&pending, tgid, sock, moved);
+    // SAFETY: a valid map value pointer; racing writers only store the same values.
+    capture(&pending, tgid, sock, moved, unsafe { &mut *connection });
 }
 
 /// The current syscall's first three arguments, from the registers user space made it with
@@ -171,17 +170,22 @@ fn syscall_args(config: &NetConfig) -> Option<[u64; 3]> {
 /// TCP socket not seen yet) not known to carry something other than HTTP.
 #[inline(always)]
 fn may_carry_http(config: &NetConfig, tgid: u32, fd: u32) -> bool {
+    http_connection(config, tgid, fd).is_some()
+}
+
+/// The tracked connection of descriptor `fd` of process `tgid` (found now if it is a TCP
+/// socket not seen yet), unless it is known to carry something other than HTTP: one lookup
+/// serves the check and the copy.
+#[inline(always)]
+fn http_connection(config: &NetConfig, tgid: u32, fd: u32) -> Option<*mut Connection> {
     let key = connection_key(tgid, fd);
-    let connection = match CONNECTIONS.get_ptr(key) {
+    let connection = match CONNECTIONS.get_ptr_mut(key) {
         Some(connection) => connection,
-        None if connections::discover(config, tgid, fd) => match CONNECTIONS.get_ptr(key) {
-            Some(connection) => connection,
-            None => return false,
-        },
-        None => return false,
+        None if connections::discover(config, tgid, fd) => CONNECTIONS.get_ptr_mut(key)?,
+        None => return None,
     };
     // SAFETY: a valid map value pointer.
-    unsafe { (*connection).protocol != protocol::OTHER }
+    (unsafe { (*connection).protocol } != protocol::OTHER).then_some(connection)
 }
 
 /// Where a syscall's data is, from its second and third arguments (no start time yet).
@@ -216,14 +220,17 @@ fn send_exit(ctx: &TracePointContext) {
     if moved <= 0 || pending.direction == PendingIo::CONNECT {
         return;
     }
-    capture(&pending, (pid_tgid >> 32) as u32, 0, moved);
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(connection) = CONNECTIONS.get_ptr_mut(connection_key(tgid, pending.fd)) else { return };
+    // SAFETY: a valid map value pointer; racing writers only store the same values.
+    capture(&pending, tgid, 0, moved, unsafe { &mut *connection });
 }
 
 /// Copies the first bytes a syscall moved on a tracked connection into a payload record, if
 /// they look like HTTP (or continue a request that did). A `sock` other than 0 must be the
 /// connection's: a descriptor whose close was missed may name another socket by now.
 #[inline(always)]
-fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64) {
+fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64, connection: &mut Connection) {
     let (data, available, filled) = if pending.vectored != 0 {
         // Only the first iovec with room is looked at: it holds the request or status line.
         let Some(iov) = first_iovec_with_room(pending.buf, pending.iovecs) else { return };
@@ -231,9 +238,6 @@ fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64) {
     } else {
         (pending.buf, moved as u64, moved as u64 >= pending.requested as u64)
     };
-    let Some(connection) = CONNECTIONS.get_ptr_mut(connection_key(tgid, pending.fd)) else { return };
-    // SAFETY: a valid map value pointer; racing writers only store the same values.
-    let connection = unsafe { &mut *connection };
     if connection.protocol == protocol::OTHER || (sock != 0 && connection.sock != sock) {
         return;
     }

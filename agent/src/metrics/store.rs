@@ -221,6 +221,19 @@ impl MetricsStore {
         }
     }
 
+    /// Records `values` into one histogram series, looked up once (see [`MetricsStore::record`]).
+    pub fn record_all(&mut self, metric: &'static MetricDesc, resource: &Resource, attributes: Attributes, values: &[f64]) {
+        let MetricKind::Histogram { bounds } = metric.kind else {
+            debug_assert!(false, "record_all() on non-histogram metric {}", metric.name);
+            return;
+        };
+        if let Some(SeriesValue::Histogram(h)) = self.series_mut(metric, resource, attributes) {
+            for &value in values.iter().filter(|value| value.is_finite()) {
+                h.record(bounds, value);
+            }
+        }
+    }
+
     /// Records one value into a histogram series. Non-finite values are dropped: one NaN or
     /// infinity would poison the sum forever in a cumulative series.
     pub fn record(&mut self, metric: &'static MetricDesc, resource: &Resource, attributes: Attributes, value: f64) {

@@ -22,7 +22,7 @@ const MAX_PENDING_PER_CONNECTION: usize = 256;
 const MAX_CARRY: usize = 16 * 1024;
 
 /// Which side of the exchange the traced process is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {
     /// It received the request and sent the response.
     Server,

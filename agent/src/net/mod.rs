@@ -83,6 +83,8 @@ pub struct NetTracker {
     /// Counters.
     pub stats: NetStats,
     done: Vec<Exchange>,
+    /// Durations of this drain's exchanges, recorded at its end.
+    durations: telemetry::ExchangeDurations,
 }
 
 impl NetTracker {
@@ -99,6 +101,7 @@ impl NetTracker {
             last_seen_ns: 0,
             stats: NetStats::default(),
             done: Vec::new(),
+            durations: telemetry::ExchangeDurations::default(),
         }
     }
 
@@ -115,15 +118,20 @@ impl NetTracker {
         let mut store = metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         store.set_now(clock::unix_now_ns());
         self.services.set_now(std::time::Instant::now());
+        let mut emptied = false;
         for _ in 0..MAX_RECORDS_PER_DRAIN {
-            let Some(item) = ring.next() else { return true };
+            let Some(item) = ring.next() else {
+                emptied = true;
+                break;
+            };
             self.handle(&item, &mut store);
         }
-        false
+        self.durations.record_into(&mut store);
+        emptied
     }
 
-    /// Handles one record.
-    pub fn handle(&mut self, bytes: &[u8], store: &mut MetricsStore) {
+    /// Handles one record (its exchange's duration is recorded at the end of the drain).
+    fn handle(&mut self, bytes: &[u8], store: &mut MetricsStore) {
         match records::decode(bytes) {
             Some(NetRecord::Open(open)) => {
                 self.stats.opened += 1;
@@ -199,11 +207,11 @@ impl NetTracker {
         }
         let service = self.services.get(exchange.pid, "");
         let route = self.routes.limit(route::route(&exchange.path));
-        telemetry::record_exchange(store, &service.metrics, &exchange, &route);
         if let Some(spans) = &mut self.spans {
             if !spans.add(&service, &exchange, &route, self.clock, &mut self.ids) {
                 telemetry::record_sampled_out(store, &service.metrics);
             }
         }
+        self.durations.add(&service, &exchange, route);
     }
 }

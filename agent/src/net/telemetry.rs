@@ -3,8 +3,12 @@
 
 use agent_common::net::{role, SocketAddrs};
 
+use std::{collections::HashMap, sync::Arc};
+
 use super::{
     exchanges::{Exchange, Side},
+    http::Method,
+    services::Service,
     spans::ip_addresses,
 };
 use crate::metrics::{AttrValue, Attributes, MetricDesc, MetricKind, MetricsStore, Resource, HTTP_DURATION_BOUNDS};
@@ -92,19 +96,56 @@ pub fn record_sampled_out(store: &mut MetricsStore, resource: &Resource) {
     store.add(&SPANS_SAMPLED_OUT, resource, Vec::new(), 1);
 }
 
-/// Records one HTTP exchange.
-pub fn record_exchange(store: &mut MetricsStore, resource: &Resource, exchange: &Exchange, route: &str) {
-    let metric = match exchange.side {
-        Side::Server => &HTTP_SERVER_DURATION,
-        Side::Client => &HTTP_CLIENT_DURATION,
-    };
-    let attributes = vec![
-        ("http.request.method", AttrValue::Str(exchange.method.as_str().to_owned())),
-        ("http.response.status_code", AttrValue::Int(exchange.status.into())),
-        ("http.route", AttrValue::Str(route.to_owned())),
-    ];
-    let seconds = exchange.ended_ns.saturating_sub(exchange.started_ns) as f64 / 1e9;
-    store.record(metric, resource, attributes, seconds);
+/// Exchange durations waiting to be recorded, by series. They go into the store once per series
+/// per drain ([`ExchangeDurations::record_into`]), not once per exchange: building a series'
+/// key costs a `Vec`, two `String`s and four hashes of strings, more than the rest of an
+/// exchange's metrics.
+#[derive(Debug, Default)]
+pub struct ExchangeDurations {
+    pending: HashMap<DurationKey, PendingSeries, foldhash::fast::RandomState>,
+}
+
+/// What a duration's series is, cheap to hash: the service by its `Arc`'s address (kept alive
+/// by [`PendingSeries::service`] while pending, so the address is not reused meanwhile).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DurationKey {
+    service: usize,
+    side: Side,
+    method: Method,
+    status: u16,
+    route: String,
+}
+
+#[derive(Debug)]
+struct PendingSeries {
+    service: Arc<Service>,
+    seconds: Vec<f64>,
+}
+
+impl ExchangeDurations {
+    /// Adds `exchange`'s duration, of `service`, under `route`.
+    pub fn add(&mut self, service: &Arc<Service>, exchange: &Exchange, route: String) {
+        let key = DurationKey { service: Arc::as_ptr(service) as usize, side: exchange.side, method: exchange.method, status: exchange.status, route };
+        let seconds = exchange.ended_ns.saturating_sub(exchange.started_ns) as f64 / 1e9;
+        self.pending.entry(key).or_insert_with(|| PendingSeries { service: Arc::clone(service), seconds: Vec::new() }).seconds.push(seconds);
+    }
+
+    /// Records every pending duration into `store` (`http.server.request.duration` or
+    /// `http.client.request.duration`, by method, status and route).
+    pub fn record_into(&mut self, store: &mut MetricsStore) {
+        for (key, series) in self.pending.drain() {
+            let metric = match key.side {
+                Side::Server => &HTTP_SERVER_DURATION,
+                Side::Client => &HTTP_CLIENT_DURATION,
+            };
+            let attributes = vec![
+                ("http.request.method", AttrValue::Str(key.method.as_str().to_owned())),
+                ("http.response.status_code", AttrValue::Int(key.status.into())),
+                ("http.route", AttrValue::Str(key.route)),
+            ];
+            store.record_all(metric, &series.service.metrics, attributes, &series.seconds);
+        }
+    }
 }
 
 /// Attributes of a connection: its role, the server's port and the peer's address (never the
@@ -163,5 +204,73 @@ pub fn record_close(store: &mut MetricsStore, resource: &Resource, closed: &Clos
     }
     if let Some(duration_ns) = closed.duration_ns {
         store.record(&TCP_DURATION, resource, attributes, duration_ns as f64 / 1e9);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{metrics::store::SeriesValue, net::http::Method};
+    use agent_common::net::family;
+
+    fn service(name: &str) -> Arc<Service> {
+        let identity = Arc::new(crate::process::identity::ProcessIdentity::named(name));
+        Arc::new(Service { identity, pid: 1, metrics: Resource { service_name: name.to_owned(), attributes: Vec::new() } })
+    }
+
+    fn exchange(side: Side, status: u16, duration_ns: u64) -> Exchange {
+        Exchange {
+            pid: 1,
+            side,
+            method: Method::Get,
+            path: "/".into(),
+            host: None,
+            trace: None,
+            status,
+            started_ns: 1_000,
+            ended_ns: 1_000 + duration_ns,
+            addrs: SocketAddrs { family: family::INET, ..Default::default() },
+        }
+    }
+
+    /// (metric, service, status, route, count, sum in µs) of every duration series in `store`.
+    fn durations(store: &MetricsStore) -> Vec<(&'static str, String, String, String, u64, u64)> {
+        let mut found = Vec::new();
+        for family in store.families() {
+            for series in family.series {
+                let SeriesValue::Histogram(histogram) = series.value else { continue };
+                let attribute = |key: &str| series.attributes.iter().find(|(name, _)| *name == key).map(|(_, value)| value.to_string()).unwrap_or_default();
+                let (status, route) = (attribute("http.response.status_code"), attribute("http.route"));
+                found.push((family.desc.name, series.resource.service_name.clone(), status, route, histogram.count, (histogram.sum * 1e6).round() as u64));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn durations_are_recorded_per_series_once_the_drain_ends() {
+        let (shop, cart) = (service("shop"), service("cart"));
+        let mut pending = ExchangeDurations::default();
+        pending.add(&shop, &exchange(Side::Server, 200, 1_000_000), "/".to_owned());
+        pending.add(&shop, &exchange(Side::Server, 200, 3_000_000), "/".to_owned());
+        pending.add(&shop, &exchange(Side::Server, 404, 2_000_000), "/".to_owned());
+        pending.add(&shop, &exchange(Side::Client, 200, 5_000_000), "/api".to_owned());
+        pending.add(&cart, &exchange(Side::Server, 200, 4_000_000), "/".to_owned());
+        let mut store = MetricsStore::new(100);
+        assert!(durations(&store).is_empty());
+        pending.record_into(&mut store);
+        let client = "http.client.request.duration";
+        let server = "http.server.request.duration";
+        let expected = vec![
+            (client, "shop".to_owned(), "200".to_owned(), "/api".to_owned(), 1, 5_000),
+            (server, "cart".to_owned(), "200".to_owned(), "/".to_owned(), 1, 4_000),
+            (server, "shop".to_owned(), "200".to_owned(), "/".to_owned(), 2, 4_000),
+            (server, "shop".to_owned(), "404".to_owned(), "/".to_owned(), 1, 2_000),
+        ];
+        assert_eq!(durations(&store), expected);
+        // Nothing is left pending: a second drain adds nothing twice.
+        pending.record_into(&mut store);
+        assert_eq!(durations(&store), expected);
     }
 }
