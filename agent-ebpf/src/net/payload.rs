@@ -133,15 +133,16 @@ fn receive(ctx: &TracePointContext, buffer: Buffer) {
     if !traced(&config, tgid) {
         return;
     }
-    copy_from_regs(&config, tgid, 0, moved, direction::INGRESS, buffer, 0);
+    copy_from_regs(&config, SavedRegs::current(), tgid, 0, moved, direction::INGRESS, buffer, 0);
 }
 
 /// The copy of what the current syscall moved, `moved` bytes on `sock` (0: any) in
 /// `direction`, found from its arguments in the thread's saved registers; `entered_ns` is a
 /// send's start (unused for receives, stamped when copied).
 #[inline(always)]
-pub(super) fn copy_from_regs(config: &NetConfig, tgid: u32, sock: u64, moved: i64, direction: u32, buffer: Buffer, entered_ns: u64) {
-    let Some([fd, arg1, arg2]) = syscall_args(config) else { return };
+#[allow(clippy::too_many_arguments)]
+pub(super) fn copy_from_regs(config: &NetConfig, regs: SavedRegs, tgid: u32, sock: u64, moved: i64, direction: u32, buffer: Buffer, entered_ns: u64) {
+    let Some([fd, arg1, arg2]) = regs.syscall_args(config) else { return };
     let Some(connection) = http_connection(config, tgid, fd as u32) else { return };
     let Some(mut pending) = pending_io(fd as u32, direction, buffer, arg1, arg2) else { return };
     pending.entered_ns = entered_ns;
@@ -149,21 +150,41 @@ pub(super) fn copy_from_regs(config: &NetConfig, tgid: u32, sock: u64, moved: i6
     capture(&pending, tgid, sock, moved, unsafe { &mut *connection });
 }
 
-/// The current syscall's first three arguments, from the registers user space made it with
-/// (`None`, counted, if they cannot be read).
-#[inline(always)]
-fn syscall_args(config: &NetConfig) -> Option<[u64; 3]> {
-    // SAFETY: helpers on the current task, which lives while its syscall runs.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    let read = |offset: u32| {
-        // SAFETY: a kernel pointer into the task's `pt_regs`; a bad one is an error, not a fault.
-        unsafe { bpf_probe_read_kernel((regs + offset as u64) as *const u64) }.ok()
-    };
-    let args = (|| Some([read(config.regs_args[0])?, read(config.regs_args[1])?, read(config.regs_args[2])?]))();
-    if args.is_none() {
-        count(Counter::NetKernelReadFailed);
+/// The current thread's saved user registers (`struct pt_regs`), found once per program run
+/// and read for the syscall's number and arguments.
+#[derive(Clone, Copy)]
+pub(super) struct SavedRegs(u64);
+
+impl SavedRegs {
+    #[inline(always)]
+    pub(super) fn current() -> Self {
+        // SAFETY: helpers on the current task, which lives while its syscall runs.
+        Self(unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64)
     }
-    args
+
+    /// Which of [`NetConfig::syscalls`] the thread's syscall is, from the number it made it
+    /// with; `None` for any other syscall, or if the registers cannot be read.
+    #[inline(always)]
+    pub(super) fn syscall_slot(self, config: &NetConfig) -> Option<usize> {
+        // SAFETY: a kernel pointer into the task's `pt_regs`; a bad one is an error, not a fault.
+        let number = unsafe { bpf_probe_read_kernel((self.0 + config.regs_nr as u64) as *const u32) }.ok()?;
+        config.syscalls.iter().position(|&known| known == number)
+    }
+
+    /// The syscall's first three arguments, as user space made it (`None`, counted, if they
+    /// cannot be read).
+    #[inline(always)]
+    fn syscall_args(self, config: &NetConfig) -> Option<[u64; 3]> {
+        let read = |offset: u32| {
+            // SAFETY: a kernel pointer into the task's `pt_regs`; a bad one is an error, not a fault.
+            unsafe { bpf_probe_read_kernel((self.0 + offset as u64) as *const u64) }.ok()
+        };
+        let args = (|| Some([read(config.regs_args[0])?, read(config.regs_args[1])?, read(config.regs_args[2])?]))();
+        if args.is_none() {
+            count(Counter::NetKernelReadFailed);
+        }
+        args
+    }
 }
 
 /// Whether descriptor `fd` of process `tgid` is a tracked connection (found now if it is a

@@ -7,16 +7,16 @@
 //! thread's saved registers. I/O that is not one of those syscalls (io_uring, `sendfile`,
 //! `splice`, kernel sockets) is not copied, as with the syscall tracepoints.
 
-use agent_common::net::{direction, syscall_slot, NetConfig, SendStart};
+use agent_common::net::{direction, syscall_slot, SendStart};
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated::{bpf_get_current_task_btf, bpf_task_pt_regs}},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 
 use super::{
     check_insert, config,
-    payload::{copy_from_regs, Buffer},
+    payload::{copy_from_regs, Buffer, SavedRegs},
     traced, SEND_STARTS,
 };
 
@@ -36,13 +36,14 @@ pub fn oxeye_sock_recv(ctx: BtfTracePointContext) -> u32 {
     if !traced(&config, tgid) {
         return 0;
     }
-    let buffer = match syscall_slot_of(&config) {
+    let regs = SavedRegs::current();
+    let buffer = match regs.syscall_slot(&config) {
         Some(syscall_slot::READ | syscall_slot::RECVFROM) => Buffer::Plain,
         Some(syscall_slot::READV) => Buffer::Vector,
         Some(syscall_slot::RECVMSG) => Buffer::Message,
         _ => return 0,
     };
-    copy_from_regs(&config, tgid, socket(&ctx), moved as i64, direction::INGRESS, buffer, 0);
+    copy_from_regs(&config, regs, tgid, socket(&ctx), moved as i64, direction::INGRESS, buffer, 0);
     0
 }
 
@@ -89,7 +90,8 @@ pub fn oxeye_sock_send(ctx: BtfTracePointContext) -> u32 {
     if moved <= 0 {
         return 0;
     }
-    let buffer = match syscall_slot_of(&config) {
+    let regs = SavedRegs::current();
+    let buffer = match regs.syscall_slot(&config) {
         Some(syscall_slot::WRITE | syscall_slot::SENDTO) => Buffer::Plain,
         Some(syscall_slot::WRITEV) => Buffer::Vector,
         Some(syscall_slot::SENDMSG) => Buffer::Message,
@@ -98,7 +100,7 @@ pub fn oxeye_sock_send(ctx: BtfTracePointContext) -> u32 {
     // A send that never reached `tcp_sendmsg_locked` (not TCP) is stamped at its end.
     // SAFETY: a helper with no arguments and no memory access.
     let entered_ns = if started != 0 { started } else { unsafe { bpf_ktime_get_ns() } };
-    copy_from_regs(&config, tgid, sock, moved as i64, direction::EGRESS, buffer, entered_ns);
+    copy_from_regs(&config, regs, tgid, sock, moved as i64, direction::EGRESS, buffer, entered_ns);
     0
 }
 
@@ -107,15 +109,4 @@ pub fn oxeye_sock_send(ctx: BtfTracePointContext) -> u32 {
 fn socket(ctx: &BtfTracePointContext) -> u64 {
     let sock: *const u8 = ctx.arg(0);
     sock as u64
-}
-
-/// Which of [`NetConfig::syscalls`] the current thread's syscall is, from the number it made
-/// it with; `None` for any other syscall, or if the registers cannot be read.
-#[inline(always)]
-fn syscall_slot_of(config: &NetConfig) -> Option<usize> {
-    // SAFETY: helpers on the current task, which lives while its syscall runs.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    // SAFETY: a kernel pointer into the task's `pt_regs`; a bad one is an error, not a fault.
-    let number = unsafe { bpf_probe_read_kernel((regs + config.regs_nr as u64) as *const u32) }.ok()?;
-    config.syscalls.iter().position(|&known| known == number)
 }

@@ -19,7 +19,7 @@ use agent_common::{
 };
 use aya_obj::{generated::bpf_map_type as map_type, Object, ProgramSection};
 
-use super::{files, hooks::TcpStateHook, network::{CONNECTION_HOOKS, PAYLOAD_SYSCALL_HOOKS, SOCKET_HOOKS}, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
+use super::{files, hooks::{TcpStateHook, SOCKET_HOOKS}, network::{CONNECTION_HOOKS, PAYLOAD_SYSCALL_HOOKS}, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
 
 /// `BPF_F_MMAPABLE`: user space memory-maps these arrays.
 const MMAPABLE: u32 = 1 << 10;

@@ -1,8 +1,8 @@
 //! Choosing the best hook this kernel has where there is a choice, and the one log line that
 //! says which hooks oxeye uses.
 //!
-//! HTTP payloads come from the socket tracepoints where the kernel has all three (see
-//! `network.rs`), else from syscall tracepoints: `payloads` and `payload_fallbacks` say which,
+//! HTTP payloads come from the socket tracepoints where the kernel has all three
+//! ([`SOCKET_HOOKS`]), else from syscall tracepoints: `payloads` and `payload_fallbacks` say which,
 //! and why. TCP statistics at close have three alternatives, tried best first:
 //!
 //! 1. fentry on `tcp_set_state`: cheapest, but needs BPF trampolines (x86_64 since 5.5; arm64
@@ -19,7 +19,7 @@ use std::{error::Error, fmt, io};
 
 use anyhow::{bail, Result};
 use aya::{
-    programs::{FEntry, KProbe, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint},
     Ebpf,
 };
 use tracing::info;
@@ -27,6 +27,14 @@ use tracing::info;
 use agent_common::{names::programs, tracepoints::inet_sock_set_state};
 
 use super::{program_mut, tracefs};
+
+/// Socket tracepoints that copy payloads, preferred where the kernel has all three: (program,
+/// tracepoint category, tracepoint name). See `agent-ebpf/src/net/socket_hooks.rs`.
+pub(super) const SOCKET_HOOKS: &[(&str, &str, &str)] = &[
+    (programs::SOCK_RECV, "sock", "sock_recv_length"),
+    (programs::SOCK_SEND_START, "tcp", "tcp_sendmsg_locked"),
+    (programs::SOCK_SEND, "sock", "sock_send_length"),
+];
 
 /// The kernel function whose entry the fentry and kprobe programs hook.
 const TCP_SET_STATE: &str = "tcp_set_state";
@@ -167,24 +175,12 @@ fn try_attach(ebpf: &mut Ebpf, hook: TcpStateHook) -> Result<Link, String> {
             let btf = aya::Btf::from_sys_fs().map_err(|error| format!("no kernel BTF: {}", short(&error)))?;
             let fentry: &mut FEntry = program.try_into().map_err(|error: ProgramError| short(&error))?;
             fentry.load(TCP_SET_STATE, &btf).map_err(|error| format!("load failed: {}", short(&error)))?;
-            match fentry.attach().and_then(|id| fentry.take_link(id)) {
-                Ok(link) => Ok(Box::new(link)),
-                Err(error) => {
-                    let _ = fentry.unload();
-                    Err(format!("attach failed: {}", short(&error)))
-                }
-            }
+            attach_or_unload(fentry, |fentry| Ok(Box::new(fentry.attach().and_then(|id| fentry.take_link(id))?)), FEntry::unload)
         }
         TcpStateHook::KProbe => {
             let kprobe: &mut KProbe = program.try_into().map_err(|error: ProgramError| short(&error))?;
             kprobe.load().map_err(|error| format!("load failed: {}", short(&error)))?;
-            match kprobe.attach(TCP_SET_STATE, 0).and_then(|id| kprobe.take_link(id)) {
-                Ok(link) => Ok(Box::new(link)),
-                Err(error) => {
-                    let _ = kprobe.unload();
-                    Err(format!("attach failed: {}", short(&error)))
-                }
-            }
+            attach_or_unload(kprobe, |kprobe| Ok(Box::new(kprobe.attach(TCP_SET_STATE, 0).and_then(|id| kprobe.take_link(id))?)), KProbe::unload)
         }
         TcpStateHook::TracePoint => {
             let (category, name) = (inet_sock_set_state::CATEGORY, inet_sock_set_state::NAME);
@@ -194,15 +190,66 @@ fn try_attach(ebpf: &mut Ebpf, hook: TcpStateHook) -> Result<Link, String> {
             tracefs::check_state_format().map_err(|error| format!("{error:#}"))?;
             let tracepoint: &mut TracePoint = program.try_into().map_err(|error: ProgramError| short(&error))?;
             tracepoint.load().map_err(|error| format!("load failed: {}", short(&error)))?;
-            match tracepoint.attach(category, name).and_then(|id| tracepoint.take_link(id)) {
-                Ok(link) => Ok(Box::new(link)),
-                Err(error) => {
-                    let _ = tracepoint.unload();
-                    Err(format!("attach failed: {}", short(&error)))
+            attach_or_unload(tracepoint, |tracepoint| Ok(Box::new(tracepoint.attach(category, name).and_then(|id| tracepoint.take_link(id))?)), TracePoint::unload)
+        }
+    }
+}
+
+/// Attaches a loaded program with `attach`; if that fails, unloads it and gives a short reason.
+fn attach_or_unload<P>(program: &mut P, attach: impl FnOnce(&mut P) -> Result<Link, ProgramError>, unload: fn(&mut P) -> Result<(), ProgramError>) -> Result<Link, String> {
+    attach(program).map_err(|error| {
+        let _ = unload(program);
+        format!("attach failed: {}", short(&error))
+    })
+}
+
+/// Chooses where HTTP payloads are copied: the socket tracepoints if `choice` allows and the
+/// kernel has and accepts all three (their links returned), else the syscall tracepoints,
+/// which the caller attaches. The reason for passing over the socket set goes in `hooks`.
+pub(super) fn choose_payload_hooks(ebpf: &mut Ebpf, hooks: &mut Hooks, choice: PayloadHookChoice) -> (PayloadHooks, Vec<Link>) {
+    if choice == PayloadHookChoice::Syscalls {
+        hooks.payload_fallbacks.push("socket tracepoints: not chosen (--payload-hooks syscalls)".to_owned());
+        return (PayloadHooks::Syscalls, Vec::new());
+    }
+    match attach_socket_hooks(ebpf) {
+        Ok(links) => (PayloadHooks::Sockets, links),
+        Err(reason) => {
+            hooks.payload_fallbacks.push(format!("socket tracepoints: {reason}"));
+            (PayloadHooks::Syscalls, Vec::new())
+        }
+    }
+}
+
+/// Loads and attaches the socket-tracepoint programs, all or none; on failure, a short
+/// reason, with whatever was loaded unloaded.
+fn attach_socket_hooks(ebpf: &mut Ebpf) -> Result<Vec<Link>, String> {
+    if let Some((_, category, name)) = SOCKET_HOOKS.iter().find(|(_, category, name)| !tracefs::tracepoint_exists(category, name)) {
+        return Err(format!("this kernel has no {category}:{name}"));
+    }
+    let btf = aya::Btf::from_sys_fs().map_err(|error| format!("no kernel BTF: {}", short(&error)))?;
+    let mut links: Vec<Link> = Vec::new();
+    for &(program, _, name) in SOCKET_HOOKS {
+        let attached = (|| {
+            let tracepoint: &mut BtfTracePoint = program_mut(ebpf, program).map_err(|error| format!("{error:#}"))?.try_into().map_err(|error: ProgramError| short(&error))?;
+            tracepoint.load(name, &btf).map_err(|error| format!("{program} load failed: {}", short(&error)))?;
+            attach_or_unload(tracepoint, |tracepoint| Ok(Box::new(tracepoint.attach().and_then(|id| tracepoint.take_link(id))?)), BtfTracePoint::unload).map_err(|reason| format!("{program} {reason}"))
+        })();
+        match attached {
+            Ok(link) => links.push(link),
+            Err(reason) => {
+                // Detach before unloading what loaded before the failure.
+                drop(links);
+                for &(program, _, _) in SOCKET_HOOKS {
+                    let tracepoint: Option<&mut BtfTracePoint> = program_mut(ebpf, program).ok().and_then(|program| program.try_into().ok());
+                    if let Some(tracepoint) = tracepoint {
+                        let _ = tracepoint.unload();
+                    }
                 }
+                return Err(reason);
             }
         }
     }
+    Ok(links)
 }
 
 /// An error and its causes on one short line: the verifier's log is cut to its last line, and

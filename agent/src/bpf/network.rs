@@ -13,10 +13,7 @@ use agent_common::{
     net::{syscall_slot, KernelOffsets, NetConfig},
 };
 use anyhow::{bail, Context, Result};
-use aya::{
-    programs::{BtfTracePoint, TracePoint},
-    Ebpf,
-};
+use aya::{programs::TracePoint, Ebpf};
 use symbolizer::btf::Btf;
 use tracing::{debug, warn};
 
@@ -51,14 +48,6 @@ pub(super) const PAYLOAD_SYSCALL_HOOKS: &[(&str, &str, &str, bool)] = &[
     (programs::SEND_EXIT, "syscalls", "sys_exit_sendto", false),
     (programs::SEND_EXIT, "syscalls", "sys_exit_writev", false),
     (programs::SEND_EXIT, "syscalls", "sys_exit_sendmsg", false),
-];
-
-/// Socket tracepoints that copy payloads, preferred where the kernel has all three: (program,
-/// tracepoint category, tracepoint name). See `agent-ebpf/src/net/socket_hooks.rs`.
-pub(super) const SOCKET_HOOKS: &[(&str, &str, &str)] = &[
-    (programs::SOCK_RECV, "sock", "sock_recv_length"),
-    (programs::SOCK_SEND_START, "tcp", "tcp_sendmsg_locked"),
-    (programs::SOCK_SEND, "sock", "sock_send_length"),
 ];
 
 /// The network configuration for the BPF programs, or why network tracing cannot run here.
@@ -134,22 +123,8 @@ pub fn attach(ebpf: &mut Ebpf, hooks: &mut Hooks, payloads: PayloadHookChoice) -
     links.0.push(link);
     let mut loaded: Vec<&str> = Vec::new();
     attach_syscalls(ebpf, CONNECTION_HOOKS, &mut loaded, &mut links)?;
-    let chosen = match payloads {
-        PayloadHookChoice::Auto => match attach_sockets(ebpf) {
-            Ok(socket_links) => {
-                links.0.extend(socket_links);
-                PayloadHooks::Sockets
-            }
-            Err(reason) => {
-                hooks.payload_fallbacks.push(format!("socket tracepoints: {reason}"));
-                PayloadHooks::Syscalls
-            }
-        },
-        PayloadHookChoice::Syscalls => {
-            hooks.payload_fallbacks.push("socket tracepoints: not chosen (--payload-hooks syscalls)".to_owned());
-            PayloadHooks::Syscalls
-        }
-    };
+    let (chosen, socket_links) = hooks::choose_payload_hooks(ebpf, hooks, payloads);
+    links.0.extend(socket_links);
     if chosen == PayloadHooks::Syscalls {
         attach_syscalls(ebpf, PAYLOAD_SYSCALL_HOOKS, &mut loaded, &mut links)?;
     }
@@ -185,40 +160,6 @@ fn attach_syscalls<'a>(ebpf: &mut Ebpf, table: &[(&'a str, &str, &str, bool)], l
         debug!(?missing, "syscall tracepoints this kernel lacks");
     }
     Ok(())
-}
-
-/// Loads and attaches the socket-tracepoint programs, all or none; on failure, a short
-/// reason, with whatever was loaded unloaded.
-fn attach_sockets(ebpf: &mut Ebpf) -> Result<Vec<Link>, String> {
-    if let Some((_, category, name)) = SOCKET_HOOKS.iter().find(|(_, category, name)| !tracepoint_exists(category, name)) {
-        return Err(format!("this kernel has no {category}:{name}"));
-    }
-    let btf = aya::Btf::from_sys_fs().map_err(|error| format!("no kernel BTF: {error}"))?;
-    let mut links: Vec<Link> = Vec::new();
-    for &(program, _, name) in SOCKET_HOOKS {
-        let attached = (|| -> Result<Link, String> {
-            let tracepoint: &mut BtfTracePoint = program_mut(ebpf, program).and_then(|p| Ok(p.try_into()?)).map_err(|error| format!("{error:#}"))?;
-            tracepoint.load(name, &btf).map_err(|error| format!("{program} load failed: {}", hooks::short(&error)))?;
-            match tracepoint.attach().and_then(|id| tracepoint.take_link(id)) {
-                Ok(link) => Ok(Box::new(link)),
-                Err(error) => Err(format!("{program} attach failed: {}", hooks::short(&error))),
-            }
-        })();
-        match attached {
-            Ok(link) => links.push(link),
-            Err(reason) => {
-                drop(links);
-                for &(program, _, _) in SOCKET_HOOKS {
-                    let tracepoint: Option<&mut BtfTracePoint> = program_mut(ebpf, program).ok().and_then(|p| p.try_into().ok());
-                    if let Some(tracepoint) = tracepoint {
-                        let _ = tracepoint.unload();
-                    }
-                }
-                return Err(reason);
-            }
-        }
-    }
-    Ok(links)
 }
 
 /// Offsets of every kernel structure member the network programs read.
