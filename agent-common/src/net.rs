@@ -324,18 +324,46 @@ pub struct NetConfig {
     /// Bytes waiting in `NET_EVENTS` past which a record wakes the reader up; below it, the
     /// reader drains on its timer (a wake-up per record would cost more than the record).
     pub wake_bytes: u32,
-    /// Offsets in the kernel's `struct pt_regs` of a syscall's first three arguments as the
-    /// exit of a receive finds them (on arm64 the first is `orig_x0`: `x0` then holds the
-    /// return value).
-    pub regs_args: [u32; 3],
-    /// Offset in `struct pt_regs` of the syscall number (`orig_ax` on x86-64, `syscallno` on
-    /// arm64), read as a `u32` by the socket-tracepoint programs.
-    pub regs_nr: u32,
     /// This architecture's numbers of the syscalls the socket-tracepoint programs trace, at
     /// the indexes in [`syscall_slot`] (`u32::MAX` where there is none).
     pub syscalls: [u32; syscall_slot::COUNT],
     /// Kernel structure offsets.
     pub offsets: KernelOffsets,
+}
+
+/// Where the BPF programs find a syscall's number and first three arguments in the kernel's
+/// `struct pt_regs`, on the architecture they were built for. Constant offsets let them load
+/// straight from the `pt_regs` pointer the kernel hands out (a checked load, no helper call);
+/// user space checks them against the kernel's BTF before it enables network tracing.
+pub mod syscall_regs {
+    /// A layout: byte offsets of the arguments as a syscall's exit finds them, and of its
+    /// number, `NUMBER_BYTES` wide.
+    pub struct Layout {
+        /// The first three arguments (`u64` each).
+        pub args: [usize; 3],
+        /// The number the thread made the syscall with.
+        pub number: usize,
+        /// Its width: 8 (`orig_ax`) or 4 (`syscallno`).
+        pub number_bytes: usize,
+        /// The BTF members these are, for the check: (member, bytes into it) per argument,
+        /// then the number's.
+        pub members: [(&'static str, usize); 4],
+    }
+
+    /// x86-64: `di`, `si`, `dx` (never changed on exit), and `orig_ax`.
+    #[cfg(any(target_arch = "x86_64", bpf_target_arch = "x86_64"))]
+    pub const LAYOUT: Option<Layout> =
+        Some(Layout { args: [14 * 8, 13 * 8, 12 * 8], number: 15 * 8, number_bytes: 8, members: [("di", 0), ("si", 0), ("dx", 0), ("orig_ax", 0)] });
+
+    /// arm64: `orig_x0` (at a syscall's exit `x0` holds the return value), `x1`, `x2`, and
+    /// `syscallno` (an `int`), after `regs[31] sp pc pstate`.
+    #[cfg(any(target_arch = "aarch64", bpf_target_arch = "aarch64"))]
+    pub const LAYOUT: Option<Layout> =
+        Some(Layout { args: [34 * 8, 8, 2 * 8], number: 35 * 8, number_bytes: 4, members: [("orig_x0", 0), ("regs", 8), ("regs", 16), ("syscallno", 0)] });
+
+    /// Elsewhere there is no network tracing.
+    #[cfg(not(any(target_arch = "x86_64", bpf_target_arch = "x86_64", target_arch = "aarch64", bpf_target_arch = "aarch64")))]
+    pub const LAYOUT: Option<Layout> = None;
 }
 
 /// Indexes into [`NetConfig::syscalls`]: the syscalls whose data the socket-tracepoint
@@ -403,7 +431,7 @@ impl KernelOffsets {
 
 impl NetConfig {
     /// Network tracing off.
-    pub const DISABLED: NetConfig = NetConfig { enabled: 0, target_pid: 0, self_pid: 0, wake_bytes: 0, regs_args: [0; 3], regs_nr: 0, syscalls: [u32::MAX; syscall_slot::COUNT], offsets: KernelOffsets::ZERO };
+    pub const DISABLED: NetConfig = NetConfig { enabled: 0, target_pid: 0, self_pid: 0, wake_bytes: 0, syscalls: [u32::MAX; syscall_slot::COUNT], offsets: KernelOffsets::ZERO };
 }
 
 crate::impl_pod!(SocketAddrs, Connection, SocketOwner, PendingIo, SendStart, TcpOpenEvent, TcpCloseEvent, PayloadHeader, KernelOffsets, NetConfig);

@@ -11,7 +11,7 @@
 
 use agent_common::{
     counters::Counter,
-    net::{direction, is_http_prefix, is_response_prefix, protocol, role, Connection, NetConfig, PayloadHeader, PendingIo, CAPTURE_BYTES, PREFIX_BYTES, RESPONSE_CAPTURE_BYTES},
+    net::{direction, is_http_prefix, syscall_regs, is_response_prefix, protocol, role, Connection, NetConfig, PayloadHeader, PendingIo, CAPTURE_BYTES, PREFIX_BYTES, RESPONSE_CAPTURE_BYTES},
     records::RecordKind,
 };
 use aya_ebpf::{
@@ -142,7 +142,7 @@ fn receive(ctx: &TracePointContext, buffer: Buffer) {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn copy_from_regs(config: &NetConfig, regs: SavedRegs, tgid: u32, sock: u64, moved: i64, direction: u32, buffer: Buffer, entered_ns: u64) {
-    let Some([fd, arg1, arg2]) = regs.syscall_args(config) else { return };
+    let [fd, arg1, arg2] = regs.syscall_args();
     let Some(connection) = http_connection(config, tgid, fd as u32) else { return };
     let Some(mut pending) = pending_io(fd as u32, direction, buffer, arg1, arg2) else { return };
     pending.entered_ns = entered_ns;
@@ -151,39 +151,47 @@ pub(super) fn copy_from_regs(config: &NetConfig, regs: SavedRegs, tgid: u32, soc
 }
 
 /// The current thread's saved user registers (`struct pt_regs`), found once per program run
-/// and read for the syscall's number and arguments.
+/// and read for the syscall's number and arguments: plain loads at the constant offsets of
+/// [`syscall_regs::LAYOUT`] from the pointer the kernel hands out, which the verifier checks
+/// against the kernel's BTF (a helper call per read cost more than the rest of the lookup).
 #[derive(Clone, Copy)]
-pub(super) struct SavedRegs(u64);
+pub(super) struct SavedRegs(*const u8);
+
+/// This build's layout; the BPF object is only built for architectures that have one.
+const LAYOUT: syscall_regs::Layout = match syscall_regs::LAYOUT {
+    Some(layout) => layout,
+    None => panic!("no pt_regs layout for this architecture"),
+};
 
 impl SavedRegs {
     #[inline(always)]
     pub(super) fn current() -> Self {
         // SAFETY: helpers on the current task, which lives while its syscall runs.
-        Self(unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64)
+        Self(unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8)
     }
 
     /// Which of [`NetConfig::syscalls`] the thread's syscall is, from the number it made it
-    /// with; `None` for any other syscall, or if the registers cannot be read.
+    /// with; `None` for any other syscall.
     #[inline(always)]
     pub(super) fn syscall_slot(self, config: &NetConfig) -> Option<usize> {
-        // SAFETY: a kernel pointer into the task's `pt_regs`; a bad one is an error, not a fault.
-        let number = unsafe { bpf_probe_read_kernel((self.0 + config.regs_nr as u64) as *const u32) }.ok()?;
+        // SAFETY: a BTF pointer to the task's `pt_regs`, read at a constant offset inside it
+        // (the verifier turns a faulting load into a zero, never a fault).
+        let number = unsafe {
+            if LAYOUT.number_bytes == 8 {
+                core::ptr::read_volatile(self.0.add(LAYOUT.number).cast::<u64>()) as u32
+            } else {
+                core::ptr::read_volatile(self.0.add(LAYOUT.number).cast::<u32>())
+            }
+        };
         config.syscalls.iter().position(|&known| known == number)
     }
 
-    /// The syscall's first three arguments, as user space made it (`None`, counted, if they
-    /// cannot be read).
+    /// The syscall's first three arguments, as user space made it.
     #[inline(always)]
-    fn syscall_args(self, config: &NetConfig) -> Option<[u64; 3]> {
-        let read = |offset: u32| {
-            // SAFETY: a kernel pointer into the task's `pt_regs`; a bad one is an error, not a fault.
-            unsafe { bpf_probe_read_kernel((self.0 + offset as u64) as *const u64) }.ok()
-        };
-        let args = (|| Some([read(config.regs_args[0])?, read(config.regs_args[1])?, read(config.regs_args[2])?]))();
-        if args.is_none() {
-            count(Counter::NetKernelReadFailed);
-        }
-        args
+    fn syscall_args(self) -> [u64; 3] {
+        // SAFETY: as in `syscall_slot`.
+        let read = |offset: usize| unsafe { core::ptr::read_volatile(self.0.add(offset).cast::<u64>()) };
+        [read(LAYOUT.args[0]), read(LAYOUT.args[1]), read(LAYOUT.args[2])]
     }
 }
 

@@ -54,9 +54,7 @@ pub(super) const PAYLOAD_SYSCALL_HOOKS: &[(&str, &str, &str, bool)] = &[
 pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
     let btf = Btf::from_sys_fs().context("network tracing needs kernel BTF (/sys/kernel/btf/vmlinux)")?;
     let offsets = kernel_offsets(&btf)?;
-    let unsupported = "network tracing runs on x86-64 and arm64 only";
-    let regs_args = crate::unwind::registers::syscall_args(&btf).context(unsupported)?;
-    let regs_nr = crate::unwind::registers::syscall_number(&btf).context(unsupported)?;
+    crate::unwind::registers::check_syscall_layout(&btf)?;
     let missing: Vec<_> = CONNECTION_HOOKS.iter().filter(|(_, _, _, required)| *required).filter(|(_, c, n, _)| !tracepoint_exists(c, n)).collect();
     if let Some((_, category, name, _)) = missing.first() {
         bail!("this kernel has no tracepoint {category}:{name}");
@@ -69,8 +67,6 @@ pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
         target_pid: target_pid.unwrap_or(0),
         self_pid: std::process::id(),
         wake_bytes: 0,
-        regs_args,
-        regs_nr,
         syscalls: syscall_numbers(),
         offsets,
     })

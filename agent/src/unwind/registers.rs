@@ -6,7 +6,10 @@
 //! kernel. Where the kernel has BTF, the offsets are read from it (no CO-RE in Rust BPF), and
 //! a disagreement with the ABI is logged.
 
-use agent_common::unwind::{arch, UnwindConfig};
+use agent_common::{
+    net::syscall_regs,
+    unwind::{arch, UnwindConfig},
+};
 use symbolizer::btf::Btf;
 use tracing::{debug, warn};
 
@@ -47,33 +50,19 @@ fn apply_btf(config: &mut UnwindConfig, btf: &Btf) {
     }
 }
 
-/// Offsets in `struct pt_regs` of a syscall's first three arguments, read at its exit (where
-/// arm64's `x0` already holds the return value, and `orig_x0` the first argument). `None` on
-/// other architectures.
-pub fn syscall_args(btf: &Btf) -> Option<[u32; 3]> {
-    if cfg!(target_arch = "x86_64") {
-        // di, si, dx (see `abi_config` for the order); x86-64 never changes them on exit.
-        Some([14 * 8, 13 * 8, 12 * 8])
-    } else if cfg!(target_arch = "aarch64") {
-        // regs[31] sp pc pstate orig_x0: a kernel-only member, so BTF is asked first.
-        let orig_x0 = btf.member_offset("pt_regs", "orig_x0").unwrap_or(34 * 8);
-        Some([orig_x0, 8, 2 * 8])
-    } else {
-        None
+/// Checks the offsets the network programs were built with
+/// ([`agent_common::net::syscall_regs::LAYOUT`]) against the kernel's BTF: an error names the
+/// first member that is elsewhere. Members BTF does not have are taken on trust.
+pub fn check_syscall_layout(btf: &Btf) -> anyhow::Result<()> {
+    let Some(layout) = syscall_regs::LAYOUT else { anyhow::bail!("network tracing runs on x86-64 and arm64 only") };
+    let offsets = layout.args.iter().chain([&layout.number]);
+    for (&(member, extra), &expected) in layout.members.iter().zip(offsets) {
+        if let Some(offset) = btf.member_offset("pt_regs", member) {
+            let found = offset as usize + extra;
+            anyhow::ensure!(found == expected, "this kernel's struct pt_regs has {member} at byte {found}, not {expected} where oxeye's network programs read it");
+        }
     }
-}
-
-/// Offset in `struct pt_regs` of the number a thread made its current syscall with (read as a
-/// `u32`): `orig_ax` on x86-64, `syscallno` on arm64. `None` on other architectures.
-pub fn syscall_number(btf: &Btf) -> Option<u32> {
-    if cfg!(target_arch = "x86_64") {
-        Some(btf.member_offset("pt_regs", "orig_ax").unwrap_or(15 * 8))
-    } else if cfg!(target_arch = "aarch64") {
-        // regs[31] sp pc pstate orig_x0 syscallno (an int).
-        Some(btf.member_offset("pt_regs", "syscallno").unwrap_or(35 * 8))
-    } else {
-        None
-    }
+    Ok(())
 }
 
 /// The user ABI's register layout.
