@@ -225,7 +225,12 @@ fn curl_traceparent_links_client_and_server_spans_in_one_trace() {
     let header = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     curl(&format!("{}/a/b.txt?id=7", nginx.url()), &["-H", header]);
     curl(&format!("{}/", nginx.url()), &[]);
-    assert!(sink.wait_for_spans(4, Duration::from_secs(10)), "spans did not arrive");
+    // A request head longer than a response's copy limit (1 KiB): its header comes after a
+    // large cookie, as a browser's often does.
+    let cookie = format!("Cookie: session={}", "c".repeat(3000));
+    let late = "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    curl(&format!("{}/late", nginx.url()), &["-H", &cookie, "-H", late]);
+    assert!(sink.wait_for_spans(6, Duration::from_secs(10)), "spans did not arrive");
     let (_, spans) = stop_and_collect(oxeye, &sink);
 
     let find = |service: &str, kind: i32, path: &str| -> DecodedSpan {
@@ -245,6 +250,11 @@ fn curl_traceparent_links_client_and_server_spans_in_one_trace() {
     // Without a header: a new trace, shared by neither.
     let (client, server) = (find("curl", CLIENT, "/"), find("nginx", SERVER, "/"));
     assert!(server.parent_span_id.is_empty() && client.trace_id != trace_id && server.trace_id != trace_id);
+
+    let (client, server) = (find("curl", CLIENT, "/late"), find("nginx", SERVER, "/late"));
+    let late_trace = hex("0af7651916cd43dd8448eb211c80319c");
+    assert_eq!((&client.trace_id, &server.trace_id), (&late_trace, &late_trace), "a header 3 KiB into the request is read");
+    assert_eq!(server.parent_span_id, hex("b7ad6b7169203331"));
 }
 
 #[test]

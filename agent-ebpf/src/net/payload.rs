@@ -273,19 +273,22 @@ fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64, connection: &m
     let ingress = pending.direction == direction::INGRESS;
     let continuation = ingress && connection.continues != 0;
     // Shorter pieces cannot be told apart: only a continuation is worth copying.
-    let prefix = if available >= PREFIX_BYTES as u64 {
-        // SAFETY: a user pointer; a bad one is an error, not a fault.
-        match unsafe { bpf_probe_read_user(data as *const [u8; PREFIX_BYTES]) } {
-            Ok(prefix) => prefix,
-            Err(_) => {
-                count(Counter::NetUserReadFailed);
-                return;
-            }
-        }
-    } else if continuation {
-        [0; PREFIX_BYTES]
-    } else {
+    if available < PREFIX_BYTES as u64 && !continuation {
         return;
+    }
+    let Some(record) = PAYLOAD_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's scratch slot, which nothing else writes while this program runs (see
+    // `PAYLOAD_SCRATCH`).
+    let record = unsafe { &mut *record };
+    // The first bytes are copied at once, up to a response's limit, and told apart in the
+    // copy: one read of user memory where a separate look at the prefix made two.
+    let Some(mut captured) = copy_user(record, data, available, RESPONSE_CAPTURE_BYTES) else { return };
+    let prefix = if captured as usize >= PREFIX_BYTES {
+        let mut prefix = [0; PREFIX_BYTES];
+        prefix.copy_from_slice(&record.data[..PREFIX_BYTES]);
+        prefix
+    } else {
+        [0; PREFIX_BYTES]
     };
     let http = is_http_prefix(&prefix);
     if connection.protocol == protocol::UNKNOWN {
@@ -306,21 +309,11 @@ fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64, connection: &m
     if !http && !continuation {
         return;
     }
-    let Some(record) = PAYLOAD_SCRATCH.get_ptr_mut(0) else { return };
-    // SAFETY: this CPU's scratch slot, which nothing else writes while this program runs (see
-    // `PAYLOAD_SCRATCH`).
-    let record = unsafe { &mut *record };
-    let limit = if http && is_response_prefix(&prefix) { RESPONSE_CAPTURE_BYTES } else { CAPTURE_BYTES } as u64;
-    // `available` is not 0 here (a syscall that moved nothing returned above, and empty iovecs
-    // are skipped), but should it be, nothing is copied: `- 1` must not wrap to 8 KiB.
-    let Some(last) = (available.min(limit) as u32).checked_sub(1) else { return };
-    // In [1, CAPTURE_BYTES], in a form the verifier can bound.
-    let captured = (last & (CAPTURE_BYTES as u32 - 1)) + 1;
-    // SAFETY: `captured` bytes fit in `data`; the source is a user pointer checked by the helper.
-    let copied = unsafe { read_user_bounded(record.data.as_mut_ptr(), captured, data) };
-    if copied != 0 {
-        count(Counter::NetUserReadFailed);
-        return;
+    // A request (or a piece of one) longer than a response's limit is copied again, up to
+    // its own.
+    if !is_response_prefix(&prefix) && available > RESPONSE_CAPTURE_BYTES as u64 {
+        let Some(longer) = copy_user(record, data, available, CAPTURE_BYTES) else { return };
+        captured = longer;
     }
     // SAFETY: a helper with no arguments and no memory access.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -349,6 +342,23 @@ fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64, connection: &m
     } else {
         count(Counter::PayloadsSent);
     }
+}
+
+/// Copies the first `available.min(limit)` bytes at user address `data` into `record`;
+/// the count copied (in [1, `CAPTURE_BYTES`]), or `None` (a failed read counted).
+#[inline(always)]
+fn copy_user(record: &mut agent_common::net::PayloadRecord, data: u64, available: u64, limit: usize) -> Option<u32> {
+    // `available` is not 0 here (a syscall that moved nothing returned earlier, and empty
+    // iovecs are skipped), but should it be, nothing is copied: `- 1` must not wrap to 8 KiB.
+    let last = (available.min(limit as u64) as u32).checked_sub(1)?;
+    // In [1, CAPTURE_BYTES], in a form the verifier can bound.
+    let captured = (last & (CAPTURE_BYTES as u32 - 1)) + 1;
+    // SAFETY: `captured` bytes fit in `data`; the source is a user pointer checked by the helper.
+    if unsafe { read_user_bounded(record.data.as_mut_ptr(), captured, data) } != 0 {
+        count(Counter::NetUserReadFailed);
+        return None;
+    }
+    Some(captured)
 }
 
 /// `len` (in [1, `CAPTURE_BYTES`]) bounded again where it is used: a bound computed earlier
