@@ -17,6 +17,7 @@ mod maps;
 mod net;
 mod process_events;
 mod python;
+mod read_only;
 mod sampler;
 mod unwinder;
 

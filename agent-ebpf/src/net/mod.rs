@@ -35,14 +35,14 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
-    EbpfContext, Global,
+    EbpfContext,
 };
 
-use crate::maps::count;
+use crate::{maps::count, read_only::ReadOnly};
 
 /// Set by user space at load time (read-only, so the verifier prunes disabled paths).
 #[unsafe(no_mangle)]
-pub static NET_CONFIG: Global<NetConfig> = Global::new(NetConfig::DISABLED);
+pub static NET_CONFIG: ReadOnly<NetConfig> = ReadOnly::new(NetConfig::DISABLED);
 
 /// Connection opens and closes, and HTTP payloads, in the order the kernel produced them.
 ///
@@ -128,10 +128,10 @@ pub unsafe fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
     unsafe { core::ptr::read_volatile(ctx.as_ptr().add(offset).cast::<T>()) }
 }
 
-/// The configuration, read once per program run.
+/// The configuration, its fields read where they are used.
 #[inline(always)]
-pub fn config() -> NetConfig {
-    NET_CONFIG.load()
+pub fn config() -> &'static NetConfig {
+    NET_CONFIG.get()
 }
 
 /// Whether the process `tgid` is traced at all.
