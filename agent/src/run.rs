@@ -30,6 +30,7 @@ use crate::{
     otlp::resource::HostInfo,
     output::RunInfo,
     pipeline::{
+        self,
         network::NetworkOutputs,
         network_thread::{NetworkParts, NetworkThread, NetworkTimers},
         profiles::ProfilePipeline,
@@ -160,8 +161,9 @@ pub async fn run(args: Args) -> Result<()> {
     if let Some((_, server)) = symbols {
         server.abort();
     }
-    network.finish(&counters).await;
-    let closing = profiles.finish(&counters, RunInfo { start, duration, period_ns }, &args.output_dir).await?;
+    let flush_by = pipeline::flush_deadline();
+    network.finish(&counters, flush_by).await;
+    let closing = profiles.finish(&counters, RunInfo { start, duration, period_ns }, &args.output_dir, flush_by).await?;
     reporter.finish();
     eprintln!("{closing}");
     Ok(())

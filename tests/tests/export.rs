@@ -9,7 +9,7 @@ use std::{
 };
 
 use otlp_sink::{check, stacks, Reply, Sink, SinkConfig};
-use oxeye_tests::{deadline, output, output_dir, run_workload, start_workload, workload, Oxeye};
+use oxeye_tests::{deadline, output, output_dir, run_workload, servers::Nginx, start_workload, workload, Oxeye};
 use tonic::Code;
 
 /// Each test's limit: a few seconds of workload, oxeye's start and stop, with room for a CPU
@@ -139,6 +139,32 @@ fn collector_down_at_start_then_up_gets_new_profiles_within_the_queue_bound() {
     }
     eprintln!("peak anonymous memory while the collector was down: {peak_rss_kib} KiB");
     assert!(peak_rss_kib < 40 * 1024, "oxeye's anonymous memory grew to {peak_rss_kib} KiB while the collector was down");
+}
+
+#[test]
+fn collector_down_at_stop_costs_one_flush_wait_for_every_signal() {
+    let _deadline = deadline(LIMIT);
+    // A port nobody listens on: profiles, spans and metrics all queue up.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let nginx = Nginx::start("export-down-at-stop");
+    let mut oxeye = oxeye_to(&format!("127.0.0.1:{port}"), "export-down-at-stop", &["--disable-tls"]);
+    oxeye.wait_for_stderr("hooks chosen", Duration::from_secs(10));
+    for _ in 0..5 {
+        let status = output(std::process::Command::new("curl").args(["-s", "-o", "/dev/null", &nginx.url()]), "curl").status;
+        assert!(status.success(), "curl {} failed", nginx.url());
+    }
+    // Long enough for every exporter to have tried and failed at least once.
+    thread::sleep(Duration::from_secs(3));
+    let stopping = Instant::now();
+    let finished = oxeye.stop();
+    let took = stopping.elapsed();
+    finished.assert_success();
+    // One 5-second wait for all of them, plus detaching and writing the outputs; a wait per
+    // signal would be 15 s.
+    assert!(took < Duration::from_secs(11), "oxeye took {took:?} to stop with its collector down:\n{}", finished.stderr);
+    // What could not be sent is reported, not silently missing.
+    assert!(finished.reported("spans (", "spans") == 0 && finished.reported("spans (", "dropped") > 0, "{}", finished.stderr);
+    assert!(finished.reported("samples (", "dropped") > 0, "{}", finished.stderr);
 }
 
 #[test]

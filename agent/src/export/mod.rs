@@ -75,9 +75,10 @@ impl<S: Signal> Exporter<S> {
         self.queue.bytes()
     }
 
-    /// Gives queued batches up to `timeout` to go out, then stops the task.
-    pub async fn shutdown(self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.queue.wait_empty()).await;
+    /// Gives queued batches until `deadline` to go out, then stops the task. One deadline
+    /// serves every exporter, so a collector that is down costs one wait, not one per signal.
+    pub async fn shutdown(self, deadline: tokio::time::Instant) {
+        let _ = tokio::time::timeout_at(deadline, self.queue.wait_empty()).await;
         self.task.abort();
         let left = self.queue.abandon();
         if left > 0 {

@@ -26,8 +26,13 @@ use crate::{
     export::{self, ExportConfig, Exporter, Signal},
 };
 
-/// How long queued items get to reach the collector when oxeye stops.
+/// How long queued items get to reach the collector when oxeye stops, all signals together.
 const EXPORT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When the exporters' last batches must be out, from now (oxeye is stopping).
+pub fn flush_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + EXPORT_FLUSH_TIMEOUT
+}
 
 /// Starts the exporter of signal `S` if `--collection-agent` (or the environment) names an
 /// endpoint; checks the endpoint and TLS set-up first.

@@ -8,7 +8,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, task::JoinHandle};
 use tracing::info;
 
-use super::{start_exporter, EXPORT_FLUSH_TIMEOUT};
+use super::start_exporter;
 use crate::{
     bpf::Counters,
     cli::Args,
@@ -175,7 +175,7 @@ impl NetworkPipeline {
 
     /// After the programs are detached: stops serving scrapes, takes the last records,
     /// exports them, and prints what was traced.
-    pub async fn finish(mut self, counters: &Counters) {
+    pub async fn finish(mut self, counters: &Counters, flush_by: tokio::time::Instant) {
         if let Some(server) = self.outputs.prometheus.take() {
             server.abort();
         }
@@ -190,7 +190,7 @@ impl NetworkPipeline {
         let sampled_out = self.traced.as_ref().and_then(|(tracker, _)| tracker.spans.as_ref()).map_or(0, |batch| batch.sampled_out);
         if let Some(exporter) = self.outputs.spans.take() {
             let stats = exporter.stats.clone();
-            exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
+            exporter.shutdown(flush_by).await;
             eprintln!(
                 "oxeye: exported {} spans ({} sampled out by --trace-sample-ratio, {} dropped, {} refused by the collector, {} failed attempts){}",
                 stats.exported(),
@@ -202,7 +202,7 @@ impl NetworkPipeline {
             );
         }
         if let Some(exporter) = self.outputs.metrics.take() {
-            exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
+            exporter.shutdown(flush_by).await;
         }
     }
 }

@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use super::EXPORT_FLUSH_TIMEOUT;
 use crate::{debug_sources::DebugSources, jit::JitFigures, python::PythonFigures};
 use crate::{
     bpf::Counters,
@@ -108,12 +107,12 @@ impl ProfilePipeline {
 
     /// After the programs are detached: takes the last records, exports them, writes the files
     /// to `output_dir`, and returns the run's closing line.
-    pub async fn finish(mut self, counters: &Counters, run: RunInfo, output_dir: &Path) -> Result<String> {
+    pub async fn finish(mut self, counters: &Counters, run: RunInfo, output_dir: &Path, flush_by: tokio::time::Instant) -> Result<String> {
         self.drain();
         self.report();
         if let Some(exporter) = self.exporter.take() {
             let stats = exporter.stats.clone();
-            exporter.shutdown(EXPORT_FLUSH_TIMEOUT).await;
+            exporter.shutdown(flush_by).await;
             eprintln!(
                 "oxeye: exported {} samples ({} dropped, {} refused by the collector, {} failed attempts)",
                 stats.exported(),
