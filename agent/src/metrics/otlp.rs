@@ -206,8 +206,8 @@ mod tests {
             ("http.request.method", AttrValue::Str("GET".into())),
             ("http.response.status_code", AttrValue::Int(200)),
         ];
-        store.record(&DURATION, &resource("web"), attrs.clone(), 0.005);
-        store.record(&DURATION, &resource("web"), attrs.clone(), 20.0);
+        store.record_all(&DURATION, &resource("web"), attrs.clone(), &[0.005]);
+        store.record_all(&DURATION, &resource("web"), attrs.clone(), &[20.0]);
         store.add(&CONNECTIONS, &resource("web"), vec![], 3);
         store.add(&CONNECTIONS, &resource("db"), vec![], 4);
 

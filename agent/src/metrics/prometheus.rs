@@ -389,7 +389,7 @@ mod tests {
             ]
         };
         for v in [0.005, 0.5, 2.5, 3.0] {
-            store.record(&DURATION, &web, attrs(), v);
+            store.record_all(&DURATION, &web, attrs(), &[v]);
         }
         store.add(&TCP_BYTES, &web, vec![("net.peer.port", AttrValue::Int(443))], 100);
         store.add(&TCP_BYTES, &web, vec![("net.peer.port", AttrValue::Int(80))], 7);
@@ -450,14 +450,14 @@ weird_total{path=\"a\\\\b\\n\\\"c\\\"\",service_name=\"svc \\\"quoted\\\"\"} 1
     #[test]
     fn colliding_labels_do_not_duplicate() {
         let mut store = MetricsStore::new(10);
-        store.record(
+        store.record_all(
             &DURATION,
             &resource("web", "a"),
             vec![
                 ("service.name", AttrValue::Str("other".into())),
                 ("le", AttrValue::Int(1)),
             ],
-            0.1,
+            &[0.1],
         );
         let text = render(&store);
         assert!(text.contains("_count{service_name=\"web\"} 1\n"), "{text}");

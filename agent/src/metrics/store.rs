@@ -221,7 +221,8 @@ impl MetricsStore {
         }
     }
 
-    /// Records `values` into one histogram series, looked up once (see [`MetricsStore::record`]).
+    /// Records `values` into one histogram series, looked up once. Non-finite values are
+    /// dropped: one NaN or infinity would poison the sum forever in a cumulative series.
     pub fn record_all(&mut self, metric: &'static MetricDesc, resource: &Resource, attributes: Attributes, values: &[f64]) {
         let MetricKind::Histogram { bounds } = metric.kind else {
             debug_assert!(false, "record_all() on non-histogram metric {}", metric.name);
@@ -231,21 +232,6 @@ impl MetricsStore {
             for &value in values.iter().filter(|value| value.is_finite()) {
                 h.record(bounds, value);
             }
-        }
-    }
-
-    /// Records one value into a histogram series. Non-finite values are dropped: one NaN or
-    /// infinity would poison the sum forever in a cumulative series.
-    pub fn record(&mut self, metric: &'static MetricDesc, resource: &Resource, attributes: Attributes, value: f64) {
-        let MetricKind::Histogram { bounds } = metric.kind else {
-            debug_assert!(false, "record() on non-histogram metric {}", metric.name);
-            return;
-        };
-        if !value.is_finite() {
-            return;
-        }
-        if let Some(SeriesValue::Histogram(h)) = self.series_mut(metric, resource, attributes) {
-            h.record(bounds, value);
         }
     }
 
@@ -382,7 +368,7 @@ mod tests {
     fn bucket_placement_at_exact_boundaries() {
         let mut store = MetricsStore::new(10);
         for v in [0.0, 1.0, 1.0000001, 2.0, 5.0, 5.1, -3.0] {
-            store.record(&LATENCY, &res("a"), vec![], v);
+            store.record_all(&LATENCY, &res("a"), vec![], &[v]);
         }
         let h = histogram(&store);
         // (-inf,1]: 0, 1, -3   (1,2]: 1.0000001, 2   (2,5]: 5   (5,+inf): 5.1
@@ -396,9 +382,9 @@ mod tests {
     #[test]
     fn non_finite_values_are_dropped() {
         let mut store = MetricsStore::new(10);
-        store.record(&LATENCY, &res("a"), vec![], 1.5);
-        store.record(&LATENCY, &res("a"), vec![], f64::NAN);
-        store.record(&LATENCY, &res("a"), vec![], f64::INFINITY);
+        store.record_all(&LATENCY, &res("a"), vec![], &[1.5]);
+        store.record_all(&LATENCY, &res("a"), vec![], &[f64::NAN]);
+        store.record_all(&LATENCY, &res("a"), vec![], &[f64::INFINITY]);
         assert_eq!(histogram(&store).count, 1);
     }
 
@@ -473,7 +459,7 @@ mod tests {
     fn limit_is_per_metric() {
         let mut store = MetricsStore::new(1);
         store.add(&BYTES, &res("a"), vec![("k", AttrValue::Int(1))], 1);
-        store.record(&LATENCY, &res("a"), vec![("k", AttrValue::Int(1))], 1.0);
+        store.record_all(&LATENCY, &res("a"), vec![("k", AttrValue::Int(1))], &[1.0]);
         assert_eq!(store.overflowed(), 0);
     }
 

@@ -85,6 +85,7 @@ pub struct NetTracker {
     done: Vec<Exchange>,
     /// Durations of this drain's exchanges, recorded at its end.
     durations: telemetry::ExchangeDurations,
+    connection_totals: telemetry::ConnectionTotals,
 }
 
 impl NetTracker {
@@ -102,6 +103,7 @@ impl NetTracker {
             stats: NetStats::default(),
             done: Vec::new(),
             durations: telemetry::ExchangeDurations::default(),
+            connection_totals: telemetry::ConnectionTotals::default(),
         }
     }
 
@@ -127,6 +129,7 @@ impl NetTracker {
             self.handle(&item, &mut store);
         }
         self.durations.record_into(&mut store);
+        self.connection_totals.record_into(&mut store);
         emptied
     }
 
@@ -136,7 +139,7 @@ impl NetTracker {
             Some(NetRecord::Open(open)) => {
                 self.stats.opened += 1;
                 let service = self.services.get(open.pid, &comm_str(&open.comm));
-                telemetry::record_open(store, &service.metrics, open.role, &open.addrs);
+                self.connection_totals.opened(&service, open.role, &open.addrs);
             }
             Some(NetRecord::Close(close)) => {
                 self.stats.closed += 1;
@@ -163,7 +166,7 @@ impl NetTracker {
                     srtt_us: close.srtt_us,
                     duration_ns: (close.opened_ns != 0).then(|| close.closed_ns.saturating_sub(close.opened_ns)),
                 };
-                telemetry::record_close(store, &service.metrics, &closed);
+                self.connection_totals.closed(&service, &closed);
             }
             Some(NetRecord::Payload(header, data)) => {
                 tracing::trace!(pid = header.pid, direction = header.direction, size = header.size, captured = data.len(), flags = header.flags, "payload");

@@ -3,7 +3,7 @@
 
 use agent_common::net::{role, SocketAddrs};
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use super::{
     exchanges::{Exchange, Side},
@@ -148,27 +148,61 @@ impl ExchangeDurations {
     }
 }
 
-/// Attributes of a connection: its role, the server's port and the peer's address (never the
-/// client's ephemeral port, which would make a series per connection).
-pub fn connection_attributes(connection_role: u32, addrs: &SocketAddrs) -> Attributes {
-    let (_, peer) = ip_addresses(addrs);
-    let (role_name, server_port) = match connection_role {
-        role::SERVER => ("server", addrs.local_port),
-        role::CLIENT => ("client", addrs.remote_port),
-        // Open before oxeye started: the lower port is the likelier server (ephemeral ports
-        // are high).
-        _ => ("unknown", addrs.local_port.min(addrs.remote_port)),
-    };
-    vec![
-        ("oxeye.tcp.role", AttrValue::Str(role_name.to_owned())),
-        ("server.port", AttrValue::Int(server_port.into())),
-        ("network.peer.address", AttrValue::Str(peer.to_string())),
-    ]
+/// Connection metrics waiting to be recorded, by series, for the same reason as
+/// [`ExchangeDurations`]: a close touches six metrics, and building their keys (attribute
+/// vectors with the peer's address as text) per connection cost more than everything else a
+/// connection-per-request load asks of oxeye. They go into the store once per series per drain.
+#[derive(Debug, Default)]
+pub struct ConnectionTotals {
+    pending: HashMap<ConnectionKey, PendingConnections, foldhash::fast::RandomState>,
 }
 
-/// Counts an opened connection.
-pub fn record_open(store: &mut MetricsStore, resource: &Resource, connection_role: u32, addrs: &SocketAddrs) {
-    store.add(&TCP_OPENED, resource, connection_attributes(connection_role, addrs), 1);
+/// A connection series: the service (by its `Arc`'s address, kept alive meanwhile by
+/// [`PendingConnections::service`]), its role, the server's port and the peer's address (never
+/// the client's ephemeral port, which would make a series per connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ConnectionKey {
+    service: usize,
+    role: &'static str,
+    server_port: u16,
+    peer: IpAddr,
+}
+
+impl ConnectionKey {
+    fn new(service: &Arc<Service>, connection_role: u32, addrs: &SocketAddrs) -> Self {
+        let (_, peer) = ip_addresses(addrs);
+        let (role, server_port) = match connection_role {
+            role::SERVER => ("server", addrs.local_port),
+            role::CLIENT => ("client", addrs.remote_port),
+            // Open before oxeye started: the lower port is the likelier server (ephemeral ports
+            // are high).
+            _ => ("unknown", addrs.local_port.min(addrs.remote_port)),
+        };
+        ConnectionKey { service: Arc::as_ptr(service) as usize, role, server_port, peer }
+    }
+
+    fn attributes(&self) -> Attributes {
+        vec![
+            ("oxeye.tcp.role", AttrValue::Str(self.role.to_owned())),
+            ("server.port", AttrValue::Int(self.server_port.into())),
+            ("network.peer.address", AttrValue::Str(self.peer.to_string())),
+        ]
+    }
+}
+
+/// One series' connections since the last drain.
+#[derive(Debug)]
+struct PendingConnections {
+    service: Arc<Service>,
+    opened: u64,
+    closed: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    retransmits: u64,
+    /// Smoothed RTTs of closed connections that had one, seconds.
+    rtt_seconds: Vec<f64>,
+    /// How long closed connections that oxeye saw open stayed open, seconds.
+    open_seconds: Vec<f64>,
 }
 
 /// What a closed connection reported.
@@ -189,21 +223,66 @@ pub struct ClosedConnection<'a> {
     pub duration_ns: Option<u64>,
 }
 
-/// Records a closed connection.
-pub fn record_close(store: &mut MetricsStore, resource: &Resource, closed: &ClosedConnection<'_>) {
-    let attributes = connection_attributes(closed.role, closed.addrs);
-    store.add(&TCP_CLOSED, resource, attributes.clone(), 1);
-    for (direction, bytes) in [("transmit", closed.bytes_sent), ("receive", closed.bytes_received)] {
-        let mut with_direction = attributes.clone();
-        with_direction.push(("network.io.direction", AttrValue::Str(direction.to_owned())));
-        store.add(&TCP_BYTES, resource, with_direction, bytes);
+impl ConnectionTotals {
+    fn series(&mut self, service: &Arc<Service>, connection_role: u32, addrs: &SocketAddrs) -> &mut PendingConnections {
+        self.pending.entry(ConnectionKey::new(service, connection_role, addrs)).or_insert_with(|| PendingConnections {
+            service: Arc::clone(service),
+            opened: 0,
+            closed: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            retransmits: 0,
+            rtt_seconds: Vec::new(),
+            open_seconds: Vec::new(),
+        })
     }
-    store.add(&TCP_RETRANSMITS, resource, attributes.clone(), closed.retransmits.into());
-    if closed.srtt_us > 0 {
-        store.record(&TCP_RTT, resource, attributes.clone(), f64::from(closed.srtt_us) / 1e6);
+
+    /// Counts a connection of `service` opened.
+    pub fn opened(&mut self, service: &Arc<Service>, connection_role: u32, addrs: &SocketAddrs) {
+        self.series(service, connection_role, addrs).opened += 1;
     }
-    if let Some(duration_ns) = closed.duration_ns {
-        store.record(&TCP_DURATION, resource, attributes, duration_ns as f64 / 1e9);
+
+    /// Adds what a closed connection of `service` reported.
+    pub fn closed(&mut self, service: &Arc<Service>, closed: &ClosedConnection<'_>) {
+        let series = self.series(service, closed.role, closed.addrs);
+        series.closed += 1;
+        series.bytes_sent = series.bytes_sent.saturating_add(closed.bytes_sent);
+        series.bytes_received = series.bytes_received.saturating_add(closed.bytes_received);
+        series.retransmits += u64::from(closed.retransmits);
+        if closed.srtt_us > 0 {
+            series.rtt_seconds.push(f64::from(closed.srtt_us) / 1e6);
+        }
+        if let Some(duration_ns) = closed.duration_ns {
+            series.open_seconds.push(duration_ns as f64 / 1e9);
+        }
+    }
+
+    /// Records every pending series into `store`: opened connections, and the closed ones'
+    /// counts, bytes by direction, retransmits, RTTs and open times.
+    pub fn record_into(&mut self, store: &mut MetricsStore) {
+        for (key, series) in self.pending.drain() {
+            let resource = &series.service.metrics;
+            let attributes = key.attributes();
+            if series.opened > 0 {
+                store.add(&TCP_OPENED, resource, attributes.clone(), series.opened);
+            }
+            if series.closed == 0 {
+                continue;
+            }
+            store.add(&TCP_CLOSED, resource, attributes.clone(), series.closed);
+            for (direction, bytes) in [("transmit", series.bytes_sent), ("receive", series.bytes_received)] {
+                let mut with_direction = attributes.clone();
+                with_direction.push(("network.io.direction", AttrValue::Str(direction.to_owned())));
+                store.add(&TCP_BYTES, resource, with_direction, bytes);
+            }
+            store.add(&TCP_RETRANSMITS, resource, attributes.clone(), series.retransmits);
+            if !series.rtt_seconds.is_empty() {
+                store.record_all(&TCP_RTT, resource, attributes.clone(), &series.rtt_seconds);
+            }
+            if !series.open_seconds.is_empty() {
+                store.record_all(&TCP_DURATION, resource, attributes, &series.open_seconds);
+            }
+        }
     }
 }
 
@@ -272,5 +351,59 @@ mod tests {
         // Nothing is left pending: a second drain adds nothing twice.
         pending.record_into(&mut store);
         assert_eq!(durations(&store), expected);
+    }
+
+    /// (metric, role, peer, direction, count or counter total) of every connection series.
+    fn connection_series(store: &MetricsStore) -> Vec<(&'static str, String, String, String, u64)> {
+        let mut found = Vec::new();
+        for family in store.families() {
+            for series in family.series {
+                let attribute = |key: &str| series.attributes.iter().find(|(name, _)| *name == key).map(|(_, value)| value.to_string()).unwrap_or_default();
+                let value = match series.value {
+                    SeriesValue::Counter(total) => *total,
+                    SeriesValue::Histogram(histogram) => histogram.count,
+                };
+                found.push((family.desc.name, attribute("oxeye.tcp.role"), attribute("network.peer.address"), attribute("network.io.direction"), value));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn connections_are_recorded_per_series_once_the_drain_ends() {
+        let shop = service("shop");
+        let peer = |last: u8, remote_port: u16| SocketAddrs {
+            family: family::INET,
+            local_port: 80,
+            remote_port,
+            remote: [10, 0, 0, last, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..Default::default()
+        };
+        let (a1, a2, b) = (peer(1, 40_000), peer(1, 40_001), peer(2, 40_002));
+        let closed = |addrs, srtt_us, duration_ns| ClosedConnection { role: role::SERVER, addrs, bytes_sent: 100, bytes_received: 10, retransmits: 1, srtt_us, duration_ns };
+        let mut totals = ConnectionTotals::default();
+        totals.opened(&shop, role::SERVER, &a1);
+        totals.opened(&shop, role::SERVER, &a2);
+        totals.opened(&shop, role::SERVER, &b);
+        totals.closed(&shop, &closed(&a1, 50, Some(1_000)));
+        // No RTT and open before oxeye: no RTT and no duration measurement.
+        totals.closed(&shop, &closed(&a2, 0, None));
+        let mut store = MetricsStore::new(100);
+        totals.record_into(&mut store);
+        let row = |metric: &'static str, peer: &str, direction: &str, value: u64| (metric, "server".to_owned(), peer.to_owned(), direction.to_owned(), value);
+        let expected = vec![
+            row("oxeye.tcp.bytes", "10.0.0.1", "receive", 20),
+            row("oxeye.tcp.bytes", "10.0.0.1", "transmit", 200),
+            row("oxeye.tcp.connection.duration", "10.0.0.1", "", 1),
+            row("oxeye.tcp.connections.closed", "10.0.0.1", "", 2),
+            row("oxeye.tcp.connections.opened", "10.0.0.1", "", 2),
+            row("oxeye.tcp.connections.opened", "10.0.0.2", "", 1),
+            row("oxeye.tcp.retransmits", "10.0.0.1", "", 2),
+            row("oxeye.tcp.rtt", "10.0.0.1", "", 1),
+        ];
+        assert_eq!(connection_series(&store), expected);
+        totals.record_into(&mut store);
+        assert_eq!(connection_series(&store), expected, "nothing is recorded twice");
     }
 }
