@@ -23,6 +23,7 @@ impl<'a> Fields<'a> {
         if !matches!(name.len(), 4 | 11 | 14 | 17) {
             return;
         }
+        let value = trim(value);
         if name.eq_ignore_ascii_case(b"host") {
             self.host = self.host.or_else(|| text(value));
         } else if name.eq_ignore_ascii_case(b"traceparent") {
@@ -69,13 +70,14 @@ pub(super) fn scan_headers(buf: &[u8], mut pos: usize) -> (Fields<'_>, HeadEnd) 
     }
 }
 
-/// A header line's name and trimmed value; `None` unless the name is a non-empty token that
-/// the colon follows directly (RFC 9112 §5.1 forbids whitespace there).
+/// A header line's name and value, untrimmed (only the few values read are trimmed); `None`
+/// unless the name is a non-empty token that the colon follows directly (RFC 9112 §5.1
+/// forbids whitespace there).
 fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = memchr::memchr(b':', line)?;
     let name = &line[..colon];
     let is_token = !name.is_empty() && name.iter().all(|&byte| TCHAR[usize::from(byte)]);
-    is_token.then(|| (name, trim(&line[colon + 1..])))
+    is_token.then(|| (name, &line[colon + 1..]))
 }
 
 /// Whether `byte` may appear in a token such as a field name (RFC 9110 §5.6.2).
