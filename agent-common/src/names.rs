@@ -71,8 +71,6 @@ pub mod programs {
     pub const EXIT: &str = "oxeye_exit";
     /// tracepoints `syscalls:sys_exit_accept{,4}`.
     pub const ACCEPT_EXIT: &str = "oxeye_accept_exit";
-    /// tracepoint `syscalls:sys_enter_connect`.
-    pub const CONNECT_ENTER: &str = "oxeye_connect_enter";
     /// tracepoint `syscalls:sys_exit_connect`.
     pub const CONNECT_EXIT: &str = "oxeye_connect_exit";
     /// tracepoint `syscalls:sys_enter_close`.

@@ -129,7 +129,7 @@ const _: () = assert!(core::mem::size_of::<SocketOwner>() == 72);
 pub struct PendingIo {
     /// The file descriptor.
     pub fd: u32,
-    /// A [`direction`], or [`PendingIo::CONNECT`].
+    /// A [`direction`].
     pub direction: u32,
     /// The user buffer, or the `struct iovec` array when `vectored` is 1.
     pub buf: u64,
@@ -145,11 +145,6 @@ pub struct PendingIo {
     pub reserved: u32,
 }
 const _: () = assert!(core::mem::size_of::<PendingIo>() == 40);
-
-impl PendingIo {
-    /// `direction` of a pending `connect`.
-    pub const CONNECT: u32 = 2;
-}
 
 /// A connection accepted or connected ([`crate::records::RecordKind::TcpOpen`]).
 #[repr(C)]

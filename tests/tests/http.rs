@@ -128,6 +128,49 @@ fn nginx_requests_from_curl_and_ab_become_exactly_as_many_server_spans() {
 }
 
 #[test]
+fn connections_without_keep_alive_are_each_counted_once_on_both_sides() {
+    let _deadline = deadline(LIMIT);
+    let nginx = Nginx::start("http-connections");
+    let sink = sink();
+    let metrics_port = free_port();
+    let oxeye = oxeye("http-connections", &sink, Some(metrics_port));
+    // ab without -k: a connection per request, opened with a non-blocking connect that ab
+    // calls again once the handshake is done (the second call returns 0).
+    const REQUESTS: usize = 300;
+    let ab = output(Command::new("ab").args(["-q", "-n", &REQUESTS.to_string(), "-c", "4"]).arg(format!("{}/", nginx.url())), "ab");
+    let ab_out = String::from_utf8_lossy(&ab.stdout);
+    assert!(ab_out.contains(&format!("Complete requests:      {REQUESTS}")), "ab did not complete:\n{ab_out}");
+    let port_label = nginx.port.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let counts = loop {
+        let samples = parse_exposition(&get(metrics_port, "/metrics").body);
+        let counts: BTreeMap<(String, String), f64> = samples
+            .iter()
+            .filter(|(name, labels, _)| name.starts_with("oxeye_tcp_connections_") && labels.get("server_port") == Some(&port_label))
+            .filter(|(_, labels, _)| labels.get("service_name").is_some_and(|service| service == "ab" || service == "nginx"))
+            .map(|(name, labels, value)| ((name.clone(), labels["oxeye_tcp_role"].clone()), *value))
+            .collect();
+        // Done once both sides have counted every open and close (closes come last).
+        let first = counts.values().next().copied().unwrap_or(0.0);
+        let done = counts.len() == 4 && first >= REQUESTS as f64 && counts.values().all(|&value| value == first);
+        if done || Instant::now() > deadline {
+            break counts;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    let (finished, _) = stop_and_collect(oxeye, &sink);
+    // ab may open up to its concurrency more connections than requests and close them unused;
+    // whatever it opened, each side must count every connection once, opened and closed.
+    let opened = counts.get(&("oxeye_tcp_connections_opened_total".to_owned(), "server".to_owned())).copied().unwrap_or(0.0);
+    assert!((REQUESTS as f64..=(REQUESTS + 4) as f64).contains(&opened), "{opened} connections accepted for {REQUESTS} requests: {counts:?}\n{}", finished.stderr);
+    let expected: BTreeMap<(String, String), f64> = ["closed", "opened"]
+        .into_iter()
+        .flat_map(|event| ["client", "server"].map(|role| ((format!("oxeye_tcp_connections_{event}_total"), role.to_owned()), opened)))
+        .collect();
+    assert_eq!(counts, expected, "connections to port {port_label}, by ab and nginx\n{}", finished.stderr);
+}
+
+#[test]
 fn prometheus_scrapes_exact_request_counts_per_method_and_status() {
     let _deadline = deadline(LIMIT);
     let nginx = Nginx::start("http-prometheus");

@@ -3,7 +3,7 @@
 
 use agent_common::{
     counters::Counter,
-    net::{protocol, role, Connection, NetConfig, PendingIo, SocketOwner, TcpOpenEvent},
+    net::{protocol, role, Connection, NetConfig, SocketOwner, TcpOpenEvent},
     records::RecordKind,
 };
 use aya_ebpf::{
@@ -14,7 +14,7 @@ use aya_ebpf::{
 
 use agent_common::tracepoints::SYSCALL_ARG0 as ARG0;
 
-use super::{check_insert, config, connection_key, field, send, socket, traced, CONNECTIONS, NOT_SOCKETS, PENDING_IO, SOCKETS};
+use super::{check_insert, config, connection_key, field, payload::SavedRegs, send, socket, traced, CONNECTIONS, NOT_SOCKETS, SOCKETS};
 use crate::maps::count;
 
 /// `EINPROGRESS`: a non-blocking `connect` that has sent its SYN.
@@ -32,34 +32,16 @@ pub fn oxeye_accept_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `syscalls:sys_enter_connect`: remembers the descriptor for the exit.
-#[tracepoint]
-pub fn oxeye_connect_enter(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !traced(&config(), (pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    // SAFETY: the first argument of connect(2) is the descriptor.
-    let fd: u64 = unsafe { field(&ctx, ARG0) };
-    let pending =
-        PendingIo { fd: fd as u32, direction: PendingIo::CONNECT, buf: 0, vectored: 0, requested: 0, entered_ns: 0, iovecs: 0, reserved: 0 };
-    check_insert(PENDING_IO.insert(pid_tgid, pending, 0));
-    0
-}
-
 /// `syscalls:sys_exit_connect`: a connect that succeeded or is under way is a new
-/// client-side connection.
+/// client-side connection. Its descriptor is still in the thread's saved registers, so the
+/// entry needs no program and no map entry of its own.
 #[tracepoint]
 pub fn oxeye_connect_exit(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(pending) = PENDING_IO.get_ptr(pid_tgid) else { return 0 };
-    // SAFETY: a valid map value pointer; copied before the entry is removed.
-    let pending = unsafe { *pending };
-    let _ = PENDING_IO.remove(pid_tgid);
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret: i64 = unsafe { field(&ctx, ARG0) };
-    if pending.direction == PendingIo::CONNECT && (ret == 0 || ret == -EINPROGRESS) {
-        track(pending.fd, role::CLIENT);
+    if ret == 0 || ret == -EINPROGRESS {
+        let [fd, _, _] = SavedRegs::current().syscall_args();
+        track(fd as u32, role::CLIENT);
     }
     0
 }
@@ -74,9 +56,23 @@ pub fn oxeye_close_enter(ctx: TracePointContext) -> u32 {
     // SAFETY: the first argument of close(2) is the descriptor.
     let fd: u64 = unsafe { field(&ctx, ARG0) };
     let key = connection_key(tgid, fd as u32);
-    let _ = CONNECTIONS.remove(key);
-    let _ = NOT_SOCKETS.remove(key);
+    // Looked up first: a lookup takes no lock, a delete does, and most closes are of
+    // descriptors in neither map (files, pipes, untracked sockets).
+    if CONNECTIONS.get_ptr(key).is_some() {
+        let _ = CONNECTIONS.remove(key);
+    }
+    forget_not_socket(key);
     0
+}
+
+/// Removes `key` from `NOT_SOCKETS` if it is there (its descriptor was closed or is a socket
+/// now).
+#[inline(always)]
+fn forget_not_socket(key: u64) {
+    // SAFETY: only presence is checked.
+    if unsafe { NOT_SOCKETS.get(key) }.is_some() {
+        let _ = NOT_SOCKETS.remove(key);
+    }
 }
 
 /// Starts tracking descriptor `fd` of process `tgid` on its first payload, if it is a TCP
@@ -116,14 +112,22 @@ fn track(fd: u32, role: u32) {
         return;
     }
     let Some(sock) = socket::tcp_sock_of_fd(&config.offsets, fd) else { return };
+    let key = connection_key(tgid, fd);
+    // A non-blocking connect called again returns 0 once the handshake is done: the same
+    // connection, already tracked and counted.
+    if let Some(tracked) = CONNECTIONS.get_ptr(key) {
+        // SAFETY: a valid map value pointer.
+        if unsafe { (*tracked).sock } == sock {
+            return;
+        }
+    }
     let Some(addrs) = socket::addrs(&config.offsets, sock) else {
         count(Counter::SocketReadFailed);
         return;
     };
     let connection = Connection { sock, addrs, role, protocol: protocol::UNKNOWN, continues: 0, misses: 0 };
-    let key = connection_key(tgid, fd);
     check_insert(CONNECTIONS.insert(key, connection, 0));
-    let _ = NOT_SOCKETS.remove(key);
+    forget_not_socket(key);
     // SAFETY: a helper with no arguments and no memory access.
     let now = unsafe { bpf_ktime_get_ns() };
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);

@@ -86,8 +86,8 @@ pub static SOCKETS: LruHashMap<u64, SocketOwner> = LruHashMap::with_max_entries(
 /// Syscalls on tracked sockets between their entry and their exit.
 ///
 /// - Key: `pid_tgid` of the calling thread. Value: [`PendingIo`] (40 bytes).
-/// - Written by the entry programs of sends and `connect`, read and removed by their exits
-///   (receives need no entry: their exit reads the arguments from the saved registers).
+/// - Written by the entry programs of sends, read and removed by their exits (receives and
+///   `connect` need no entry: their exits read the arguments from the saved registers).
 /// - Size: 16,384 threads in such a syscall at once, set at load time (one entry when network
 ///   tracing is off; see `agent/src/bpf/sizing.rs`). A plain hash (cheaper than LRU on this hot
 ///   path): a thread's next syscall overwrites its entry, and one killed inside a syscall leaves

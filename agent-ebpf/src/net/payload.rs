@@ -188,7 +188,7 @@ impl SavedRegs {
 
     /// The syscall's first three arguments, as user space made it.
     #[inline(always)]
-    fn syscall_args(self) -> [u64; 3] {
+    pub(super) fn syscall_args(self) -> [u64; 3] {
         // SAFETY: as in `syscall_slot`.
         let read = |offset: usize| unsafe { core::ptr::read_volatile(self.0.add(offset).cast::<u64>()) };
         [read(LAYOUT.args[0]), read(LAYOUT.args[1]), read(LAYOUT.args[2])]
@@ -236,7 +236,7 @@ fn pending_io(fd: u32, direction: u32, buffer: Buffer, arg1: u64, arg2: u64) -> 
     Some(PendingIo { fd, direction, buf, vectored, requested, entered_ns: 0, iovecs, reserved: 0 })
 }
 
-/// A send's exit (and a connect's, which has nothing to copy).
+/// A send's exit.
 #[inline(always)]
 fn send_exit(ctx: &TracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -246,7 +246,7 @@ fn send_exit(ctx: &TracePointContext) {
     let _ = PENDING_IO.remove(pid_tgid);
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let moved: i64 = unsafe { field(ctx, ARG0) };
-    if moved <= 0 || pending.direction == PendingIo::CONNECT {
+    if moved <= 0 {
         return;
     }
     let tgid = (pid_tgid >> 32) as u32;

@@ -28,7 +28,6 @@ use super::{
 pub(super) const CONNECTION_HOOKS: &[(&str, &str, &str, bool)] = &[
     (programs::ACCEPT_EXIT, "syscalls", "sys_exit_accept4", true),
     (programs::ACCEPT_EXIT, "syscalls", "sys_exit_accept", false),
-    (programs::CONNECT_ENTER, "syscalls", "sys_enter_connect", true),
     (programs::CONNECT_EXIT, "syscalls", "sys_exit_connect", true),
     (programs::CLOSE_ENTER, "syscalls", "sys_enter_close", true),
 ];
