@@ -26,9 +26,10 @@ use aya_ebpf::{
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap},
     programs::TracePointContext,
-    EbpfContext, Global,
+    EbpfContext,
 };
 
+use crate::read_only::ReadOnly;
 use crate::{
     maps::{count, Scratch, EVENTS, PROCESS_MAPPINGS, SCRATCH},
     sampler::SAMPLER_CONFIG,
@@ -37,7 +38,7 @@ use crate::{
 /// Kernel struct offsets, set by user space at load time (all zero and `enabled == 0` when
 /// the kernel's BTF lacks one).
 #[unsafe(no_mangle)]
-pub static FILE_OFFSETS: Global<FileOffsets> = Global::new(FileOffsets {
+pub static FILE_OFFSETS: ReadOnly<FileOffsets> = ReadOnly::new(FileOffsets {
     enabled: 0,
     vm_start: 0,
     vm_end: 0,
@@ -181,7 +182,7 @@ struct FoundVma {
 
 /// `bpf_find_vma` callback: copies the mapping's bounds and file out.
 extern "C" fn on_vma(_task: *mut c_void, vma: *mut c_void, found: *mut FoundVma) -> i64 {
-    let offsets = FILE_OFFSETS.load();
+    let offsets = FILE_OFFSETS.get();
     let vma = vma as u64;
     // SAFETY: `found` is the caller's stack slot the helper passes back.
     let found = unsafe { &mut *found };
@@ -241,7 +242,7 @@ fn read_kernel(address: u64) -> Option<u64> {
 /// and user space has not described it.
 #[inline(always)]
 fn records(pid: u32, offsets: &FileOffsets) -> bool {
-    let target = SAMPLER_CONFIG.load().target_pid;
+    let target = SAMPLER_CONFIG.get().target_pid;
     // SAFETY: only checks for the key.
     offsets.enabled != 0 && (target == 0 || pid == target) && unsafe { PROCESS_MAPPINGS.get(&pid) }.is_none()
 }
@@ -251,8 +252,8 @@ fn records(pid: u32, offsets: &FileOffsets) -> bool {
 #[tracepoint]
 pub fn oxeye_exec_files(ctx: TracePointContext) -> u32 {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let offsets = FILE_OFFSETS.load();
-    let target = SAMPLER_CONFIG.load().target_pid;
+    let offsets = FILE_OFFSETS.get();
+    let target = SAMPLER_CONFIG.get().target_pid;
     if offsets.enabled == 0 || (target != 0 && pid != target) {
         return 0;
     }
@@ -320,7 +321,7 @@ pub fn oxeye_mmap_enter(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !records((pid_tgid >> 32) as u32, &FILE_OFFSETS.load()) {
+    if !records((pid_tgid >> 32) as u32, FILE_OFFSETS.get()) {
         return 0;
     }
     let _ = PENDING_MMAPS.insert(&pid_tgid, &PendingMmap { len, offset, fd: fd as u32, reserved: 0 }, 0);
@@ -340,7 +341,7 @@ pub fn oxeye_mmap_exit(ctx: TracePointContext) -> u32 {
         return 0; // the call failed
     }
     let pid = (pid_tgid >> 32) as u32;
-    let offsets = FILE_OFFSETS.load();
+    let offsets = FILE_OFFSETS.get();
     let Some(file) = file_of_fd(pending.fd, &offsets).and_then(|file| identity(file, &offsets)) else {
         count(Counter::KernelMappingsMissed);
         return 0;

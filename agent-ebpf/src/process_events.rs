@@ -48,7 +48,7 @@ pub fn oxeye_exit(_ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn send(kind: RecordKind, pid: u32) {
-    let target = SAMPLER_CONFIG.load().target_pid;
+    let target = SAMPLER_CONFIG.get().target_pid;
     if target != 0 && pid != target {
         return;
     }

@@ -16,9 +16,10 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_ns},
     macros::perf_event,
     programs::PerfEventContext,
-    EbpfContext, Global,
+    EbpfContext,
 };
 
+use crate::read_only::ReadOnly;
 use crate::{
     maps::{count, submit, SCRATCH},
     unwinder,
@@ -26,7 +27,7 @@ use crate::{
 
 /// Which samples (and process events) to keep; set by user space at load time.
 #[unsafe(no_mangle)]
-pub static SAMPLER_CONFIG: Global<SamplerConfig> = Global::new(SamplerConfig { target_pid: 0, include_idle: 0 });
+pub static SAMPLER_CONFIG: ReadOnly<SamplerConfig> = ReadOnly::new(SamplerConfig { target_pid: 0, include_idle: 0 });
 
 /// The perf_event program attached to `cpu-clock` on each online CPU.
 #[perf_event]
@@ -35,7 +36,7 @@ pub fn oxeye_sample(ctx: PerfEventContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    let config = SAMPLER_CONFIG.load();
+    let config = SAMPLER_CONFIG.get();
     if tid == 0 && config.include_idle == 0 {
         count(Counter::IdleSkipped);
         return 0;

@@ -23,9 +23,10 @@ use aya_ebpf::{
     helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs},
     macros::perf_event,
     programs::PerfEventContext,
-    EbpfContext, Global,
+    EbpfContext,
 };
 
+use crate::read_only::ReadOnly;
 use crate::{files, python};
 use crate::maps::{count, Scratch, TAIL_CALL_BUDGET, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_RULES};
 
@@ -45,7 +46,7 @@ const ARM64_SIGFRAME_REGS: u64 = 312;
 
 /// How to read registers, set by user space at load time.
 #[unsafe(no_mangle)]
-pub static UNWIND_CONFIG: Global<UnwindConfig> = Global::new(UnwindConfig {
+pub static UNWIND_CONFIG: ReadOnly<UnwindConfig> = ReadOnly::new(UnwindConfig {
     arch: 0,
     use_tables: 0,
     regs_ip: 0,
@@ -77,7 +78,7 @@ pub fn registers_from_context(ctx: &PerfEventContext, scratch: &mut Scratch) -> 
         if regs.pstate & 0x1f != 0 {
             return false;
         }
-        let mask = UNWIND_CONFIG.load().address_mask;
+        let mask = UNWIND_CONFIG.get().address_mask;
         (scratch.pc, scratch.sp, scratch.fp, scratch.lr) = (regs.pc & mask, regs.sp, regs.regs[29], regs.regs[30] & mask);
         true
     }
@@ -93,7 +94,7 @@ pub fn registers_from_context(ctx: &PerfEventContext, scratch: &mut Scratch) -> 
 /// record itself when there is nothing to walk or the tail call fails.
 #[inline(always)]
 pub fn start(ctx: &PerfEventContext, scratch: &mut Scratch, in_user: bool) {
-    let config = UNWIND_CONFIG.load();
+    let config = UNWIND_CONFIG.get();
     let registers = if in_user && scratch.pc != 0 { Ok(()) } else { user_registers(&config, scratch) };
     // Counted from here on by the Python walker too, whether or not the unwinder runs.
     scratch.tail_calls = 0;
@@ -149,7 +150,7 @@ pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
     // SAFETY: this CPU's scratch entry, which no other program touches while the sampler and
     // this chain of tail calls run (see `SCRATCH`).
     let scratch = unsafe { &mut *scratch };
-    let config = UNWIND_CONFIG.load();
+    let config = UNWIND_CONFIG.get();
     if scratch.tail_calls == 0 {
         // Once per sample: where the process's mappings are. None (len 0) for a process user
         // space has not described yet: frame pointers only.

@@ -14,7 +14,7 @@ use aya_ebpf::{
 
 use agent_common::tracepoints::SYSCALL_ARG0 as ARG0;
 
-use super::{check_insert, config, connection_key, field, payload::SavedRegs, send, socket, traced, CONNECTIONS, NOT_SOCKETS, SOCKETS};
+use super::{check_insert, config, connection_key, field, regs::SavedRegs, send, socket, traced, CONNECTIONS, NOT_SOCKETS, SOCKETS};
 use crate::maps::count;
 
 /// `EINPROGRESS`: a non-blocking `connect` that has sent its SYN.

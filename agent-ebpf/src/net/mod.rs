@@ -22,6 +22,7 @@
 
 pub mod connections;
 pub mod payload;
+pub mod regs;
 pub mod socket;
 pub mod socket_hooks;
 pub mod tcp_state;

@@ -11,21 +11,18 @@
 
 use agent_common::{
     counters::Counter,
-    net::{direction, is_http_prefix, syscall_regs, is_response_prefix, protocol, role, Connection, NetConfig, PayloadHeader, PendingIo, CAPTURE_BYTES, PREFIX_BYTES, RESPONSE_CAPTURE_BYTES},
+    net::{direction, is_http_prefix, is_response_prefix, protocol, role, Connection, NetConfig, PayloadHeader, PendingIo, CAPTURE_BYTES, PREFIX_BYTES, RESPONSE_CAPTURE_BYTES},
     records::RecordKind,
 };
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{self, bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::tracepoint,
     programs::TracePointContext,
 };
 
 use agent_common::tracepoints::{SYSCALL_ARG0 as ARG0, SYSCALL_ARG_BYTES};
 
-use super::{check_insert, config, connection_key, connections, field, traced, wake_flags, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
+use super::{check_insert, config, connection_key, connections, field, regs::SavedRegs, traced, wake_flags, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
 use crate::maps::count;
 
 /// Where a syscall's data is.
@@ -133,66 +130,33 @@ fn receive(ctx: &TracePointContext, buffer: Buffer) {
     if !traced(&config, tgid) {
         return;
     }
-    copy_from_regs(&config, SavedRegs::current(), tgid, 0, moved, direction::INGRESS, buffer, 0);
+    copy_from_regs(&config, SavedRegs::current(), tgid, Transfer { sock: 0, moved, direction: direction::INGRESS, buffer, entered_ns: 0 });
 }
 
-/// The copy of what the current syscall moved, `moved` bytes on `sock` (0: any) in
-/// `direction`, found from its arguments in the thread's saved registers; `entered_ns` is a
-/// send's start (unused for receives, stamped when copied).
+/// What a syscall seen at its end moved, for [`copy_from_regs`].
+pub(super) struct Transfer {
+    /// The `struct sock` it moved data on (0: any).
+    pub(super) sock: u64,
+    /// Bytes moved (more than 0).
+    pub(super) moved: i64,
+    /// A [`direction`].
+    pub(super) direction: u32,
+    /// Where its data is.
+    pub(super) buffer: Buffer,
+    /// A send's start (unused for receives, which are stamped when copied).
+    pub(super) entered_ns: u64,
+}
+
+/// The copy of what the current syscall moved, found from its arguments in the thread's
+/// saved registers.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn copy_from_regs(config: &NetConfig, regs: SavedRegs, tgid: u32, sock: u64, moved: i64, direction: u32, buffer: Buffer, entered_ns: u64) {
+pub(super) fn copy_from_regs(config: &NetConfig, regs: SavedRegs, tgid: u32, transfer: Transfer) {
     let [fd, arg1, arg2] = regs.syscall_args();
     let Some(connection) = http_connection(config, tgid, fd as u32) else { return };
-    let Some(mut pending) = pending_io(fd as u32, direction, buffer, arg1, arg2) else { return };
-    pending.entered_ns = entered_ns;
+    let Some(mut pending) = pending_io(fd as u32, transfer.direction, transfer.buffer, arg1, arg2) else { return };
+    pending.entered_ns = transfer.entered_ns;
     // SAFETY: a valid map value pointer; racing writers only store the same values.
-    capture(&pending, tgid, sock, moved, unsafe { &mut *connection });
-}
-
-/// The current thread's saved user registers (`struct pt_regs`), found once per program run
-/// and read for the syscall's number and arguments: plain loads at the constant offsets of
-/// [`syscall_regs::LAYOUT`] from the pointer the kernel hands out, which the verifier checks
-/// against the kernel's BTF (a helper call per read cost more than the rest of the lookup).
-#[derive(Clone, Copy)]
-pub(super) struct SavedRegs(*const u8);
-
-/// This build's layout; the BPF object is only built for architectures that have one.
-const LAYOUT: syscall_regs::Layout = match syscall_regs::LAYOUT {
-    Some(layout) => layout,
-    None => panic!("no pt_regs layout for this architecture"),
-};
-
-impl SavedRegs {
-    #[inline(always)]
-    pub(super) fn current() -> Self {
-        // SAFETY: helpers on the current task, which lives while its syscall runs.
-        Self(unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8)
-    }
-
-    /// Which of [`NetConfig::syscalls`] the thread's syscall is, from the number it made it
-    /// with; `None` for any other syscall.
-    #[inline(always)]
-    pub(super) fn syscall_slot(self, config: &NetConfig) -> Option<usize> {
-        // SAFETY: a BTF pointer to the task's `pt_regs`, read at a constant offset inside it
-        // (the verifier turns a faulting load into a zero, never a fault).
-        let number = unsafe {
-            if LAYOUT.number_bytes == 8 {
-                core::ptr::read_volatile(self.0.add(LAYOUT.number).cast::<u64>()) as u32
-            } else {
-                core::ptr::read_volatile(self.0.add(LAYOUT.number).cast::<u32>())
-            }
-        };
-        config.syscalls.iter().position(|&known| known == number)
-    }
-
-    /// The syscall's first three arguments, as user space made it.
-    #[inline(always)]
-    pub(super) fn syscall_args(self) -> [u64; 3] {
-        // SAFETY: as in `syscall_slot`.
-        let read = |offset: usize| unsafe { core::ptr::read_volatile(self.0.add(offset).cast::<u64>()) };
-        [read(LAYOUT.args[0]), read(LAYOUT.args[1]), read(LAYOUT.args[2])]
-    }
+    capture(&pending, tgid, transfer.sock, transfer.moved, unsafe { &mut *connection });
 }
 
 /// Whether descriptor `fd` of process `tgid` is a tracked connection (found now if it is a

@@ -16,7 +16,8 @@ use aya_ebpf::{
 
 use super::{
     check_insert, config,
-    payload::{copy_from_regs, Buffer, SavedRegs},
+    payload::{copy_from_regs, Buffer, Transfer},
+    regs::SavedRegs,
     traced, SEND_STARTS,
 };
 
@@ -43,7 +44,7 @@ pub fn oxeye_sock_recv(ctx: BtfTracePointContext) -> u32 {
         Some(syscall_slot::RECVMSG) => Buffer::Message,
         _ => return 0,
     };
-    copy_from_regs(&config, regs, tgid, socket(&ctx), moved as i64, direction::INGRESS, buffer, 0);
+    copy_from_regs(&config, regs, tgid, Transfer { sock: socket(&ctx), moved: moved as i64, direction: direction::INGRESS, buffer, entered_ns: 0 });
     0
 }
 
@@ -100,7 +101,7 @@ pub fn oxeye_sock_send(ctx: BtfTracePointContext) -> u32 {
     // A send that never reached `tcp_sendmsg_locked` (not TCP) is stamped at its end.
     // SAFETY: a helper with no arguments and no memory access.
     let entered_ns = if started != 0 { started } else { unsafe { bpf_ktime_get_ns() } };
-    copy_from_regs(&config, regs, tgid, sock, moved as i64, direction::EGRESS, buffer, entered_ns);
+    copy_from_regs(&config, regs, tgid, Transfer { sock, moved: moved as i64, direction: direction::EGRESS, buffer, entered_ns });
     0
 }
 

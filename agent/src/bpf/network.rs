@@ -10,9 +10,9 @@
 
 use agent_common::{
     names::programs,
-    net::{syscall_slot, KernelOffsets, NetConfig},
+    net::{syscall_regs, syscall_slot, KernelOffsets, NetConfig},
 };
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use aya::{programs::TracePoint, Ebpf};
 use symbolizer::btf::Btf;
 use tracing::{debug, warn};
@@ -53,7 +53,7 @@ pub(super) const PAYLOAD_SYSCALL_HOOKS: &[(&str, &str, &str, bool)] = &[
 pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
     let btf = Btf::from_sys_fs().context("network tracing needs kernel BTF (/sys/kernel/btf/vmlinux)")?;
     let offsets = kernel_offsets(&btf)?;
-    crate::unwind::registers::check_syscall_layout(&btf)?;
+    check_syscall_layout(&btf)?;
     let missing: Vec<_> = CONNECTION_HOOKS.iter().filter(|(_, _, _, required)| *required).filter(|(_, c, n, _)| !tracepoint_exists(c, n)).collect();
     if let Some((_, category, name, _)) = missing.first() {
         bail!("this kernel has no tracepoint {category}:{name}");
@@ -69,6 +69,21 @@ pub fn config(target_pid: Option<u32>) -> Result<NetConfig> {
         syscalls: syscall_numbers(),
         offsets,
     })
+}
+
+/// Checks the offsets the network programs were built with
+/// ([`agent_common::net::syscall_regs::LAYOUT`]) against the kernel's BTF: an error names the
+/// first member that is elsewhere. Members BTF does not have are taken on trust.
+fn check_syscall_layout(btf: &Btf) -> Result<()> {
+    let Some(layout) = syscall_regs::LAYOUT else { bail!("network tracing runs on x86-64 and arm64 only") };
+    let offsets = layout.args.iter().chain([&layout.number]);
+    for (&(member, extra), &expected) in layout.members.iter().zip(offsets) {
+        if let Some(offset) = btf.member_offset("pt_regs", member) {
+            let found = offset as usize + extra;
+            ensure!(found == expected, "this kernel's struct pt_regs has {member} at byte {found}, not {expected} where oxeye's network programs read it");
+        }
+    }
+    Ok(())
 }
 
 /// This architecture's numbers of the syscalls in [`syscall_slot`] order.

@@ -6,10 +6,7 @@
 //! kernel. Where the kernel has BTF, the offsets are read from it (no CO-RE in Rust BPF), and
 //! a disagreement with the ABI is logged.
 
-use agent_common::{
-    net::syscall_regs,
-    unwind::{arch, UnwindConfig},
-};
+use agent_common::unwind::{arch, UnwindConfig};
 use symbolizer::btf::Btf;
 use tracing::{debug, warn};
 
@@ -48,21 +45,6 @@ fn apply_btf(config: &mut UnwindConfig, btf: &Btf) {
             None => debug!(member = name, "pt_regs member not in kernel BTF; using the ABI offset"),
         }
     }
-}
-
-/// Checks the offsets the network programs were built with
-/// ([`agent_common::net::syscall_regs::LAYOUT`]) against the kernel's BTF: an error names the
-/// first member that is elsewhere. Members BTF does not have are taken on trust.
-pub fn check_syscall_layout(btf: &Btf) -> anyhow::Result<()> {
-    let Some(layout) = syscall_regs::LAYOUT else { anyhow::bail!("network tracing runs on x86-64 and arm64 only") };
-    let offsets = layout.args.iter().chain([&layout.number]);
-    for (&(member, extra), &expected) in layout.members.iter().zip(offsets) {
-        if let Some(offset) = btf.member_offset("pt_regs", member) {
-            let found = offset as usize + extra;
-            anyhow::ensure!(found == expected, "this kernel's struct pt_regs has {member} at byte {found}, not {expected} where oxeye's network programs read it");
-        }
-    }
-    Ok(())
 }
 
 /// The user ABI's register layout.

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{oxeye::Oxeye, process::{per_1k, process_cpu_ns}};
+use super::{oxeye::Oxeye, process::{per_1k, process_cpu_ns}, wrk::WARM_UP_SECONDS};
 use crate::bench::{bpf_listing, median, sink};
 
 /// Seconds ab runs (`-t`; its request count is only a ceiling).
@@ -17,9 +17,9 @@ const AB_SECONDS: u32 = 5;
 const AB_CONCURRENCY: u32 = 32;
 
 /// One ab run: requests per second and requests completed.
-fn ab(program: &Path, url: &str) -> Result<(f64, u64)> {
+fn ab(program: &Path, url: &str, seconds: u32) -> Result<(f64, u64)> {
     let output = Command::new(program)
-        .args(["-q", "-t", &AB_SECONDS.to_string(), "-n", "10000000", "-c", &AB_CONCURRENCY.to_string(), url])
+        .args(["-q", "-t", &seconds.to_string(), "-n", "10000000", "-c", &AB_CONCURRENCY.to_string(), url])
         .stdin(Stdio::null())
         .output()
         .context("cannot run ab")?;
@@ -43,8 +43,11 @@ pub(super) fn overhead(oxeye: &Path, ab_bin: &Path, url: &str, work_dir: &Path, 
         for step in 0..2 {
             let with_oxeye = (round + step) % 2 == 1;
             let agent = if with_oxeye { Some(Oxeye::start(oxeye, work_dir, sink)?) } else { None };
-            let before = agent.as_ref().map_or(0, |a| process_cpu_ns(a.pid()));
-            let (requests_per_second, requests) = ab(ab_bin, url)?;
+            let before = match &agent {
+                Some(agent) => agent.settle(|| ab(ab_bin, url, WARM_UP_SECONDS).map(drop))?,
+                None => 0,
+            };
+            let (requests_per_second, requests) = ab(ab_bin, url, AB_SECONDS)?;
             rate[usize::from(with_oxeye)] = requests_per_second;
             if let Some(agent) = agent {
                 oxeye_us.push(per_1k(process_cpu_ns(agent.pid()) - before, requests));

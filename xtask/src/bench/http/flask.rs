@@ -13,7 +13,7 @@ use super::{
     oxeye::{Oxeye, Traced},
     process::{per_1k, process_cpu_ns, Guard},
     server::{free_port, wait_ready},
-    wrk::{wrk, Wrk, WRK_SECONDS},
+    wrk::{wrk, Wrk, WARM_UP_SECONDS, WRK_SECONDS},
 };
 use crate::{
     bench::{median, sink},
@@ -235,9 +235,15 @@ fn python_run(config: PyConfig, venv: &Path, app: &Path, dir: &Path, oxeye: &Pat
     let stderr = dir.join("server.stderr");
     wait_ready(&mut server, "the Flask app", &stderr, port, Duration::from_secs(30))?;
     let url = format!("http://127.0.0.1:{port}/");
-    wrk(wrk_bin, &url, 8, 1)?; // warm-up
     let agent = if config == PyConfig::Oxeye { Some(Oxeye::start(oxeye, work_dir, sink)?) } else { None };
-    let agent_before = agent.as_ref().map_or(0, |a| process_cpu_ns(a.pid()));
+    let warm_up = || wrk(wrk_bin, &url, 8, WARM_UP_SECONDS).map(drop);
+    let agent_before = match &agent {
+        Some(agent) => agent.settle(warm_up)?,
+        None => {
+            warm_up()?;
+            0
+        }
+    };
     let server_before = process_cpu_ns(server.pid());
     let result = wrk(wrk_bin, &url, 8, WRK_SECONDS)?;
     let server_cpu = process_cpu_ns(server.pid()) - server_before;

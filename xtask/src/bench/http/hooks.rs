@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use super::{
     oxeye::Oxeye,
     process::process_cpu_ns,
-    wrk::wrk,
+    wrk::{wrk, WARM_UP_SECONDS},
 };
 use crate::bench::{median, sink};
 
@@ -81,7 +81,10 @@ pub(super) fn compare(oxeye: &Path, wrk_bin: &Path, url: &str, work_dir: &Path, 
         for step in 0..configs.len() {
             let index = (round + step) % configs.len();
             let agent = configs[index].start(oxeye, work_dir, sink)?;
-            let agent_before = agent.as_ref().map_or(0, |a| process_cpu_ns(a.pid()));
+            let agent_before = match &agent {
+                Some(agent) => agent.settle(|| wrk(wrk_bin, url, 16, WARM_UP_SECONDS).map(drop))?,
+                None => 0,
+            };
             let receiver_before = process_cpu_ns(sink.pid());
             let result = wrk(wrk_bin, url, 16, WRK_SECONDS)?;
             let per_request = |ns: u64| ns as f64 / 1e3 / result.requests.max(1) as f64;

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::process::{tail, Guard};
+use super::process::{process_cpu_ns, tail, Guard};
 use crate::bench::{number_before, sink, wait_for_text};
 
 /// A running oxeye that exports to the receiver.
@@ -58,6 +58,30 @@ impl Oxeye {
 
     pub(super) fn pid(&self) -> u32 {
         self.guard.pid()
+    }
+
+    /// Runs `warm_up` (load like the measured run's, so oxeye meets the programs it will
+    /// trace), then waits until oxeye's CPU falls below a tenth of a core: the measured run
+    /// then sees its steady state, not the one-time work of naming new files (indexing a
+    /// large binary's DWARF takes most of a second of CPU). Returns the CPU it spent since it
+    /// started, which the summary reports as start-up cost.
+    pub(super) fn settle(&self, warm_up: impl FnOnce() -> Result<()>) -> Result<u64> {
+        const WINDOW: Duration = Duration::from_millis(300);
+        const DEADLINE: Duration = Duration::from_secs(20);
+        warm_up()?;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let before = process_cpu_ns(self.pid());
+            thread::sleep(WINDOW);
+            let used = process_cpu_ns(self.pid()) - before;
+            if used < WINDOW.as_nanos() as u64 / 10 {
+                return Ok(process_cpu_ns(self.pid()));
+            }
+            if Instant::now() > deadline {
+                eprintln!("    warning: oxeye still used {} ms of CPU per {} ms {} s after the warm-up; measuring anyway", used / 1_000_000, WINDOW.as_millis(), DEADLINE.as_secs());
+                return Ok(process_cpu_ns(self.pid()));
+            }
+        }
     }
 
     /// Stops it like Ctrl-C does and reads its final counts.

@@ -10,6 +10,9 @@ use anyhow::{bail, Context, Result};
 /// Seconds wrk runs in each measured run.
 pub(super) const WRK_SECONDS: u32 = 8;
 
+/// Seconds of load before a measured run with oxeye (see [`super::oxeye::Oxeye::settle`]).
+pub(super) const WARM_UP_SECONDS: u32 = 2;
+
 /// One wrk run.
 #[derive(Clone, Copy)]
 pub(super) struct Wrk {
