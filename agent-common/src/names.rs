@@ -93,6 +93,10 @@ pub mod programs {
     pub const SOCK_RECV: &str = "oxeye_sock_recv";
     /// tp_btf `tcp_sendmsg_locked`: a send on a TCP socket, at its start.
     pub const SOCK_SEND_START: &str = "oxeye_send_start";
+    /// fentry on `tcp_sendmsg`: the same, where the tracepoint is missing.
+    pub const SOCK_SEND_START_FENTRY: &str = "oxeye_send_fent";
+    /// kprobe on `tcp_sendmsg`: the same, where BPF trampolines are missing too.
+    pub const SOCK_SEND_START_KPROBE: &str = "oxeye_send_kprb";
     /// tp_btf `sock_send_length`: a send on a socket, at its end.
     pub const SOCK_SEND: &str = "oxeye_sock_send";
     /// fentry on `tcp_set_state`.

@@ -1,6 +1,8 @@
-//! Payload copies from socket tracepoints, on kernels that have all three of
-//! `sock:sock_recv_length` and `sock:sock_send_length` (Linux 6.3) and `tcp:tcp_sendmsg_locked`
-//! (6.13): BTF tracepoints that run only for socket I/O, with the socket in hand.
+//! Payload copies from socket tracepoints, on kernels that have `sock:sock_recv_length` and
+//! `sock:sock_send_length` (Linux 6.3): BTF tracepoints that run only for socket I/O, with the
+//! socket in hand. A send's start is stamped where it reaches TCP: the `tcp:tcp_sendmsg_locked`
+//! tracepoint (6.13), else fentry or a kprobe on `tcp_sendmsg` (user space picks the best this
+//! kernel accepts; all three run the same body).
 //!
 //! The copy itself is the syscall programs' (`payload`): a receive or send is known by the
 //! number the thread made its syscall with, and its descriptor and buffer are read from the
@@ -10,8 +12,8 @@
 use agent_common::net::{direction, syscall_slot, SendStart};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    macros::{btf_tracepoint, fentry, kprobe},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
 
 use super::{
@@ -52,11 +54,34 @@ pub fn oxeye_sock_recv(ctx: BtfTracePointContext) -> u32 {
 /// the first of a send records its start.
 #[btf_tracepoint(function = "tcp_sendmsg_locked")]
 pub fn oxeye_send_start(ctx: BtfTracePointContext) -> u32 {
+    send_started(socket(&ctx));
+    0
+}
+
+/// fentry on `tcp_sendmsg(sk, msg, size)`, for kernels without `tcp_sendmsg_locked`'s
+/// tracepoint: once per send, before the socket is locked.
+#[fentry(function = "tcp_sendmsg")]
+pub fn oxeye_send_fent(ctx: FEntryContext) -> u32 {
+    send_started(ctx.arg(0));
+    0
+}
+
+/// kprobe on `tcp_sendmsg(sk, msg, size)`, for kernels without BPF trampolines.
+#[kprobe(function = "tcp_sendmsg")]
+pub fn oxeye_send_kprb(ctx: ProbeContext) -> u32 {
+    if let Some(sock) = ctx.arg::<u64>(0) {
+        send_started(sock);
+    }
+    0
+}
+
+/// A send on `sock` reached TCP: its start, unless this thread's send on it already has one.
+#[inline(always)]
+fn send_started(sock: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !traced(&config(), (pid_tgid >> 32) as u32) {
-        return 0;
+        return;
     }
-    let sock = socket(&ctx);
     // SAFETY: a helper with no arguments and no memory access.
     let now = unsafe { bpf_ktime_get_ns() };
     match SEND_STARTS.get_ptr_mut(&pid_tgid) {
@@ -68,7 +93,6 @@ pub fn oxeye_send_start(ctx: BtfTracePointContext) -> u32 {
         },
         None => check_insert(SEND_STARTS.insert(&pid_tgid, &SendStart { sock, entered_ns: now }, 0)),
     }
-    0
 }
 
 /// `sock_send_length(sk, ret, flags)`: a send's end.
@@ -98,7 +122,7 @@ pub fn oxeye_sock_send(ctx: BtfTracePointContext) -> u32 {
         Some(syscall_slot::SENDMSG) => Buffer::Message,
         _ => return 0,
     };
-    // A send that never reached `tcp_sendmsg_locked` (not TCP) is stamped at its end.
+    // A send that never reached TCP's send (not TCP) is stamped at its end.
     // SAFETY: a helper with no arguments and no memory access.
     let entered_ns = if started != 0 { started } else { unsafe { bpf_ktime_get_ns() } };
     copy_from_regs(&config, regs, tgid, Transfer { sock, moved: moved as i64, direction: direction::EGRESS, buffer, entered_ns });

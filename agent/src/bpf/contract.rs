@@ -19,7 +19,7 @@ use agent_common::{
 };
 use aya_obj::{generated::bpf_map_type as map_type, Object, ProgramSection};
 
-use super::{files, hooks::{TcpStateHook, SOCKET_HOOKS}, network::{CONNECTION_HOOKS, PAYLOAD_SYSCALL_HOOKS}, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
+use super::{files, hooks::{SendStartHook, TcpStateHook, SOCKET_HOOKS}, network::{CONNECTION_HOOKS, PAYLOAD_SYSCALL_HOOKS}, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
 
 /// `BPF_F_MMAPABLE`: user space memory-maps these arrays.
 const MMAPABLE: u32 = 1 << 10;
@@ -73,6 +73,14 @@ fn program_specs() -> Vec<(&'static str, &'static str)> {
     specs.extend(TRACEPOINTS.iter().map(|&(program, _, _)| (program, "tracepoint")));
     specs.extend(CONNECTION_HOOKS.iter().chain(PAYLOAD_SYSCALL_HOOKS).map(|&(program, _, _, _)| (program, "tracepoint")));
     specs.extend(SOCKET_HOOKS.iter().map(|&(program, _, _)| (program, "btf_tracepoint")));
+    for hook in SendStartHook::ALL {
+        let kind = match hook {
+            SendStartHook::TracePoint => "btf_tracepoint",
+            SendStartHook::FEntry => "fentry",
+            SendStartHook::KProbe => "kprobe",
+        };
+        specs.push((hook.program(), kind));
+    }
     for hook in TcpStateHook::ALL {
         let kind = match hook {
             TcpStateHook::FEntry => "fentry",
@@ -204,12 +212,12 @@ fn every_name_is_listed_once() {
         programs::SAMPLE, programs::UNWIND, programs::PYTHON, programs::EXEC_FILES, programs::MMAP_ENTER, programs::MMAP_EXIT, programs::EXEC, programs::EXIT, programs::ACCEPT_EXIT,
         programs::CONNECT_EXIT, programs::CLOSE_ENTER, programs::RECV_EXIT, programs::SEND_ENTER, programs::READV_EXIT,
         programs::WRITEV_ENTER, programs::RECVMSG_EXIT, programs::SENDMSG_ENTER, programs::SEND_EXIT,
-        programs::SOCK_RECV, programs::SOCK_SEND_START, programs::SOCK_SEND,
+        programs::SOCK_RECV, programs::SOCK_SEND_START, programs::SOCK_SEND_START_FENTRY, programs::SOCK_SEND_START_KPROBE, programs::SOCK_SEND,
         programs::TCP_STATE_FENTRY, programs::TCP_STATE_KPROBE, programs::TCP_STATE_TRACEPOINT,
     ] {
         assert!(program_names.contains(&name), "user space loads no program {name}");
     }
-    assert_eq!(program_names.len(), 24);
+    assert_eq!(program_names.len(), 26);
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! Choosing the best hook this kernel has where there is a choice, and the one log line that
 //! says which hooks oxeye uses.
 //!
-//! HTTP payloads come from the socket tracepoints where the kernel has all three
-//! ([`SOCKET_HOOKS`]), else from syscall tracepoints: `payloads` and `payload_fallbacks` say which,
-//! and why. TCP statistics at close have three alternatives, tried best first:
+//! HTTP payloads come from the socket tracepoints where the kernel has them ([`SOCKET_HOOKS`],
+//! Linux 6.3), with a send's start stamped by the best [`SendStartHook`] it accepts; else from
+//! syscall tracepoints: `payloads` and `payload_fallbacks` say which, and why. TCP statistics at
+//! close have three alternatives, tried best first:
 //!
 //! 1. fentry on `tcp_set_state`: cheapest, but needs BPF trampolines (x86_64 since 5.5; arm64
 //!    kernels without `DYNAMIC_FTRACE_WITH_DIRECT_CALLS` load it and refuse to attach it, and
@@ -19,7 +20,7 @@ use std::{error::Error, fmt, io};
 
 use anyhow::{bail, Result};
 use aya::{
-    programs::{BtfTracePoint, FEntry, KProbe, ProgramError, TracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, Program, ProgramError, TracePoint},
     Ebpf,
 };
 use tracing::info;
@@ -28,23 +29,54 @@ use agent_common::{names::programs, tracepoints::inet_sock_set_state};
 
 use super::{program_mut, tracefs};
 
-/// Socket tracepoints that copy payloads, preferred where the kernel has all three: (program,
-/// tracepoint category, tracepoint name). See `agent-ebpf/src/net/socket_hooks.rs`.
-pub(super) const SOCKET_HOOKS: &[(&str, &str, &str)] = &[
-    (programs::SOCK_RECV, "sock", "sock_recv_length"),
-    (programs::SOCK_SEND_START, "tcp", "tcp_sendmsg_locked"),
-    (programs::SOCK_SEND, "sock", "sock_send_length"),
-];
+/// Socket tracepoints that copy payloads at a receive's and a send's end (Linux 6.3):
+/// (program, tracepoint category, tracepoint name). See `agent-ebpf/src/net/socket_hooks.rs`.
+pub(super) const SOCKET_HOOKS: &[(&str, &str, &str)] = &[(programs::SOCK_RECV, "sock", "sock_recv_length"), (programs::SOCK_SEND, "sock", "sock_send_length")];
 
-/// The kernel function whose entry the fentry and kprobe programs hook.
+/// The kernel functions the fentry and kprobe programs hook.
 const TCP_SET_STATE: &str = "tcp_set_state";
+const TCP_SENDMSG: &str = "tcp_sendmsg";
+
+/// Where a send on a socket is stamped when it reaches TCP (a request leaves when the call
+/// starts), alongside the socket tracepoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStartHook {
+    /// tp_btf `tcp:tcp_sendmsg_locked` (Linux 6.13).
+    TracePoint,
+    /// fentry on `tcp_sendmsg`: needs BPF trampolines.
+    FEntry,
+    /// kprobe on `tcp_sendmsg`: needs `CONFIG_KPROBES`.
+    KProbe,
+}
+
+impl SendStartHook {
+    /// Best first.
+    pub(super) const ALL: [SendStartHook; 3] = [SendStartHook::TracePoint, SendStartHook::FEntry, SendStartHook::KProbe];
+
+    pub(super) fn program(self) -> &'static str {
+        match self {
+            SendStartHook::TracePoint => programs::SOCK_SEND_START,
+            SendStartHook::FEntry => programs::SOCK_SEND_START_FENTRY,
+            SendStartHook::KProbe => programs::SOCK_SEND_START_KPROBE,
+        }
+    }
+
+    /// How it attaches.
+    fn attach_point(self) -> AttachPoint {
+        match self {
+            SendStartHook::TracePoint => AttachPoint::BtfTracePoint { category: "tcp", name: "tcp_sendmsg_locked" },
+            SendStartHook::FEntry => AttachPoint::FEntry(TCP_SENDMSG),
+            SendStartHook::KProbe => AttachPoint::KProbe(TCP_SENDMSG),
+        }
+    }
+}
 
 /// Where HTTP payloads are copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadHooks {
-    /// `sock:sock_recv_length`, `tcp:tcp_sendmsg_locked` and `sock:sock_send_length` (BTF
-    /// tracepoints): they run only for socket I/O.
-    Sockets,
+    /// `sock:sock_recv_length` and `sock:sock_send_length` (BTF tracepoints), which run only for
+    /// socket I/O, and a send-start hook.
+    Sockets(SendStartHook),
     /// The read/write family's `syscalls:sys_{enter,exit}_*` tracepoints.
     Syscalls,
 }
@@ -53,7 +85,9 @@ impl PayloadHooks {
     /// How the `hooks chosen` line names it.
     pub fn name(self) -> &'static str {
         match self {
-            PayloadHooks::Sockets => "tp_btf:sock_recv_length,tcp_sendmsg_locked,sock_send_length",
+            PayloadHooks::Sockets(SendStartHook::TracePoint) => "tp_btf:sock_recv_length,tcp_sendmsg_locked,sock_send_length",
+            PayloadHooks::Sockets(SendStartHook::FEntry) => "tp_btf:sock_recv_length,sock_send_length+fentry:tcp_sendmsg",
+            PayloadHooks::Sockets(SendStartHook::KProbe) => "tp_btf:sock_recv_length,sock_send_length+kprobe:tcp_sendmsg",
             PayloadHooks::Syscalls => "tracepoint:syscalls",
         }
     }
@@ -98,6 +132,28 @@ impl TcpStateHook {
             TcpStateHook::FEntry => "fentry",
             TcpStateHook::KProbe => "kprobe",
             TcpStateHook::TracePoint => "tracepoint",
+        }
+    }
+}
+
+/// How a program attaches, for the hooks that have alternatives.
+#[derive(Debug, Clone, Copy)]
+enum AttachPoint {
+    /// A BTF tracepoint (`tp_btf`), which must exist in tracefs.
+    BtfTracePoint { category: &'static str, name: &'static str },
+    /// fentry on a kernel function.
+    FEntry(&'static str),
+    /// kprobe on a kernel function.
+    KProbe(&'static str),
+}
+
+impl AttachPoint {
+    /// The kind, as fallback reasons name it.
+    fn kind(self) -> &'static str {
+        match self {
+            AttachPoint::BtfTracePoint { .. } => "tp_btf",
+            AttachPoint::FEntry(_) => "fentry",
+            AttachPoint::KProbe(_) => "kprobe",
         }
     }
 }
@@ -169,30 +225,59 @@ pub fn attach_tcp_state(ebpf: &mut Ebpf, hooks: &mut Hooks) -> Result<(TcpStateH
 
 /// Loads and attaches `hook`'s program; on failure, a short reason, with the program unloaded.
 fn try_attach(ebpf: &mut Ebpf, hook: TcpStateHook) -> Result<Link, String> {
-    let program = program_mut(ebpf, hook.program()).map_err(|error| format!("{error:#}"))?;
     match hook {
-        TcpStateHook::FEntry => {
-            let btf = aya::Btf::from_sys_fs().map_err(|error| format!("no kernel BTF: {}", short(&error)))?;
-            let fentry: &mut FEntry = program.try_into().map_err(|error: ProgramError| short(&error))?;
-            fentry.load(TCP_SET_STATE, &btf).map_err(|error| format!("load failed: {}", short(&error)))?;
-            attach_or_unload(fentry, |fentry| Ok(Box::new(fentry.attach().and_then(|id| fentry.take_link(id))?)), FEntry::unload)
-        }
-        TcpStateHook::KProbe => {
-            let kprobe: &mut KProbe = program.try_into().map_err(|error: ProgramError| short(&error))?;
-            kprobe.load().map_err(|error| format!("load failed: {}", short(&error)))?;
-            attach_or_unload(kprobe, |kprobe| Ok(Box::new(kprobe.attach(TCP_SET_STATE, 0).and_then(|id| kprobe.take_link(id))?)), KProbe::unload)
-        }
+        TcpStateHook::FEntry => attach_at(ebpf, hook.program(), AttachPoint::FEntry(TCP_SET_STATE)),
+        TcpStateHook::KProbe => attach_at(ebpf, hook.program(), AttachPoint::KProbe(TCP_SET_STATE)),
         TcpStateHook::TracePoint => {
             let (category, name) = (inet_sock_set_state::CATEGORY, inet_sock_set_state::NAME);
             if !tracefs::tracepoint_exists(category, name) {
                 return Err(format!("this kernel has no {category}:{name}"));
             }
             tracefs::check_state_format().map_err(|error| format!("{error:#}"))?;
+            let program = program_mut(ebpf, hook.program()).map_err(|error| format!("{error:#}"))?;
             let tracepoint: &mut TracePoint = program.try_into().map_err(|error: ProgramError| short(&error))?;
             tracepoint.load().map_err(|error| format!("load failed: {}", short(&error)))?;
             attach_or_unload(tracepoint, |tracepoint| Ok(Box::new(tracepoint.attach(category, name).and_then(|id| tracepoint.take_link(id))?)), TracePoint::unload)
         }
     }
+}
+
+/// Loads `program` and attaches it at `point`; on failure, a short reason, with the program
+/// unloaded.
+fn attach_at(ebpf: &mut Ebpf, program: &str, point: AttachPoint) -> Result<Link, String> {
+    let btf = || aya::Btf::from_sys_fs().map_err(|error| format!("no kernel BTF: {}", short(&error)));
+    let program = program_mut(ebpf, program).map_err(|error| format!("{error:#}"))?;
+    match point {
+        AttachPoint::BtfTracePoint { category, name } => {
+            if !tracefs::tracepoint_exists(category, name) {
+                return Err(format!("this kernel has no {category}:{name}"));
+            }
+            let tracepoint: &mut BtfTracePoint = program.try_into().map_err(|error: ProgramError| short(&error))?;
+            tracepoint.load(name, &btf()?).map_err(|error| format!("load failed: {}", short(&error)))?;
+            attach_or_unload(tracepoint, |tracepoint| Ok(Box::new(tracepoint.attach().and_then(|id| tracepoint.take_link(id))?)), BtfTracePoint::unload)
+        }
+        AttachPoint::FEntry(function) => {
+            let fentry: &mut FEntry = program.try_into().map_err(|error: ProgramError| short(&error))?;
+            fentry.load(function, &btf()?).map_err(|error| format!("load failed: {}", short(&error)))?;
+            attach_or_unload(fentry, |fentry| Ok(Box::new(fentry.attach().and_then(|id| fentry.take_link(id))?)), FEntry::unload)
+        }
+        AttachPoint::KProbe(function) => {
+            let kprobe: &mut KProbe = program.try_into().map_err(|error: ProgramError| short(&error))?;
+            kprobe.load().map_err(|error| format!("load failed: {}", short(&error)))?;
+            attach_or_unload(kprobe, |kprobe| Ok(Box::new(kprobe.attach(function, 0).and_then(|id| kprobe.take_link(id))?)), KProbe::unload)
+        }
+    }
+}
+
+/// Unloads `program` whatever its kind (after its links are dropped); a program never loaded
+/// is left alone.
+fn unload(ebpf: &mut Ebpf, program: &str) {
+    let _ = match program_mut(ebpf, program) {
+        Ok(Program::BtfTracePoint(program)) => program.unload(),
+        Ok(Program::FEntry(program)) => program.unload(),
+        Ok(Program::KProbe(program)) => program.unload(),
+        _ => Ok(()),
+    };
 }
 
 /// Attaches a loaded program with `attach`; if that fails, unloads it and gives a short reason.
@@ -203,16 +288,17 @@ fn attach_or_unload<P>(program: &mut P, attach: impl FnOnce(&mut P) -> Result<Li
     })
 }
 
-/// Chooses where HTTP payloads are copied: the socket tracepoints if `choice` allows and the
-/// kernel has and accepts all three (their links returned), else the syscall tracepoints,
-/// which the caller attaches. The reason for passing over the socket set goes in `hooks`.
+/// Chooses where HTTP payloads are copied: the socket tracepoints and a send-start hook if
+/// `choice` allows and the kernel has and accepts them (their links returned), else the
+/// syscall tracepoints, which the caller attaches. Why each better hook was passed over goes
+/// in `hooks`.
 pub(super) fn choose_payload_hooks(ebpf: &mut Ebpf, hooks: &mut Hooks, choice: PayloadHookChoice) -> (PayloadHooks, Vec<Link>) {
     if choice == PayloadHookChoice::Syscalls {
         hooks.payload_fallbacks.push("socket tracepoints: not chosen (--payload-hooks syscalls)".to_owned());
         return (PayloadHooks::Syscalls, Vec::new());
     }
-    match attach_socket_hooks(ebpf) {
-        Ok(links) => (PayloadHooks::Sockets, links),
+    match attach_socket_hooks(ebpf, &mut hooks.payload_fallbacks) {
+        Ok((send_start, links)) => (PayloadHooks::Sockets(send_start), links),
         Err(reason) => {
             hooks.payload_fallbacks.push(format!("socket tracepoints: {reason}"));
             (PayloadHooks::Syscalls, Vec::new())
@@ -220,36 +306,41 @@ pub(super) fn choose_payload_hooks(ebpf: &mut Ebpf, hooks: &mut Hooks, choice: P
     }
 }
 
-/// Loads and attaches the socket-tracepoint programs, all or none; on failure, a short
-/// reason, with whatever was loaded unloaded.
-fn attach_socket_hooks(ebpf: &mut Ebpf) -> Result<Vec<Link>, String> {
+/// Loads and attaches the socket-tracepoint programs and the best send-start hook, all or
+/// none (`passed_over` gets why each better send-start hook was not used); on failure, a
+/// short reason, with whatever was loaded unloaded.
+fn attach_socket_hooks(ebpf: &mut Ebpf, passed_over: &mut Vec<String>) -> Result<(SendStartHook, Vec<Link>), String> {
     if let Some((_, category, name)) = SOCKET_HOOKS.iter().find(|(_, category, name)| !tracefs::tracepoint_exists(category, name)) {
         return Err(format!("this kernel has no {category}:{name}"));
     }
-    let btf = aya::Btf::from_sys_fs().map_err(|error| format!("no kernel BTF: {}", short(&error)))?;
-    let mut links: Vec<Link> = Vec::new();
-    for &(program, _, name) in SOCKET_HOOKS {
-        let attached = (|| {
-            let tracepoint: &mut BtfTracePoint = program_mut(ebpf, program).map_err(|error| format!("{error:#}"))?.try_into().map_err(|error: ProgramError| short(&error))?;
-            tracepoint.load(name, &btf).map_err(|error| format!("{program} load failed: {}", short(&error)))?;
-            attach_or_unload(tracepoint, |tracepoint| Ok(Box::new(tracepoint.attach().and_then(|id| tracepoint.take_link(id))?)), BtfTracePoint::unload).map_err(|reason| format!("{program} {reason}"))
-        })();
-        match attached {
+    let mut reasons = Vec::new();
+    let mut start = None;
+    for hook in SendStartHook::ALL {
+        match attach_at(ebpf, hook.program(), hook.attach_point()) {
+            Ok(link) => {
+                start = Some((hook, link));
+                break;
+            }
+            Err(reason) => reasons.push(format!("send start {}: {reason}", hook.attach_point().kind())),
+        }
+    }
+    let Some((send_start, link)) = start else { return Err(reasons.join("; ")) };
+    let mut links = vec![link];
+    for &(program, category, name) in SOCKET_HOOKS {
+        match attach_at(ebpf, program, AttachPoint::BtfTracePoint { category, name }) {
             Ok(link) => links.push(link),
             Err(reason) => {
                 // Detach before unloading what loaded before the failure.
                 drop(links);
-                for &(program, _, _) in SOCKET_HOOKS {
-                    let tracepoint: Option<&mut BtfTracePoint> = program_mut(ebpf, program).ok().and_then(|program| program.try_into().ok());
-                    if let Some(tracepoint) = tracepoint {
-                        let _ = tracepoint.unload();
-                    }
+                for program in SOCKET_HOOKS.iter().map(|&(program, _, _)| program).chain([send_start.program()]) {
+                    unload(ebpf, program);
                 }
-                return Err(reason);
+                return Err(format!("{program} {reason}"));
             }
         }
     }
-    Ok(links)
+    passed_over.extend(reasons);
+    Ok((send_start, links))
 }
 
 /// An error and its causes on one short line: the verifier's log is cut to its last line, and

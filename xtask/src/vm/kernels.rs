@@ -35,6 +35,9 @@ pub struct Kernel {
     pub source: Source,
     /// The hook oxeye must pick for TCP state changes there.
     pub tcp_state_hook: TcpStateHook,
+    /// The payload hooks oxeye must pick there (`payloads=`); `None` on the host, whose
+    /// choice the `payload_iovec` test checks.
+    pub payload_hooks: Option<&'static str>,
     /// Whether user return addresses come out signed there (arm64 with pointer
     /// authentication), so the signed-chain scenarios must pass rather than be skipped.
     pub signs_return_addresses: bool,
@@ -47,6 +50,12 @@ pub const KPROBE: &str = "kprobe:tcp_set_state";
 /// The `sock:inet_sock_set_state` tracepoint: kernels with neither.
 pub const TRACEPOINT: &str = "tracepoint:sock/inet_sock_set_state";
 
+/// Payloads from the syscall tracepoints: kernels before 6.3 (no `sock:sock_recv_length`).
+pub const SYSCALL_PAYLOADS: &str = "tracepoint:syscalls";
+/// Payloads from the socket tracepoints, sends stamped by fentry on `tcp_sendmsg`: 6.3 to
+/// 6.12 with BPF trampolines (no `tcp:tcp_sendmsg_locked` before 6.13).
+pub const SOCKET_PAYLOADS_FENTRY: &str = "tp_btf:sock_recv_length,sock_send_length+fentry:tcp_sendmsg";
+
 /// The matrix.
 ///
 /// - Debian 6.1 arm64: fentry programs load but cannot attach (no
@@ -55,6 +64,8 @@ pub const TRACEPOINT: &str = "tracepoint:sock/inet_sock_set_state";
 ///   fentry attaches. Also with 16 KiB pages, as on some arm64 servers: mappings, biases and
 ///   the unwind tables' page arithmetic differ.
 /// - Debian 6.1 x86_64: fentry and kprobes exist.
+/// - Payloads: 6.1 has no socket tracepoints (syscall tracepoints); 6.12 has them but not
+///   `tcp:tcp_sendmsg_locked`, so sends are stamped by fentry on `tcp_sendmsg`.
 /// - The host: this project's machines have neither (`CONFIG_KPROBES` unset, fentry EPERM).
 pub const KERNELS: &[Kernel] = &[
     Kernel {
@@ -62,6 +73,7 @@ pub const KERNELS: &[Kernel] = &[
         arch: Arch::Aarch64,
         source: Source::Debian { metapackage: "linux-image-arm64", version_prefix: "6.1." },
         tcp_state_hook: TcpStateHook::Exactly(KPROBE),
+        payload_hooks: Some(SYSCALL_PAYLOADS),
         signs_return_addresses: true,
     },
     Kernel {
@@ -69,6 +81,7 @@ pub const KERNELS: &[Kernel] = &[
         arch: Arch::Aarch64,
         source: Source::Debian { metapackage: "linux-image-6.12-arm64", version_prefix: "6.12." },
         tcp_state_hook: TcpStateHook::Exactly(FENTRY),
+        payload_hooks: Some(SOCKET_PAYLOADS_FENTRY),
         signs_return_addresses: true,
     },
     Kernel {
@@ -76,6 +89,7 @@ pub const KERNELS: &[Kernel] = &[
         arch: Arch::Aarch64,
         source: Source::Debian { metapackage: "linux-image-6.12-arm64-16k", version_prefix: "6.12." },
         tcp_state_hook: TcpStateHook::Exactly(FENTRY),
+        payload_hooks: Some(SOCKET_PAYLOADS_FENTRY),
         signs_return_addresses: true,
     },
     Kernel {
@@ -83,6 +97,7 @@ pub const KERNELS: &[Kernel] = &[
         arch: Arch::X86_64,
         source: Source::Debian { metapackage: "linux-image-amd64", version_prefix: "6.1." },
         tcp_state_hook: TcpStateHook::Exactly(FENTRY),
+        payload_hooks: Some(SYSCALL_PAYLOADS),
         signs_return_addresses: false,
     },
     Kernel {
@@ -90,6 +105,7 @@ pub const KERNELS: &[Kernel] = &[
         arch: Arch::HOST,
         source: Source::Host,
         tcp_state_hook: TcpStateHook::FromRunningKernel,
+        payload_hooks: None,
         signs_return_addresses: false,
     },
 ];

@@ -182,7 +182,7 @@ fn plan(args: &VmTestArgs) -> Result<Vec<Run>> {
             TcpStateHook::Exactly(hook) => hook,
             TcpStateHook::FromRunningKernel => kernels::host_tcp_state_hook(),
         });
-        let expected = Expected { tcp_state_hook, signed_return_addresses: kernel.signs_return_addresses };
+        let expected = Expected { tcp_state_hook, payload_hooks: kernel.payload_hooks, signed_return_addresses: kernel.signs_return_addresses };
         let run = match kernel.source {
             Source::Debian { metapackage, version_prefix } => {
                 let package = debian::resolve_kernel(metapackage, kernel.arch.debian(), version_prefix)?;

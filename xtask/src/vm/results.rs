@@ -104,6 +104,9 @@ pub struct Expected {
     /// The hook oxeye must choose for TCP state, or `None` when the right choice is not
     /// known (`--kernel`).
     pub tcp_state_hook: Option<&'static str>,
+    /// The payload hooks oxeye must choose (the value of `payloads=`), or `None` when not
+    /// known here (`--kernel`; the host, whose choice the `payload_iovec` test checks).
+    pub payload_hooks: Option<&'static str>,
     /// Return addresses must come out signed (else the signed-chain scenarios are skipped
     /// when they are not).
     pub signed_return_addresses: bool,
@@ -173,6 +176,13 @@ pub fn check(transcript: &Transcript, arch: Arch, http_port: u16, expected: &Exp
                 )),
             },
         ),
+        (
+            "payload hook choice",
+            match expected.payload_hooks {
+                Some(hooks) => outcome(checks::hook_choice(&stderr, "payloads", hooks)),
+                None => Outcome::Skip(format!("no known right choice here; oxeye chose payloads={}", checks::chosen_hook(&stderr, "payloads").unwrap_or_else(|| "?".to_owned()))),
+            },
+        ),
         ("clean exit", outcome(checks::clean_exit(exit_code, &outputs, &transcript.text("bpftool-progs.txt")))),
     ];
     outcomes.extend(privileges::check(transcript, http_port));
@@ -204,7 +214,7 @@ mod tests {
 
     #[test]
     fn empty_transcript_fails_every_scenario_with_a_reason() {
-        let outcomes = check(&Transcript::default(), Arch::Aarch64, GUEST_HTTP_PORT, &Expected { tcp_state_hook: Some("kprobe:tcp_set_state"), signed_return_addresses: true });
+        let outcomes = check(&Transcript::default(), Arch::Aarch64, GUEST_HTTP_PORT, &Expected { tcp_state_hook: Some("kprobe:tcp_set_state"), payload_hooks: Some("tracepoint:syscalls"), signed_return_addresses: true });
         assert!(outcomes.len() >= 9);
         // Sessions that run only on some kernels or on request are skipped when absent.
         let optional = |scenario: &str| scenario == "capability matrix" || scenario.starts_with("least privilege at perf_event_paranoid");
