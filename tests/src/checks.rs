@@ -161,7 +161,9 @@ pub fn chosen_hook(stderr: &str, key: &str) -> Option<String> {
 pub fn hook_choice(stderr: &str, key: &str, expected: &str) -> Check {
     match chosen_hook(stderr, key) {
         Some(chosen) if chosen == expected => {
-            let fallbacks = chosen_hook(stderr, &format!("{key}_fallbacks")).unwrap_or_default();
+            // The payload hooks' reasons are `payload_fallbacks`, the others' `{key}_fallbacks`.
+            let fallbacks_key = if key == "payloads" { "payload_fallbacks".to_owned() } else { format!("{key}_fallbacks") };
+            let fallbacks = chosen_hook(stderr, &fallbacks_key).unwrap_or_default();
             Ok(format!("{key}={chosen} (fallbacks: {fallbacks})"))
         }
         Some(chosen) => Err(format!("oxeye chose {key}={chosen}, expected {expected}:\n{}", hooks_line(stderr))),

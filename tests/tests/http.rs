@@ -92,9 +92,7 @@ fn nginx_requests_from_curl_and_ab_become_exactly_as_many_server_spans() {
     for method in METHODS {
         slowest = slowest.max(curl(&format!("{}/a/b.txt", nginx.url()), &["-X", method, "-d", "body"]));
     }
-    let ab = output(Command::new("ab").args(["-q", "-n", "2000", "-c", "4", "-k"]).arg(format!("{}/", nginx.url())), "ab");
-    let ab_out = String::from_utf8_lossy(&ab.stdout);
-    assert!(ab_out.contains("Complete requests:      2000") && ab_out.contains("Failed requests:        0"), "ab did not complete:\n{ab_out}");
+    run_ab(&nginx, 2000, &["-k"]);
 
     assert!(sink.wait_for_spans(2 * (2012 + METHODS.len()), Duration::from_secs(10)), "spans did not arrive");
     let (finished, spans) = stop_and_collect(oxeye, &sink);
@@ -137,9 +135,7 @@ fn connections_without_keep_alive_are_each_counted_once_on_both_sides() {
     // ab without -k: a connection per request, opened with a non-blocking connect that ab
     // calls again once the handshake is done (the second call returns 0).
     const REQUESTS: usize = 300;
-    let ab = output(Command::new("ab").args(["-q", "-n", &REQUESTS.to_string(), "-c", "4"]).arg(format!("{}/", nginx.url())), "ab");
-    let ab_out = String::from_utf8_lossy(&ab.stdout);
-    assert!(ab_out.contains(&format!("Complete requests:      {REQUESTS}")), "ab did not complete:\n{ab_out}");
+    run_ab(&nginx, REQUESTS, &[]);
     let port_label = nginx.port.to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     let counts = loop {
@@ -476,4 +472,12 @@ fn keep_alive_connection_opened_before_oxeye_is_traced_from_its_next_request() {
         "server spans of a connection found mid-stream\n{}",
         finished.stderr
     );
+}
+
+/// `ab -c 4` sending `requests` requests to nginx's `/` (with `extra` flags); fails the test
+/// unless every one completed.
+fn run_ab(nginx: &Nginx, requests: usize, extra: &[&str]) {
+    let ab = output(Command::new("ab").args(["-q", "-n", &requests.to_string(), "-c", "4"]).args(extra).arg(format!("{}/", nginx.url())), "ab");
+    let text = String::from_utf8_lossy(&ab.stdout);
+    assert!(text.contains(&format!("Complete requests:      {requests}")) && text.contains("Failed requests:        0"), "ab did not complete:\n{text}");
 }

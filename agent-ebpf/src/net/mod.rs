@@ -7,9 +7,11 @@
 //!   connections carry, when they look like HTTP/1.x (receives at their exit only, sends at
 //!   both ends).
 //! - [`socket_hooks`]: the same copies from socket tracepoints (`sock:sock_recv_length`,
-//!   `tcp:tcp_sendmsg_locked`, `sock:sock_send_length`) on kernels that have all three: they
-//!   run only for socket I/O, where the syscall tracepoints run for every read and write of
-//!   every file, and through a cheaper path. User space chooses one set or the other.
+//!   `sock:sock_send_length`, Linux 6.3), with a send's start from `tcp:tcp_sendmsg_locked`
+//!   (6.13) or fentry or a kprobe on `tcp_sendmsg`: they run only for socket I/O, where the
+//!   syscall tracepoints run for every read and write of every file, and through a cheaper
+//!   path. User space chooses one set or the other.
+//! - [`regs`]: a syscall's number and arguments, from the thread's saved registers.
 //! - [`tcp_state`]: fentry or kprobe on `tcp_set_state`, or the `sock:inet_sock_set_state`
 //!   tracepoint, whichever the kernel has, reports a tracked connection's TCP statistics when
 //!   it closes.
@@ -101,7 +103,7 @@ pub static PENDING_IO: HashMap<u64, PendingIo> = HashMap::with_max_entries(16_38
 /// the syscall programs use `PENDING_IO`).
 ///
 /// - Key: `pid_tgid`. Value: [`SendStart`] (16 bytes).
-/// - Written by `socket_hooks` at a send's first `tcp_sendmsg_locked`; its `sock_send_length`
+/// - Written by `socket_hooks` at a send's first `tcp_sendmsg_locked` (or `tcp_sendmsg`); its `sock_send_length`
 ///   reads it and zeroes the start in place, so a thread's steady state is two lookups and no
 ///   insert or delete.
 /// - Size: as `PENDING_IO`, at load time. LRU: the entries of threads that have exited age out.

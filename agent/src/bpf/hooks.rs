@@ -442,5 +442,11 @@ mod tests {
         assert_eq!(names, ["fentry:tcp_set_state", "kprobe:tcp_set_state", "tracepoint:sock/inet_sock_set_state"]);
         // The kernel truncates program names to 15 characters.
         assert!(TcpStateHook::ALL.iter().all(|hook| hook.program().len() <= 15));
+        assert!(SendStartHook::ALL.iter().all(|hook| hook.program().len() <= 15));
+        let payloads: Vec<&str> = SendStartHook::ALL.iter().map(|&hook| PayloadHooks::Sockets(hook).name()).collect();
+        // Each names every hook it runs on, with no space (the line is read as key=value).
+        for (name, start) in payloads.iter().zip(["tcp_sendmsg_locked", "fentry:tcp_sendmsg", "kprobe:tcp_sendmsg"]) {
+            assert!(name.contains("sock_recv_length") && name.contains("sock_send_length") && name.contains(start) && !name.contains(' '), "{name}");
+        }
     }
 }

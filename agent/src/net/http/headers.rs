@@ -53,31 +53,34 @@ pub(super) enum HeadEnd {
 }
 
 /// Reads header lines from `pos` up to the blank line that ends the head.
+///
+/// One pass per line: the name is checked byte by byte up to its colon, then the line's end is
+/// searched for from there (every header of every traced message comes through here).
 pub(super) fn scan_headers(buf: &[u8], mut pos: usize) -> (Fields<'_>, HeadEnd) {
     let mut fields = Fields::default();
     loop {
-        let Some((line, next)) = line_at(buf, pos) else { return (fields, HeadEnd::Cut) };
+        let rest = buf.get(pos..).unwrap_or_default();
+        match rest {
+            [b'\r', b'\n', ..] => return (fields, HeadEnd::Body(pos + 2)),
+            [b'\n', ..] => return (fields, HeadEnd::Body(pos + 1)),
+            // An obsolete folded continuation of the previous field: none we read may be folded.
+            [b' ' | b'\t', ..] => {
+                let Some((_, next)) = line_at(buf, pos) else { return (fields, HeadEnd::Cut) };
+                pos = next;
+                continue;
+            }
+            _ => {}
+        }
+        let name_end = pos + rest.iter().position(|&byte| !TCHAR[usize::from(byte)]).unwrap_or(rest.len());
+        // The name must be a non-empty token that the colon follows directly (RFC 9112 §5.1
+        // forbids whitespace there); a line that breaks this is malformed once it is whole.
+        if name_end == pos || buf.get(name_end) != Some(&b':') {
+            return (fields, if line_at(buf, pos).is_some() { HeadEnd::Malformed } else { HeadEnd::Cut });
+        }
+        let Some((value, next)) = line_at(buf, name_end + 1) else { return (fields, HeadEnd::Cut) };
+        fields.add(&buf[pos..name_end], value);
         pos = next;
-        if line.is_empty() {
-            return (fields, HeadEnd::Body(pos));
-        }
-        // An obsolete folded continuation of the previous field: none we read may be folded.
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            continue;
-        }
-        let Some((name, value)) = split_field(line) else { return (fields, HeadEnd::Malformed) };
-        fields.add(name, value);
     }
-}
-
-/// A header line's name and value, untrimmed (only the few values read are trimmed); `None`
-/// unless the name is a non-empty token that the colon follows directly (RFC 9112 §5.1
-/// forbids whitespace there).
-fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
-    let colon = memchr::memchr(b':', line)?;
-    let name = &line[..colon];
-    let is_token = !name.is_empty() && name.iter().all(|&byte| TCHAR[usize::from(byte)]);
-    is_token.then(|| (name, &line[colon + 1..]))
 }
 
 /// Whether `byte` may appear in a token such as a field name (RFC 9110 §5.6.2).
@@ -120,7 +123,34 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::{scan_headers, HeadEnd};
     use crate::net::http::{parse_requests, test_support::{only, CURL}, Method, RequestHead};
+
+    /// How a head ends, as a short word and the body's start.
+    fn end(buf: &[u8]) -> (&'static str, usize) {
+        match scan_headers(buf, 0).1 {
+            HeadEnd::Body(at) => ("body", at),
+            HeadEnd::Cut => ("cut", 0),
+            HeadEnd::Malformed => ("malformed", 0),
+        }
+    }
+
+    #[test]
+    fn head_ends_line_by_line() {
+        assert_eq!(end(b"Host: a\r\nX-A:b\n\r\nbody"), ("body", 17));
+        assert_eq!(end(b"\n"), ("body", 1));
+        assert_eq!(end(b"Host: a\r\n folded\r\n\r\n"), ("body", 20));
+        // Not whole yet: cut, whatever the partial line holds.
+        for cut in [&b""[..], b"Host", b"Host:", b"Host: a\r", b"Na me: x", b"\r", b" folded", b"Host: a\r\n\r"] {
+            assert_eq!(end(cut), ("cut", 0), "{:?}", String::from_utf8_lossy(cut));
+        }
+        // Whole lines that are not fields.
+        for bad in [&b":x\r\n\r\n"[..], b"Na me: x\r\n\r\n", b"Host : a\r\n\r\n", b"no colon\r\n\r\n", b"\rX: y\r\n\r\n"] {
+            assert_eq!(end(bad), ("malformed", 0), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let (fields, _) = scan_headers(b"host:  example.com \r\nContent-Length: 12\r\n\r\n", 0);
+        assert_eq!((fields.host, fields.content_length), (Some("example.com"), Some(12)));
+    }
 
     #[test]
     fn curl_request_with_traceparent() {
