@@ -92,7 +92,7 @@ pub mod programs {
     /// tp_btf `sock_recv_length`: a receive on a socket, at its end.
     pub const SOCK_RECV: &str = "oxeye_sock_recv";
     /// tp_btf `tcp_sendmsg_locked`: a send on a TCP socket, at its start.
-    pub const SOCK_SEND_START: &str = "oxeye_send_start";
+    pub const SOCK_SEND_START: &str = "oxeye_send_tp";
     /// fentry on `tcp_sendmsg`: the same, where the tracepoint is missing.
     pub const SOCK_SEND_START_FENTRY: &str = "oxeye_send_fent";
     /// kprobe on `tcp_sendmsg`: the same, where BPF trampolines are missing too.

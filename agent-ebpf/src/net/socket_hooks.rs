@@ -53,7 +53,7 @@ pub fn oxeye_sock_recv(ctx: BtfTracePointContext) -> u32 {
 /// `tcp_sendmsg_locked(sk, msg, skb, size_goal)`: fires for each buffer a send fills, so only
 /// the first of a send records its start.
 #[btf_tracepoint(function = "tcp_sendmsg_locked")]
-pub fn oxeye_send_start(ctx: BtfTracePointContext) -> u32 {
+pub fn oxeye_send_tp(ctx: BtfTracePointContext) -> u32 {
     send_started(socket(&ctx));
     0
 }
