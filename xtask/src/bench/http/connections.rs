@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{oxeye::Oxeye, process::{per_1k, process_cpu_ns}, wrk::WARM_UP_SECONDS};
+use super::{oxeye::{Oxeye, Settled}, process::{per_1k, process_cpu_ns}, wrk::WARM_UP_SECONDS};
 use crate::bench::{bpf_listing, median, sink};
 
 /// Seconds ab runs (`-t`; its request count is only a ceiling).
@@ -43,17 +43,18 @@ pub(super) fn overhead(oxeye: &Path, ab_bin: &Path, url: &str, work_dir: &Path, 
         for step in 0..2 {
             let with_oxeye = (round + step) % 2 == 1;
             let agent = if with_oxeye { Some(Oxeye::start(oxeye, work_dir, sink)?) } else { None };
-            let before = match &agent {
-                Some(agent) => agent.settle(|| ab(ab_bin, url, WARM_UP_SECONDS).map(drop))?,
-                None => 0,
+            let settled = match &agent {
+                Some(agent) => agent.settle(|| Ok(ab(ab_bin, url, WARM_UP_SECONDS)?.1))?,
+                None => Settled::default(),
             };
             let (requests_per_second, requests) = ab(ab_bin, url, AB_SECONDS)?;
             rate[usize::from(with_oxeye)] = requests_per_second;
             if let Some(agent) = agent {
-                oxeye_us.push(per_1k(process_cpu_ns(agent.pid()) - before, requests));
-                bpf_ns.push(bpf_listing::tracing_ns(&bpf_listing::programs()?) / requests.max(1) as f64);
+                oxeye_us.push(per_1k(process_cpu_ns(agent.pid()) - settled.cpu_ns, requests));
+                bpf_ns.push((bpf_listing::tracing_ns(&bpf_listing::programs()?) - settled.bpf_ns) / requests.max(1) as f64);
                 let counts = agent.stop()?;
-                (lost, traced, sent) = (lost + counts.lost, traced + counts.server, sent + requests);
+                // oxeye traced the warm-up's requests too.
+                (lost, traced, sent) = (lost + counts.lost, traced + counts.server, sent + requests + settled.requests);
             }
             eprintln!("    round {}: {:<13} {requests_per_second:>9.0} req/s (ab -c{AB_CONCURRENCY}, a connection per request)", round + 1, if with_oxeye { "with oxeye" } else { "without oxeye" });
         }
@@ -70,6 +71,6 @@ pub(super) fn overhead(oxeye: &Path, ab_bin: &Path, url: &str, work_dir: &Path, 
         median(oxeye_us),
         median(bpf_ns)
     );
-    println!("  traced {traced} requests as server of {sent} that ab completed; {lost} network records lost in the kernel");
+    println!("  traced {traced} requests as server of {sent} that ab completed, warm-ups included; {lost} network records lost in the kernel");
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::{
-    oxeye::{Oxeye, Traced},
+    oxeye::{Oxeye, Settled, Traced},
     process::{per_1k, process_cpu_ns, Guard},
     server::{free_port, wait_ready},
     wrk::{wrk, Wrk, WARM_UP_SECONDS, WRK_SECONDS},
@@ -109,6 +109,8 @@ impl PyConfig {
 
 struct PyRun {
     wrk: Wrk,
+    /// Requests of the warm-up before `wrk` (oxeye traced them too).
+    warm_requests: u64,
     server_cpu: u64,
     oxeye: Option<(u64, Traced)>,
 }
@@ -181,11 +183,11 @@ pub(super) fn comparison(oxeye: &Path, wrk_bin: &Path, work_dir: &Path, sink: &s
         println!("  {:<28} {:>9.0} {:>10.4} {:>24.3}   {}", config.label(), rps, ratio, server, extra_text);
     }
     let traced: u64 = runs[2].iter().filter_map(|r| r.oxeye).map(|(_, t)| t.server).sum();
-    let sent: u64 = runs[2].iter().map(|r| r.wrk.requests).sum();
+    let sent: u64 = runs[2].iter().map(|r| r.wrk.requests + r.warm_requests).sum();
     let exported: u64 = runs[2].iter().filter_map(|r| r.oxeye).map(|(_, t)| t.spans_exported).sum();
     let dropped: u64 = runs[2].iter().filter_map(|r| r.oxeye).map(|(_, t)| t.spans_dropped).sum();
     println!(
-        "  oxeye traced {traced} of the {sent} requests wrk completed in (c) as server ({:.2}%); {exported} spans exported, {dropped} dropped",
+        "  oxeye traced {traced} of the {sent} requests wrk completed in (c), warm-ups included, as server ({:.2}%); {exported} spans exported, {dropped} dropped",
         traced as f64 * 100.0 / sent.max(1) as f64
     );
     if dropped > 0 {
@@ -236,13 +238,10 @@ fn python_run(config: PyConfig, venv: &Path, app: &Path, dir: &Path, oxeye: &Pat
     wait_ready(&mut server, "the Flask app", &stderr, port, Duration::from_secs(30))?;
     let url = format!("http://127.0.0.1:{port}/");
     let agent = if config == PyConfig::Oxeye { Some(Oxeye::start(oxeye, work_dir, sink)?) } else { None };
-    let warm_up = || wrk(wrk_bin, &url, 8, WARM_UP_SECONDS).map(drop);
-    let agent_before = match &agent {
+    let warm_up = || Ok(wrk(wrk_bin, &url, 8, WARM_UP_SECONDS)?.requests);
+    let settled = match &agent {
         Some(agent) => agent.settle(warm_up)?,
-        None => {
-            warm_up()?;
-            0
-        }
+        None => Settled { requests: warm_up()?, ..Settled::default() },
     };
     let server_before = process_cpu_ns(server.pid());
     let result = wrk(wrk_bin, &url, 8, WRK_SECONDS)?;
@@ -250,11 +249,11 @@ fn python_run(config: PyConfig, venv: &Path, app: &Path, dir: &Path, oxeye: &Pat
     server.check_alive("the Flask app", &stderr)?;
     let oxeye_run = match agent {
         Some(agent) => {
-            let cpu = process_cpu_ns(agent.pid()) - agent_before;
+            let cpu = process_cpu_ns(agent.pid()) - settled.cpu_ns;
             Some((cpu, agent.stop()?))
         }
         None => None,
     };
     drop(server);
-    Ok(PyRun { wrk: result, server_cpu, oxeye: oxeye_run })
+    Ok(PyRun { wrk: result, warm_requests: settled.requests, server_cpu, oxeye: oxeye_run })
 }

@@ -82,7 +82,7 @@ pub(super) fn compare(oxeye: &Path, wrk_bin: &Path, url: &str, work_dir: &Path, 
             let index = (round + step) % configs.len();
             let agent = configs[index].start(oxeye, work_dir, sink)?;
             let agent_before = match &agent {
-                Some(agent) => agent.settle(|| wrk(wrk_bin, url, 16, WARM_UP_SECONDS).map(drop))?,
+                Some(agent) => agent.settle(|| Ok(wrk(wrk_bin, url, 16, WARM_UP_SECONDS)?.requests))?.cpu_ns,
                 None => 0,
             };
             let receiver_before = process_cpu_ns(sink.pid());

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    oxeye::{Oxeye, Traced},
+    oxeye::{Oxeye, Settled, Traced},
     process::{per_1k, process_cpu_ns, Guard},
     server::{free_port, http_status, wait_ready},
     wrk::{wrk, Wrk, WARM_UP_SECONDS, WRK_SECONDS},
@@ -61,8 +61,8 @@ struct NginxRun {
     oxeye: Option<(u64, Traced)>,
     /// Run time of oxeye's tracing programs over its life, ns (with oxeye only).
     bpf_ns: f64,
-    /// CPU of oxeye from its start to its steady state (with oxeye only), ns.
-    startup_ns: u64,
+    /// Where oxeye stood when wrk began (with oxeye only).
+    settled: Settled,
     /// CPU of the OTLP receiver during wrk, ns.
     receiver_ns: u64,
 }
@@ -105,11 +105,10 @@ pub(super) fn overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, ab_bin: &Path
             let with_oxeye = (round + step) % 2 == 1;
             server.check_alive("nginx", &log)?;
             let agent = if with_oxeye { Some(Oxeye::start(oxeye, work_dir, sink)?) } else { None };
-            let startup_ns = match &agent {
-                Some(agent) => agent.settle(|| wrk(wrk_bin, &url, 16, WARM_UP_SECONDS).map(drop))?,
-                None => 0,
+            let settled = match &agent {
+                Some(agent) => agent.settle(|| Ok(wrk(wrk_bin, &url, 16, WARM_UP_SECONDS)?.requests))?,
+                None => Settled::default(),
             };
-            let agent_before = agent.as_ref().map_or(0, |a| process_cpu_ns(a.pid()));
             let (nginx_before, receiver_before) = (process_cpu_ns(worker), process_cpu_ns(sink.pid()));
             let result = wrk(wrk_bin, &url, 16, WRK_SECONDS)?;
             let nginx_cpu = process_cpu_ns(worker) - nginx_before;
@@ -117,19 +116,20 @@ pub(super) fn overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, ab_bin: &Path
             let mut bpf_ns = 0.0;
             let oxeye_run = match agent {
                 Some(agent) => {
-                    let cpu = process_cpu_ns(agent.pid()) - agent_before;
-                    bpf_ns = bpf_listing::tracing_ns(&bpf_listing::programs()?);
+                    let cpu = process_cpu_ns(agent.pid()) - settled.cpu_ns;
+                    bpf_ns = bpf_listing::tracing_ns(&bpf_listing::programs()?) - settled.bpf_ns;
                     Some((cpu, agent.stop()?))
                 }
                 None => None,
             };
             let traced = oxeye_run.map_or(String::new(), |(cpu, t)| {
                 format!(
-                    "  oxeye CPU {:.3} ms/1k req, BPF {:.0} ns/req, traced {} as server ({:.1}%)",
+                    "  oxeye CPU {:.3} ms/1k req, BPF {:.0} ns/req, traced {} as server ({:.1}% of {} with the warm-up's)",
                     per_1k(cpu, result.requests),
                     bpf_ns / result.requests.max(1) as f64,
                     t.server,
-                    t.server as f64 * 100.0 / result.requests.max(1) as f64
+                    t.server as f64 * 100.0 / (result.requests + settled.requests).max(1) as f64,
+                    result.requests + settled.requests
                 )
             });
             eprintln!(
@@ -143,7 +143,7 @@ pub(super) fn overhead(oxeye: &Path, nginx: &Path, wrk_bin: &Path, ab_bin: &Path
             if result.bad > 0 {
                 eprintln!("    warning: {} non-2xx responses or socket errors", result.bad);
             }
-            runs[usize::from(with_oxeye)].push(NginxRun { wrk: result, nginx_cpu, oxeye: oxeye_run, bpf_ns, startup_ns, receiver_ns });
+            runs[usize::from(with_oxeye)].push(NginxRun { wrk: result, nginx_cpu, oxeye: oxeye_run, bpf_ns, settled, receiver_ns });
         }
     }
     print_summary(&runs, rounds, work_dir);
@@ -165,13 +165,14 @@ fn print_summary(runs: &[Vec<NginxRun>; 2], rounds: usize, work_dir: &Path) {
     let nginx_cpu = |r: &NginxRun| per_1k(r.nginx_cpu, r.wrk.requests);
     let oxeye_cpu = |r: &NginxRun| r.oxeye.map_or(f64::NAN, |(cpu, _)| per_1k(cpu, r.wrk.requests));
     let oxeye_share = |r: &NginxRun| r.oxeye.map_or(f64::NAN, |(cpu, _)| cpu as f64 / 1e9 / f64::from(WRK_SECONDS) * 100.0);
-    let sent: u64 = with.iter().map(|r| r.wrk.requests).sum();
+    // oxeye traced the warm-up's requests too.
+    let sent: u64 = with.iter().map(|r| r.wrk.requests + r.settled.requests).sum();
     let traced: u64 = with.iter().filter_map(|r| r.oxeye).map(|(_, t)| t.server).sum();
     let client: u64 = with.iter().filter_map(|r| r.oxeye).map(|(_, t)| t.client).sum();
     let lost: u64 = with.iter().filter_map(|r| r.oxeye).map(|(_, t)| t.lost).sum();
     let exported: u64 = with.iter().filter_map(|r| r.oxeye).map(|(_, t)| t.spans_exported).sum();
     let dropped: u64 = with.iter().filter_map(|r| r.oxeye).map(|(_, t)| t.spans_dropped).sum();
-    let min_share = with.iter().filter_map(|r| Some(r.oxeye?.1.server as f64 / r.wrk.requests.max(1) as f64)).fold(f64::INFINITY, f64::min);
+    let min_share = with.iter().filter_map(|r| Some(r.oxeye?.1.server as f64 / (r.wrk.requests + r.settled.requests).max(1) as f64)).fold(f64::INFINITY, f64::min);
 
     println!("\nHTTP tracing overhead: nginx (1 worker, static ~600-byte page) under wrk -t1 -c16 -d{WRK_SECONDS}s on loopback, oxeye exporting OTLP to a local receiver, medians of {rounds} rounds");
     println!("  {:<34} {:>14} {:>14} {:>16}", "", "without oxeye", "with oxeye", "with / without");
@@ -186,11 +187,11 @@ fn print_summary(runs: &[Vec<NginxRun>; 2], rounds: usize, work_dir: &Path) {
     );
     println!(
         "  measured in oxeye's steady state: it first ran {WARM_UP_SECONDS} s of the same load and settled, using {:.0} ms of CPU from its start (naming and indexing the files it met); the OTLP receiver on this host used {:.3} µs per request while wrk ran (a collector's cost, not oxeye's)",
-        med(with, &|r: &NginxRun| r.startup_ns as f64 / 1e6),
+        med(with, &|r: &NginxRun| r.settled.cpu_ns as f64 / 1e6),
         med(with, &|r: &NginxRun| per_1k(r.receiver_ns, r.wrk.requests)),
     );
     println!(
-        "  traced: {traced} requests as server of {sent} that wrk completed ({:.2}%; lowest run {:.2}%), {client} as client; {lost} network records lost in the kernel; {exported} spans exported, {dropped} dropped",
+        "  traced: {traced} requests as server of {sent} that wrk completed, warm-ups included ({:.2}%; lowest run {:.2}%), {client} as client; {lost} network records lost in the kernel; {exported} spans exported, {dropped} dropped",
         traced as f64 * 100.0 / sent.max(1) as f64,
         min_share * 100.0
     );

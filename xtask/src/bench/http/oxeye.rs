@@ -12,12 +12,23 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::process::{process_cpu_ns, tail, Guard};
-use crate::bench::{number_before, sink, wait_for_text};
+use crate::bench::{bpf_listing, number_before, sink, wait_for_text};
 
 /// A running oxeye that exports to the receiver.
 pub(super) struct Oxeye {
     guard: Guard,
     log: PathBuf,
+}
+
+/// Where oxeye stood when the measured run began.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Settled {
+    /// Its CPU since it started (start-up and warm-up), ns.
+    pub(super) cpu_ns: u64,
+    /// Requests the warm-up completed (oxeye traced them too).
+    pub(super) requests: u64,
+    /// Run time of its tracing programs so far, ns.
+    pub(super) bpf_ns: f64,
 }
 
 /// What oxeye said about the network when it stopped.
@@ -61,25 +72,25 @@ impl Oxeye {
     }
 
     /// Runs `warm_up` (load like the measured run's, so oxeye meets the programs it will
-    /// trace), then waits until oxeye's CPU falls below a tenth of a core: the measured run
-    /// then sees its steady state, not the one-time work of naming new files (indexing a
-    /// large binary's DWARF takes most of a second of CPU). Returns the CPU it spent since it
-    /// started, which the summary reports as start-up cost.
-    pub(super) fn settle(&self, warm_up: impl FnOnce() -> Result<()>) -> Result<u64> {
+    /// trace; it returns the requests it completed), then waits until oxeye's CPU falls below a
+    /// tenth of a core: the measured run then sees its steady state, not the one-time work of
+    /// naming new files (indexing a large binary's DWARF takes most of a second of CPU).
+    pub(super) fn settle(&self, warm_up: impl FnOnce() -> Result<u64>) -> Result<Settled> {
         const WINDOW: Duration = Duration::from_millis(300);
         const DEADLINE: Duration = Duration::from_secs(20);
-        warm_up()?;
+        let requests = warm_up()?;
         let deadline = Instant::now() + DEADLINE;
         loop {
             let before = process_cpu_ns(self.pid());
             thread::sleep(WINDOW);
             let used = process_cpu_ns(self.pid()) - before;
-            if used < WINDOW.as_nanos() as u64 / 10 {
-                return Ok(process_cpu_ns(self.pid()));
-            }
-            if Instant::now() > deadline {
+            let settled = used < WINDOW.as_nanos() as u64 / 10;
+            if !settled && Instant::now() > deadline {
                 eprintln!("    warning: oxeye still used {} ms of CPU per {} ms {} s after the warm-up; measuring anyway", used / 1_000_000, WINDOW.as_millis(), DEADLINE.as_secs());
-                return Ok(process_cpu_ns(self.pid()));
+            }
+            if settled || Instant::now() > deadline {
+                let bpf_ns = bpf_listing::tracing_ns(&bpf_listing::programs()?);
+                return Ok(Settled { cpu_ns: process_cpu_ns(self.pid()), requests, bpf_ns });
             }
         }
     }
