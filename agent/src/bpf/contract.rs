@@ -73,22 +73,15 @@ fn program_specs() -> Vec<(&'static str, &'static str)> {
     specs.extend(TRACEPOINTS.iter().map(|&(program, _, _)| (program, "tracepoint")));
     specs.extend(CONNECTION_HOOKS.iter().chain(PAYLOAD_SYSCALL_HOOKS).map(|&(program, _, _, _)| (program, "tracepoint")));
     specs.extend(SOCKET_HOOKS.iter().map(|&(program, _, _)| (program, "btf_tracepoint")));
-    for hook in SendStartHook::ALL {
-        let kind = match hook {
-            SendStartHook::TracePoint => "btf_tracepoint",
-            SendStartHook::FEntry => "fentry",
-            SendStartHook::KProbe => "kprobe",
-        };
-        specs.push((hook.program(), kind));
-    }
-    for hook in TcpStateHook::ALL {
-        let kind = match hook {
-            TcpStateHook::FEntry => "fentry",
-            TcpStateHook::KProbe => "kprobe",
-            TcpStateHook::TracePoint => "tracepoint",
-        };
-        specs.push((hook.program(), kind));
-    }
+    // The alternatives user space picks between, each in the section its loader expects.
+    specs.extend([
+        (SendStartHook::TracePoint.program(), "btf_tracepoint"),
+        (SendStartHook::FEntry.program(), "fentry"),
+        (SendStartHook::KProbe.program(), "kprobe"),
+        (TcpStateHook::FEntry.program(), "fentry"),
+        (TcpStateHook::KProbe.program(), "kprobe"),
+        (TcpStateHook::TracePoint.program(), "tracepoint"),
+    ]);
     specs.sort_unstable();
     specs.dedup();
     specs
