@@ -239,6 +239,23 @@ pub fn http_spans(spans: &[SpanLine], kind: &str, service: &str, port: u16, expe
     Ok(format!("{} {kind} spans of {service}, all with the right path and status", seen.values().sum::<usize>()))
 }
 
+/// A burst of `completed` requests for `path` on `port` came out whole: as many server and
+/// client spans, and as many in `http.server.request.duration`'s and
+/// `http.client.request.duration`'s counts for that route in `exposition`.
+pub fn burst(spans: &[SpanLine], exposition: &str, port: u16, path: &str, completed: u64) -> Check {
+    ensure(completed > 0, || format!("no request of the burst completed on port {port}"))?;
+    for kind in ["SERVER", "CLIENT"] {
+        let count = spans.iter().filter(|s| s.kind == kind && s.attribute("server.port") == port.to_string() && s.attribute("url.path") == path).count() as u64;
+        ensure(count == completed, || format!("{count} {kind} spans of {path} on port {port}, for {completed} requests completed"))?;
+    }
+    let series = parse_exposition(exposition);
+    for metric in ["http_server_request_duration_seconds_count", "http_client_request_duration_seconds_count"] {
+        let counted: f64 = series.iter().filter(|(name, labels, _)| name == metric && labels.get("http_route").map(String::as_str) == Some(path)).map(|(_, _, value)| value).sum();
+        ensure(counted == completed as f64, || format!("{metric} for {path} is {counted}, for {completed} requests completed:\n{exposition}"))?;
+    }
+    Ok(format!("{completed} requests completed by 4 clients at once, each a server and a client span and counted in both duration histograms"))
+}
+
 /// Samples of a Prometheus text exposition: (name, labels) → value.
 pub fn parse_exposition(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
     text.lines()

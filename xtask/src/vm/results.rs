@@ -112,6 +112,18 @@ pub struct Expected {
     pub signed_return_addresses: bool,
 }
 
+/// The burst's check: the requests its four clients completed (`burst-N.txt`), against the
+/// spans and metrics.
+fn burst(transcript: &Transcript, spans: Result<&[SpanLine], String>, port: u16) -> Check {
+    let spans = spans?;
+    let mut completed = 0;
+    for client in 1..=4 {
+        let text = transcript.text(&format!("burst-{client}.txt"));
+        completed += text.trim().parse::<u64>().map_err(|_| format!("client {client} of the burst reported {text:?}"))?;
+    }
+    checks::burst(spans, &transcript.text("metrics.txt"), port, "/burst.txt", completed)
+}
+
 /// Runs every check on a transcript.
 pub fn check(transcript: &Transcript, arch: Arch, http_port: u16, expected: &Expected) -> Vec<(&'static str, Outcome)> {
     let tcp_state_hook = expected.tcp_state_hook;
@@ -165,6 +177,7 @@ pub fn check(transcript: &Transcript, arch: Arch, http_port: u16, expected: &Exp
         ("signed return addresses, frame pointers", signed(checks::known_chain, "chain-pac")),
         ("signed return addresses, no frame pointers", signed(checks::c_without_frame_pointers, "chain-pac-nofp")),
         ("HTTP over loopback into spans", outcome(http())),
+        ("HTTP burst, every request counted", outcome(burst(transcript, spans.as_deref().map_err(Clone::clone), http_port + 1))),
         ("TCP statistics from the chosen hook", outcome(checks::tcp_statistics(&transcript.text("metrics.txt"), http_port, 6))),
         (
             "hook choice",

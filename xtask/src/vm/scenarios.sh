@@ -34,6 +34,13 @@ wait_for() {
 "$bin/busybox" httpd -f -p "127.0.0.1:$http_port" -h "$out/www" &
 httpd=$!
 wait_for "'$bin/busybox' wget -q -O /dev/null http://127.0.0.1:$http_port/hello.txt 2>/dev/null" 300 || echo "httpd did not answer"
+# A second server for the burst below, on the next port (the checks of the first count its
+# connections exactly).
+burst_port=$((http_port + 1))
+echo "burst" > "$out/www/burst.txt"
+"$bin/busybox" httpd -f -p "127.0.0.1:$burst_port" -h "$out/www" &
+burst_httpd=$!
+wait_for "'$bin/busybox' wget -q -O /dev/null http://127.0.0.1:$burst_port/hello.txt 2>/dev/null" 300 || echo "the burst httpd did not answer"
 
 "$bin/otlp-sink" --listen "127.0.0.1:$otlp_port" --spans-out "$out/spans.tsv" > "$out/otlp-sink.log" 2>&1 &
 sink=$!
@@ -70,6 +77,22 @@ done
 # A 404: wget exits 1.
 "$bin/busybox" wget -q -O /dev/null "http://127.0.0.1:$http_port/missing.txt" 2>/dev/null
 mark http
+# The burst: four clients fetching /burst.txt at once for 3 s of wall-clock time, each
+# counting the requests that completed; every one must come out as spans and in the metrics.
+burst_end=$(( $(cut -d. -f1 /proc/uptime) + 3 ))
+burst_clients=""
+for client in 1 2 3 4; do
+    (
+        n=0
+        while [ "$(cut -d. -f1 /proc/uptime)" -lt "$burst_end" ]; do
+            "$bin/busybox" wget -q -O /dev/null "http://127.0.0.1:$burst_port/burst.txt" && n=$((n + 1))
+        done
+        echo "$n" > "$out/burst-$client.txt"
+    ) &
+    burst_clients="$burst_clients $!"
+done
+wait $burst_clients
+mark burst
 # Let oxeye read the last records and export them.
 sleep 2
 "$bin/busybox" wget -q -O "$out/metrics.txt" "http://127.0.0.1:$metrics_port/metrics"
@@ -143,7 +166,7 @@ if [ "${OXEYE_CAPABILITY_MATRIX:-0}" = 1 ]; then
     done
 fi
 [ "$paranoid" -gt 2 ] && echo "$paranoid" > /proc/sys/kernel/perf_event_paranoid
-kill "$httpd"
+kill "$httpd" "$burst_httpd"
 rm -rf "$secret"
 ls "$out" > "$out/outputs.txt"
 mark done
