@@ -41,6 +41,21 @@ pub struct FileOffsets {
     pub mm_exe_file: u32,
     /// `mm_struct.start_code` (the executable's first code address).
     pub mm_start_code: u32,
+    /// The way from a task to its open files.
+    pub fd_table: FdTableOffsets,
+    /// Offset of the instruction pointer in `struct pt_regs`.
+    pub regs_ip: u32,
+    /// `mm_struct.context.vdso` (where the vDSO is mapped).
+    pub mm_vdso: u32,
+}
+const _: () = assert!(core::mem::size_of::<FileOffsets>() == 72);
+
+/// Byte offsets of the members on the way from a task to the `struct file` behind one of its
+/// descriptors (`task->files->fdt->fd[fd]`), read by the file-mapping and the network
+/// programs alike.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdTableOffsets {
     /// `task_struct.files`.
     pub task_files: u32,
     /// `files_struct.fdt`.
@@ -49,13 +64,22 @@ pub struct FileOffsets {
     pub fdtable_fd: u32,
     /// `fdtable.max_fds`.
     pub fdtable_max_fds: u32,
-    /// Offset of the instruction pointer in `struct pt_regs`.
-    pub regs_ip: u32,
-    /// `mm_struct.context.vdso` (where the vDSO is mapped).
-    pub mm_vdso: u32,
 }
-const _: () = assert!(core::mem::size_of::<FileOffsets>() == 72);
-crate::impl_pod!(FileOffsets);
+const _: () = assert!(core::mem::size_of::<FdTableOffsets>() == 16);
+
+impl FdTableOffsets {
+    /// All zero (nothing resolved).
+    pub const ZERO: FdTableOffsets = FdTableOffsets { task_files: 0, files_fdt: 0, fdtable_fd: 0, fdtable_max_fds: 0 };
+
+    /// The (structure, member) each offset is, in field order, for user space to resolve.
+    pub const MEMBERS: [(&'static str, &'static str); 4] = [("task_struct", "files"), ("files_struct", "fdt"), ("fdtable", "fd"), ("fdtable", "max_fds")];
+
+    /// The offsets in [`FdTableOffsets::MEMBERS`]' order.
+    pub const fn from_array([task_files, files_fdt, fdtable_fd, fdtable_max_fds]: [u32; 4]) -> Self {
+        FdTableOffsets { task_files, files_fdt, fdtable_fd, fdtable_max_fds }
+    }
+}
+crate::impl_pod!(FileOffsets, FdTableOffsets);
 
 /// Which file: the `FILE_TABLES` key. All zero ([`KernelFile::VDSO`]) is the vDSO.
 #[repr(C)]

@@ -262,14 +262,8 @@ pub struct PayloadRecord {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelOffsets {
-    /// `task_struct.files`.
-    pub task_files: u32,
-    /// `files_struct.fdt`.
-    pub files_fdt: u32,
-    /// `fdtable.fd`.
-    pub fdtable_fd: u32,
-    /// `fdtable.max_fds`.
-    pub fdtable_max_fds: u32,
+    /// The way from a task to its open files.
+    pub fd_table: crate::files::FdTableOffsets,
     /// `file.private_data`.
     pub file_private_data: u32,
     /// `socket.type`.
@@ -400,10 +394,7 @@ const _: () = assert!(core::mem::size_of::<SendStart>() == 16);
 impl KernelOffsets {
     /// All offsets zero (nothing resolved).
     pub const ZERO: KernelOffsets = KernelOffsets {
-        task_files: 0,
-        files_fdt: 0,
-        fdtable_fd: 0,
-        fdtable_max_fds: 0,
+        fd_table: crate::files::FdTableOffsets::ZERO,
         file_private_data: 0,
         socket_type: 0,
         socket_sk: 0,

@@ -15,7 +15,7 @@
 
 use agent_common::{
     counters::Counter,
-    files::{ExecFileEvent, FileHint, FileHintRecord, FileOffsets, FileTable, KernelFile, PendingMmap, MAX_FILE_HINTS},
+    files::{ExecFileEvent, FdTableOffsets, FileHint, FileHintRecord, FileOffsets, FileTable, KernelFile, PendingMmap, MAX_FILE_HINTS},
     records::RecordKind,
     unwind::ExecMapping,
 };
@@ -31,6 +31,7 @@ use aya_ebpf::{
 
 use crate::read_only::ReadOnly;
 use crate::{
+    fd_table::file_of_fd,
     maps::{count, Scratch, EVENTS, PROCESS_MAPPINGS, SCRATCH},
     sampler::SAMPLER_CONFIG,
 };
@@ -51,10 +52,7 @@ pub static FILE_OFFSETS: ReadOnly<FileOffsets> = ReadOnly::new(FileOffsets {
     task_mm: 0,
     mm_exe_file: 0,
     mm_start_code: 0,
-    task_files: 0,
-    files_fdt: 0,
-    fdtable_fd: 0,
-    fdtable_max_fds: 0,
+    fd_table: FdTableOffsets::ZERO,
     regs_ip: 0,
     mm_vdso: 0,
 });
@@ -342,7 +340,7 @@ pub fn oxeye_mmap_exit(ctx: TracePointContext) -> u32 {
     }
     let pid = (pid_tgid >> 32) as u32;
     let offsets = FILE_OFFSETS.get();
-    let Some(file) = file_of_fd(pending.fd, &offsets).and_then(|file| identity(file, &offsets)) else {
+    let Some(file) = file_of_fd(pending.fd, &offsets.fd_table).ok().flatten().and_then(|file| identity(file, &offsets)) else {
         count(Counter::KernelMappingsMissed);
         return 0;
     };
@@ -363,19 +361,3 @@ pub fn oxeye_mmap_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The `struct file` behind descriptor `fd` of the current process.
-#[inline(always)]
-fn file_of_fd(fd: u32, offsets: &FileOffsets) -> Option<u64> {
-    // SAFETY: the helper only returns the current task's address.
-    let task = unsafe { bpf_get_current_task() };
-    let files = read_kernel(task + offsets.task_files as u64)?;
-    let fdt = read_kernel(files + offsets.files_fdt as u64)?;
-    // SAFETY: the helper handles faults; the value is plain data.
-    let max_fds: u32 = unsafe { bpf_probe_read_kernel((fdt + offsets.fdtable_max_fds as u64) as *const u32) }.ok()?;
-    if fd >= max_fds {
-        return None;
-    }
-    let fd_array = read_kernel(fdt + offsets.fdtable_fd as u64)?;
-    let file = read_kernel(fd_array + fd as u64 * 8)?;
-    (file != 0).then_some(file)
-}

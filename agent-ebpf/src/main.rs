@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod fd_table;
 mod files;
 mod maps;
 mod net;

@@ -4,9 +4,12 @@ use agent_common::{
     counters::Counter,
     net::{family, KernelOffsets, SocketAddrs},
 };
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::bpf_probe_read_kernel;
 
-use crate::maps::count;
+use crate::{
+    fd_table::{self, ReadFailed},
+    maps::count,
+};
 
 /// `SOCK_STREAM` in `struct socket.type`.
 const SOCK_STREAM: u16 = 1;
@@ -26,19 +29,14 @@ fn read<T>(base: u64, offset: u32) -> Option<T> {
 /// socket: `current->files->fdt->fd[fd]->private_data->sk`.
 #[inline(always)]
 pub fn tcp_sock_of_fd(offsets: &KernelOffsets, fd: u32) -> Option<u64> {
-    // SAFETY: the helper only returns the current task's address.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, offsets.task_files)?;
-    let fdt: u64 = read(files, offsets.files_fdt)?;
-    let max_fds: u32 = read(fdt, offsets.fdtable_max_fds)?;
-    if fd >= max_fds {
-        return None;
-    }
-    let fd_array: u64 = read(fdt, offsets.fdtable_fd)?;
-    let file: u64 = read(fd_array, fd * 8)?;
-    if file == 0 {
-        return None; // not an open descriptor: nothing failed
-    }
+    let file = match fd_table::file_of_fd(fd, &offsets.fd_table) {
+        Ok(Some(file)) => file,
+        Ok(None) => return None, // not an open descriptor: nothing failed
+        Err(ReadFailed) => {
+            count(Counter::NetKernelReadFailed);
+            return None;
+        }
+    };
     let socket: u64 = read(file, offsets.file_private_data)?;
     if socket == 0 {
         return None; // a file with no private data (most regular files): not a socket

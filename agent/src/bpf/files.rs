@@ -3,7 +3,10 @@
 //! and `mmap` tracepoints, all optional: without them, processes too brief to be read keep
 //! unnamed frames, and everything else works.
 
-use agent_common::{files::FileOffsets, names::programs};
+use agent_common::{
+    files::{FdTableOffsets, FileOffsets},
+    names::programs,
+};
 use aya::{programs::TracePoint, Ebpf};
 use symbolizer::btf::Btf;
 use tracing::{debug, info};
@@ -49,13 +52,20 @@ fn read_offsets(btf: &Btf, regs_ip: u32) -> Result<FileOffsets, String> {
         task_mm: get("task_struct", "mm")?,
         mm_exe_file: get("mm_struct", "exe_file")?,
         mm_start_code: get("mm_struct", "start_code")?,
-        task_files: get("task_struct", "files")?,
-        files_fdt: get("files_struct", "fdt")?,
-        fdtable_fd: get("fdtable", "fd")?,
-        fdtable_max_fds: get("fdtable", "max_fds")?,
+        fd_table: fd_table_offsets(btf)?,
         regs_ip,
         mm_vdso: get("mm_struct", "context.vdso")?,
     })
+}
+
+/// The offsets on the way from a task to its open files (the file-mapping and the network
+/// programs both walk it); `Err` names the first member the kernel's BTF lacks.
+pub(super) fn fd_table_offsets(btf: &Btf) -> Result<FdTableOffsets, String> {
+    let mut offsets = [0; 4];
+    for (slot, (structure, member)) in offsets.iter_mut().zip(FdTableOffsets::MEMBERS) {
+        *slot = btf.member_offset(structure, member).ok_or_else(|| format!("{structure}.{member}"))?;
+    }
+    Ok(FdTableOffsets::from_array(offsets))
 }
 
 /// Loads and attaches the tracepoints that record young processes' mappings; says once why

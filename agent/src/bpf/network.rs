@@ -12,7 +12,7 @@ use agent_common::{
     names::programs,
     net::{syscall_regs, syscall_slot, KernelOffsets, NetConfig},
 };
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use aya::{programs::TracePoint, Ebpf};
 use symbolizer::btf::Btf;
 use tracing::{debug, warn};
@@ -181,10 +181,7 @@ fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
     // Kernels without IPv6 lack these; zero tells the BPF side to leave IPv6 addresses empty.
     let sk_v6 = |member: &str| btf.member_offset("sock", &format!("__sk_common.{member}")).unwrap_or(0);
     Ok(KernelOffsets {
-        task_files: get("task_struct", "files")?,
-        files_fdt: get("files_struct", "fdt")?,
-        fdtable_fd: get("fdtable", "fd")?,
-        fdtable_max_fds: get("fdtable", "max_fds")?,
+        fd_table: super::files::fd_table_offsets(btf).map_err(|missing| anyhow!("kernel BTF has no {missing}: network tracing is off"))?,
         file_private_data: get("file", "private_data")?,
         socket_type: get("socket", "type")?,
         socket_sk: get("socket", "sk")?,
