@@ -136,6 +136,17 @@ impl TcpStateHook {
     }
 }
 
+/// The kernel's BTF, parsed on first use and kept for the next attachment: parsing vmlinux's
+/// takes real time at start-up, and a hook choice may load several programs that need it.
+#[derive(Default)]
+struct KernelBtf(Option<Result<aya::Btf, String>>);
+
+impl KernelBtf {
+    fn get(&mut self) -> Result<&aya::Btf, String> {
+        self.0.get_or_insert_with(|| aya::Btf::from_sys_fs().map_err(|error| format!("no kernel BTF: {}", short(&error)))).as_ref().map_err(Clone::clone)
+    }
+}
+
 /// How a program attaches, for the hooks that have alternatives.
 #[derive(Debug, Clone, Copy)]
 enum AttachPoint {
@@ -214,8 +225,9 @@ impl fmt::Display for Quoted<'_> {
 /// Attaches the best TCP-state hook this kernel has, recording in `hooks` why each better one
 /// was passed over. Fails (with every reason) when none works.
 pub fn attach_tcp_state(ebpf: &mut Ebpf, hooks: &mut Hooks) -> Result<(TcpStateHook, Link)> {
+    let mut btf = KernelBtf::default();
     for hook in TcpStateHook::ALL {
-        match try_attach(ebpf, hook) {
+        match try_attach(ebpf, hook, &mut btf) {
             Ok(link) => return Ok((hook, link)),
             Err(reason) => hooks.tcp_state_fallbacks.push(format!("{}: {reason}", hook.kind())),
         }
@@ -224,10 +236,10 @@ pub fn attach_tcp_state(ebpf: &mut Ebpf, hooks: &mut Hooks) -> Result<(TcpStateH
 }
 
 /// Loads and attaches `hook`'s program; on failure, a short reason, with the program unloaded.
-fn try_attach(ebpf: &mut Ebpf, hook: TcpStateHook) -> Result<Link, String> {
+fn try_attach(ebpf: &mut Ebpf, hook: TcpStateHook, btf: &mut KernelBtf) -> Result<Link, String> {
     match hook {
-        TcpStateHook::FEntry => attach_at(ebpf, hook.program(), AttachPoint::FEntry(TCP_SET_STATE)),
-        TcpStateHook::KProbe => attach_at(ebpf, hook.program(), AttachPoint::KProbe(TCP_SET_STATE)),
+        TcpStateHook::FEntry => attach_at(ebpf, hook.program(), AttachPoint::FEntry(TCP_SET_STATE), btf),
+        TcpStateHook::KProbe => attach_at(ebpf, hook.program(), AttachPoint::KProbe(TCP_SET_STATE), btf),
         TcpStateHook::TracePoint => {
             let (category, name) = (inet_sock_set_state::CATEGORY, inet_sock_set_state::NAME);
             if !tracefs::tracepoint_exists(category, name) {
@@ -244,8 +256,7 @@ fn try_attach(ebpf: &mut Ebpf, hook: TcpStateHook) -> Result<Link, String> {
 
 /// Loads `program` and attaches it at `point`; on failure, a short reason, with the program
 /// unloaded.
-fn attach_at(ebpf: &mut Ebpf, program: &str, point: AttachPoint) -> Result<Link, String> {
-    let btf = || aya::Btf::from_sys_fs().map_err(|error| format!("no kernel BTF: {}", short(&error)));
+fn attach_at(ebpf: &mut Ebpf, program: &str, point: AttachPoint, btf: &mut KernelBtf) -> Result<Link, String> {
     let program = program_mut(ebpf, program).map_err(|error| format!("{error:#}"))?;
     match point {
         AttachPoint::BtfTracePoint { category, name } => {
@@ -253,12 +264,12 @@ fn attach_at(ebpf: &mut Ebpf, program: &str, point: AttachPoint) -> Result<Link,
                 return Err(format!("this kernel has no {category}:{name}"));
             }
             let tracepoint: &mut BtfTracePoint = program.try_into().map_err(|error: ProgramError| short(&error))?;
-            tracepoint.load(name, &btf()?).map_err(|error| format!("load failed: {}", short(&error)))?;
+            tracepoint.load(name, btf.get()?).map_err(|error| format!("load failed: {}", short(&error)))?;
             attach_or_unload(tracepoint, |tracepoint| Ok(Box::new(tracepoint.attach().and_then(|id| tracepoint.take_link(id))?)), BtfTracePoint::unload)
         }
         AttachPoint::FEntry(function) => {
             let fentry: &mut FEntry = program.try_into().map_err(|error: ProgramError| short(&error))?;
-            fentry.load(function, &btf()?).map_err(|error| format!("load failed: {}", short(&error)))?;
+            fentry.load(function, btf.get()?).map_err(|error| format!("load failed: {}", short(&error)))?;
             attach_or_unload(fentry, |fentry| Ok(Box::new(fentry.attach().and_then(|id| fentry.take_link(id))?)), FEntry::unload)
         }
         AttachPoint::KProbe(function) => {
@@ -313,10 +324,11 @@ fn attach_socket_hooks(ebpf: &mut Ebpf, passed_over: &mut Vec<String>) -> Result
     if let Some((_, category, name)) = SOCKET_HOOKS.iter().find(|(_, category, name)| !tracefs::tracepoint_exists(category, name)) {
         return Err(format!("this kernel has no {category}:{name}"));
     }
+    let mut btf = KernelBtf::default();
     let mut reasons = Vec::new();
     let mut start = None;
     for hook in SendStartHook::ALL {
-        match attach_at(ebpf, hook.program(), hook.attach_point()) {
+        match attach_at(ebpf, hook.program(), hook.attach_point(), &mut btf) {
             Ok(link) => {
                 start = Some((hook, link));
                 break;
@@ -327,7 +339,7 @@ fn attach_socket_hooks(ebpf: &mut Ebpf, passed_over: &mut Vec<String>) -> Result
     let Some((send_start, link)) = start else { return Err(reasons.join("; ")) };
     let mut links = vec![link];
     for &(program, category, name) in SOCKET_HOOKS {
-        match attach_at(ebpf, program, AttachPoint::BtfTracePoint { category, name }) {
+        match attach_at(ebpf, program, AttachPoint::BtfTracePoint { category, name }, &mut btf) {
             Ok(link) => links.push(link),
             Err(reason) => {
                 // Detach before unloading what loaded before the failure.
