@@ -40,6 +40,8 @@ pub mod maps {
     pub const PENDING_IO: &str = "PENDING_IO";
     /// When each thread's current TCP send started (socket tracepoints).
     pub const SEND_STARTS: &str = "SEND_STARTS";
+    /// Bytes each CPU wrote to `NET_EVENTS` since it last woke the reader.
+    pub const WAKE_PENDING: &str = "WAKE_PENDING";
     /// Per-CPU payload record being built.
     pub const PAYLOAD_SCRATCH: &str = "PAYLOAD_SCRATCH";
     /// Unwind tables by file, for mappings the kernel side found itself.

@@ -234,8 +234,9 @@ pub struct PayloadHeader {
     pub flags: u32,
     /// Padding.
     pub reserved: u32,
-    /// The task's `comm`: names a process that is gone by the time user space looks in
-    /// `/proc` (a server forking a child per connection).
+    /// The task's `comm`, in a connection's first HTTP record only (zeros after): names a
+    /// process that is gone by the time user space looks in `/proc` (a server forking a child
+    /// per connection).
     pub comm: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 112);
@@ -310,7 +311,7 @@ pub struct NetConfig {
     pub target_pid: u32,
     /// oxeye's own process id: its own connections are not traced.
     pub self_pid: u32,
-    /// Bytes waiting in `NET_EVENTS` past which a record wakes the reader up; below it, the
+    /// Bytes a CPU writes to `NET_EVENTS` between two wake-ups of the reader; below it, the
     /// reader drains on its timer (a wake-up per record would cost more than the record).
     pub wake_bytes: u32,
     /// This architecture's numbers of the syscalls the socket-tracepoint programs trace, at

@@ -255,7 +255,8 @@ fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64, connection: &m
         [0; PREFIX_BYTES]
     };
     let http = is_http_prefix(&prefix);
-    if connection.protocol == protocol::UNKNOWN {
+    let first = connection.protocol == protocol::UNKNOWN;
+    if first {
         if http {
             connection.protocol = protocol::HTTP;
         } else if connection.role != role::UNKNOWN || connection.misses >= Connection::DISCOVERED_TRIES {
@@ -296,7 +297,9 @@ fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64, connection: &m
         addrs: connection.addrs,
         flags: if continuation { PayloadHeader::CONTINUATION } else { 0 },
         reserved: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // Once per connection: user space keeps the name (the helper cost a twentieth of
+        // each payload program).
+        comm: if first { bpf_get_current_comm().unwrap_or([0; 16]) } else { [0; 16] },
     };
     let len = core::mem::size_of::<PayloadHeader>() + bounded_capture(captured) as usize;
     // SAFETY: `len` is within the record, which is plain data.

@@ -120,7 +120,7 @@ impl Probes {
         sizes.log();
         let unwind_sizes = sizes.unwind;
         let net_config_value =
-            net_config.map_or(NetConfig::DISABLED, |config| NetConfig { wake_bytes: sizing::net_wake_bytes(sizes.net_events), ..config });
+            net_config.map_or(NetConfig::DISABLED, |config| NetConfig { wake_bytes: sizing::net_wake_bytes(sizes.net_events, cpus.len()), ..config });
         let file_offsets = files::offsets(unwind_config.regs_ip);
         let mut loader = EbpfLoader::new();
         loader

@@ -62,12 +62,17 @@ pub fn net_ring_bytes(cpus: usize) -> u32 {
     wanted.clamp(MIN_NET_RING_BYTES, MAX_NET_RING_BYTES).next_power_of_two() as u32
 }
 
-/// Bytes waiting in a `NET_EVENTS` of `ring_bytes` past which the BPF programs wake the
-/// reader up: an eighth, so a saturated machine (about 170 MB/s of records here) wakes it
-/// every few milliseconds and the other seven eighths absorb its scheduling delays.
-pub fn net_wake_bytes(ring_bytes: u32) -> u32 {
-    ring_bytes / 8
+/// Bytes each CPU writes to a `NET_EVENTS` of `ring_bytes` between two wake-ups of the
+/// reader: an eighth of the ring shared among the CPUs, so a saturated machine (about 170 MB/s
+/// of records here) wakes it every few milliseconds and the other seven eighths absorb its
+/// scheduling delays. At least [`MIN_NET_WAKE_BYTES`], so many CPUs do not wake it every few
+/// records (128 of them then leave at most a quarter of the ring unread).
+pub fn net_wake_bytes(ring_bytes: u32, cpus: usize) -> u32 {
+    (ring_bytes / 8 / cpus.max(1) as u32).max(MIN_NET_WAKE_BYTES)
 }
+
+/// The least a CPU writes to `NET_EVENTS` between two wake-ups.
+const MIN_NET_WAKE_BYTES: u32 = 16 << 10;
 
 /// Sizes of the unwinder's maps.
 #[derive(Debug, Clone, Copy)]
@@ -142,7 +147,7 @@ impl MapSizes {
     }
 
     /// Every map's size, by name.
-    pub fn all(&self) -> [(&'static str, u32); 20] {
+    pub fn all(&self) -> [(&'static str, u32); 21] {
         [
             (maps::EVENTS, self.events),
             (maps::COUNTERS, Counter::COUNT),
@@ -162,6 +167,8 @@ impl MapSizes {
             (maps::PENDING_IO, self.pending_io),
             // A thread in a send at once, as PENDING_IO.
             (maps::SEND_STARTS, self.pending_io),
+            // A count per CPU (per-CPU array).
+            (maps::WAKE_PENDING, 1),
             (maps::PAYLOAD_SCRATCH, 1),
             (maps::FILE_TABLES, self.unwind.file_tables),
             (maps::KERNEL_MAPPINGS, self.unwind.young_processes),

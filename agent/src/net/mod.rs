@@ -172,10 +172,13 @@ impl NetTracker {
                 tracing::trace!(pid = header.pid, direction = header.direction, size = header.size, captured = data.len(), flags = header.flags, "payload");
                 self.stats.payloads += 1;
                 self.last_seen_ns = self.last_seen_ns.max(header.timestamp_ns);
-                // Name the process now, while it most likely still lives (a server that forks
-                // a child per connection has it exit right after answering); its exchanges
-                // find the name cached.
-                self.services.get(header.pid, &comm_str(&header.comm));
+                // Name the process at its connection's first record (the only one with a
+                // name), while it most likely still lives (a server that forks a child per
+                // connection has it exit right after answering); its exchanges find the name
+                // cached.
+                if header.comm[0] != 0 {
+                    self.services.get(header.pid, &comm_str(&header.comm));
+                }
                 let mut done = std::mem::take(&mut self.done);
                 let payload = Payload {
                     pid: header.pid,
