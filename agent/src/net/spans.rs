@@ -136,8 +136,11 @@ impl SpanBatch {
     }
 }
 
-/// Most spans in one export request: about 300 bytes each encoded, so about 300 KiB.
-pub const SPANS_PER_REQUEST: usize = 1_000;
+/// Most spans in one export request: about 300 bytes each encoded, so about 75 KiB. A
+/// receiver on the same host decodes a request in one go: at 1,000 spans (2 ms) that stalled
+/// the traced server behind it; 250 measured 5–10% more nginx throughput, and 100 cost more
+/// per call than it saved.
+pub const SPANS_PER_REQUEST: usize = 250;
 
 /// An `ExportTraceServiceRequest` of the services' spans, and how many spans it holds.
 fn request(services: &[ServiceSpans], host: &HostInfo) -> (Encoded, u64) {
