@@ -27,7 +27,7 @@ pub fn file_of_fd(fd: u32, offsets: &FdTableOffsets) -> Result<Option<u64>, Read
 
 /// Reads a `T` at `base + offset` in kernel memory.
 #[inline(always)]
-fn read<T>(base: u64, offset: u32) -> Result<T, ReadFailed> {
+pub fn read<T>(base: u64, offset: u32) -> Result<T, ReadFailed> {
     // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.map_err(|_| ReadFailed)
 }

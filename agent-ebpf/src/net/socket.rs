@@ -4,7 +4,6 @@ use agent_common::{
     counters::Counter,
     net::{family, KernelOffsets, SocketAddrs},
 };
-use aya_ebpf::helpers::bpf_probe_read_kernel;
 
 use crate::{
     fd_table::{self, ReadFailed},
@@ -17,12 +16,7 @@ const SOCK_STREAM: u16 = 1;
 /// Reads a `T` at `base + offset` in kernel memory; a failure is counted.
 #[inline(always)]
 fn read<T>(base: u64, offset: u32) -> Option<T> {
-    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
-    let value = unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok();
-    if value.is_none() {
-        count(Counter::NetKernelReadFailed);
-    }
-    value
+    fd_table::read(base, offset).map_err(|ReadFailed| count(Counter::NetKernelReadFailed)).ok()
 }
 
 /// The `struct sock` behind file descriptor `fd` of the current process, if it is a TCP
