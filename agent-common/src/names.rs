@@ -40,6 +40,8 @@ pub mod maps {
     pub const PENDING_IO: &str = "PENDING_IO";
     /// When each thread's current TCP send started (socket tracepoints).
     pub const SEND_STARTS: &str = "SEND_STARTS";
+    /// The HTTP request each thread is serving, for the CPU sampler.
+    pub const SERVING_REQUESTS: &str = "SERVING_REQUESTS";
     /// Bytes each CPU wrote to `NET_EVENTS` since it last woke the reader.
     pub const WAKE_PENDING: &str = "WAKE_PENDING";
     /// Per-CPU payload record being built.

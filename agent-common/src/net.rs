@@ -232,8 +232,9 @@ pub struct PayloadHeader {
     pub addrs: SocketAddrs,
     /// [`PayloadHeader::CONTINUATION`] when the data continues the previous receive.
     pub flags: u32,
-    /// Padding.
-    pub reserved: u32,
+    /// A server's response: CPU samples taken on the sending thread while it served the
+    /// request (see [`ServingRequest`]); 0 otherwise, or when that is unknown.
+    pub cpu_samples: u32,
     /// The task's `comm`, in a connection's first HTTP record only (zeros after): names a
     /// process that is gone by the time user space looks in `/proc` (a server forking a child
     /// per connection).
@@ -392,6 +393,31 @@ pub struct SendStart {
 }
 const _: () = assert!(core::mem::size_of::<SendStart>() == 16);
 
+/// The request a thread is serving, in `SERVING_REQUESTS` under its `pid_tgid`: from a
+/// server's receive of a request's first bytes to its send of the response, on that thread.
+/// The CPU sampler copies `(sock, started_ns)` into the samples it takes meanwhile, which user
+/// space matches to the request's span.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ServingRequest {
+    /// The connection's `struct sock`; 0 when the thread serves none.
+    pub sock: u64,
+    /// The request record's `timestamp_ns`, which user space keys its exchange by.
+    pub started_ns: u64,
+    /// CPU samples taken on the thread since.
+    pub samples: u32,
+    /// [`ServingRequest::AMBIGUOUS`].
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<ServingRequest>() == 24);
+
+impl ServingRequest {
+    /// The thread received a second request before answering the first (an event loop
+    /// interleaving connections, or pipelining): its samples are linked to neither, until
+    /// its next response ends both.
+    pub const AMBIGUOUS: u32 = 1;
+}
+
 impl KernelOffsets {
     /// All offsets zero (nothing resolved).
     pub const ZERO: KernelOffsets = KernelOffsets {
@@ -421,7 +447,7 @@ impl NetConfig {
     pub const DISABLED: NetConfig = NetConfig { enabled: 0, target_pid: 0, self_pid: 0, wake_bytes: 0, syscalls: [u32::MAX; syscall_slot::COUNT], offsets: KernelOffsets::ZERO };
 }
 
-crate::impl_pod!(SocketAddrs, Connection, SocketOwner, PendingIo, SendStart, TcpOpenEvent, TcpCloseEvent, PayloadHeader, KernelOffsets, NetConfig);
+crate::impl_pod!(SocketAddrs, Connection, SocketOwner, PendingIo, SendStart, ServingRequest, TcpOpenEvent, TcpCloseEvent, PayloadHeader, KernelOffsets, NetConfig);
 
 /// The request methods oxeye recognises, as they appear on a request line: the nine that
 /// RFC 9110 and RFC 5789 define. The BPF filter ([`is_http_prefix`]) and user space's

@@ -50,8 +50,13 @@ pub struct SampleHeader {
     /// Why the Python stack ended ([`crate::unwind::StackEnd`] as `u32`); only meaningful
     /// with [`crate::unwind::FLAG_PYTHON`].
     pub python_stack_end: u32,
+    /// The HTTP request the thread was serving (its `struct sock`), or 0: see
+    /// [`crate::net::ServingRequest`].
+    pub request_sock: u64,
+    /// That request's start, as its record stamped it (0 with no request).
+    pub request_started_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<SampleHeader>() == 64);
+const _: () = assert!(core::mem::size_of::<SampleHeader>() == 80);
 crate::impl_pod!(SampleHeader);
 
 /// One sample: header plus kernel and user return addresses, innermost frame first.
@@ -66,7 +71,7 @@ pub struct SampleRecord {
     /// the interrupted PC; the others are return addresses), then Python frames.
     pub frames: [u64; MAX_FRAMES],
 }
-const _: () = assert!(core::mem::size_of::<SampleRecord>() == 64 + 8 * MAX_FRAMES);
+const _: () = assert!(core::mem::size_of::<SampleRecord>() == 80 + 8 * MAX_FRAMES);
 
 impl SampleRecord {
     /// Bytes of the record that carry data, all that is sent: the header and `frames` slots.

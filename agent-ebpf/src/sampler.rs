@@ -19,7 +19,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 
-use crate::read_only::ReadOnly;
+use crate::{net::serving, read_only::ReadOnly};
 use crate::{
     maps::{count, submit, SCRATCH},
     unwinder,
@@ -64,6 +64,7 @@ pub fn oxeye_sample(ctx: PerfEventContext) -> u32 {
     header.flags = 0;
     header.python_frame_count = 0;
     header.python_stack_end = 0;
+    (header.request_sock, header.request_started_ns) = serving::sampled(pid_tgid);
     // A sample of user code has no kernel stack, and its registers are in the perf event.
     let in_user = unwinder::registers_from_context(&ctx, scratch);
     let record = &mut scratch.record;

@@ -23,6 +23,7 @@ use crate::{
     clock::{unix_now_ns, Clock},
     events::{self, comm_str, comm_str_bytes, Record},
     objects::ObjectRegistry,
+    links::{RequestKey, SpanLinks},
     otlp::{build_request, resource::HostInfo, BatchSample, BuildContext, SampleBatch},
     output::{self, RunInfo},
     process::{
@@ -65,6 +66,8 @@ pub struct CollectorConfig {
     pub target_pid: Option<u32>,
     /// Keep each interval's samples for export, at most this many.
     pub export_batch: Option<usize>,
+    /// The spans samples taken in HTTP requests link to (when spans are exported too).
+    pub links: Option<Arc<SpanLinks>>,
     /// Turns sample timestamps into wall time.
     pub clock: Clock,
     /// Who each process is (shared with the network pipeline).
@@ -97,6 +100,8 @@ pub struct Collector {
     /// Samples of the current reporting interval, when exporting.
     batch: Option<SampleBatch>,
     max_batch_samples: usize,
+    /// Spans to link samples to.
+    links: Option<Arc<SpanLinks>>,
     clock: Clock,
     unwinder: Option<Unwinder>,
     target_pid: Option<u32>,
@@ -163,6 +168,7 @@ impl Collector {
             malformed_records: 0,
             batch: config.export_batch.map(|max| SampleBatch::new(unix_now_ns(), max)),
             max_batch_samples: config.export_batch.unwrap_or(0),
+            links: config.links,
             clock: config.clock,
             unwinder: config.unwinder,
             target_pid: config.target_pid,
@@ -242,10 +248,19 @@ impl Collector {
 
     /// Ends the export interval: its samples as an OTLP request (`None` if not exporting), with
     /// the number of samples in it and the number dropped.
-    pub fn take_request(&mut self, host: &HostInfo, period_ns: u64) -> Option<(ExportProfilesServiceRequest, u64, u64)> {
+    /// `last`: no interval follows, for samples waiting for their spans.
+    pub fn take_request(&mut self, host: &HostInfo, period_ns: u64, last: bool) -> Option<(ExportProfilesServiceRequest, u64, u64)> {
         self.refresh_debug_files();
         let now = unix_now_ns();
-        let batch = self.batch.replace(SampleBatch::new(now, self.max_batch_samples))?;
+        let mut batch = self.batch.replace(SampleBatch::new(now, self.max_batch_samples))?;
+        if let Some(links) = &self.links {
+            let waiting = batch.resolve_links(links, &mut self.profile, last);
+            if let Some(next) = &mut self.batch {
+                for (sample, identity) in waiting {
+                    next.push(sample, || identity);
+                }
+            }
+        }
         let context =
             BuildContext { host, period_ns, end_unix_nano: now, profile: &self.profile, namer: &mut self.namer, objects: &mut self.objects };
         let (request, samples) = if batch.samples.is_empty() { (ExportProfilesServiceRequest::default(), 0) } else { build_request(&batch, context) };
@@ -457,7 +472,8 @@ impl Collector {
             let time_unix_nano = self.clock.to_unix_ns(header.timestamp_ns);
             let processes = &mut self.processes;
             let identity = || if pid == 0 { Arc::new(ProcessIdentity::named(process)) } else { processes.identity(pid, process) };
-            let sample = BatchSample { pid, tid, cpu: header.cpu, time_unix_nano, thread_name: key.thread, stack: key.stack };
+            let request = (header.request_sock != 0).then_some(RequestKey { pid, sock: header.request_sock, started_ns: header.request_started_ns });
+            let sample = BatchSample { key, cpu: header.cpu, time_unix_nano, sampled_ns: header.timestamp_ns, request, link: None, carried: false };
             batch.push(sample, identity);
         }
     }
@@ -506,7 +522,7 @@ mod tests {
             frames: [0; agent_common::sampler::MAX_FRAMES],
         };
         record.frames[0] = marker_leaf as *const () as u64 + 1;
-        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, clock: Clock::new(), identities: Arc::default(), python: Arc::default(), java_perf_map: false, debug: DebugSources::default() };
+        let config = CollectorConfig { max_stacks: 16, unwinder: None, target_pid: None, export_batch: None, links: None, clock: Clock::new(), identities: Arc::default(), python: Arc::default(), java_perf_map: false, debug: DebugSources::default() };
         let mut collector = Collector::new(FrameNamer::new(None), config);
         collector.handle(as_bytes(&record));
         collector.handle(as_bytes(&record));

@@ -11,6 +11,7 @@ mod events;
 mod export;
 mod http_server;
 mod jit;
+mod links;
 mod live;
 mod metrics;
 mod net;

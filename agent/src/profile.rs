@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use agent_common::unwind::StackEnd;
 
-use crate::{jit::functions::JitFunctionId, objects::ObjectId, python::functions::FunctionId};
+use crate::{jit::functions::JitFunctionId, links::SpanRef, objects::ObjectId, python::functions::FunctionId};
 
 /// One frame of a stack, as precise as the sample allows; named later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,6 +119,8 @@ pub struct Profile {
     names: Vec<Box<str>>,
     name_ids: HashMap<Box<str>, NameId>,
     counts: HashMap<SampleKey, u64>,
+    /// Of those counts, the samples linked to a span (see [`crate::links`]).
+    linked: HashMap<(SampleKey, SpanRef), u64>,
     max_entries: usize,
     /// Samples counted in.
     pub samples: u64,
@@ -135,6 +137,7 @@ impl Profile {
             names: Vec::new(),
             name_ids: HashMap::new(),
             counts: HashMap::new(),
+            linked: HashMap::new(),
             max_entries,
             samples: 0,
             dropped_full: 0,
@@ -182,6 +185,25 @@ impl Profile {
         self.names.push(name.into());
         self.name_ids.insert(name.into(), id);
         id
+    }
+
+    /// One of the samples counted under `key` was taken in the request of `span`. Bounded
+    /// as the counts are: past `max_entries` links, samples stay counted, unlinked.
+    pub fn link(&mut self, key: SampleKey, span: SpanRef) {
+        if !self.counts.contains_key(&key) {
+            return;
+        }
+        if let Some(count) = self.linked.get_mut(&(key, span)) {
+            *count += 1;
+        } else if self.linked.len() < self.max_entries {
+            self.linked.insert((key, span), 1);
+        }
+    }
+
+    /// The linked samples: (key, span, count), in no particular order. Their counts are
+    /// part of [`Self::counts`].
+    pub fn linked(&self) -> impl Iterator<Item = (&SampleKey, &SpanRef, u64)> {
+        self.linked.iter().map(|((key, span), &count)| (key, span, count))
     }
 
     /// Every (key, count), in no particular order.

@@ -27,6 +27,7 @@ use crate::{
     containers::{self, Pods},
     export::Profiles,
     http_server,
+    links::SpanLinks,
     otlp::resource::HostInfo,
     output::RunInfo,
     pipeline::{
@@ -88,11 +89,14 @@ pub async fn run(args: Args) -> Result<()> {
     let pods = start_pods(&args);
     let (clock, host, period_ns) = (Clock::new(), HostInfo::read(pods.clone()), 1_000_000_000 / args.samples_per_second);
     let identities = Arc::new(Identities::new(pods));
+    // Samples link to spans only when both are exported.
+    let links = (profile_exporter.is_some() && network_outputs.exports_spans()).then(|| Arc::new(SpanLinks::new(SpanLinks::CAPACITY)));
     let config = CollectorConfig {
         max_stacks: args.max_stacks,
         unwinder,
         target_pid: args.pid,
         export_batch: profile_exporter.is_some().then_some(MAX_BATCH_SAMPLES),
+        links: links.clone(),
         clock,
         identities: identities.clone(),
         python,
@@ -107,7 +111,7 @@ pub async fn run(args: Args) -> Result<()> {
     let exporting = profiles.exporting() || network_outputs.exporting();
     let export_interval = Duration::from_secs_f64(args.reporter_interval);
     let network = NetworkThread::spawn(
-        NetworkParts { outputs: network_outputs, ring: net_events, identities, host, clock, sample_ratio: args.trace_sample_ratio },
+        NetworkParts { outputs: network_outputs, ring: net_events, identities, host, clock, sample_ratio: args.trace_sample_ratio, links },
         NetworkTimers { drain: DRAIN_INTERVAL, export: export_interval, expire: EXPIRE_INTERVAL },
     )?;
     let reporter = Reporter::new(args.no_live, Duration::from_secs(args.summary_interval));

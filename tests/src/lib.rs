@@ -7,6 +7,7 @@ pub mod checks;
 pub mod deadline;
 pub mod debug_files;
 pub mod folded;
+pub mod links;
 pub mod podman;
 pub mod servers;
 

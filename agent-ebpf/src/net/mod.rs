@@ -11,6 +11,8 @@
 //!   (6.13) or fentry or a kprobe on `tcp_sendmsg`: they run only for socket I/O, where the
 //!   syscall tracepoints run for every read and write of every file, and through a cheaper
 //!   path. User space chooses one set or the other.
+//! - [`serving`]: which HTTP request each server thread is serving, for the CPU sampler to
+//!   link its samples to.
 //! - [`regs`]: a syscall's number and arguments, from the thread's saved registers.
 //! - [`tcp_state`]: fentry or kprobe on `tcp_set_state`, or the `sock:inet_sock_set_state`
 //!   tracepoint, whichever the kernel has, reports a tracked connection's TCP statistics when
@@ -25,13 +27,14 @@
 pub mod connections;
 pub mod payload;
 pub mod regs;
+pub mod serving;
 pub mod socket;
 pub mod socket_hooks;
 pub mod tcp_state;
 
 use agent_common::{
     counters::Counter,
-    net::{Connection, NetConfig, PayloadRecord, PendingIo, SendStart, SocketOwner},
+    net::{Connection, NetConfig, PayloadRecord, PendingIo, SendStart, ServingRequest, SocketOwner},
 };
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -109,6 +112,17 @@ pub static PENDING_IO: HashMap<u64, PendingIo> = HashMap::with_max_entries(16_38
 /// - Size: as `PENDING_IO`, at load time. LRU: the entries of threads that have exited age out.
 #[map]
 pub static SEND_STARTS: LruHashMap<u64, SendStart> = LruHashMap::with_max_entries(16_384, 0);
+
+/// The HTTP request each thread is serving (see [`serving`]).
+///
+/// - Key: `pid_tgid`. Value: [`ServingRequest`] (24 bytes).
+/// - Written by `payload` (a server's request receive sets it, its response send empties it
+///   in place, so a thread's steady state is two lookups and no insert or delete) and by the
+///   CPU sampler (counts the samples it takes meanwhile). Read by the sampler.
+/// - Size: as `PENDING_IO`, at load time (one entry when network tracing is off). LRU: the
+///   entries of threads that have exited age out.
+#[map]
+pub static SERVING_REQUESTS: LruHashMap<u64, ServingRequest> = LruHashMap::with_max_entries(16_384, 0);
 
 /// Bytes this CPU has written to `NET_EVENTS` since it last woke the reader (see
 /// [`wake_flags`]).

@@ -22,7 +22,7 @@ use aya_ebpf::{
 
 use agent_common::tracepoints::{SYSCALL_ARG0 as ARG0, SYSCALL_ARG_BYTES};
 
-use super::{check_insert, config, connection_key, connections, field, regs::SavedRegs, traced, wake_flags, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
+use super::{check_insert, config, serving, connection_key, connections, field, regs::SavedRegs, traced, wake_flags, CONNECTIONS, NET_EVENTS, PAYLOAD_SCRATCH, PENDING_IO};
 use crate::maps::count;
 
 /// Where a syscall's data is.
@@ -274,14 +274,23 @@ fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64, connection: &m
     if !http && !continuation {
         return;
     }
+    let response = is_response_prefix(&prefix);
     // A request (or a piece of one) longer than a response's limit is copied again, up to
     // its own.
-    if !is_response_prefix(&prefix) && available > RESPONSE_CAPTURE_BYTES as u64 {
+    if !response && available > RESPONSE_CAPTURE_BYTES as u64 {
         let Some(longer) = copy_user(record, data, available, CAPTURE_BYTES) else { return };
         captured = longer;
     }
     // SAFETY: a helper with no arguments and no memory access.
     let now = unsafe { bpf_ktime_get_ns() };
+    let mut cpu_samples = 0;
+    if connection.role == role::SERVER {
+        if ingress && http && !response {
+            serving::request_received(connection.sock, now);
+        } else if !ingress && response {
+            cpu_samples = serving::response_sent(connection.sock);
+        }
+    }
     record.header = PayloadHeader {
         kind: RecordKind::Payload as u32,
         pid: tgid,
@@ -296,7 +305,7 @@ fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64, connection: &m
         role: connection.role,
         addrs: connection.addrs,
         flags: if continuation { PayloadHeader::CONTINUATION } else { 0 },
-        reserved: 0,
+        cpu_samples,
         // Once per connection: user space keeps the name (the helper cost a twentieth of
         // each payload program).
         comm: if first { bpf_get_current_comm().unwrap_or([0; 16]) } else { [0; 16] },

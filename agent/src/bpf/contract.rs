@@ -12,7 +12,7 @@ use agent_common::{
     counters::Counter,
     files::{FileHintRecord, FileOffsets, FileTable, KernelFile, PendingMmap},
     names::{globals, maps, programs},
-    net::{Connection, NetConfig, PayloadRecord, PendingIo, SendStart, SocketOwner},
+    net::{Connection, NetConfig, PayloadRecord, PendingIo, SendStart, ServingRequest, SocketOwner},
     sampler::{SampleRecord, SamplerConfig},
     python::{PythonProcess, PythonThread},
     unwind::{ExecMapping, MappingRange, UnwindConfig, UnwindEntry, UnwindRule},
@@ -59,6 +59,7 @@ fn map_specs() -> Vec<MapSpec> {
         map(maps::SOCKETS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<SocketOwner>()),
         map(maps::PENDING_IO, BPF_MAP_TYPE_HASH, size_of::<u64>(), size_of::<PendingIo>()),
         map(maps::SEND_STARTS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<SendStart>()),
+        map(maps::SERVING_REQUESTS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<ServingRequest>()),
         map(maps::WAKE_PENDING, BPF_MAP_TYPE_PERCPU_ARRAY, size_of::<u32>(), size_of::<u64>()),
         map(maps::PAYLOAD_SCRATCH, BPF_MAP_TYPE_PERCPU_ARRAY, size_of::<u32>(), size_of::<PayloadRecord>()),
         map(maps::FILE_TABLES, BPF_MAP_TYPE_HASH, size_of::<KernelFile>(), size_of::<FileTable>()),
@@ -198,7 +199,7 @@ fn every_name_is_listed_once() {
     let all = [
         maps::EVENTS, maps::COUNTERS, maps::SCRATCH, maps::UNWIND_ROWS, maps::UNWIND_RULES, maps::EXEC_MAPPINGS,
         maps::PROCESS_MAPPINGS, maps::PYTHON_PROCESSES, maps::PYTHON_THREADS, maps::UNWIND_PROGRAMS, maps::NET_EVENTS, maps::CONNECTIONS, maps::NOT_SOCKETS,
-        maps::SOCKETS, maps::PENDING_IO, maps::SEND_STARTS, maps::WAKE_PENDING, maps::PAYLOAD_SCRATCH, maps::FILE_TABLES, maps::KERNEL_MAPPINGS, maps::PENDING_MMAPS,
+        maps::SOCKETS, maps::PENDING_IO, maps::SEND_STARTS, maps::SERVING_REQUESTS, maps::WAKE_PENDING, maps::PAYLOAD_SCRATCH, maps::FILE_TABLES, maps::KERNEL_MAPPINGS, maps::PENDING_MMAPS,
     ];
     assert_eq!(map_names, all, "map_specs lists each map once");
     let program_names: Vec<&str> = program_specs().iter().map(|&(name, _)| name).collect();

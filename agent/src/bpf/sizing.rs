@@ -147,7 +147,7 @@ impl MapSizes {
     }
 
     /// Every map's size, by name.
-    pub fn all(&self) -> [(&'static str, u32); 21] {
+    pub fn all(&self) -> [(&'static str, u32); 22] {
         [
             (maps::EVENTS, self.events),
             (maps::COUNTERS, Counter::COUNT),
@@ -165,8 +165,9 @@ impl MapSizes {
             (maps::NOT_SOCKETS, self.not_sockets),
             (maps::SOCKETS, self.connections),
             (maps::PENDING_IO, self.pending_io),
-            // A thread in a send at once, as PENDING_IO.
+            // A thread in a send, or serving a request, at once: as PENDING_IO.
             (maps::SEND_STARTS, self.pending_io),
+            (maps::SERVING_REQUESTS, self.pending_io),
             // A count per CPU (per-CPU array).
             (maps::WAKE_PENDING, 1),
             (maps::PAYLOAD_SCRATCH, 1),

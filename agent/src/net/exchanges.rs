@@ -65,6 +65,10 @@ pub struct Exchange {
     pub ended_ns: u64,
     /// The connection's addresses, seen from the process.
     pub addrs: SocketAddrs,
+    /// The connection's `struct sock`.
+    pub sock: u64,
+    /// Server: CPU samples taken on the thread while it served the request (0 if unknown).
+    pub cpu_samples: u32,
 }
 
 /// What matching has seen, for the summary and the tests.
@@ -117,6 +121,8 @@ pub struct Payload<'a> {
     pub truncated: bool,
     /// Bytes the syscall moved.
     pub size: u64,
+    /// A server's response: the CPU samples of the request it answers.
+    pub cpu_samples: u32,
 }
 
 /// Per-connection matching state, bounded in connections and in requests per connection.
@@ -178,6 +184,7 @@ impl Exchanges {
             return;
         };
         state.last_seen_ns = timestamp_ns;
+        let first_done = done.len();
         for response in responses {
             // Informational responses come before the real one, for the same request.
             if (100..200).contains(&response.status) && response.status != 101 {
@@ -200,7 +207,14 @@ impl Exchanges {
                 started_ns: request.started_ns,
                 ended_ns: timestamp_ns.max(request.started_ns),
                 addrs,
+                sock,
+                cpu_samples: 0,
             });
+        }
+        // The kernel counted the samples of the one request the sending thread served: they
+        // are that exchange's only if the send answered one request.
+        if let [only] = &mut done[first_done..] {
+            only.cpu_samples = payload.cpu_samples;
         }
         if unseen {
             // Missing spans rather than wrong ones: what was in flight is given up on.
@@ -331,7 +345,7 @@ mod tests {
     use super::*;
 
     fn payload(sock: u64, flow: u32, at: u64, data: &[u8], continuation: bool) -> Payload<'_> {
-        Payload { pid: 7, sock, flow, timestamp_ns: at, addrs: SocketAddrs::default(), data, continuation, truncated: false, size: data.len() as u64 }
+        Payload { pid: 7, sock, flow, timestamp_ns: at, addrs: SocketAddrs::default(), data, continuation, truncated: false, size: data.len() as u64, cpu_samples: 0 }
     }
 
     fn feed(exchanges: &mut Exchanges, flow: u32, at: u64, data: &[u8]) -> Vec<Exchange> {
@@ -371,6 +385,22 @@ mod tests {
         assert_eq!((first[0].path.as_str(), first[0].status, first[0].started_ns, first[0].ended_ns), ("/a", 200, 10, 15));
         assert_eq!((second[0].path.as_str(), second[0].status, second[0].side), ("/b", 404, Side::Server));
         assert!(exchanges.is_empty(), "answered connections are forgotten");
+    }
+
+    #[test]
+    fn a_responses_cpu_samples_go_to_the_one_request_it_answers() {
+        let mut exchanges = Exchanges::new(16);
+        let mut done = Vec::new();
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        exchanges.payload(payload(4, direction::INGRESS, 1, b"GET /a HTTP/1.1\r\n\r\n", false), &mut done);
+        exchanges.payload(Payload { cpu_samples: 5, ..payload(4, direction::EGRESS, 2, ok, false) }, &mut done);
+        assert_eq!((done[0].sock, done[0].started_ns, done[0].cpu_samples), (4, 1, 5));
+        // Two answers in one send: the kernel's count cannot be split between them.
+        done.clear();
+        exchanges.payload(payload(4, direction::INGRESS, 3, b"GET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n", false), &mut done);
+        let both = [&ok[..], &ok[..]].concat();
+        exchanges.payload(Payload { cpu_samples: 7, ..payload(4, direction::EGRESS, 4, &both, false) }, &mut done);
+        assert_eq!(done.iter().map(|e| (e.path.as_str(), e.cpu_samples)).collect::<Vec<_>>(), [("/b", 0), ("/c", 0)]);
     }
 
     #[test]

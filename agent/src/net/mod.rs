@@ -27,6 +27,7 @@ use tracing::debug;
 use crate::{
     clock::{self, Clock},
     events::comm_str,
+    links::{RequestKey, SpanLinks},
     metrics::MetricsStore,
     otlp::resource::HostInfo,
     process::identity::Identities,
@@ -37,7 +38,7 @@ use self::{
     records::NetRecord,
     route::RouteLimiter,
     services::Services,
-    spans::{ip_addresses, SpanBatch},
+    spans::{ip_addresses, Added, SpanBatch},
     telemetry::ClosedConnection,
     traceparent::IdGenerator,
 };
@@ -86,6 +87,9 @@ pub struct NetTracker {
     /// Durations of this drain's exchanges, recorded at its end.
     durations: telemetry::ExchangeDurations,
     connection_totals: telemetry::ConnectionTotals,
+    /// Where server spans whose requests had CPU samples are published, when profiles and
+    /// spans are both exported.
+    pub links: Option<Arc<SpanLinks>>,
 }
 
 impl NetTracker {
@@ -104,6 +108,7 @@ impl NetTracker {
             done: Vec::new(),
             durations: telemetry::ExchangeDurations::default(),
             connection_totals: telemetry::ConnectionTotals::default(),
+            links: None,
         }
     }
 
@@ -190,6 +195,7 @@ impl NetTracker {
                     continuation: header.flags & PayloadHeader::CONTINUATION != 0,
                     truncated: header.size > data.len() as u64,
                     size: header.size,
+                    cpu_samples: header.cpu_samples,
                 };
                 self.exchanges.payload(payload, &mut done);
                 for exchange in done.drain(..) {
@@ -214,8 +220,15 @@ impl NetTracker {
         let service = self.services.get(exchange.pid, "");
         let route = self.routes.limit(route::route(&exchange.path));
         if let Some(spans) = &mut self.spans {
-            if !spans.add(&service, &exchange, &route, self.clock, &mut self.ids) {
-                telemetry::record_sampled_out(store, &service.metrics);
+            match spans.add(&service, &exchange, &route, self.clock, &mut self.ids) {
+                Added::Kept(span) => {
+                    if let (Some(links), Side::Server, 1..) = (&self.links, exchange.side, exchange.cpu_samples) {
+                        let key = RequestKey { pid: exchange.pid, sock: exchange.sock, started_ns: exchange.started_ns };
+                        links.publish(key, span, exchange.ended_ns);
+                    }
+                }
+                Added::SampledOut => telemetry::record_sampled_out(store, &service.metrics),
+                Added::Dropped => {}
             }
         }
         self.durations.add(&service, &exchange, route);

@@ -53,7 +53,7 @@ mod tests {
             role: 1,
             addrs: SocketAddrs::default(),
             flags: 0,
-            reserved: 0,
+            cpu_samples: 0,
             comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
         };
         // SAFETY: plain data.

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::{
     clock::Clock,
+    links::SpanRef,
     otlp::{
         resource::{process_attributes, HostInfo},
         wire::{self, Encoded},
@@ -63,6 +64,17 @@ pub struct SpanBatch {
     texts: AddressTexts,
 }
 
+/// What became of an exchange's span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Held for the next export, with these IDs.
+    Kept(SpanRef),
+    /// Left out by `--trace-sample-ratio` (counted).
+    SampledOut,
+    /// Left out because the batch is full (counted).
+    Dropped,
+}
+
 /// Spans of one service: `ScopeSpans.spans` fields, written back to back.
 #[derive(Debug)]
 struct ServiceSpans {
@@ -78,16 +90,16 @@ impl SpanBatch {
     }
 
     /// Adds the span of `exchange`, named with its bounded `route`, unless the sampler leaves
-    /// it out (then `false`).
-    pub fn add(&mut self, service: &Arc<Service>, exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator) -> bool {
+    /// it out or the batch is full.
+    pub fn add(&mut self, service: &Arc<Service>, exchange: &Exchange, route: &str, clock: Clock, ids: &mut IdGenerator) -> Added {
         let span_ids = SpanIds::of(exchange, ids);
         if !self.sampler.keep(exchange.trace.as_ref(), &span_ids.trace_id) {
             self.sampled_out += 1;
-            return false;
+            return Added::SampledOut;
         }
         if self.held >= self.max {
             self.dropped += 1;
-            return true;
+            return Added::Dropped;
         }
         let key = Arc::as_ptr(service) as usize;
         let spans = self.open.entry(key).or_insert_with(|| ServiceSpans { service: service.clone(), bytes: Vec::with_capacity(4096), count: 0 });
@@ -103,7 +115,7 @@ impl SpanBatch {
                 self.full.push(chunk);
             }
         }
-        true
+        Added::Kept(SpanRef { trace_id: span_ids.trace_id, span_id: span_ids.span_id })
     }
 
     /// Whether a full request's worth of spans is waiting.
@@ -206,6 +218,9 @@ impl SpanIds {
     }
 }
 
+/// A server span's attribute: the CPU samples taken on its thread while it served the request.
+pub const CPU_SAMPLES_ATTRIBUTE: &str = "oxeye.cpu.samples";
+
 /// Writes the span of `exchange` as a `ScopeSpans.spans` field (HTTP semantic conventions).
 fn write_span(exchange: &Exchange, span_ids: &SpanIds, route: &str, clock: Clock, texts: &mut AddressTexts, out: &mut Vec<u8>) {
     let (local, peer) = ip_addresses(&exchange.addrs);
@@ -241,6 +256,8 @@ fn write_span(exchange: &Exchange, span_ids: &SpanIds, route: &str, clock: Clock
                 string("server.address", host.unwrap_or_else(|| texts.get(local)), out);
                 int("server.port", local_port, out);
                 string("client.address", texts.get(peer), out);
+                // Whether a slow request was computing or waiting, at a glance.
+                int(CPU_SAMPLES_ATTRIBUTE, exchange.cpu_samples.into(), out);
             }
             Side::Client => {
                 string("server.address", host.unwrap_or_else(|| texts.get(peer)), out);
@@ -368,6 +385,8 @@ mod tests {
             started_ns: 1_000,
             ended_ns: 3_000,
             addrs,
+            sock: 0xabc,
+            cpu_samples: 4,
         }
     }
 

@@ -309,6 +309,8 @@ mod tests {
             started_ns: 1_000,
             ended_ns: 1_000 + duration_ns,
             addrs: SocketAddrs { family: family::INET, ..Default::default() },
+            sock: 0,
+            cpu_samples: 0,
         }
     }
 

@@ -5,25 +5,28 @@
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
+    links::{RequestKey, SpanLinks, SpanRef},
     process::identity::ProcessIdentity,
-    profile::{NameId, StackId},
+    profile::{Profile, SampleKey},
 };
 
 /// One sample of the interval.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSample {
-    /// Process id.
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
+    /// Process, thread, names and stack, as the profile counted them.
+    pub key: SampleKey,
     /// CPU it ran on.
     pub cpu: u32,
     /// Wall-clock time, nanoseconds since the Unix epoch.
     pub time_unix_nano: u64,
-    /// The thread's name, in the profile.
-    pub thread_name: NameId,
-    /// The stack, in the profile.
-    pub stack: StackId,
+    /// The kernel's time of the sample (`CLOCK_MONOTONIC`, ns).
+    pub sampled_ns: u64,
+    /// The HTTP request its thread was serving, if any.
+    pub request: Option<RequestKey>,
+    /// The span of that request, once resolved.
+    pub link: Option<SpanRef>,
+    /// Already waited one interval for its span.
+    pub carried: bool,
 }
 
 /// Samples collected since the last report. Bounded: past `max_samples` samples are counted
@@ -53,7 +56,36 @@ impl SampleBatch {
             self.dropped += 1;
             return;
         }
-        self.processes.entry(sample.pid).or_insert_with(process);
+        self.processes.entry(sample.key.pid).or_insert_with(process);
         self.samples.push(sample);
+    }
+
+    /// Links the samples taken in requests to their spans (counted in `profile` too, for the
+    /// pprof file). A sample whose span is not published yet (its request still in flight,
+    /// or its response not read yet) waits for the next interval once, in the batch returned,
+    /// unless `last`; after that it goes unlinked.
+    pub fn resolve_links(&mut self, links: &SpanLinks, profile: &mut Profile, last: bool) -> Vec<(BatchSample, Arc<ProcessIdentity>)> {
+        let mut waiting = Vec::new();
+        let mut kept = Vec::with_capacity(self.samples.len());
+        for mut sample in self.samples.drain(..) {
+            let Some(request) = sample.request else {
+                kept.push(sample);
+                continue;
+            };
+            sample.link = links.resolve(request, sample.sampled_ns);
+            match sample.link {
+                Some(span) => profile.link(sample.key, span),
+                None if !last && !sample.carried => {
+                    if let Some(identity) = self.processes.get(&sample.key.pid) {
+                        waiting.push((BatchSample { carried: true, ..sample }, identity.clone()));
+                        continue;
+                    }
+                }
+                None => {}
+            }
+            kept.push(sample);
+        }
+        self.samples = kept;
+        waiting
     }
 }

@@ -16,6 +16,7 @@ use super::{
     resource::{process_attributes, HostInfo},
 };
 use crate::{
+    links::SpanRef,
     objects::{Object, ObjectRegistry},
     profile::{self, Frame},
     symbolize::{Code, FrameKind, FrameNamer, ResolvedFrame, KERNEL_FILE},
@@ -37,13 +38,14 @@ pub struct BuildContext<'a> {
     pub objects: &'a mut ObjectRegistry,
 }
 
-/// Identifies one OTLP sample within a process: same stack, thread and CPU.
+/// Identifies one OTLP sample within a process: same stack, thread, CPU and span.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct SampleIdentity {
     stack: profile::StackId,
     tid: u32,
     thread_name: profile::NameId,
     cpu: u32,
+    link: Option<SpanRef>,
 }
 
 /// Builds the request; returns it with the number of samples it carries.
@@ -57,8 +59,9 @@ pub fn build_request(batch: &SampleBatch, ctx: BuildContext<'_>) -> (ExportProfi
     let mut start = batch.start_unix_nano;
     for sample in &batch.samples {
         start = start.min(sample.time_unix_nano);
-        let identity = SampleIdentity { stack: sample.stack, tid: sample.tid, thread_name: sample.thread_name, cpu: sample.cpu };
-        by_process.entry(sample.pid).or_default().entry(identity).or_default().push(sample.time_unix_nano);
+        let key = sample.key;
+        let identity = SampleIdentity { stack: key.stack, tid: key.tid, thread_name: key.thread, cpu: sample.cpu, link: sample.link };
+        by_process.entry(key.pid).or_default().entry(identity).or_default().push(sample.time_unix_nano);
     }
     let end = ctx.end_unix_nano.max(batch.samples.iter().map(|s| s.time_unix_nano + 1).max().unwrap_or(0));
 
@@ -86,7 +89,8 @@ pub fn build_request(batch: &SampleBatch, ctx: BuildContext<'_>) -> (ExportProfi
             ];
             timestamps.sort_unstable();
             total += timestamps.len() as u64;
-            samples.push(Sample { stack_index: stack, attribute_indices, link_index: 0, values: Vec::new(), timestamps_unix_nano: timestamps });
+            let link_index = identity.link.map_or(0, |span| d.link(span.trace_id, span.span_id));
+            samples.push(Sample { stack_index: stack, attribute_indices, link_index, values: Vec::new(), timestamps_unix_nano: timestamps });
         }
         let profile = Profile {
             sample_type: Some(samples_type),

@@ -5,7 +5,7 @@ use std::{collections::HashMap, hash::Hash};
 
 use opentelemetry_proto::tonic::{
     common::v1::{any_value, AnyValue},
-    profiles::v1development::{Function, KeyValueAndUnit, Line, Location, Mapping, ProfilesDictionary, Stack},
+    profiles::v1development::{Function, KeyValueAndUnit, Line, Link, Location, Mapping, ProfilesDictionary, Stack},
 };
 
 /// A location's identity: mapping, address, `(function, line)` per line, attributes.
@@ -63,6 +63,7 @@ pub struct Dictionary {
     mappings: Table<(i32, Vec<i32>), Mapping>,
     locations: Table<LocationKey, Location>,
     stacks: Table<Vec<i32>, Stack>,
+    links: Table<([u8; 16], [u8; 8]), Link>,
 }
 
 impl Dictionary {
@@ -74,6 +75,7 @@ impl Dictionary {
             mappings: Table::new((0, Vec::new())),
             locations: Table::new((0, 0, Vec::new(), Vec::new())),
             stacks: Table::new(Vec::new()),
+            links: Table::new(([0; 16], [0; 8])),
         }
     }
 
@@ -142,12 +144,17 @@ impl Dictionary {
         self.stacks.add(location_indices.clone(), || Stack { location_indices })
     }
 
+    /// A link to a span (`Sample.link_index`).
+    pub fn link(&mut self, trace_id: [u8; 16], span_id: [u8; 8]) -> i32 {
+        self.links.add((trace_id, span_id), || Link { trace_id: trace_id.to_vec(), span_id: span_id.to_vec() })
+    }
+
     pub fn finish(self) -> ProfilesDictionary {
         ProfilesDictionary {
             mapping_table: self.mappings.values,
             location_table: self.locations.values,
             function_table: self.functions.values,
-            link_table: vec![Default::default()],
+            link_table: self.links.values,
             string_table: self.strings.values,
             attribute_table: self.attributes.values,
             stack_table: self.stacks.values,
@@ -175,6 +182,10 @@ mod tests {
         assert_eq!(dictionary.string_table[0], "");
         assert_eq!(dictionary.function_table[0], Function::default());
         assert_eq!(dictionary.attribute_table[0], KeyValueAndUnit::default());
-        assert_eq!(dictionary.link_table.len(), 1);
+        assert_eq!(dictionary.link_table, [Link::default()]);
+        let mut d = Dictionary::new();
+        let link = d.link([1; 16], [2; 8]);
+        assert_eq!((link, d.link([1; 16], [2; 8]), d.link([1; 16], [3; 8])), (1, 1, 2));
+        assert_eq!(d.finish().link_table[1], Link { trace_id: vec![1; 16], span_id: vec![2; 8] });
     }
 }

@@ -10,7 +10,7 @@ use prost::Message;
 use super::{pprof_proto as pb, RunInfo};
 use crate::{
     objects::{ObjectId, ObjectRegistry},
-    profile::{Frame, Profile},
+    profile::{Frame, Profile, SampleKey},
     symbolize::{Code, FrameNamer, KERNEL_FILE},
 };
 
@@ -33,18 +33,31 @@ fn build(profile: &Profile, namer: &mut FrameNamer, objects: &mut ObjectRegistry
     let cpu = pb::ValueType { r#type: b.strings.intern("cpu"), unit: b.strings.intern("nanoseconds") };
     let kernel_name = b.strings.intern(KERNEL_FILE);
     b.out.mapping.push(pb::Mapping { id: KERNEL_MAPPING, memory_limit: u64::MAX, filename: kernel_name, has_functions: true, ..Default::default() });
-    let [pid_key, tid_key, process_key, thread_key] = ["pid", "tid", "process_name", "thread_name"].map(|k| b.strings.intern(k));
-
-    for (key, count) in profile.counts() {
-        let location_id = profile.stack(key.stack).iter().map(|&frame| b.location(frame, namer, objects)).collect();
-        let label = vec![
+    let [pid_key, tid_key, process_key, thread_key, trace_key, span_key] =
+        ["pid", "tid", "process_name", "thread_name", "trace_id", "span_id"].map(|k| b.strings.intern(k));
+    let labels = |b: &mut Builder, key: &SampleKey| {
+        vec![
             pb::Label { key: pid_key, num: i64::from(key.pid), ..Default::default() },
             pb::Label { key: tid_key, num: i64::from(key.tid), ..Default::default() },
             pb::Label { key: process_key, str: b.strings.intern(profile.name(key.process)), ..Default::default() },
             pb::Label { key: thread_key, str: b.strings.intern(profile.name(key.thread)), ..Default::default() },
-        ];
-        let count = count as i64;
-        b.out.sample.push(pb::Sample { location_id, value: vec![count, count * run.period_ns as i64], label });
+        ]
+    };
+    // Samples linked to a span are their own pprof samples, labelled with its IDs.
+    let mut linked: HashMap<&SampleKey, u64> = HashMap::new();
+    for (key, span, count) in profile.linked() {
+        *linked.entry(key).or_default() += count;
+        let mut label = labels(&mut b, key);
+        label.push(pb::Label { key: trace_key, str: b.strings.intern(&span.trace_id_hex()), ..Default::default() });
+        label.push(pb::Label { key: span_key, str: b.strings.intern(&span.span_id_hex()), ..Default::default() });
+        b.sample(profile, key, count, label, run.period_ns, namer, objects);
+    }
+    for (key, count) in profile.counts() {
+        let unlinked = count.saturating_sub(linked.get(key).copied().unwrap_or(0));
+        if unlinked > 0 {
+            let label = labels(&mut b, key);
+            b.sample(profile, key, unlinked, label, run.period_ns, namer, objects);
+        }
     }
     let mut out = b.out;
     out.sample_type = vec![samples, cpu];
@@ -66,6 +79,14 @@ struct Builder {
 }
 
 impl Builder {
+    /// A sample of `count` under `key`'s stack.
+    #[allow(clippy::too_many_arguments)]
+    fn sample(&mut self, profile: &Profile, key: &SampleKey, count: u64, label: Vec<pb::Label>, period_ns: u64, namer: &mut FrameNamer, objects: &mut ObjectRegistry) {
+        let location_id = profile.stack(key.stack).iter().map(|&frame| self.location(frame, namer, objects)).collect();
+        let count = count as i64;
+        self.out.sample.push(pb::Sample { location_id, value: vec![count, count * period_ns as i64], label });
+    }
+
     fn location(&mut self, frame: Frame, namer: &mut FrameNamer, objects: &mut ObjectRegistry) -> u64 {
         if let Some(&id) = self.locations.get(&frame) {
             return id;

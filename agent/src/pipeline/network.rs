@@ -14,6 +14,7 @@ use crate::{
     cli::Args,
     clock::{unix_now_ns, Clock},
     export::{Exporter, Metrics, Traces},
+    links::SpanLinks,
     metrics::{self, MetricsStore},
     net::{sampling::Sampler, spans::SpanBatch, telemetry, NetTracker},
     otlp::resource::{self, HostInfo},
@@ -54,6 +55,11 @@ impl NetworkOutputs {
         Ok(NetworkOutputs { spans, metrics, store, prometheus })
     }
 
+    /// Whether spans are exported (what samples can be linked to).
+    pub fn exports_spans(&self) -> bool {
+        self.spans.is_some()
+    }
+
     /// Whether anything is exported on the reporting interval.
     pub fn exporting(&self) -> bool {
         self.spans.is_some() || self.metrics.is_some()
@@ -82,13 +88,16 @@ impl NetworkPipeline {
         host: HostInfo,
         clock: Clock,
         sample_ratio: f64,
+        links: Option<Arc<SpanLinks>>,
     ) -> Result<Self> {
         let traced = match ring {
             Some(ring) => {
                 // SAFETY: the ring buffer owns its fd and keeps it open while registered.
                 let ring = unsafe { AsyncFd::register(ring) }.context("cannot poll the network ring buffer")?;
                 let spans = outputs.spans.is_some().then(|| SpanBatch::new(MAX_BATCH_SPANS, Sampler::new(sample_ratio)));
-                Some((NetTracker::new(outputs.store.clone(), spans, identities, host.clone(), clock), ring))
+                let mut tracker = NetTracker::new(outputs.store.clone(), spans, identities, host.clone(), clock);
+                tracker.links = links;
+                Some((tracker, ring))
             }
             None => None,
         };

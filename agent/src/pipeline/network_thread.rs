@@ -17,7 +17,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::sync::oneshot;
 
 use super::network::{NetworkOutputs, NetworkPipeline};
-use crate::{clock::Clock, otlp::resource::HostInfo, process::identity::Identities};
+use crate::{clock::Clock, links::SpanLinks, otlp::resource::HostInfo, process::identity::Identities};
 
 /// What the network pipeline is built from (see [`NetworkPipeline::new`]).
 pub struct NetworkParts {
@@ -27,6 +27,8 @@ pub struct NetworkParts {
     pub host: HostInfo,
     pub clock: Clock,
     pub sample_ratio: f64,
+    /// Where server spans with CPU samples are published for the profile pipeline.
+    pub links: Option<Arc<SpanLinks>>,
 }
 
 /// How often the thread's loop does each of its periodic jobs.
@@ -59,7 +61,7 @@ impl NetworkThread {
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the network thread's event loop")?;
                 runtime.block_on(async move {
-                    let built = NetworkPipeline::new(parts.outputs, parts.ring, parts.identities, parts.host, parts.clock, parts.sample_ratio);
+                    let built = NetworkPipeline::new(parts.outputs, parts.ring, parts.identities, parts.host, parts.clock, parts.sample_ratio, parts.links);
                     let mut pipeline = match built {
                         Ok(pipeline) => {
                             let _ = ready.send(Ok(()));

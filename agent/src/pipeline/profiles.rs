@@ -65,8 +65,13 @@ impl ProfilePipeline {
 
     /// Encodes the samples of the interval that just ended and queues them for the collector.
     pub fn report(&mut self) {
+        self.report_interval(false);
+    }
+
+    /// As [`Self::report`]; `last` when no interval follows.
+    fn report_interval(&mut self, last: bool) {
         let Some(exporter) = &self.exporter else { return };
-        let Some((request, samples, dropped)) = self.collector.take_request(&self.host, self.period_ns) else { return };
+        let Some((request, samples, dropped)) = self.collector.take_request(&self.host, self.period_ns, last) else { return };
         exporter.stats.add_dropped(dropped);
         if samples > 0 {
             exporter.submit(request, samples);
@@ -109,7 +114,7 @@ impl ProfilePipeline {
     /// to `output_dir`, and returns the run's closing line.
     pub async fn finish(mut self, counters: &Counters, run: RunInfo, output_dir: &Path, flush_by: tokio::time::Instant) -> Result<String> {
         self.drain();
-        self.report();
+        self.report_interval(true);
         if let Some(exporter) = self.exporter.take() {
             let stats = exporter.stats.clone();
             exporter.shutdown(flush_by).await;

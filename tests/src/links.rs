@@ -1,0 +1,480 @@
+//! Samples linked to spans: a Python server whose requests compute (and a thread that computes
+//! outside any request), and readers for what oxeye links: each OTLP sample with the trace and
+//! span of its `link_index`, and each pprof sample with its labels.
+//!
+//! The pprof reader is a minimal protobuf decoder of the fields these tests read (samples, their
+//! labels and locations, functions, strings): it shares no code with oxeye's writer.
+
+use std::{collections::BTreeMap, fmt::Write as _, fs, io::Read, path::Path};
+
+use otlp_sink::proto::collector::profiles::v1development::ExportProfilesServiceRequest;
+
+/// A Python HTTP server (`python3 -c LINKED_SERVER PORT LIFETIME_SECS`) on 127.0.0.1: a
+/// `ThreadingHTTPServer` (a thread per connection) whose `do_GET` runs `compute_in_request()`, a
+/// busy loop of 40 ms of wall time, then answers 200 with a small body (HTTP/1.0: the connection
+/// closes after it). A daemon thread runs `background_spin()` for the whole run: 10 ms busy
+/// loops with 5 ms pauses, outside any request. It ends by itself after LIFETIME_SECS.
+pub const LINKED_SERVER: &str = r#"
+import http.server, sys, threading, time
+
+def compute_in_request(seconds):
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+def background_spin():
+    n = 0
+    while True:
+        end = time.monotonic() + 0.01
+        while time.monotonic() < end:
+            n += 1
+        time.sleep(0.005)
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        n = compute_in_request(0.04)
+        body = b"ok %d\n" % n
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+threading.Thread(target=background_spin, name="background", daemon=True).start()
+threading.Timer(float(sys.argv[2]), server.shutdown).start()
+server.serve_forever()
+"#;
+
+/// Whether a frame name is Python function `name`: `name` as OTLP and pprof name it, or
+/// `name (FILE:LINE)` as the folded stacks do.
+pub fn is_function(frame: &str, name: &str) -> bool {
+    frame == name || frame.strip_prefix(name).is_some_and(|rest| rest.starts_with(" ("))
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The bytes of lowercase or uppercase hex `text`; `None` unless it is whole hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// OTLP: samples with their links.
+
+/// A trace and span a sample is linked to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpanLink {
+    /// 16 bytes when valid.
+    pub trace_id: Vec<u8>,
+    /// 8 bytes when valid.
+    pub span_id: Vec<u8>,
+}
+
+impl std::fmt::Display for SpanLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "trace {} span {}", hex(&self.trace_id), hex(&self.span_id))
+    }
+}
+
+/// One OTLP sample with its stack named and its link resolved.
+#[derive(Debug, Clone)]
+pub struct LinkedSample {
+    /// The `process.pid` resource attribute (`""` if absent).
+    pub pid: String,
+    /// The `thread.id` sample attribute (`""` if absent).
+    pub tid: String,
+    /// Function names, innermost first.
+    pub frames: Vec<String>,
+    /// One per event.
+    pub timestamps: Vec<u64>,
+    /// The sample's `link_index`, as sent.
+    pub link_index: i32,
+    /// The `link_table` entry it names; `None` for index 0 (and for an index out of the table,
+    /// which `otlp_sink::check::all` reports).
+    pub link: Option<SpanLink>,
+}
+
+impl LinkedSample {
+    /// Whether a frame of the stack is Python function `name`.
+    pub fn has_function(&self, name: &str) -> bool {
+        self.frames.iter().any(|f| is_function(f, name))
+    }
+}
+
+/// Every sample of `request`, in message order, with its link: the raw samples give the link
+/// index, [`otlp_sink::stacks`] (which walks them in the same order) the names.
+pub fn linked_samples(request: &ExportProfilesServiceRequest) -> Vec<LinkedSample> {
+    let decoded = otlp_sink::stacks(request);
+    let links = request.dictionary.as_ref().map(|d| d.link_table.as_slice()).unwrap_or_default();
+    let raw: Vec<i32> = request
+        .resource_profiles
+        .iter()
+        .flat_map(|rp| &rp.scope_profiles)
+        .flat_map(|sp| &sp.profiles)
+        .flat_map(|p| &p.samples)
+        .map(|s| s.link_index)
+        .collect();
+    assert_eq!(raw.len(), decoded.len(), "otlp_sink::stacks decoded {} samples of a request holding {}", decoded.len(), raw.len());
+    raw.into_iter()
+        .zip(decoded)
+        .map(|(link_index, sample)| {
+            let link = usize::try_from(link_index)
+                .ok()
+                .filter(|&i| i != 0)
+                .and_then(|i| links.get(i))
+                .map(|l| SpanLink { trace_id: l.trace_id.clone(), span_id: l.span_id.clone() });
+            LinkedSample {
+                pid: sample.resource.get("process.pid").cloned().unwrap_or_default(),
+                tid: sample.attributes.get("thread.id").cloned().unwrap_or_default(),
+                frames: sample.frames,
+                timestamps: sample.timestamps,
+                link_index,
+                link,
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// pprof: samples with their labels.
+
+/// A pprof label's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Label {
+    /// A string label.
+    Str(String),
+    /// A number label.
+    Num(i64),
+}
+
+impl Label {
+    /// The string, if it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Label::Str(s) => Some(s),
+            Label::Num(_) => None,
+        }
+    }
+}
+
+/// One sample of a pprof profile.
+#[derive(Debug, Clone)]
+pub struct PprofSample {
+    /// Function names, leaf first (one per line of each location).
+    pub frames: Vec<String>,
+    /// Its first value (the sample count in oxeye's profiles).
+    pub count: i64,
+    /// Its labels by key.
+    pub labels: BTreeMap<String, Label>,
+}
+
+impl PprofSample {
+    /// Whether a frame of the stack is Python function `name`.
+    pub fn has_function(&self, name: &str) -> bool {
+        self.frames.iter().any(|f| is_function(f, name))
+    }
+
+    /// The string label `key`.
+    pub fn str_label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).and_then(Label::as_str)
+    }
+
+    /// The number label `key`.
+    pub fn num_label(&self, key: &str) -> Option<i64> {
+        match self.labels.get(key) {
+            Some(Label::Num(n)) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a gzipped pprof profile (`profile.pb.gz`).
+pub fn read_pprof(path: &Path) -> Vec<PprofSample> {
+    let compressed = fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(compressed.as_slice()).read_to_end(&mut bytes).unwrap_or_else(|e| panic!("{} is not gzip: {e}", path.display()));
+    decode_pprof(&bytes).unwrap_or_else(|e| panic!("{} is not a pprof profile: {e}", path.display()))
+}
+
+/// Decodes an uncompressed pprof `Profile`.
+pub fn decode_pprof(bytes: &[u8]) -> Result<Vec<PprofSample>, String> {
+    struct RawSample {
+        locations: Vec<u64>,
+        values: Vec<i64>,
+        labels: Vec<(i64, i64, i64)>,
+    }
+    let mut samples = Vec::new();
+    let mut locations: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut functions: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut strings: Vec<String> = Vec::new();
+    for field in Fields::new(bytes) {
+        let (number, value) = field?;
+        match (number, value) {
+            // Profile.sample
+            (2, Wire::Bytes(sample)) => {
+                let mut raw = RawSample { locations: Vec::new(), values: Vec::new(), labels: Vec::new() };
+                for field in Fields::new(sample) {
+                    match field? {
+                        (1, value) => raw.locations.extend(value.varints()?),
+                        (2, value) => raw.values.extend(value.varints()?.into_iter().map(|v| v as i64)),
+                        (3, Wire::Bytes(label)) => {
+                            let (mut key, mut str, mut num) = (0, 0, 0);
+                            for field in Fields::new(label) {
+                                match field? {
+                                    (1, Wire::Varint(v)) => key = v as i64,
+                                    (2, Wire::Varint(v)) => str = v as i64,
+                                    (3, Wire::Varint(v)) => num = v as i64,
+                                    _ => {}
+                                }
+                            }
+                            raw.labels.push((key, str, num));
+                        }
+                        _ => {}
+                    }
+                }
+                samples.push(raw);
+            }
+            // Profile.location: id, and each line's function id.
+            (4, Wire::Bytes(location)) => {
+                let (mut id, mut lines) = (0, Vec::new());
+                for field in Fields::new(location) {
+                    match field? {
+                        (1, Wire::Varint(v)) => id = v,
+                        (4, Wire::Bytes(line)) => {
+                            for field in Fields::new(line) {
+                                if let (1, Wire::Varint(function)) = field? {
+                                    lines.push(function);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                locations.insert(id, lines);
+            }
+            // Profile.function: id and name.
+            (5, Wire::Bytes(function)) => {
+                let (mut id, mut name) = (0, 0);
+                for field in Fields::new(function) {
+                    match field? {
+                        (1, Wire::Varint(v)) => id = v,
+                        (2, Wire::Varint(v)) => name = v as i64,
+                        _ => {}
+                    }
+                }
+                functions.insert(id, name);
+            }
+            // Profile.string_table
+            (6, Wire::Bytes(s)) => strings.push(String::from_utf8(s.to_vec()).map_err(|_| "a string that is not UTF-8".to_owned())?),
+            _ => {}
+        }
+    }
+    let string = |index: i64| -> Result<String, String> { usize::try_from(index).ok().and_then(|i| strings.get(i)).cloned().ok_or_else(|| format!("string index {index} out of the table ({})", strings.len())) };
+    samples
+        .into_iter()
+        .map(|raw| {
+            let mut frames = Vec::new();
+            for location in &raw.locations {
+                let lines = locations.get(location).ok_or_else(|| format!("no location {location}"))?;
+                for function in lines {
+                    let name = functions.get(function).ok_or_else(|| format!("no function {function}"))?;
+                    frames.push(string(*name)?);
+                }
+            }
+            let mut labels = BTreeMap::new();
+            for (key, str, num) in raw.labels {
+                labels.insert(string(key)?, if str != 0 { Label::Str(string(str)?) } else { Label::Num(num) });
+            }
+            Ok(PprofSample { frames, count: raw.values.first().copied().unwrap_or(0), labels })
+        })
+        .collect()
+}
+
+/// A protobuf field's value.
+#[derive(Debug, Clone, Copy)]
+enum Wire<'a> {
+    Varint(u64),
+    /// A 64- or 32-bit value (none of the fields read).
+    Fixed,
+    Bytes(&'a [u8]),
+}
+
+impl Wire<'_> {
+    /// A repeated integer field's values: one (unpacked) or a packed run.
+    fn varints(self) -> Result<Vec<u64>, String> {
+        match self {
+            Wire::Varint(v) => Ok(vec![v]),
+            Wire::Bytes(mut packed) => {
+                let mut out = Vec::new();
+                while !packed.is_empty() {
+                    out.push(varint(&mut packed)?);
+                }
+                Ok(out)
+            }
+            Wire::Fixed => Err("a fixed-width value where integers were expected".to_owned()),
+        }
+    }
+}
+
+/// The fields of one message, in order.
+struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Fields { rest: bytes }
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u64, Wire<'a>), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let field = (|| {
+            let key = varint(&mut self.rest)?;
+            let value = match key & 7 {
+                0 => Wire::Varint(varint(&mut self.rest)?),
+                1 => {
+                    take(&mut self.rest, 8)?;
+                    Wire::Fixed
+                }
+                2 => {
+                    let length = usize::try_from(varint(&mut self.rest)?).map_err(|_| "a length over usize".to_owned())?;
+                    Wire::Bytes(take(&mut self.rest, length)?)
+                }
+                5 => {
+                    take(&mut self.rest, 4)?;
+                    Wire::Fixed
+                }
+                other => return Err(format!("wire type {other}")),
+            };
+            Ok((key >> 3, value))
+        })();
+        if field.is_err() {
+            self.rest = &[];
+        }
+        Some(field)
+    }
+}
+
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if bytes.len() < n {
+        return Err(format!("{n} bytes wanted, {} left", bytes.len()));
+    }
+    let (head, tail) = bytes.split_at(n);
+    *bytes = tail;
+    Ok(head)
+}
+
+fn varint(bytes: &mut &[u8]) -> Result<u64, String> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first().ok_or("a varint cut short")?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("a varint over 10 bytes".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn put_field(out: &mut Vec<u8>, number: u64, value: &[u8]) {
+        put_varint(out, number << 3 | 2);
+        put_varint(out, value.len() as u64);
+        out.extend_from_slice(value);
+    }
+
+    fn put_int(out: &mut Vec<u8>, number: u64, v: u64) {
+        put_varint(out, number << 3);
+        put_varint(out, v);
+    }
+
+    #[test]
+    fn pprof_samples_come_back_with_frames_and_labels() {
+        let strings = ["", "compute_in_request", "Handler.do_GET", "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736", "pid"];
+        let mut profile = Vec::new();
+        // One sample: locations 1 (leaf) and 2, packed; values 3 and 3000, unpacked; two labels.
+        let mut sample = Vec::new();
+        put_field(&mut sample, 1, &[1, 2]);
+        put_int(&mut sample, 2, 3);
+        put_int(&mut sample, 2, 3000);
+        let mut label = Vec::new();
+        put_int(&mut label, 1, 3);
+        put_int(&mut label, 2, 4);
+        put_field(&mut sample, 3, &label);
+        let mut label = Vec::new();
+        put_int(&mut label, 1, 5);
+        put_int(&mut label, 3, 4242);
+        put_field(&mut sample, 3, &label);
+        put_field(&mut profile, 2, &sample);
+        for (id, function) in [(1u64, 10u64), (2, 20)] {
+            let mut line = Vec::new();
+            put_int(&mut line, 1, function);
+            put_int(&mut line, 2, 7);
+            let mut location = Vec::new();
+            put_int(&mut location, 1, id);
+            put_int(&mut location, 3, 0x1234);
+            put_field(&mut location, 4, &line);
+            put_field(&mut profile, 4, &location);
+        }
+        for (id, name) in [(10u64, 1u64), (20, 2)] {
+            let mut function = Vec::new();
+            put_int(&mut function, 1, id);
+            put_int(&mut function, 2, name);
+            put_field(&mut profile, 5, &function);
+        }
+        for s in strings {
+            put_field(&mut profile, 6, s.as_bytes());
+        }
+        let samples = decode_pprof(&profile).expect("decodes");
+        assert_eq!(samples.len(), 1);
+        let sample = &samples[0];
+        assert_eq!(sample.frames, ["compute_in_request", "Handler.do_GET"]);
+        assert_eq!(sample.count, 3);
+        assert_eq!(sample.str_label("trace_id"), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(sample.num_label("pid"), Some(4242));
+        assert!(sample.has_function("compute_in_request") && !sample.has_function("compute"));
+        assert!(decode_pprof(&profile[..profile.len() - 1]).is_err(), "a cut message");
+    }
+
+    #[test]
+    fn function_names_match_plain_and_folded() {
+        assert!(is_function("background_spin", "background_spin"));
+        assert!(is_function("background_spin (<string>:12)", "background_spin"));
+        assert!(!is_function("background_spinner", "background_spin"));
+        assert_eq!(hex(&[0x00, 0xf0, 0x67]), "00f067");
+        assert_eq!(unhex("00F067"), Some(vec![0x00, 0xf0, 0x67]));
+        assert_eq!(unhex("0g"), None);
+        assert_eq!(unhex("abc"), None);
+    }
+}
