@@ -518,6 +518,8 @@ mod tests {
                 comm: *b"selftest\0\0\0\0\0\0\0\0",
                 python_frame_count: 0,
                 python_stack_end: 0,
+                request_sock: 0,
+                request_started_ns: 0,
             },
             frames: [0; agent_common::sampler::MAX_FRAMES],
         };
