@@ -87,6 +87,12 @@ counters! {
     22 FileTableFrames => "file_table_frames",
     /// File hints or exec files lost because `EVENTS` was full.
     23 FileRecordRingFull => "file_record_ring_full",
+    /// Switch-outs the off-CPU sampler recorded.
+    24 OffCpuRecorded => "off_cpu_recorded",
+    /// Switch-outs not recorded: `OFF_CPU_STARTS` refused the insert.
+    25 OffCpuMapFull => "off_cpu_map_full",
+    /// Off-CPU ends lost because `EVENTS` was full (their samples go unmatched).
+    26 OffCpuEndRingFull => "off_cpu_end_ring_full",
 }
 
 // Each counter's index is its place in the list, so `ALL[i] as usize == i` indexes arrays.
@@ -109,6 +115,6 @@ mod tests {
             assert!(Counter::ALL[..i].iter().all(|b| b.name() != a.name()), "{} twice", a.name());
         }
         assert_eq!(Counter::SocketReadFailed.name(), "socket_read_failed");
-        assert_eq!(Counter::COUNT, 24);
+        assert_eq!(Counter::COUNT, 27);
     }
 }

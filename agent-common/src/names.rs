@@ -24,6 +24,10 @@ pub mod maps {
     pub const PROCESS_MAPPINGS: &str = "PROCESS_MAPPINGS";
     /// The unwinder's tail-call table.
     pub const UNWIND_PROGRAMS: &str = "UNWIND_PROGRAMS";
+    /// The off-CPU sampler's tail-call table (tracepoint copies of the unwinder).
+    pub const OFF_CPU_PROGRAMS: &str = "OFF_CPU_PROGRAMS";
+    /// When each thread recorded off CPU was switched out.
+    pub const OFF_CPU_STARTS: &str = "OFF_CPU_STARTS";
     /// Known CPython processes and their layouts.
     pub const PYTHON_PROCESSES: &str = "PYTHON_PROCESSES";
     /// Each sampled Python thread's `PyThreadState` (a cache).
@@ -69,6 +73,12 @@ pub mod programs {
     pub const MMAP_EXIT: &str = "oxeye_mmap_exit";
     /// perf_event: the Python frame walker, tail-called after the unwinder.
     pub const PYTHON: &str = "oxeye_python";
+    /// tracepoint `sched:sched_switch`: the off-CPU sampler.
+    pub const OFF_CPU: &str = "oxeye_off_cpu";
+    /// tracepoint (unattached): the unwinder, tail-called from the off-CPU sampler.
+    pub const OFF_CPU_UNWIND: &str = "oxeye_off_unwind";
+    /// tracepoint (unattached): the Python walker, tail-called after it.
+    pub const OFF_CPU_PYTHON: &str = "oxeye_off_python";
     /// tracepoint `sched:sched_process_exec`.
     pub const EXEC: &str = "oxeye_exec";
     /// tracepoint `sched:sched_process_exit`.

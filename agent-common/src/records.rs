@@ -23,6 +23,8 @@ pub enum RecordKind {
     FileHints = 7,
     /// A [`crate::files::ExecFileEvent`], right after the exec event.
     ExecFile = 8,
+    /// An [`OffCpuEnd`]: a thread recorded off CPU runs again.
+    OffCpuEnd = 9,
 }
 
 impl RecordKind {
@@ -37,6 +39,7 @@ impl RecordKind {
             6 => Some(RecordKind::Payload),
             7 => Some(RecordKind::FileHints),
             8 => Some(RecordKind::ExecFile),
+            9 => Some(RecordKind::OffCpuEnd),
             _ => None,
         }
     }
@@ -58,3 +61,38 @@ pub struct ProcessEvent {
 }
 const _: () = assert!(core::mem::size_of::<ProcessEvent>() == 32);
 crate::impl_pod!(ProcessEvent);
+
+/// A thread whose switch-out the off-CPU sampler recorded (a sample with
+/// [`crate::unwind::FLAG_OFF_CPU`]) was switched back in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OffCpuEnd {
+    /// [`RecordKind::OffCpuEnd`] as `u32`.
+    pub kind: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Padding.
+    pub reserved: u32,
+    /// The switch-out: the sample's `timestamp_ns`.
+    pub switched_out_ns: u64,
+    /// Nanoseconds until it was switched in.
+    pub off_cpu_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<OffCpuEnd>() == 32);
+crate::impl_pod!(OffCpuEnd);
+
+/// When a thread recorded off CPU was switched out, in `OFF_CPU_STARTS` under its thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OffCpuStart {
+    /// Process id.
+    pub pid: u32,
+    /// Padding.
+    pub reserved: u32,
+    /// `bpf_ktime_get_ns()` at the switch-out.
+    pub switched_out_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<OffCpuStart>() == 16);
+crate::impl_pod!(OffCpuStart);

@@ -17,8 +17,13 @@ pub struct SamplerConfig {
     pub target_pid: u32,
     /// 1 to keep samples of the idle task (pid 0), 0 to skip them.
     pub include_idle: u32,
+    /// Off-CPU sampling: a switch-out is recorded when `bpf_get_prandom_u32()` is below this
+    /// (`--off-cpu-threshold` × 2³², saturated); 0 records none.
+    pub off_cpu_threshold: u32,
+    /// Padding.
+    pub reserved: u32,
 }
-const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16);
 crate::impl_pod!(SamplerConfig);
 
 /// Fixed part of a sample.

@@ -28,3 +28,15 @@ pub mod inet_sock_set_state {
     /// (field, offset) of every field the program reads.
     pub const FIELDS: [(&str, usize); 3] = [("skaddr", SKADDR), ("newstate", NEWSTATE), ("protocol", PROTOCOL)];
 }
+
+/// `sched:sched_switch` (its layout has been this since Linux 4.x, with `long prev_state`).
+pub mod sched_switch {
+    /// Tracepoint category.
+    pub const CATEGORY: &str = "sched";
+    /// Tracepoint name.
+    pub const NAME: &str = "sched_switch";
+    /// `pid_t next_pid`: the thread switched in.
+    pub const NEXT_PID: usize = 56;
+    /// (field, offset) of every field the program reads.
+    pub const FIELDS: [(&str, usize); 1] = [("next_pid", NEXT_PID)];
+}

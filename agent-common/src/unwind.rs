@@ -249,6 +249,9 @@ pub const FLAG_UNKNOWN_MAPPING: u32 = 1;
 /// Sample flag: the Python walker ran for this sample (its process is a known CPython), so
 /// `python_frame_count` and `python_stack_end` are meaningful.
 pub const FLAG_PYTHON: u32 = 2;
+/// Sample flag: taken by the off-CPU sampler as the thread was switched out; its time off
+/// CPU follows in a [`crate::records::OffCpuEnd`].
+pub const FLAG_OFF_CPU: u32 = 4;
 
 #[cfg(test)]
 mod tests {

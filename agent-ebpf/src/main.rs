@@ -16,6 +16,7 @@ mod fd_table;
 mod files;
 mod maps;
 mod net;
+mod off_cpu;
 mod process_events;
 mod python;
 mod read_only;

@@ -159,6 +159,14 @@ pub static PROCESS_MAPPINGS: HashMap<u32, MappingRange> = HashMap::with_max_entr
 #[map]
 pub static UNWIND_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(tail_call::COUNT, 0);
 
+/// The same for the off-CPU sampler, a tracepoint program: tracepoint copies of the unwinder
+/// and the Python walker (a tail call stays within one program type).
+///
+/// - Key: an index of `agent_common::unwind::tail_call`. Value: that program. Written by user
+///   space at load time, when off-CPU sampling is on.
+#[map]
+pub static OFF_CPU_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(tail_call::COUNT, 0);
+
 /// Tail calls one sample's chain of programs may make: every supported kernel allows 32
 /// (5.17 made it 33).
 pub const TAIL_CALL_BUDGET: u32 = 32;

@@ -21,11 +21,13 @@ use aya_ebpf::{
         bpf_get_ns_current_pid_tgid, bpf_ktime_get_ns,
         generated::bpf_probe_read_user as probe_read_user,
     },
-    macros::perf_event,
-    programs::PerfEventContext,
+    macros::{perf_event, tracepoint},
+    maps::ProgramArray,
+    programs::{PerfEventContext, TracePointContext},
+    EbpfContext,
 };
 
-use crate::maps::{count, submit, Scratch, FRAME_SLOTS, PYTHON_PROCESSES, PYTHON_THREADS, SCRATCH, TAIL_CALL_BUDGET, UNWIND_PROGRAMS};
+use crate::maps::{count, submit, Scratch, FRAME_SLOTS, PYTHON_PROCESSES, PYTHON_THREADS, SCRATCH, TAIL_CALL_BUDGET, OFF_CPU_PROGRAMS, UNWIND_PROGRAMS};
 
 /// Python frames walked per program run, between tail calls. Verification time grows faster
 /// than the loop: 32 frames per run took the kernel 0.75 s to verify, 8 take 0.05 s.
@@ -45,13 +47,13 @@ const _: () = assert!(CODE_WINDOW <= 8 * CODE_WINDOW_WORDS && FRAME_WINDOW_WORDS
 /// Where the native walk ends: hands the sample to the Python walker when its process is a
 /// known CPython, and sends it otherwise (or when the tail call fails).
 #[inline(always)]
-pub fn finish(ctx: &PerfEventContext, scratch: &mut Scratch) {
+pub fn finish<C: EbpfContext>(ctx: &C, programs: &ProgramArray, scratch: &mut Scratch) {
     crate::files::send_hints(scratch);
     // SAFETY: only checks for the key.
     if unsafe { PYTHON_PROCESSES.get(&scratch.record.header.pid) }.is_some() {
         scratch.python_runs = 0;
-        // SAFETY: the table holds `oxeye_python` at this index, a perf_event program too.
-        unsafe { UNWIND_PROGRAMS.tail_call(ctx, tail_call::PYTHON) };
+        // SAFETY: the table holds the Python walker of this program's type at this index.
+        unsafe { programs.tail_call(ctx, tail_call::PYTHON) };
         count(Counter::PythonTailCallFailed);
     }
     submit(&scratch.record);
@@ -61,6 +63,18 @@ pub fn finish(ctx: &PerfEventContext, scratch: &mut Scratch) {
 /// record.
 #[perf_event]
 pub fn oxeye_python(ctx: PerfEventContext) -> u32 {
+    walk(&ctx, &UNWIND_PROGRAMS)
+}
+
+/// [`oxeye_python`] for the off-CPU sampler, a tracepoint program.
+#[tracepoint]
+pub fn oxeye_off_python(ctx: TracePointContext) -> u32 {
+    walk(&ctx, &OFF_CPU_PROGRAMS)
+}
+
+/// The walk of [`oxeye_python`], tail-calling through `programs`.
+#[inline(always)]
+fn walk<C: EbpfContext>(ctx: &C, programs: &ProgramArray) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's scratch entry; see `SCRATCH` for why nothing else touches it.
     let scratch = unsafe { &mut *scratch };
@@ -97,7 +111,7 @@ pub fn oxeye_python(ctx: PerfEventContext) -> u32 {
     let used = 2 + scratch.tail_calls + scratch.python_runs;
     if scratch.python_runs < MAX_RUNS && used < TAIL_CALL_BUDGET {
         // SAFETY: this very program.
-        unsafe { UNWIND_PROGRAMS.tail_call(&ctx, tail_call::PYTHON) };
+        unsafe { programs.tail_call(ctx, tail_call::PYTHON) };
         count(Counter::PythonTailCallFailed);
     }
     end_walk(scratch, StackEnd::DepthLimit)

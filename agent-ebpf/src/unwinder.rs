@@ -21,14 +21,15 @@ use agent_common::{
 use aya_ebpf::{
     bindings::bpf_perf_event_data,
     helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs},
-    macros::perf_event,
-    programs::PerfEventContext,
+    macros::{perf_event, tracepoint},
+    maps::ProgramArray,
+    programs::{PerfEventContext, TracePointContext},
     EbpfContext,
 };
 
 use crate::read_only::ReadOnly;
 use crate::{files, python};
-use crate::maps::{count, Scratch, TAIL_CALL_BUDGET, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_RULES};
+use crate::maps::{count, Scratch, TAIL_CALL_BUDGET, FRAME_SLOTS, EXEC_MAPPINGS, PROCESS_MAPPINGS, SCRATCH, OFF_CPU_PROGRAMS, UNWIND_PROGRAMS, UNWIND_ROWS, UNWIND_RULES};
 
 /// Frames walked per program run, between tail calls.
 const FRAMES_PER_PROGRAM: u32 = 5;
@@ -93,7 +94,7 @@ pub fn registers_from_context(ctx: &PerfEventContext, scratch: &mut Scratch) -> 
 /// otherwise the current task's user registers are read from its kernel stack. Sends the
 /// record itself when there is nothing to walk or the tail call fails.
 #[inline(always)]
-pub fn start(ctx: &PerfEventContext, scratch: &mut Scratch, in_user: bool) {
+pub fn start<C: EbpfContext>(ctx: &C, programs: &ProgramArray, scratch: &mut Scratch, in_user: bool) {
     let config = UNWIND_CONFIG.get();
     let registers = if in_user && scratch.pc != 0 { Ok(()) } else { user_registers(&config, scratch) };
     // Counted from here on by the Python walker too, whether or not the unwinder runs.
@@ -102,13 +103,13 @@ pub fn start(ctx: &PerfEventContext, scratch: &mut Scratch, in_user: bool) {
         Ok(()) => {
             scratch.exact_pc = 1;
             scratch.tail_calls = 0;
-            // SAFETY: index 0 holds `oxeye_unwind`, a perf_event program like this one.
-            unsafe { UNWIND_PROGRAMS.tail_call(ctx, tail_call::UNWIND) };
+            // SAFETY: `programs` holds the unwinder of this program's type at index 0.
+            unsafe { programs.tail_call(ctx, tail_call::UNWIND) };
             count(Counter::UnwindTailCallFailed);
         }
         Err(end) => scratch.record.header.user_stack_end = end as u32,
     }
-    python::finish(ctx, scratch);
+    python::finish(ctx, programs, scratch);
 }
 
 /// The user registers saved at the last entry into the kernel (a sample taken in user mode
@@ -146,6 +147,19 @@ fn user_registers(config: &UnwindConfig, scratch: &mut Scratch) -> Result<(), St
 /// Walks up to [`FRAMES_PER_PROGRAM`] frames, then tail-calls itself or sends the record.
 #[perf_event]
 pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
+    walk(&ctx, &UNWIND_PROGRAMS)
+}
+
+/// [`oxeye_unwind`] for the off-CPU sampler, a tracepoint program (a tail call stays within
+/// one program type).
+#[tracepoint]
+pub fn oxeye_off_unwind(ctx: TracePointContext) -> u32 {
+    walk(&ctx, &OFF_CPU_PROGRAMS)
+}
+
+/// The walk of [`oxeye_unwind`], tail-calling through `programs`.
+#[inline(always)]
+fn walk<C: EbpfContext>(ctx: &C, programs: &ProgramArray) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's scratch entry, which no other program touches while the sampler and
     // this chain of tail calls run (see `SCRATCH`).
@@ -178,18 +192,18 @@ pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
                 count(Counter::UserStackError);
             }
             scratch.record.header.user_stack_end = end as u32;
-            python::finish(&ctx, scratch);
+            python::finish(ctx, programs, scratch);
             return 0;
         }
     }
     scratch.tail_calls += 1;
     if scratch.tail_calls < MAX_TAIL_CALLS {
         // SAFETY: index 0 holds this very program.
-        unsafe { UNWIND_PROGRAMS.tail_call(&ctx, tail_call::UNWIND) };
+        unsafe { programs.tail_call(ctx, tail_call::UNWIND) };
         count(Counter::UnwindTailCallFailed);
     }
     scratch.record.header.user_stack_end = StackEnd::DepthLimit as u32;
-    python::finish(&ctx, scratch);
+    python::finish(ctx, programs, scratch);
     0
 }
 

@@ -78,6 +78,13 @@ pub struct Args {
     #[arg(long)]
     pub frame_pointers_only: bool,
 
+    /// Off-CPU profiling: the probability, from 0 to 1, that a thread's switch-out is
+    /// recorded, with its stack and the time until it runs again (as the OpenTelemetry eBPF
+    /// profiler's flag). Writes off_cpu.folded, off_cpu.svg and off_cpu.pb.gz, and exports an
+    /// `off_cpu`/`nanoseconds` profile. 0 (the default) is off
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = crate::net::sampling::parse_ratio)]
+    pub off_cpu_threshold: f64,
+
     /// Do not trace TCP connections and HTTP requests (profile only).
     #[arg(long)]
     pub no_network: bool,

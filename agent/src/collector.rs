@@ -11,7 +11,8 @@ use std::{
 use agent_common::{
     files::FileHintRecord,
     sampler::SampleRecord,
-    unwind::{StackEnd, FLAG_PYTHON, FLAG_UNKNOWN_MAPPING},
+    records::OffCpuEnd,
+    unwind::{StackEnd, FLAG_OFF_CPU, FLAG_PYTHON, FLAG_UNKNOWN_MAPPING},
 };
 
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
@@ -24,6 +25,7 @@ use crate::{
     events::{self, comm_str, comm_str_bytes, Record},
     objects::ObjectRegistry,
     links::{RequestKey, SpanLinks},
+    off_cpu::{OffCpuCounts, OffCpuPairs, SwitchOut},
     otlp::{build_request, resource::HostInfo, BatchSample, BuildContext, SampleBatch},
     output::{self, RunInfo},
     process::{
@@ -102,6 +104,8 @@ pub struct Collector {
     max_batch_samples: usize,
     /// Spans to link samples to.
     links: Option<Arc<SpanLinks>>,
+    /// Off-CPU switch-outs waiting for their ends.
+    off_cpu: OffCpuPairs,
     clock: Clock,
     unwinder: Option<Unwinder>,
     target_pid: Option<u32>,
@@ -169,6 +173,7 @@ impl Collector {
             batch: config.export_batch.map(|max| SampleBatch::new(unix_now_ns(), max)),
             max_batch_samples: config.export_batch.unwrap_or(0),
             links: config.links,
+            off_cpu: OffCpuPairs::default(),
             clock: config.clock,
             unwinder: config.unwinder,
             target_pid: config.target_pid,
@@ -329,6 +334,7 @@ impl Collector {
                     None => self.kernel_files.exec_files_unreachable += 1,
                 }
             }
+            Some(Record::OffCpuEnd(end)) => self.on_off_cpu_end(&end),
             None => self.malformed_records += 1,
         }
     }
@@ -459,23 +465,62 @@ impl Collector {
         // The main thread's name is the process's name: no lookup (or allocation) needed.
         let identity = (pid != tid && pid != 0).then(|| self.processes.identity(pid, &thread));
         let process: &str = identity.as_ref().map_or(&thread, |identity| &identity.name);
+        let request = (header.request_sock != 0).then_some(RequestKey { pid, sock: header.request_sock, started_ns: header.request_started_ns });
+        if header.flags & FLAG_OFF_CPU != 0 {
+            // Counted when the thread runs again, with the time it was off CPU.
+            if let Some(key) = self.profile.key(pid, tid, process, &thread, &self.frames) {
+                self.off_cpu.switched_out(tid, SwitchOut { key, cpu: header.cpu, switched_out_ns: header.timestamp_ns, request });
+            }
+            return;
+        }
         if let Some(&leaf) = self.frames.first() {
             let name = self.namer.name(leaf, &mut self.objects);
             self.top.add(name);
         }
-        let counted = self.profile.add(pid, tid, process, &thread, &self.frames);
-        if let Some(batch) = &mut self.batch {
-            let Some(key) = counted else {
-                batch.dropped += 1;
-                return;
-            };
-            let time_unix_nano = self.clock.to_unix_ns(header.timestamp_ns);
-            let processes = &mut self.processes;
-            let identity = || if pid == 0 { Arc::new(ProcessIdentity::named(process)) } else { processes.identity(pid, process) };
-            let request = (header.request_sock != 0).then_some(RequestKey { pid, sock: header.request_sock, started_ns: header.request_started_ns });
-            let sample = BatchSample { key, cpu: header.cpu, time_unix_nano, sampled_ns: header.timestamp_ns, request, link: None, carried: false };
-            batch.push(sample, identity);
+        match self.profile.add(pid, tid, process, &thread, &self.frames) {
+            Some(key) => self.push_to_batch(BatchSample {
+                key,
+                cpu: header.cpu,
+                time_unix_nano: self.clock.to_unix_ns(header.timestamp_ns),
+                sampled_ns: header.timestamp_ns,
+                request,
+                link: None,
+                carried: false,
+                off_cpu_ns: None,
+            }),
+            None => self.batch.iter_mut().for_each(|batch| batch.dropped += 1),
         }
+    }
+
+    /// A recorded thread runs again: its time off CPU, under the stack it left in.
+    fn on_off_cpu_end(&mut self, end: &OffCpuEnd) {
+        let Some(out) = self.off_cpu.switched_in(end.tid, end.switched_out_ns, end.off_cpu_ns) else { return };
+        if !self.profile.add_off_cpu(out.key, end.off_cpu_ns) {
+            return;
+        }
+        self.push_to_batch(BatchSample {
+            key: out.key,
+            cpu: out.cpu,
+            time_unix_nano: self.clock.to_unix_ns(out.switched_out_ns),
+            sampled_ns: out.switched_out_ns,
+            request: out.request,
+            link: None,
+            carried: false,
+            off_cpu_ns: Some(end.off_cpu_ns),
+        });
+    }
+
+    /// Keeps a sample for the next export, when exporting.
+    fn push_to_batch(&mut self, sample: BatchSample) {
+        let Some(batch) = &mut self.batch else { return };
+        let (pid, process) = (sample.key.pid, self.profile.name(sample.key.process));
+        let processes = &mut self.processes;
+        batch.push(sample, || if pid == 0 { Arc::new(ProcessIdentity::named(process)) } else { processes.identity(pid, process) });
+    }
+
+    /// What pairing switch-outs with their ends has seen.
+    pub fn off_cpu_counts(&self) -> OffCpuCounts {
+        self.off_cpu.counts
     }
 }
 

@@ -2,7 +2,7 @@
 
 use agent_common::{
     files::{ExecFileEvent, FileHintRecord, MAX_FILE_HINTS},
-    records::{ProcessEvent, RecordKind},
+    records::{OffCpuEnd, ProcessEvent, RecordKind},
     python::MAX_PYTHON_FRAMES,
     sampler::{SampleHeader, SampleRecord, MAX_FRAMES, MAX_KERNEL_FRAMES, MAX_USER_FRAMES, SLOTS_PER_PYTHON_FRAME},
 };
@@ -19,6 +19,8 @@ pub enum Record {
     FileHints(Box<FileHintRecord>),
     /// The file a process exec'd.
     ExecFile(Box<ExecFileEvent>),
+    /// A thread whose switch-out was recorded runs again.
+    OffCpuEnd(OffCpuEnd),
 }
 
 /// Decodes one ring-buffer record; `None` for a record of unknown kind or wrong size.
@@ -51,6 +53,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             Some(Record::FileHints(Box::new(hints)))
         }
         RecordKind::ExecFile => Some(Record::ExecFile(Box::new(read(bytes)?))),
+        RecordKind::OffCpuEnd => Some(Record::OffCpuEnd(read(bytes)?)),
         // These travel in `NET_EVENTS`, decoded by `net::records`.
         RecordKind::TcpOpen | RecordKind::TcpClose | RecordKind::Payload => None,
     }

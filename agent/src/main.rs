@@ -16,6 +16,7 @@ mod live;
 mod metrics;
 mod net;
 mod objects;
+mod off_cpu;
 mod otlp;
 mod output;
 mod pipeline;

@@ -121,6 +121,8 @@ pub struct Profile {
     counts: HashMap<SampleKey, u64>,
     /// Of those counts, the samples linked to a span (see [`crate::links`]).
     linked: HashMap<(SampleKey, SpanRef), u64>,
+    /// Nanoseconds off CPU, by the stack the thread was switched out in.
+    off_cpu: HashMap<SampleKey, u64>,
     max_entries: usize,
     /// Samples counted in.
     pub samples: u64,
@@ -138,6 +140,7 @@ impl Profile {
             name_ids: HashMap::new(),
             counts: HashMap::new(),
             linked: HashMap::new(),
+            off_cpu: HashMap::new(),
             max_entries,
             samples: 0,
             dropped_full: 0,
@@ -147,11 +150,7 @@ impl Profile {
     /// Counts one sample and returns its key (the interned stack and names, which the export
     /// batch refers to), or `None` if it was dropped because the profile is full.
     pub fn add(&mut self, pid: u32, tid: u32, process: &str, thread: &str, frames: &[Frame]) -> Option<SampleKey> {
-        let Some(stack) = self.intern_stack(frames) else {
-            self.dropped_full += 1;
-            return None;
-        };
-        let key = SampleKey { pid, tid, process: self.intern_name(process), thread: self.intern_name(thread), stack };
+        let key = self.key(pid, tid, process, thread, frames)?;
         if let Some(count) = self.counts.get_mut(&key) {
             *count += 1;
         } else if self.counts.len() < self.max_entries {
@@ -162,6 +161,35 @@ impl Profile {
         }
         self.samples += 1;
         Some(key)
+    }
+
+    /// The key of a sample, its stack and names interned (`None`, counted as dropped, if the
+    /// profile has no room for a new stack).
+    pub fn key(&mut self, pid: u32, tid: u32, process: &str, thread: &str, frames: &[Frame]) -> Option<SampleKey> {
+        let Some(stack) = self.intern_stack(frames) else {
+            self.dropped_full += 1;
+            return None;
+        };
+        Some(SampleKey { pid, tid, process: self.intern_name(process), thread: self.intern_name(thread), stack })
+    }
+
+    /// Counts `nanoseconds` off CPU under `key`; `false` (counted as dropped) if the profile
+    /// is full.
+    pub fn add_off_cpu(&mut self, key: SampleKey, nanoseconds: u64) -> bool {
+        if let Some(total) = self.off_cpu.get_mut(&key) {
+            *total += nanoseconds;
+        } else if self.off_cpu.len() < self.max_entries {
+            self.off_cpu.insert(key, nanoseconds);
+        } else {
+            self.dropped_full += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Every (key, nanoseconds off CPU), in no particular order.
+    pub fn off_cpu(&self) -> impl Iterator<Item = (&SampleKey, u64)> {
+        self.off_cpu.iter().map(|(key, &nanoseconds)| (key, nanoseconds))
     }
 
     fn intern_stack(&mut self, frames: &[Frame]) -> Option<StackId> {

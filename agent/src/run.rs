@@ -167,7 +167,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let flush_by = pipeline::flush_deadline();
     network.finish(&counters, flush_by).await;
-    let closing = profiles.finish(&counters, RunInfo { start, duration, period_ns }, &args.output_dir, flush_by).await?;
+    let closing = profiles.finish(&counters, RunInfo { start, duration, period_ns, off_cpu: args.off_cpu_threshold > 0.0 }, &args.output_dir, flush_by).await?;
     reporter.finish();
     eprintln!("{closing}");
     Ok(())
@@ -184,6 +184,7 @@ fn probe_config(args: &Args) -> ProbeConfig {
         trace_network: !args.no_network,
         max_connections: args.max_connections,
         payload_hooks: args.payload_hooks,
+        off_cpu_threshold: args.off_cpu_threshold,
     }
 }
 

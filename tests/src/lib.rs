@@ -8,6 +8,7 @@ pub mod deadline;
 pub mod debug_files;
 pub mod folded;
 pub mod links;
+pub mod off_cpu;
 pub mod podman;
 pub mod servers;
 

@@ -65,8 +65,9 @@ const TEST_PYPI_PACKAGES: &[(&str, &str)] = &[("zstandard", "zstandard"), ("kube
 /// The tests' Python: a venv of Debian's `python3` that also sees Debian's packages.
 pub const TEST_PYTHON: &str = "target/test-python";
 /// Packages the benchmark uses: `perf` as the reference profiler; nginx and wrk for the HTTP
-/// overhead runs; a Python venv for the OpenTelemetry SDK comparison.
-const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf", "nginx-light", "wrk", "apache2-utils", "python3-venv"];
+/// overhead runs; a Python venv for the OpenTelemetry SDK comparison; bpftool for the BPF
+/// programs' run-time statistics.
+const BENCH_PACKAGES: &[&str] = &["gcc", "g++", "linux-perf", "nginx-light", "wrk", "apache2-utils", "python3-venv", "bpftool"];
 /// Packages for the VM tests: the emulators, cpio for the initramfs, and binutils for arm64
 /// (to strip the guest's binaries).
 const VM_PACKAGES: &[&str] = &["qemu-system-arm", "qemu-system-x86", "cpio", "binutils", "binutils-aarch64-linux-gnu"];

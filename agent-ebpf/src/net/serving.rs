@@ -57,9 +57,9 @@ pub fn response_sent(sock: u64) -> u32 {
 }
 
 /// The request the current thread is serving, for a sample taken now: `(sock, started_ns)`,
-/// or zeros. Counts the sample in the request.
+/// or zeros. Counts the sample in the request if it is a CPU sample (`on_cpu`).
 #[inline(always)]
-pub fn sampled(pid_tgid: u64) -> (u64, u64) {
+pub fn sampled(pid_tgid: u64, on_cpu: bool) -> (u64, u64) {
     let Some(slot) = SERVING_REQUESTS.get_ptr_mut(&pid_tgid) else { return (0, 0) };
     // SAFETY: a valid map value pointer. The thread is interrupted by this sample, so its own
     // programs cannot write the slot meanwhile.
@@ -67,7 +67,9 @@ pub fn sampled(pid_tgid: u64) -> (u64, u64) {
         if (*slot).sock == 0 || (*slot).flags & ServingRequest::AMBIGUOUS != 0 {
             return (0, 0);
         }
-        (*slot).samples += 1;
+        if on_cpu {
+            (*slot).samples += 1;
+        }
         ((*slot).sock, (*slot).started_ns)
     }
 }

@@ -13,13 +13,14 @@ use agent_common::{
     files::{FileHintRecord, FileOffsets, FileTable, KernelFile, PendingMmap},
     names::{globals, maps, programs},
     net::{Connection, NetConfig, PayloadRecord, PendingIo, SendStart, ServingRequest, SocketOwner},
+    records::OffCpuStart,
     sampler::{SampleRecord, SamplerConfig},
     python::{PythonProcess, PythonThread},
     unwind::{ExecMapping, MappingRange, UnwindConfig, UnwindEntry, UnwindRule},
 };
 use aya_obj::{generated::bpf_map_type as map_type, Object, ProgramSection};
 
-use super::{files, hooks::{SendStartHook, TcpStateHook, SOCKET_HOOKS}, network::{CONNECTION_HOOKS, PAYLOAD_SYSCALL_HOOKS}, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
+use super::{files, off_cpu, hooks::{SendStartHook, TcpStateHook, SOCKET_HOOKS}, network::{CONNECTION_HOOKS, PAYLOAD_SYSCALL_HOOKS}, sizing::MapSizes, BPF_OBJECT, PYTHON_PROGRAM, SAMPLER_PROGRAM, TRACEPOINTS, UNWIND_PROGRAM};
 
 /// `BPF_F_MMAPABLE`: user space memory-maps these arrays.
 const MMAPABLE: u32 = 1 << 10;
@@ -53,6 +54,8 @@ fn map_specs() -> Vec<MapSpec> {
         map(maps::PYTHON_PROCESSES, BPF_MAP_TYPE_HASH, size_of::<u32>(), size_of::<PythonProcess>()),
         map(maps::PYTHON_THREADS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<PythonThread>()),
         map(maps::UNWIND_PROGRAMS, BPF_MAP_TYPE_PROG_ARRAY, size_of::<u32>(), size_of::<u32>()),
+        map(maps::OFF_CPU_PROGRAMS, BPF_MAP_TYPE_PROG_ARRAY, size_of::<u32>(), size_of::<u32>()),
+        map(maps::OFF_CPU_STARTS, BPF_MAP_TYPE_LRU_HASH, size_of::<u32>(), size_of::<OffCpuStart>()),
         map(maps::NET_EVENTS, BPF_MAP_TYPE_RINGBUF, 0, 0),
         map(maps::CONNECTIONS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<Connection>()),
         map(maps::NOT_SOCKETS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<u8>()),
@@ -71,6 +74,7 @@ fn map_specs() -> Vec<MapSpec> {
 /// Every program user space loads, by name, with the section kind its loader expects.
 fn program_specs() -> Vec<(&'static str, &'static str)> {
     let mut specs = vec![(SAMPLER_PROGRAM, "perf_event"), (UNWIND_PROGRAM, "perf_event"), (PYTHON_PROGRAM, "perf_event")];
+    specs.extend(off_cpu::PROGRAMS.iter().map(|&program| (program, "tracepoint")));
     specs.extend(files::HOOKS.iter().map(|&(program, _, _)| (program, "tracepoint")));
     specs.extend(TRACEPOINTS.iter().map(|&(program, _, _)| (program, "tracepoint")));
     specs.extend(CONNECTION_HOOKS.iter().chain(PAYLOAD_SYSCALL_HOOKS).map(|&(program, _, _, _)| (program, "tracepoint")));
@@ -198,7 +202,7 @@ fn every_name_is_listed_once() {
     let map_names: Vec<&str> = map_specs().iter().map(|spec| spec.name).collect();
     let all = [
         maps::EVENTS, maps::COUNTERS, maps::SCRATCH, maps::UNWIND_ROWS, maps::UNWIND_RULES, maps::EXEC_MAPPINGS,
-        maps::PROCESS_MAPPINGS, maps::PYTHON_PROCESSES, maps::PYTHON_THREADS, maps::UNWIND_PROGRAMS, maps::NET_EVENTS, maps::CONNECTIONS, maps::NOT_SOCKETS,
+        maps::PROCESS_MAPPINGS, maps::PYTHON_PROCESSES, maps::PYTHON_THREADS, maps::UNWIND_PROGRAMS, maps::OFF_CPU_PROGRAMS, maps::OFF_CPU_STARTS, maps::NET_EVENTS, maps::CONNECTIONS, maps::NOT_SOCKETS,
         maps::SOCKETS, maps::PENDING_IO, maps::SEND_STARTS, maps::SERVING_REQUESTS, maps::WAKE_PENDING, maps::PAYLOAD_SCRATCH, maps::FILE_TABLES, maps::KERNEL_MAPPINGS, maps::PENDING_MMAPS,
     ];
     assert_eq!(map_names, all, "map_specs lists each map once");
@@ -208,16 +212,17 @@ fn every_name_is_listed_once() {
         programs::CONNECT_EXIT, programs::CLOSE_ENTER, programs::RECV_EXIT, programs::SEND_ENTER, programs::READV_EXIT,
         programs::WRITEV_ENTER, programs::RECVMSG_EXIT, programs::SENDMSG_ENTER, programs::SEND_EXIT,
         programs::SOCK_RECV, programs::SOCK_SEND_START, programs::SOCK_SEND_START_FENTRY, programs::SOCK_SEND_START_KPROBE, programs::SOCK_SEND,
-        programs::TCP_STATE_FENTRY, programs::TCP_STATE_KPROBE, programs::TCP_STATE_TRACEPOINT,
+        programs::TCP_STATE_FENTRY, programs::TCP_STATE_KPROBE, programs::TCP_STATE_TRACEPOINT, programs::OFF_CPU,
+        programs::OFF_CPU_UNWIND, programs::OFF_CPU_PYTHON,
     ] {
         assert!(program_names.contains(&name), "user space loads no program {name}");
     }
-    assert_eq!(program_names.len(), 26);
+    assert_eq!(program_names.len(), 29);
 }
 
 #[test]
 fn every_map_is_sized_in_one_place() {
-    let sized: Vec<&str> = MapSizes::decide(99, 2, 32 << 20, true, 1000).all().iter().map(|&(name, _)| name).collect();
+    let sized: Vec<&str> = MapSizes::decide(99, 2, 32 << 20, true, 1000, true).all().iter().map(|&(name, _)| name).collect();
     let specs: Vec<&str> = map_specs().iter().map(|spec| spec.name).collect();
     assert_eq!(sized, specs, "sizing::MapSizes::all sizes every map of the contract, once");
 }

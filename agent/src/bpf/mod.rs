@@ -6,6 +6,7 @@ mod files;
 mod hooks;
 pub use hooks::PayloadHookChoice;
 mod network;
+mod off_cpu;
 pub mod sizing;
 mod tracefs;
 
@@ -63,6 +64,8 @@ pub struct ProbeConfig {
     pub max_connections: u32,
     /// Which hooks may copy HTTP payloads.
     pub payload_hooks: PayloadHookChoice,
+    /// `--off-cpu-threshold`: 0 loads no off-CPU program.
+    pub off_cpu_threshold: f64,
 }
 
 /// What [`Probes::load`] hands back.
@@ -88,6 +91,8 @@ pub struct Probes {
     /// Holds the unwinder in the tail-call table: the kernel empties it when the last
     /// user-space reference to the map goes.
     _unwind_programs: ProgramArray<MapData>,
+    /// The same for the off-CPU sampler's, when it runs.
+    _off_cpu_programs: Option<ProgramArray<MapData>>,
     samples_per_second: u64,
 }
 
@@ -102,6 +107,8 @@ impl Probes {
         let sampler_config = SamplerConfig {
             target_pid: config.target_pid.unwrap_or(0),
             include_idle: u32::from(config.include_idle),
+            off_cpu_threshold: off_cpu::threshold(config.off_cpu_threshold),
+            reserved: 0,
         };
         let unwind_config = registers::config(config.unwind_tables)
             .context("oxeye cannot unwind user stacks on this CPU architecture (x86-64 and arm64 only)")?;
@@ -116,6 +123,7 @@ impl Probes {
             config.unwind_table_bytes,
             net_config.is_some(),
             config.max_connections,
+            config.off_cpu_threshold > 0.0,
         );
         sizes.log();
         let unwind_sizes = sizes.unwind;
@@ -156,6 +164,11 @@ impl Probes {
         hooks.log();
 
         files::attach(&mut ebpf, &file_offsets);
+        let off_cpu_programs = if sampler_config.off_cpu_threshold > 0 {
+            off_cpu::attach(&mut ebpf).inspect_err(|error| warn!("off-CPU profiling is off: {error:#}")).ok()
+        } else {
+            None
+        };
 
         let unwinder: &mut PerfEvent = program_mut(&mut ebpf, UNWIND_PROGRAM)?.try_into()?;
         unwinder.load().with_context(|| format!("the kernel rejected BPF program {UNWIND_PROGRAM}"))?;
@@ -175,7 +188,14 @@ impl Probes {
         let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)?;
         let unwind_maps = UnwindMaps::take(&mut ebpf, unwind_sizes)?;
-        let probes = Probes { _net_links: net_links, counters, ebpf, _unwind_programs: unwind_programs, samples_per_second: config.samples_per_second };
+        let probes = Probes {
+            _net_links: net_links,
+            counters,
+            ebpf,
+            _unwind_programs: unwind_programs,
+            _off_cpu_programs: off_cpu_programs,
+            samples_per_second: config.samples_per_second,
+        };
         Ok(Loaded { probes, events, unwind_maps, net_events })
     }
 

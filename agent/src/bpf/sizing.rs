@@ -42,6 +42,11 @@ const NOT_SOCKETS: u32 = 32_768;
 const PENDING_IO: u32 = 16_384;
 /// The smallest size of a map that is not used (network tracing off): maps need one entry.
 const UNUSED: u32 = 1;
+/// `EVENTS` with off-CPU sampling on: 100,000 switch-outs a second at `--off-cpu-threshold 1`
+/// are about 6 MB per drain.
+const OFF_CPU_RING_BYTES: u32 = 16 << 20;
+/// Threads off CPU at once whose switch-out was recorded.
+const OFF_CPU_STARTS: u32 = 16_384;
 
 /// Bytes for the `EVENTS` ring buffer: samples per second × CPUs × record size × the drain
 /// interval × [`RING_HEADROOM`], rounded up to a power of two (the kernel requires a
@@ -125,6 +130,8 @@ pub struct MapSizes {
     pub not_sockets: u32,
     /// `PENDING_IO` entries.
     pub pending_io: u32,
+    /// `OFF_CPU_STARTS` entries.
+    pub off_cpu_starts: u32,
     /// The unwinder's maps.
     pub unwind: UnwindSizes,
 }
@@ -132,12 +139,14 @@ pub struct MapSizes {
 impl MapSizes {
     /// Sizes for `cpus` CPUs sampled `samples_per_second` times a second, with `unwind_table_bytes`
     /// of unwind rows, and `max_connections` tracked when `network` is on (else the network maps
-    /// get the least the kernel accepts).
-    pub fn decide(samples_per_second: u64, cpus: usize, unwind_table_bytes: u64, network: bool, max_connections: u32) -> Self {
+    /// get the least the kernel accepts), with room for switch-outs when `off_cpu` is on.
+    pub fn decide(samples_per_second: u64, cpus: usize, unwind_table_bytes: u64, network: bool, max_connections: u32, off_cpu: bool) -> Self {
         let on = |size: u32| if network { size } else { UNUSED };
         MapSizes {
             cpus,
-            events: ring_buffer_bytes(samples_per_second, cpus),
+            // Switch-outs come at the rate the machine switches, not at the sampling rate.
+            events: if off_cpu { OFF_CPU_RING_BYTES } else { ring_buffer_bytes(samples_per_second, cpus) },
+            off_cpu_starts: if off_cpu { OFF_CPU_STARTS } else { UNUSED },
             net_events: if network { net_ring_bytes(cpus) } else { IDLE_RING_BYTES },
             connections: on(max_connections.max(1)),
             not_sockets: on(NOT_SOCKETS),
@@ -147,7 +156,7 @@ impl MapSizes {
     }
 
     /// Every map's size, by name.
-    pub fn all(&self) -> [(&'static str, u32); 22] {
+    pub fn all(&self) -> [(&'static str, u32); 24] {
         [
             (maps::EVENTS, self.events),
             (maps::COUNTERS, Counter::COUNT),
@@ -160,6 +169,8 @@ impl MapSizes {
             (maps::PYTHON_PROCESSES, self.unwind.python_processes),
             (maps::PYTHON_THREADS, self.unwind.python_threads),
             (maps::UNWIND_PROGRAMS, tail_call::COUNT),
+            (maps::OFF_CPU_PROGRAMS, tail_call::COUNT),
+            (maps::OFF_CPU_STARTS, self.off_cpu_starts),
             (maps::NET_EVENTS, self.net_events),
             (maps::CONNECTIONS, self.connections),
             (maps::NOT_SOCKETS, self.not_sockets),
@@ -194,6 +205,7 @@ impl MapSizes {
             connections = self.connections,
             not_sockets = self.not_sockets,
             pending_io = self.pending_io,
+            off_cpu_starts = self.off_cpu_starts,
             unwind_rows = self.unwind.rows,
             unwind_rules = self.unwind.rules,
             exec_mappings = self.unwind.mappings,
@@ -236,10 +248,10 @@ mod tests {
     #[test]
     fn network_maps_are_minimal_when_off() {
         // That every map is sized is checked against the object by `contract`.
-        let off = MapSizes::decide(99, 2, 32 << 20, false, 10_000);
+        let off = MapSizes::decide(99, 2, 32 << 20, false, 10_000, false);
         assert!(off.all().iter().all(|&(_, size)| size >= 1));
         assert_eq!((off.net_events, off.connections, off.not_sockets, off.pending_io), (4096, 1, 1, 1));
-        let on = MapSizes::decide(99, 2, 32 << 20, true, 10_000);
+        let on = MapSizes::decide(99, 2, 32 << 20, true, 10_000, true);
         assert_eq!((on.net_events, on.connections, on.not_sockets, on.pending_io), (8 << 20, 10_000, 32_768, 16_384));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_common::tracepoints::{inet_sock_set_state, SYSCALL_ARG0, SYSCALL_ARGS_READ, SYSCALL_ARG_BYTES, SYSCALL_RET};
+use agent_common::tracepoints::{inet_sock_set_state, sched_switch, SYSCALL_ARG0, SYSCALL_ARGS_READ, SYSCALL_ARG_BYTES, SYSCALL_RET};
 use anyhow::{bail, Context, Result};
 
 fn tracefs() -> &'static str {
@@ -30,11 +30,21 @@ fn read_format(category: &str, name: &str) -> Result<String> {
 
 /// The BPF program reads `inet_sock_set_state` at fixed offsets; check the kernel agrees.
 pub fn check_state_format() -> Result<()> {
-    let format = read_format(inet_sock_set_state::CATEGORY, inet_sock_set_state::NAME)?;
-    for (field, expected) in inet_sock_set_state::FIELDS {
+    check_fields(inet_sock_set_state::CATEGORY, inet_sock_set_state::NAME, &inet_sock_set_state::FIELDS)
+}
+
+/// The off-CPU sampler reads `sched_switch` at fixed offsets; check the kernel agrees.
+pub fn check_sched_switch_format() -> Result<()> {
+    check_fields(sched_switch::CATEGORY, sched_switch::NAME, &sched_switch::FIELDS)
+}
+
+/// Whether the tracepoint `category:name` has each `(field, offset)`.
+fn check_fields(category: &str, name: &str, fields: &[(&str, usize)]) -> Result<()> {
+    let format = read_format(category, name)?;
+    for &(field, expected) in fields {
         let offset = field_offset(&format, field).map(|(offset, _)| offset);
         if offset != Some(expected) {
-            bail!("sock:inet_sock_set_state has field {field} at offset {offset:?}, oxeye expects {expected}");
+            bail!("{category}:{name} has field {field} at offset {offset:?}, oxeye expects {expected}");
         }
     }
     Ok(())

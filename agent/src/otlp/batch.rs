@@ -27,6 +27,8 @@ pub struct BatchSample {
     pub link: Option<SpanRef>,
     /// Already waited one interval for its span.
     pub carried: bool,
+    /// An off-CPU event: nanoseconds off CPU (`None` for a CPU sample).
+    pub off_cpu_ns: Option<u64>,
 }
 
 /// Samples collected since the last report. Bounded: past `max_samples` samples are counted
@@ -74,7 +76,9 @@ impl SampleBatch {
             };
             sample.link = links.resolve(request, sample.sampled_ns);
             match sample.link {
-                Some(span) => profile.link(sample.key, span),
+                // The pprof file links CPU samples (off-CPU time is linked in OTLP).
+                Some(span) if sample.off_cpu_ns.is_none() => profile.link(sample.key, span),
+                Some(_) => {}
                 None if !last && !sample.carried => {
                     if let Some(identity) = self.processes.get(&sample.key.pid) {
                         waiting.push((BatchSample { carried: true, ..sample }, identity.clone()));

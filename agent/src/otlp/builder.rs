@@ -48,68 +48,116 @@ struct SampleIdentity {
     link: Option<SpanRef>,
 }
 
-/// Builds the request; returns it with the number of samples it carries.
-pub fn build_request(batch: &SampleBatch, ctx: BuildContext<'_>) -> (ExportProfilesServiceRequest, u64) {
-    let mut d = Dictionary::new();
-    let mut stack_index: HashMap<profile::StackId, i32> = HashMap::new();
-    let mut mapping_index: HashMap<Code, i32> = HashMap::new();
+/// One process's samples of the batch, each identity with its events: (time, nanoseconds off
+/// CPU for an off-CPU event).
+#[derive(Default)]
+struct ProcessSamples {
+    cpu: BTreeMap<SampleIdentity, Vec<(u64, u64)>>,
+    off_cpu: BTreeMap<SampleIdentity, Vec<(u64, u64)>>,
+}
 
-    // Group samples: process → identity → timestamps.
-    let mut by_process: BTreeMap<u32, BTreeMap<SampleIdentity, Vec<u64>>> = BTreeMap::new();
+/// Builds the request; returns it with the number of samples (and off-CPU events) it carries.
+pub fn build_request(batch: &SampleBatch, ctx: BuildContext<'_>) -> (ExportProfilesServiceRequest, u64) {
+    let mut by_process: BTreeMap<u32, ProcessSamples> = BTreeMap::new();
     let mut start = batch.start_unix_nano;
     for sample in &batch.samples {
         start = start.min(sample.time_unix_nano);
         let key = sample.key;
         let identity = SampleIdentity { stack: key.stack, tid: key.tid, thread_name: key.thread, cpu: sample.cpu, link: sample.link };
-        by_process.entry(key.pid).or_default().entry(identity).or_default().push(sample.time_unix_nano);
+        let process = by_process.entry(key.pid).or_default();
+        let events = match sample.off_cpu_ns {
+            None => &mut process.cpu,
+            Some(_) => &mut process.off_cpu,
+        };
+        events.entry(identity).or_default().push((sample.time_unix_nano, sample.off_cpu_ns.unwrap_or(0)));
     }
     let end = ctx.end_unix_nano.max(batch.samples.iter().map(|s| s.time_unix_nano + 1).max().unwrap_or(0));
 
+    let mut encoder = Encoder { d: Dictionary::new(), stacks: HashMap::new(), mappings: HashMap::new(), ctx };
+    let d = &mut encoder.d;
     let samples_type = ValueType { type_strindex: d.string("samples"), unit_strindex: d.string("count") };
     let period_type = ValueType { type_strindex: d.string("cpu"), unit_strindex: d.string("nanoseconds") };
+    let off_cpu_type = ValueType { type_strindex: d.string("off_cpu"), unit_strindex: d.string("nanoseconds") };
     let scope = InstrumentationScope { name: "oxeye".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() };
+    let timing = |samples: Vec<Sample>, sample_type: ValueType| Profile {
+        sample_type: Some(sample_type),
+        samples,
+        time_unix_nano: start,
+        duration_nano: end.saturating_sub(start),
+        ..Default::default()
+    };
 
     let mut resource_profiles = Vec::with_capacity(by_process.len());
     let mut total = 0u64;
-    for (pid, identities) in by_process {
-        let mut samples = Vec::with_capacity(identities.len());
-        for (identity, mut timestamps) in identities {
-            let stack = *stack_index.entry(identity.stack).or_insert_with(|| {
-                let frames = ctx.profile.stack(identity.stack);
-                let mut locations = Vec::with_capacity(frames.len());
-                for group in profile::frames_by_address(frames) {
-                    push_locations(&mut d, &mut mapping_index, group, ctx.namer, ctx.objects, &mut locations);
-                }
-                d.stack(locations)
-            });
-            let attribute_indices = vec![
-                d.attribute("thread.id", Value::Int(i64::from(identity.tid))),
-                d.attribute("thread.name", Value::Str(ctx.profile.name(identity.thread_name).to_owned())),
-                d.attribute("cpu.logical_number", Value::Int(i64::from(identity.cpu))),
-            ];
-            timestamps.sort_unstable();
-            total += timestamps.len() as u64;
-            let link_index = identity.link.map_or(0, |span| d.link(span.trace_id, span.span_id));
-            samples.push(Sample { stack_index: stack, attribute_indices, link_index, values: Vec::new(), timestamps_unix_nano: timestamps });
+    for (pid, process) in by_process {
+        let mut profiles = Vec::with_capacity(2);
+        if !process.cpu.is_empty() {
+            let samples = encoder.samples(process.cpu, false, &mut total);
+            let period = encoder.ctx.period_ns as i64;
+            profiles.push(Profile { period_type: Some(period_type), period, ..timing(samples, samples_type) });
         }
-        let profile = Profile {
-            sample_type: Some(samples_type),
-            samples,
-            time_unix_nano: start,
-            duration_nano: end.saturating_sub(start),
-            period_type: Some(period_type),
-            period: ctx.period_ns as i64,
-            ..Default::default()
-        };
+        if !process.off_cpu.is_empty() {
+            // One event per timestamp, its nanoseconds off CPU in `values` (as the OpenTelemetry
+            // eBPF profiler sends them; devfiler counts the timestamps).
+            let samples = encoder.samples(process.off_cpu, true, &mut total);
+            profiles.push(timing(samples, off_cpu_type));
+        }
         let identity = batch.processes.get(&pid).cloned().unwrap_or_default();
         resource_profiles.push(ResourceProfiles {
-            resource: Some(Resource { attributes: process_attributes(ctx.host, pid, &identity), ..Default::default() }),
-            scope_profiles: vec![ScopeProfiles { scope: Some(scope.clone()), profiles: vec![profile], schema_url: String::new() }],
+            resource: Some(Resource { attributes: process_attributes(encoder.ctx.host, pid, &identity), ..Default::default() }),
+            scope_profiles: vec![ScopeProfiles { scope: Some(scope.clone()), profiles, schema_url: String::new() }],
             schema_url: String::new(),
         });
     }
-    let request = ExportProfilesServiceRequest { resource_profiles, dictionary: Some(d.finish()) };
+    let request = ExportProfilesServiceRequest { resource_profiles, dictionary: Some(encoder.d.finish()) };
     (request, total)
+}
+
+/// The dictionary being filled, with the stacks and mappings already in it.
+struct Encoder<'a> {
+    d: Dictionary,
+    stacks: HashMap<profile::StackId, i32>,
+    mappings: HashMap<Code, i32>,
+    ctx: BuildContext<'a>,
+}
+
+impl Encoder<'_> {
+    /// The OTLP samples of one process's identities; `with_values`: each event's value too.
+    /// Adds the events to `total`.
+    fn samples(&mut self, identities: BTreeMap<SampleIdentity, Vec<(u64, u64)>>, with_values: bool, total: &mut u64) -> Vec<Sample> {
+        let mut samples = Vec::with_capacity(identities.len());
+        for (identity, mut events) in identities {
+            let stack_index = self.stack(identity.stack);
+            let d = &mut self.d;
+            let attribute_indices = vec![
+                d.attribute("thread.id", Value::Int(i64::from(identity.tid))),
+                d.attribute("thread.name", Value::Str(self.ctx.profile.name(identity.thread_name).to_owned())),
+                d.attribute("cpu.logical_number", Value::Int(i64::from(identity.cpu))),
+            ];
+            events.sort_unstable();
+            *total += events.len() as u64;
+            let link_index = identity.link.map_or(0, |span| d.link(span.trace_id, span.span_id));
+            let values = if with_values { events.iter().map(|&(_, value)| value as i64).collect() } else { Vec::new() };
+            let timestamps_unix_nano = events.into_iter().map(|(time, _)| time).collect();
+            samples.push(Sample { stack_index, attribute_indices, link_index, values, timestamps_unix_nano });
+        }
+        samples
+    }
+
+    /// The dictionary's stack for a profile's stack.
+    fn stack(&mut self, id: profile::StackId) -> i32 {
+        if let Some(&index) = self.stacks.get(&id) {
+            return index;
+        }
+        let frames = self.ctx.profile.stack(id);
+        let mut locations = Vec::with_capacity(frames.len());
+        for group in profile::frames_by_address(frames) {
+            push_locations(&mut self.d, &mut self.mappings, group, self.ctx.namer, self.ctx.objects, &mut locations);
+        }
+        let index = self.d.stack(locations);
+        self.stacks.insert(id, index);
+        index
+    }
 }
 
 /// The locations of the frames at one address (see [`profile::frames_by_address`]).

@@ -4,11 +4,15 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 
+use super::Kind;
+
 /// Draws the folded lines as an interactive SVG flame graph.
-pub fn write(lines: &[(String, u64)], out: &mut dyn Write) -> Result<()> {
+pub fn write(lines: &[(String, u64)], kind: Kind, out: &mut dyn Write) -> Result<()> {
     let mut options = inferno::flamegraph::Options::default();
-    options.title = "oxeye CPU profile".to_owned();
-    options.count_name = "samples".to_owned();
+    (options.title, options.count_name) = match kind {
+        Kind::Cpu => ("oxeye CPU profile".to_owned(), "samples".to_owned()),
+        Kind::OffCpu => ("oxeye off-CPU profile".to_owned(), "ns".to_owned()),
+    };
     let folded: Vec<String> = lines.iter().map(|(stack, count)| format!("{stack} {count}")).collect();
     if folded.is_empty() {
         // inferno refuses empty input; an empty profile still gets a valid (empty) picture.

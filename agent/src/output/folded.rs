@@ -5,12 +5,16 @@ use std::{collections::HashMap, io::Write};
 
 use anyhow::Result;
 
-use crate::{objects::ObjectRegistry, profile::Profile, symbolize::FrameNamer};
+use crate::{
+    objects::ObjectRegistry,
+    profile::{Profile, SampleKey},
+    symbolize::FrameNamer,
+};
 
 /// Folds the profile into sorted `(stack, count)` lines (threads of one process merge).
-pub fn fold(profile: &Profile, namer: &mut FrameNamer, objects: &mut ObjectRegistry) -> Vec<(String, u64)> {
+pub fn fold<'a>(profile: &Profile, counts: impl Iterator<Item = (&'a SampleKey, u64)>, namer: &mut FrameNamer, objects: &mut ObjectRegistry) -> Vec<(String, u64)> {
     let mut lines: HashMap<String, u64> = HashMap::new();
-    for (key, count) in profile.counts() {
+    for (key, count) in counts {
         let mut line = sanitize(profile.name(key.process));
         // Frames are stored innermost first; folded lines go root first.
         for &frame in profile.stack(key.stack).iter().rev() {

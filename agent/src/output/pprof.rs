@@ -7,7 +7,7 @@ use anyhow::Result;
 use flate2::{write::GzEncoder, Compression};
 use prost::Message;
 
-use super::{pprof_proto as pb, RunInfo};
+use super::{pprof_proto as pb, Kind, RunInfo};
 use crate::{
     objects::{ObjectId, ObjectRegistry},
     profile::{Frame, Profile, SampleKey},
@@ -18,8 +18,12 @@ use crate::{
 const KERNEL_MAPPING: u64 = 1;
 
 /// Encodes the profile and writes it gzipped.
-pub fn write(profile: &Profile, namer: &mut FrameNamer, objects: &mut ObjectRegistry, run: RunInfo, out: &mut dyn Write) -> Result<()> {
-    let encoded = build(profile, namer, objects, run).encode_to_vec();
+pub fn write(profile: &Profile, kind: Kind, namer: &mut FrameNamer, objects: &mut ObjectRegistry, run: RunInfo, out: &mut dyn Write) -> Result<()> {
+    let encoded = match kind {
+        Kind::Cpu => build(profile, namer, objects, run),
+        Kind::OffCpu => build_off_cpu(profile, namer, objects, run),
+    }
+    .encode_to_vec();
     let mut gz = GzEncoder::new(out, Compression::default());
     gz.write_all(&encoded)?;
     gz.finish()?;
@@ -27,46 +31,39 @@ pub fn write(profile: &Profile, namer: &mut FrameNamer, objects: &mut ObjectRegi
 }
 
 fn build(profile: &Profile, namer: &mut FrameNamer, objects: &mut ObjectRegistry, run: RunInfo) -> pb::Profile {
-    let mut b = Builder::default();
-    b.strings.intern(""); // index 0 is the empty string
+    let mut b = Builder::new();
     let samples = pb::ValueType { r#type: b.strings.intern("samples"), unit: b.strings.intern("count") };
     let cpu = pb::ValueType { r#type: b.strings.intern("cpu"), unit: b.strings.intern("nanoseconds") };
-    let kernel_name = b.strings.intern(KERNEL_FILE);
-    b.out.mapping.push(pb::Mapping { id: KERNEL_MAPPING, memory_limit: u64::MAX, filename: kernel_name, has_functions: true, ..Default::default() });
-    let [pid_key, tid_key, process_key, thread_key, trace_key, span_key] =
-        ["pid", "tid", "process_name", "thread_name", "trace_id", "span_id"].map(|k| b.strings.intern(k));
-    let labels = |b: &mut Builder, key: &SampleKey| {
-        vec![
-            pb::Label { key: pid_key, num: i64::from(key.pid), ..Default::default() },
-            pb::Label { key: tid_key, num: i64::from(key.tid), ..Default::default() },
-            pb::Label { key: process_key, str: b.strings.intern(profile.name(key.process)), ..Default::default() },
-            pb::Label { key: thread_key, str: b.strings.intern(profile.name(key.thread)), ..Default::default() },
-        ]
-    };
+    let [trace_key, span_key] = ["trace_id", "span_id"].map(|k| b.strings.intern(k));
+    let values = |count: u64| vec![count as i64, (count * run.period_ns) as i64];
     // Samples linked to a span are their own pprof samples, labelled with its IDs.
     let mut linked: HashMap<&SampleKey, u64> = HashMap::new();
     for (key, span, count) in profile.linked() {
         *linked.entry(key).or_default() += count;
-        let mut label = labels(&mut b, key);
+        let mut label = b.labels(profile, key);
         label.push(pb::Label { key: trace_key, str: b.strings.intern(&span.trace_id_hex()), ..Default::default() });
         label.push(pb::Label { key: span_key, str: b.strings.intern(&span.span_id_hex()), ..Default::default() });
-        b.sample(profile, key, count, label, run.period_ns, namer, objects);
+        b.sample(profile, key, values(count), label, namer, objects);
     }
     for (key, count) in profile.counts() {
         let unlinked = count.saturating_sub(linked.get(key).copied().unwrap_or(0));
         if unlinked > 0 {
-            let label = labels(&mut b, key);
-            b.sample(profile, key, unlinked, label, run.period_ns, namer, objects);
+            let label = b.labels(profile, key);
+            b.sample(profile, key, values(unlinked), label, namer, objects);
         }
     }
-    let mut out = b.out;
-    out.sample_type = vec![samples, cpu];
-    out.period_type = Some(cpu);
-    out.period = run.period_ns as i64;
-    out.time_nanos = run.start.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
-    out.duration_nanos = run.duration.as_nanos() as i64;
-    out.string_table = b.strings.table;
-    out
+    b.finish(vec![samples, cpu], Some(cpu), run)
+}
+
+/// The off-CPU profile: nanoseconds off CPU by the stack threads were switched out in.
+fn build_off_cpu(profile: &Profile, namer: &mut FrameNamer, objects: &mut ObjectRegistry, run: RunInfo) -> pb::Profile {
+    let mut b = Builder::new();
+    let off_cpu = pb::ValueType { r#type: b.strings.intern("off_cpu"), unit: b.strings.intern("nanoseconds") };
+    for (key, nanoseconds) in profile.off_cpu() {
+        let label = b.labels(profile, key);
+        b.sample(profile, key, vec![nanoseconds as i64], label, namer, objects);
+    }
+    b.finish(vec![off_cpu], None, run)
 }
 
 #[derive(Default)]
@@ -79,12 +76,41 @@ struct Builder {
 }
 
 impl Builder {
-    /// A sample of `count` under `key`'s stack.
-    #[allow(clippy::too_many_arguments)]
-    fn sample(&mut self, profile: &Profile, key: &SampleKey, count: u64, label: Vec<pb::Label>, period_ns: u64, namer: &mut FrameNamer, objects: &mut ObjectRegistry) {
+    fn finish(self, sample_type: Vec<pb::ValueType>, period_type: Option<pb::ValueType>, run: RunInfo) -> pb::Profile {
+        let mut out = self.out;
+        out.sample_type = sample_type;
+        out.period_type = period_type;
+        out.period = if period_type.is_some() { run.period_ns as i64 } else { 0 };
+        out.time_nanos = run.start.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+        out.duration_nanos = run.duration.as_nanos() as i64;
+        out.string_table = self.strings.table;
+        out
+    }
+
+    /// A profile with the empty string at index 0 and the kernel's mapping.
+    fn new() -> Self {
+        let mut b = Builder::default();
+        b.strings.intern(""); // index 0 is the empty string
+        let filename = b.strings.intern(KERNEL_FILE);
+        b.out.mapping.push(pb::Mapping { id: KERNEL_MAPPING, memory_limit: u64::MAX, filename, has_functions: true, ..Default::default() });
+        b
+    }
+
+    /// Who a sample is: process and thread, by id and by name.
+    fn labels(&mut self, profile: &Profile, key: &SampleKey) -> Vec<pb::Label> {
+        let [pid, tid, process, thread] = ["pid", "tid", "process_name", "thread_name"].map(|k| self.strings.intern(k));
+        vec![
+            pb::Label { key: pid, num: i64::from(key.pid), ..Default::default() },
+            pb::Label { key: tid, num: i64::from(key.tid), ..Default::default() },
+            pb::Label { key: process, str: self.strings.intern(profile.name(key.process)), ..Default::default() },
+            pb::Label { key: thread, str: self.strings.intern(profile.name(key.thread)), ..Default::default() },
+        ]
+    }
+
+    /// A sample of `value` under `key`'s stack.
+    fn sample(&mut self, profile: &Profile, key: &SampleKey, value: Vec<i64>, label: Vec<pb::Label>, namer: &mut FrameNamer, objects: &mut ObjectRegistry) {
         let location_id = profile.stack(key.stack).iter().map(|&frame| self.location(frame, namer, objects)).collect();
-        let count = count as i64;
-        self.out.sample.push(pb::Sample { location_id, value: vec![count, count * period_ns as i64], label });
+        self.out.sample.push(pb::Sample { location_id, value, label });
     }
 
     fn location(&mut self, frame: Frame, namer: &mut FrameNamer, objects: &mut ObjectRegistry) -> u64 {

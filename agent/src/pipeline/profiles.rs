@@ -13,6 +13,7 @@ use crate::{
     collector::Collector,
     export::{Exporter, Profiles},
     live::{ExportFigures, LiveStats},
+    off_cpu::OffCpuCounts,
     otlp::resource::HostInfo,
     output::RunInfo,
     unwind::UnwindStats,
@@ -139,6 +140,9 @@ impl ProfilePipeline {
         if jit.maps > 0 || jit.refused > 0 || jit.jvm_written + jit.jvm_failed > 0 {
             eprintln!("oxeye: {}", jit_summary(&jit));
         }
+        if run.off_cpu {
+            eprintln!("oxeye: {}", off_cpu_summary(&self.collector.off_cpu_counts(), counters));
+        }
         let written = self.collector.write_outputs(output_dir, run)?;
         let skipped = self.collector.execs_skipped();
         let kernel = self.collector.kernel_file_counts();
@@ -209,6 +213,19 @@ fn debug_summary(sources: &DebugSources) -> Option<String> {
         stats.cache_files,
         stats.cache_bytes / 1024
     ))
+}
+
+fn off_cpu_summary(counts: &OffCpuCounts, counters: &Counters) -> String {
+    format!(
+        "off-CPU: {} switch-outs recorded, {} paired with their ends ({:.3} s off CPU); {} not recorded (map full), {} ends lost (ring full), {} ends unmatched, {} given up waiting",
+        counters.get(Counter::OffCpuRecorded),
+        counts.events,
+        counts.nanoseconds as f64 / 1e9,
+        counters.get(Counter::OffCpuMapFull),
+        counters.get(Counter::OffCpuEndRingFull),
+        counts.unmatched_ends,
+        counts.given_up
+    )
 }
 
 fn jit_summary(figures: &JitFigures) -> String {

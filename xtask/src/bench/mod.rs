@@ -9,7 +9,8 @@
 //!
 //! Then the HTTP tracing overhead (`http`): nginx under wrk with and without oxeye, and a Flask
 //! app uninstrumented, under the OpenTelemetry Python SDK and with oxeye; and the symbol
-//! endpoint's cost (`symbols`).
+//! endpoint's cost (`symbols`); and the cost of off-CPU profiling on a context-switch-heavy
+//! workload (`off_cpu`).
 
 use std::{
     fs,
@@ -26,6 +27,7 @@ mod debug_files;
 mod exec_storm;
 mod go;
 mod http;
+mod off_cpu;
 mod python;
 mod sink;
 mod symbols;
@@ -74,6 +76,12 @@ pub struct BenchArgs {
     /// many of the short process's samples are whole.
     #[arg(long)]
     exec_only: bool,
+    /// Only the off-CPU figures: pairs of threads ping-ponging a byte over pipes, one pair per
+    /// CPU (about 100,000 context switches per second), with no agent and oxeye with
+    /// `--off-cpu-threshold` 0.01, 1 and 0 (off): the workload's rate, oxeye's CPU, and the
+    /// off-CPU BPF time per switch.
+    #[arg(long)]
+    off_cpu_only: bool,
     /// Rounds (each runs every configuration once); medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -184,6 +192,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.exec_only {
         return exec_storm::run(&oxeye, &work_dir, args.rounds, args.seconds.max(10.0));
     }
+    if args.off_cpu_only {
+        return off_cpu::run(&oxeye, &work_dir, args.rounds, args.seconds);
+    }
     let sink = sink::SinkProcess::start(&sink::build()?, &work_dir)?;
 
     say(format!("benchmark: {cpus} busy threads, {} s per run, {} rounds", args.seconds, args.rounds));
@@ -251,6 +262,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     python::run(&oxeye, &work_dir, args.rounds, args.seconds)?;
     debug_files::run(&oxeye, &work_dir, args.rounds)?;
     exec_storm::run(&oxeye, &work_dir, args.rounds, args.seconds.max(10.0))?;
+    off_cpu::run(&oxeye, &work_dir, args.rounds, args.seconds)?;
     unwinder::run(&oxeye, &work_dir, args.rounds)?;
     unwind::run()
 }
