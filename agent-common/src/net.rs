@@ -230,7 +230,7 @@ pub struct PayloadHeader {
     pub role: u32,
     /// Addresses.
     pub addrs: SocketAddrs,
-    /// [`PayloadHeader::CONTINUATION`] when the data continues the previous receive.
+    /// [`PayloadHeader::CONTINUATION`], [`PayloadHeader::OFF_CPU_EVENTS`].
     pub flags: u32,
     /// A server's response: CPU samples taken on the sending thread while it served the
     /// request (see [`ServingRequest`]); 0 otherwise, or when that is unknown.
@@ -245,6 +245,9 @@ const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 112);
 impl PayloadHeader {
     /// The data continues the previous receive on the connection (which filled its buffer).
     pub const CONTINUATION: u32 = 1;
+    /// A server's response: the off-CPU sampler recorded the thread switched out while it
+    /// served the request (its events link to the span, as samples do).
+    pub const OFF_CPU_EVENTS: u32 = 2;
 }
 
 /// A payload record as the BPF side builds it.
@@ -406,7 +409,7 @@ pub struct ServingRequest {
     pub started_ns: u64,
     /// CPU samples taken on the thread since.
     pub samples: u32,
-    /// [`ServingRequest::AMBIGUOUS`].
+    /// [`ServingRequest::AMBIGUOUS`], [`ServingRequest::OFF_CPU_EVENTS`].
     pub flags: u32,
 }
 const _: () = assert!(core::mem::size_of::<ServingRequest>() == 24);
@@ -416,6 +419,8 @@ impl ServingRequest {
     /// interleaving connections, or pipelining): its samples are linked to neither, until
     /// its next response ends both.
     pub const AMBIGUOUS: u32 = 1;
+    /// The off-CPU sampler recorded the thread switched out in the request.
+    pub const OFF_CPU_EVENTS: u32 = 2;
 }
 
 impl KernelOffsets {

@@ -57,6 +57,22 @@ pub fn known_chain(folded: &Folded, process: &str, cpu_seconds: f64) -> Check {
     Ok(summary)
 }
 
+/// `chain.c` started with a pause of `seconds` (a `nanosleep` in `main`), profiled off CPU at
+/// `--off-cpu-threshold 1` (`off_cpu`: `off_cpu.folded`, nanoseconds): the time off CPU
+/// under `main` with a kernel `nanosleep` frame is the pause, within 10% (and at most 20 ms
+/// less: a slow machine may start oxeye's recording of the process late by no more).
+pub fn off_cpu_pause(off_cpu: &Folded, process: &str, seconds: f64) -> Check {
+    let dump = off_cpu.dump(process);
+    let asleep: u64 = off_cpu
+        .process(process)
+        .filter(|stack| stack.user_frames().contains(&"main") && stack.kernel_frames().iter().any(|frame| frame.contains("nanosleep")))
+        .map(|stack| stack.count)
+        .sum();
+    let asleep = asleep as f64 / 1e9;
+    ensure((asleep - seconds).abs() <= seconds * 0.10, || format!("{process}: {asleep:.3} s off CPU under main → nanosleep, expected {seconds:.3} s ± 10%:\n{dump}"))?;
+    Ok(format!("{asleep:.3} s off CPU under main → nanosleep (slept {seconds:.3} s), {:.3} s in all", off_cpu.samples(process) as f64 / 1e9))
+}
+
 /// `syscalls.c` (frame pointers, reads of /dev/zero): kernel frames only ever under user
 /// frames, and at least half of the samples show `main → do_reads → … → vfs_read` with every
 /// kernel frame named.

@@ -283,14 +283,15 @@ fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64, connection: &m
     }
     // SAFETY: a helper with no arguments and no memory access.
     let now = unsafe { bpf_ktime_get_ns() };
-    let mut cpu_samples = 0;
+    let mut sampled = serving::Sampled::default();
     if connection.role == role::SERVER {
         if ingress && http && !response {
             serving::request_received(connection.sock, now);
         } else if !ingress && response {
-            cpu_samples = serving::response_sent(connection.sock);
+            sampled = serving::response_sent(connection.sock);
         }
     }
+    let off_cpu = if sampled.off_cpu { PayloadHeader::OFF_CPU_EVENTS } else { 0 };
     record.header = PayloadHeader {
         kind: RecordKind::Payload as u32,
         pid: tgid,
@@ -304,8 +305,8 @@ fn capture(pending: &PendingIo, tgid: u32, sock: u64, moved: i64, connection: &m
         captured,
         role: connection.role,
         addrs: connection.addrs,
-        flags: if continuation { PayloadHeader::CONTINUATION } else { 0 },
-        cpu_samples,
+        flags: (if continuation { PayloadHeader::CONTINUATION } else { 0 }) | off_cpu,
+        cpu_samples: sampled.cpu_samples,
         // Once per connection: user space keeps the name (the helper cost a twentieth of
         // each payload program).
         comm: if first { bpf_get_current_comm().unwrap_or([0; 16]) } else { [0; 16] },

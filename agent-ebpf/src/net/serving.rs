@@ -32,32 +32,47 @@ pub fn request_received(sock: u64, started_ns: u64) {
     }
 }
 
-/// A server thread sent a response's first bytes on `sock`: the CPU samples taken while it
-/// served the request, if the thread served that one request alone (else 0). Empties the slot.
+/// What the sampler saw of a request: its CPU samples, and whether the off-CPU sampler
+/// recorded the thread switched out in it.
+#[derive(Clone, Copy, Default)]
+pub struct Sampled {
+    /// CPU samples.
+    pub cpu_samples: u32,
+    /// Off-CPU events.
+    pub off_cpu: bool,
+}
+
+/// A server thread sent a response's first bytes on `sock`: what was sampled while it served
+/// the request, if the thread served that one request alone (else nothing). Empties the slot.
 #[inline(always)]
-pub fn response_sent(sock: u64) -> u32 {
+pub fn response_sent(sock: u64) -> Sampled {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(slot) = SERVING_REQUESTS.get_ptr_mut(&pid_tgid) else { return 0 };
+    let Some(slot) = SERVING_REQUESTS.get_ptr_mut(&pid_tgid) else { return Sampled::default() };
     // SAFETY: a valid map value pointer; only this thread's programs write it.
     unsafe {
         if (*slot).sock == 0 {
-            return 0;
+            return Sampled::default();
         }
         // An ambiguous slot ends at any response; another connection's response leaves an
         // unambiguous slot as it is.
         let ambiguous = (*slot).flags & ServingRequest::AMBIGUOUS != 0;
         if !ambiguous && (*slot).sock != sock {
-            return 0;
+            return Sampled::default();
         }
-        let samples = if ambiguous { 0 } else { (*slot).samples };
+        let sampled = if ambiguous {
+            Sampled::default()
+        } else {
+            Sampled { cpu_samples: (*slot).samples, off_cpu: (*slot).flags & ServingRequest::OFF_CPU_EVENTS != 0 }
+        };
         (*slot).sock = 0;
         (*slot).flags = 0;
-        samples
+        sampled
     }
 }
 
 /// The request the current thread is serving, for a sample taken now: `(sock, started_ns)`,
-/// or zeros. Counts the sample in the request if it is a CPU sample (`on_cpu`).
+/// or zeros. Counts the sample in the request if it is a CPU sample (`on_cpu`), else marks
+/// the request as having off-CPU events.
 #[inline(always)]
 pub fn sampled(pid_tgid: u64, on_cpu: bool) -> (u64, u64) {
     let Some(slot) = SERVING_REQUESTS.get_ptr_mut(&pid_tgid) else { return (0, 0) };
@@ -69,6 +84,8 @@ pub fn sampled(pid_tgid: u64, on_cpu: bool) -> (u64, u64) {
         }
         if on_cpu {
             (*slot).samples += 1;
+        } else {
+            (*slot).flags |= ServingRequest::OFF_CPU_EVENTS;
         }
         ((*slot).sock, (*slot).started_ns)
     }

@@ -69,6 +69,8 @@ pub struct Exchange {
     pub sock: u64,
     /// Server: CPU samples taken on the thread while it served the request (0 if unknown).
     pub cpu_samples: u32,
+    /// Server: the off-CPU sampler recorded the thread switched out in the request.
+    pub off_cpu_events: bool,
 }
 
 /// What matching has seen, for the summary and the tests.
@@ -123,6 +125,8 @@ pub struct Payload<'a> {
     pub size: u64,
     /// A server's response: the CPU samples of the request it answers.
     pub cpu_samples: u32,
+    /// A server's response: the request it answers had off-CPU events.
+    pub off_cpu_events: bool,
 }
 
 /// Per-connection matching state, bounded in connections and in requests per connection.
@@ -209,12 +213,13 @@ impl Exchanges {
                 addrs,
                 sock,
                 cpu_samples: 0,
+                off_cpu_events: false,
             });
         }
         // The kernel counted the samples of the one request the sending thread served: they
         // are that exchange's only if the send answered one request.
         if let [only] = &mut done[first_done..] {
-            only.cpu_samples = payload.cpu_samples;
+            (only.cpu_samples, only.off_cpu_events) = (payload.cpu_samples, payload.off_cpu_events);
         }
         if unseen {
             // Missing spans rather than wrong ones: what was in flight is given up on.
@@ -345,7 +350,7 @@ mod tests {
     use super::*;
 
     fn payload(sock: u64, flow: u32, at: u64, data: &[u8], continuation: bool) -> Payload<'_> {
-        Payload { pid: 7, sock, flow, timestamp_ns: at, addrs: SocketAddrs::default(), data, continuation, truncated: false, size: data.len() as u64, cpu_samples: 0 }
+        Payload { pid: 7, sock, flow, timestamp_ns: at, addrs: SocketAddrs::default(), data, continuation, truncated: false, size: data.len() as u64, cpu_samples: 0, off_cpu_events: false }
     }
 
     fn feed(exchanges: &mut Exchanges, flow: u32, at: u64, data: &[u8]) -> Vec<Exchange> {

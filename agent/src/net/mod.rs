@@ -196,6 +196,7 @@ impl NetTracker {
                     truncated: header.size > data.len() as u64,
                     size: header.size,
                     cpu_samples: header.cpu_samples,
+                    off_cpu_events: header.flags & PayloadHeader::OFF_CPU_EVENTS != 0,
                 };
                 self.exchanges.payload(payload, &mut done);
                 for exchange in done.drain(..) {
@@ -222,7 +223,9 @@ impl NetTracker {
         if let Some(spans) = &mut self.spans {
             match spans.add(&service, &exchange, &route, self.clock, &mut self.ids) {
                 Added::Kept(span) => {
-                    if let (Some(links), Side::Server, 1..) = (&self.links, exchange.side, exchange.cpu_samples) {
+                    // Only requests with samples or off-CPU events are looked up.
+                    let sampled = exchange.cpu_samples > 0 || exchange.off_cpu_events;
+                    if let (Some(links), Side::Server, true) = (&self.links, exchange.side, sampled) {
                         let key = RequestKey { pid: exchange.pid, sock: exchange.sock, started_ns: exchange.started_ns };
                         links.publish(key, span, exchange.ended_ns);
                     }

@@ -387,6 +387,7 @@ mod tests {
             addrs,
             sock: 0xabc,
             cpu_samples: 4,
+            off_cpu_events: false,
         }
     }
 

@@ -311,6 +311,7 @@ mod tests {
             addrs: SocketAddrs { family: family::INET, ..Default::default() },
             sock: 0,
             cpu_samples: 0,
+            off_cpu_events: false,
         }
     }
 

@@ -125,6 +125,14 @@ fn burst(transcript: &Transcript, spans: Result<&[SpanLine], String>, port: u16)
 }
 
 /// Runs every check on a transcript.
+/// `chain-nofp` sleeps 1 s before working: the session's `off_cpu.folded` has it.
+fn off_cpu_pause(transcript: &Transcript, stderr: &str) -> Check {
+    let Some(bytes) = transcript.files.get("off_cpu.folded") else {
+        return Err(format!("oxeye wrote no off_cpu.folded; its log:\n{stderr}"));
+    };
+    checks::off_cpu_pause(&Folded::read_str(&String::from_utf8_lossy(bytes)), "chain-nofp", 1.0)
+}
+
 pub fn check(transcript: &Transcript, arch: Arch, http_port: u16, expected: &Expected) -> Vec<(&'static str, Outcome)> {
     let tcp_state_hook = expected.tcp_state_hook;
     let folded = transcript.files.get("stacks.folded").map(|bytes| Folded::read_str(&String::from_utf8_lossy(bytes)));
@@ -174,6 +182,7 @@ pub fn check(transcript: &Transcript, arch: Arch, http_port: u16, expected: &Exp
         ("no frame pointers (C -O2)", outcome(profile(checks::c_without_frame_pointers, "chain-nofp", 4.0))),
         ("no frame pointers (Rust release)", outcome(profile(checks::rust_without_frame_pointers, "chain-rs", 4.0))),
         ("kernel frames named", outcome(profile(checks::kernel_frames_named, "syscalls", 3.0))),
+        ("off-CPU time of a 1 s pause", outcome(off_cpu_pause(transcript, &stderr))),
         ("signed return addresses, frame pointers", signed(checks::known_chain, "chain-pac")),
         ("signed return addresses, no frame pointers", signed(checks::c_without_frame_pointers, "chain-pac-nofp")),
         ("HTTP over loopback into spans", outcome(http())),

@@ -1,5 +1,5 @@
 #!/bin/sh
-# oxeye's VM scenarios, also run as is on the host. One oxeye session, sampling at 99 Hz and
+# oxeye's VM scenarios, also run as is on the host. One oxeye session, sampling at 99 Hz (and off CPU at every switch-out) and
 # exporting to a real OTLP receiver, around known workloads and an HTTP exchange over
 # loopback; then its exit, and what it left in the kernel. The host checks the outputs.
 #
@@ -46,7 +46,8 @@ wait_for "'$bin/busybox' wget -q -O /dev/null http://127.0.0.1:$burst_port/hello
 sink=$!
 mark start
 "$bin/oxeye" -F 99 --no-live --output-dir "$out" --collection-agent "127.0.0.1:$otlp_port" --disable-tls \
-    --reporter-interval 1 --prometheus-listen "127.0.0.1:$metrics_port" --log "${OXEYE_LOG:-info}" 2> "$out/oxeye.stderr" &
+    --reporter-interval 1 --prometheus-listen "127.0.0.1:$metrics_port" --off-cpu-threshold 1 \
+    --log "${OXEYE_LOG:-info}" 2> "$out/oxeye.stderr" &
 oxeye=$!
 wait_for "grep -q sampling '$out/oxeye.stderr' || ! kill -0 $oxeye 2>/dev/null" 3000
 mark sampling
