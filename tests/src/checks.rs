@@ -58,19 +58,23 @@ pub fn known_chain(folded: &Folded, process: &str, cpu_seconds: f64) -> Check {
 }
 
 /// `chain.c` started with a pause of `seconds` (a `nanosleep` in `main`), profiled off CPU at
-/// `--off-cpu-threshold 1` (`off_cpu`: `off_cpu.folded`, nanoseconds): the time off CPU
-/// under `main` with a kernel `nanosleep` frame is the pause, within 10% (and at most 20 ms
-/// less: a slow machine may start oxeye's recording of the process late by no more).
+/// `--off-cpu-threshold 1` (`off_cpu`: `off_cpu.folded`, nanoseconds): the time off CPU under
+/// a kernel `nanosleep` frame is the pause, within 10%. How much of it shows `main` is only
+/// reported: the pause starts a millisecond after the exec, before oxeye may have the unwind
+/// table of the libc the process just mapped, and the stack is then cut at `clock_nanosleep`
+/// (the host's end-to-end tests check the user chain of a thread that sleeps later).
 pub fn off_cpu_pause(off_cpu: &Folded, process: &str, seconds: f64) -> Check {
     let dump = off_cpu.dump(process);
-    let asleep: u64 = off_cpu
-        .process(process)
-        .filter(|stack| stack.user_frames().contains(&"main") && stack.kernel_frames().iter().any(|frame| frame.contains("nanosleep")))
-        .map(|stack| stack.count)
-        .sum();
-    let asleep = asleep as f64 / 1e9;
-    ensure((asleep - seconds).abs() <= seconds * 0.10, || format!("{process}: {asleep:.3} s off CPU under main → nanosleep, expected {seconds:.3} s ± 10%:\n{dump}"))?;
-    Ok(format!("{asleep:.3} s off CPU under main → nanosleep (slept {seconds:.3} s), {:.3} s in all", off_cpu.samples(process) as f64 / 1e9))
+    let (mut asleep, mut under_main) = (0, 0);
+    for stack in off_cpu.process(process).filter(|stack| stack.kernel_frames().iter().any(|frame| frame.contains("nanosleep"))) {
+        asleep += stack.count;
+        if stack.user_frames().contains(&"main") {
+            under_main += stack.count;
+        }
+    }
+    let (asleep, under_main) = (asleep as f64 / 1e9, under_main as f64 / 1e9);
+    ensure((asleep - seconds).abs() <= seconds * 0.10, || format!("{process}: {asleep:.3} s off CPU in nanosleep, expected {seconds:.3} s ± 10%:\n{dump}"))?;
+    Ok(format!("{asleep:.3} s off CPU in nanosleep (slept {seconds:.3} s; {under_main:.3} s of it under main), {:.3} s in all", off_cpu.samples(process) as f64 / 1e9))
 }
 
 /// `syscalls.c` (frame pointers, reads of /dev/zero): kernel frames only ever under user
