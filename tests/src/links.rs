@@ -1,13 +1,29 @@
 //! Samples linked to spans: a Python server whose requests compute (and a thread that computes
-//! outside any request), and readers for what oxeye links: each OTLP sample with the trace and
-//! span of its `link_index`, and each pprof sample with its labels.
+//! outside any request), nginx worker processes that gzip each response, wrk to load them, and
+//! readers for what oxeye links: each OTLP sample with the trace and span of its `link_index`,
+//! and each pprof sample with its labels.
 //!
 //! The pprof reader is a minimal protobuf decoder of the fields these tests read (samples, their
 //! labels and locations, functions, strings): it shares no code with oxeye's writer.
 
-use std::{collections::BTreeMap, fmt::Write as _, fs, io::Read, path::Path};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs,
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
 
 use otlp_sink::proto::collector::profiles::v1development::ExportProfilesServiceRequest;
+
+use crate::{
+    deadline, output_dir,
+    servers::{free_port, wait_for_port},
+    spawn, waiting_for, Spawned,
+};
 
 /// A Python HTTP server (`python3 -c LINKED_SERVER PORT LIFETIME_SECS`) on 127.0.0.1: a
 /// `ThreadingHTTPServer` (a thread per connection) whose `do_GET` runs `compute_in_request()`, a
@@ -69,6 +85,157 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx worker processes whose requests compute, and wrk to load them.
+
+/// nginx from Debian with worker processes, serving `/page.txt`, a text page gzipped at level 9
+/// for each request (`Accept-Encoding: gzip`): the compression runs in the worker between its
+/// receive of the request and its send of the response. Stopped when dropped.
+pub struct GzipNginx {
+    process: Spawned,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its directory (configuration, page, error log).
+    pub dir: PathBuf,
+}
+
+impl GzipNginx {
+    /// Starts nginx with `workers` worker processes, each listening on its own `reuseport`
+    /// socket (so the kernel spreads connections over them), serving a `page_bytes` page; waits
+    /// until it listens.
+    ///
+    /// The gzip output buffers (`gzip_buffers 4 1m`) hold the whole compressed page, so nginx
+    /// compresses all of it before it sends the response's first bytes, whatever deflate's
+    /// block sizes (with the default 32 × 4 KiB it may send once they are full: some 90% of the
+    /// workers' samples were linked then, against 95%).
+    pub fn start(test: &str, workers: usize, page_bytes: usize) -> GzipNginx {
+        let dir = output_dir(&format!("{test}-nginx"));
+        fs::create_dir_all(dir.join("html")).expect("create nginx root");
+        fs::create_dir_all(dir.join("logs")).expect("create logs");
+        fs::write(dir.join("html/page.txt"), compressible_text(page_bytes)).expect("write page.txt");
+        let port = free_port();
+        let config = format!(
+            "worker_processes {workers};\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
+             keepalive_requests 100000;\n  default_type text/plain;\n\
+             gzip on;\n  gzip_min_length 0;\n  gzip_comp_level 9;\n  gzip_types text/plain;\n  gzip_buffers 4 1m;\n\
+             server {{\n    listen 127.0.0.1:{port} reuseport;\n    root {dir}/html;\n  }}\n}}\n",
+            dir = dir.display()
+        );
+        let conf = dir.join("nginx.conf");
+        fs::write(&conf, config).expect("write nginx.conf");
+        // Stopped when dropped: SIGTERM to its group (the master and its workers).
+        let process = spawn(Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(&dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()), "nginx (gzip, worker processes)");
+        let nginx = GzipNginx { process, port, dir };
+        wait_for_port(port, Duration::from_secs(10));
+        nginx
+    }
+
+    /// The master's process id.
+    pub fn master(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// `http://127.0.0.1:PORT/page.txt`.
+    pub fn page_url(&self) -> String {
+        format!("http://127.0.0.1:{}/page.txt", self.port)
+    }
+
+    /// The worker processes' ids, once there are `count` (waits at most `timeout`).
+    pub fn workers(&self, count: usize, timeout: Duration) -> Vec<u32> {
+        let _waiting = waiting_for(format!("waiting for {count} nginx worker processes of pid {}", self.master()));
+        let until = Instant::now() + timeout;
+        loop {
+            let workers = children(self.master());
+            if workers.len() >= count {
+                return workers;
+            }
+            assert!(Instant::now() < until, "nginx (pid {}) has {} worker processes after {timeout:?}, want {count} (log: {})", self.master(), workers.len(), self.dir.join("logs/error.log").display());
+            deadline::check();
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The processes whose parent is `parent`, by pid.
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut out: Vec<u32> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid …`: the fields after the last ')'.
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            ppid == Some(parent)
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// `bytes` of text that gzip compresses about 8 to 1 and that costs level 9 some work: words of
+/// a small vocabulary in a pseudo-random (but fixed) order.
+pub fn compressible_text(bytes: usize) -> String {
+    const WORDS: [&str; 16] =
+        ["alpha", "beta", "gamma", "delta", "oxeye", "profile", "span", "sample", "trace", "nginx", "worker", "request", "response", "kernel", "thread", "link"];
+    let mut text = String::with_capacity(bytes + 16);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut line = 0;
+    while text.len() < bytes {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        text.push_str(WORDS[(state % WORDS.len() as u64) as usize]);
+        line += 1;
+        text.push(if line % 12 == 0 { '\n' } else { ' ' });
+    }
+    text.truncate(bytes);
+    text
+}
+
+/// What a wrk run did.
+#[derive(Debug, Clone)]
+pub struct WrkRun {
+    /// wrk's process id.
+    pub pid: u32,
+    /// The requests it completed.
+    pub completed: u64,
+    /// Its report.
+    pub report: String,
+}
+
+/// Runs `wrk -t1 -cCONNECTIONS -dSECONDS -H HEADER url` (a load set by wall-clock time) as a
+/// process of the test, so that its pid is known; asserts it succeeded and completed at least
+/// `at_least` requests.
+pub fn wrk_with_header(url: &str, connections: u64, seconds: u64, header: &str, at_least: u64) -> WrkRun {
+    let _waiting = waiting_for(format!("running wrk -c{connections} -d{seconds}s on {url}"));
+    let mut wrk = spawn(
+        Command::new("wrk")
+            .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--timeout", "5s", "-H", header])
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+        "wrk",
+    );
+    let pid = wrk.id();
+    // Its report is a few hundred bytes: the pipe holds it until wrk exits.
+    let exited = wrk.wait_at_most(Duration::from_secs(seconds + 30));
+    let mut report = String::new();
+    if let Some(mut stdout) = wrk.child_mut().stdout.take() {
+        let _ = stdout.read_to_string(&mut report);
+    }
+    assert!(exited.status.success(), "wrk failed ({}): {}", exited.status, report.replace('\n', " | "));
+    let completed = report
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in ")?.0.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("wrk printed no request count: {}", report.replace('\n', " | ")));
+    assert!(completed >= at_least, "wrk completed only {completed} requests, want {at_least} or more: {}", report.replace('\n', " | "));
+    WrkRun { pid, completed, report }
 }
 
 // ---------------------------------------------------------------------------------------------

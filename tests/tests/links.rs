@@ -10,6 +10,10 @@
 //! - samples in `compute_in_request` are (nearly) all linked, those in `background_spin` never;
 //! - each server span counts its samples in `oxeye.cpu.samples`;
 //! - `profile.pb.gz` labels linked samples with `trace_id` and `span_id` in hex.
+//!
+//! And with worker processes: nginx with two workers gzips a page at level 9 in each request
+//! while wrk loads it and oxeye profiles the whole host at 997 Hz. The workers' samples are
+//! linked to their own server spans, within them; wrk's (a client's) never.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -21,7 +25,8 @@ use std::{
 use otlp_sink::{DecodedSpan, Sink, SinkConfig};
 use oxeye_tests::{
     deadline::{self, spawn, waiting_for},
-    links::{hex, linked_samples, read_pprof, unhex, LinkedSample, SpanLink, LINKED_SERVER},
+    links::{hex, linked_samples, read_pprof, unhex, wrk_with_header, GzipNginx, LinkedSample, SpanLink, LINKED_SERVER},
+    output,
     servers::{free_port, wait_for_port, Connection},
     Oxeye,
 };
@@ -195,6 +200,183 @@ fn python_request_samples_link_to_their_spans() {
     );
     assert!(pprof.wrong.is_empty(), "pprof: {} labelled samples are wrong, first: {} {}", pprof.wrong.len(), pprof.wrong[0], log());
     assert_eq!(pprof.background_labelled, 0, "pprof: {} of {} samples in background_spin are labelled with a trace {}", pprof.background_labelled, pprof.background, log());
+}
+
+/// nginx's worker processes.
+const NGINX_WORKERS: usize = 2;
+/// The page nginx gzips in each request: 256 KiB of text, some 50 ms of level 9 compression.
+const PAGE_BYTES: usize = 256 * 1024;
+/// Host-wide sampling rate for the nginx test.
+const NGINX_RATE: &str = "997";
+/// wrk's connections and wall-clock seconds.
+const WRK_CONNECTIONS: u64 = 4;
+const WRK_SECONDS: u64 = 3;
+/// Fewest linked sample timestamps of the workers the nginx test wants.
+const LEAST_LINKED: usize = 20;
+
+#[test]
+fn nginx_worker_samples_link_to_their_requests() {
+    let _deadline = deadline::deadline(LIMIT);
+    let sink = Sink::start(SinkConfig::localhost()).expect("start otlp-sink");
+    let nginx = GzipNginx::start("links-nginx", NGINX_WORKERS, PAGE_BYTES);
+    let workers: Vec<String> = nginx.workers(NGINX_WORKERS, Duration::from_secs(10)).iter().map(u32::to_string).collect();
+    // The page comes gzipped: the compression is the work in the request.
+    let head = output(
+        Command::new("curl").args(["-s", "--max-time", "10", "-H", "Accept-Encoding: gzip", "-o", "/dev/null", "-D", "-"]).arg(nginx.page_url()),
+        "curl (gzip check)",
+    );
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "nginx did not gzip {}: response head {:?}", nginx.page_url(), head.replace("\r\n", " | "));
+
+    let addr = sink.addr().to_string();
+    let mut oxeye = Oxeye::start("links-nginx", &["-F", NGINX_RATE, "--collection-agent", &addr, "--disable-tls", "--reporter-interval", "1"]);
+    oxeye.wait_for_stderr("hooks chosen", Duration::from_secs(5));
+
+    let wrk = wrk_with_header(&nginx.page_url(), WRK_CONNECTIONS, WRK_SECONDS, "Accept-Encoding: gzip", 10);
+    let wrk_pid = wrk.pid.to_string();
+    // A span for every request wrk completed (nginx may have served up to a connection's
+    // worth more).
+    {
+        let _waiting = waiting_for(format!("waiting for the server spans of the {} requests wrk completed", wrk.completed));
+        let until = Instant::now() + Duration::from_secs(20);
+        while (server_spans_of(&sink, &workers).len() as u64) < wrk.completed && Instant::now() < until {
+            deadline::check();
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    {
+        let _waiting = waiting_for("letting oxeye export the last samples (2 s)");
+        thread::sleep(Duration::from_secs(2));
+    }
+    let finished = oxeye.stop();
+    finished.assert_success();
+    drop(nginx);
+    let log = || format!("(oxeye's outputs and log: {})", finished.out_dir.display());
+
+    // Every server span of every process (a linked sample of any process must name one), and
+    // the nginx workers'.
+    let all_spans: Vec<DecodedSpan> = sink.all_spans().into_iter().filter(|s| s.kind == SERVER).collect();
+    let by_link: HashMap<SpanLink, &DecodedSpan> = all_spans.iter().map(|s| (SpanLink { trace_id: s.trace_id.clone(), span_id: s.span_id.clone() }, s)).collect();
+    let span_pid = |s: &DecodedSpan| s.resource.get("process.pid").cloned().unwrap_or_default();
+    let worker_spans: Vec<&DecodedSpan> = all_spans.iter().filter(|s| workers.contains(&span_pid(s))).collect();
+    assert!(
+        worker_spans.len() as u64 >= wrk.completed,
+        "only {} server spans of the nginx workers ({}) for the {} requests wrk completed {}",
+        worker_spans.len(),
+        workers.join(", "),
+        wrk.completed,
+        log()
+    );
+
+    let requests = sink.requests();
+    for (i, request) in requests.iter().enumerate() {
+        if let Err(why) = otlp_sink::check::all(request) {
+            panic!("profiles request {i} of {} is invalid: {why}", requests.len());
+        }
+    }
+    let samples: Vec<LinkedSample> = requests.iter().flat_map(linked_samples).collect();
+
+    // b. Every linked sample names a server span of its own process, and lies within it.
+    let mut unmatched: Vec<String> = Vec::new();
+    let mut outside: Vec<String> = Vec::new();
+    let mut linked_all = 0usize;
+    for sample in samples.iter().filter(|s| s.link_index != 0) {
+        linked_all += sample.timestamps.len();
+        let span = sample.link.as_ref().and_then(|link| by_link.get(link));
+        let Some(span) = span.filter(|span| span_pid(span) == sample.pid) else {
+            let what = match (&sample.link, span) {
+                (None, _) => format!("link_index {} (no entry)", sample.link_index),
+                (Some(link), None) => format!("{link}, no server span"),
+                (Some(link), Some(span)) => format!("{link}, a server span of pid {}", span_pid(span)),
+            };
+            unmatched.push(format!("{} timestamps of pid {} thread {} linked to {what}, stack {}", sample.timestamps.len(), sample.pid, sample.tid, innermost(&sample.frames)));
+            continue;
+        };
+        for &time in &sample.timestamps {
+            if time < span.start_unix_nano || time > span.end_unix_nano + END_SLACK_NS {
+                let (from_start, from_end) = (time as i128 - span.start_unix_nano as i128, time as i128 - span.end_unix_nano as i128);
+                outside.push(format!(
+                    "a sample of pid {} {from_start} ns from the start and {from_end} ns from the end of span {} ({} ns long)",
+                    sample.pid,
+                    hex(&span.span_id),
+                    span.end_unix_nano.saturating_sub(span.start_unix_nano)
+                ));
+            }
+        }
+    }
+
+    // Per worker: linked and all sample timestamps, spans, and the spans' oxeye.cpu.samples.
+    struct Worker {
+        pid: String,
+        linked: usize,
+        all: usize,
+        spans: usize,
+        counted: u64,
+    }
+    let per_worker: Vec<Worker> = workers
+        .iter()
+        .map(|pid| {
+            let (linked, all) = samples.iter().filter(|s| &s.pid == pid).fold((0, 0), |(linked, all), s| {
+                (linked + if s.link_index != 0 { s.timestamps.len() } else { 0 }, all + s.timestamps.len())
+            });
+            let spans: Vec<&&DecodedSpan> = worker_spans.iter().filter(|s| &span_pid(s) == pid).collect();
+            let counted = spans.iter().filter_map(|s| s.attributes.get(CPU_SAMPLES)?.parse::<u64>().ok()).sum();
+            Worker { pid: pid.clone(), linked, all, spans: spans.len(), counted }
+        })
+        .collect();
+    let linked: usize = per_worker.iter().map(|w| w.linked).sum();
+    let all: usize = per_worker.iter().map(|w| w.all).sum();
+    let counted: u64 = per_worker.iter().map(|w| w.counted).sum();
+    let without = worker_spans.iter().filter(|s| s.attributes.get(CPU_SAMPLES).and_then(|v| v.parse::<u64>().ok()).is_none()).count();
+    // c. wrk is a client: none of its samples is linked.
+    let (wrk_linked, wrk_all) = samples.iter().filter(|s| s.pid == wrk_pid).fold((0usize, 0usize), |(linked, all), s| {
+        (linked + if s.link_index != 0 { s.timestamps.len() } else { 0 }, all + s.timestamps.len())
+    });
+
+    eprintln!(
+        "links-nginx: wrk completed {} requests ({PAGE_BYTES} B page gzipped, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s); workers {}; \
+         the workers: {linked} of {all} sample timestamps linked ({:.1}%), {} server spans, {CPU_SAMPLES} sum {counted} ({without} spans without it); \
+         per worker: {}; wrk (pid {wrk_pid}): {wrk_linked} of {wrk_all} linked; all processes: {linked_all} linked, {} to no span of their process, {} outside their span",
+        wrk.completed,
+        workers.join(", "),
+        percent(linked as f64, all as f64),
+        worker_spans.len(),
+        per_worker
+            .iter()
+            .map(|w| format!("pid {} {} of {} linked, {} spans, {CPU_SAMPLES} {}", w.pid, w.linked, w.all, w.spans, w.counted))
+            .collect::<Vec<_>>()
+            .join("; "),
+        unmatched.len(),
+        outside.len(),
+    );
+
+    // a. The workers' compressing is linked.
+    assert!(linked >= LEAST_LINKED, "a: only {linked} of the nginx workers' {all} sample timestamps are linked, want {LEAST_LINKED} or more {}", log());
+    // b. To a server span of the same process, while it lasted.
+    assert!(unmatched.is_empty(), "b: {} linked samples name no server span of their own process ({} server spans), first: {} {}", unmatched.len(), all_spans.len(), unmatched[0], log());
+    assert!(outside.is_empty(), "b: {} of {linked_all} linked sample timestamps lie outside their span (1 ms slack at the end), first: {} {}", outside.len(), outside[0], log());
+    // c. Never a client's.
+    assert_eq!(wrk_linked, 0, "c: {wrk_linked} of {wrk_all} sample timestamps of wrk (pid {wrk_pid}, a client) are linked {}", log());
+    // d. Both workers, when both served requests.
+    for worker in &per_worker {
+        if worker.spans >= 3 {
+            assert!(worker.linked > 0, "d: nginx worker {} served {} requests ({} sample timestamps) but none of its samples is linked {}", worker.pid, worker.spans, worker.all, log());
+        } else {
+            eprintln!("links-nginx: worker {} served {} requests: the kernel gave the connections to the other worker", worker.pid, worker.spans);
+        }
+    }
+    // e. The spans count (at least about) the samples linked to them.
+    assert!(
+        counted as f64 >= 0.8 * linked as f64,
+        "e: {CPU_SAMPLES} sums to {counted} over the {} server spans of the nginx workers, but {linked} of their sample timestamps are linked (want 80% of that or more) {}",
+        worker_spans.len(),
+        log()
+    );
+}
+
+/// The server spans of processes `pids`.
+fn server_spans_of(sink: &Sink, pids: &[String]) -> Vec<DecodedSpan> {
+    sink.all_spans().into_iter().filter(|s| s.kind == SERVER && s.resource.get("process.pid").is_some_and(|pid| pids.contains(pid))).collect()
 }
 
 /// Sends `GET /work/N` requests one after the other, each on its own connection with a
