@@ -93,6 +93,9 @@ counters! {
     25 OffCpuMapFull => "off_cpu_map_full",
     /// Off-CPU ends lost because `EVENTS` was full (their samples go unmatched).
     26 OffCpuEndRingFull => "off_cpu_end_ring_full",
+    /// Recorded switch-outs whose thread exited off CPU, found when another thread took its
+    /// `task_struct` (dropped, not reported).
+    27 OffCpuStale => "off_cpu_stale",
 }
 
 // Each counter's index is its place in the list, so `ALL[i] as usize == i` indexes arrays.
@@ -115,6 +118,6 @@ mod tests {
             assert!(Counter::ALL[..i].iter().all(|b| b.name() != a.name()), "{} twice", a.name());
         }
         assert_eq!(Counter::SocketReadFailed.name(), "socket_read_failed");
-        assert_eq!(Counter::COUNT, 27);
+        assert_eq!(Counter::COUNT, 28);
     }
 }

@@ -73,11 +73,11 @@ pub mod programs {
     pub const MMAP_EXIT: &str = "oxeye_mmap_exit";
     /// perf_event: the Python frame walker, tail-called after the unwinder.
     pub const PYTHON: &str = "oxeye_python";
-    /// tracepoint `sched:sched_switch`: the off-CPU sampler.
+    /// raw tracepoint `sched_switch`: the off-CPU sampler.
     pub const OFF_CPU: &str = "oxeye_off_cpu";
-    /// tracepoint (unattached): the unwinder, tail-called from the off-CPU sampler.
+    /// raw tracepoint (unattached): the unwinder, tail-called from the off-CPU sampler.
     pub const OFF_CPU_UNWIND: &str = "oxeye_off_unwind";
-    /// tracepoint (unattached): the Python walker, tail-called after it.
+    /// raw tracepoint (unattached): the Python walker, tail-called after it.
     pub const OFF_CPU_PYTHON: &str = "oxeye_off_python";
     /// tracepoint `sched:sched_process_exec`.
     pub const EXEC: &str = "oxeye_exec";

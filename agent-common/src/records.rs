@@ -83,14 +83,15 @@ pub struct OffCpuEnd {
 const _: () = assert!(core::mem::size_of::<OffCpuEnd>() == 32);
 crate::impl_pod!(OffCpuEnd);
 
-/// When a thread recorded off CPU was switched out, in `OFF_CPU_STARTS` under its thread id.
+/// When a thread recorded off CPU was switched out, in `OFF_CPU_STARTS` under its
+/// `task_struct` address (what `sched_switch` passes for the thread switched in).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OffCpuStart {
     /// Process id.
     pub pid: u32,
-    /// Padding.
-    pub reserved: u32,
+    /// Thread id.
+    pub tid: u32,
     /// `bpf_ktime_get_ns()` at the switch-out.
     pub switched_out_ns: u64,
 }

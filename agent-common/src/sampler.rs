@@ -20,8 +20,9 @@ pub struct SamplerConfig {
     /// Off-CPU sampling: a switch-out is recorded when `bpf_get_prandom_u32()` is below this
     /// (`--off-cpu-threshold` × 2³², saturated); 0 records none.
     pub off_cpu_threshold: u32,
-    /// Padding.
-    pub reserved: u32,
+    /// Offset of `pid` (the thread id) in `struct task_struct`, from the kernel's BTF: the
+    /// off-CPU sampler checks that a thread switched in is the one it recorded at that address.
+    pub task_pid: u32,
 }
 const _: () = assert!(core::mem::size_of::<SamplerConfig>() == 16);
 crate::impl_pod!(SamplerConfig);

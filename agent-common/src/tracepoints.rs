@@ -29,14 +29,11 @@ pub mod inet_sock_set_state {
     pub const FIELDS: [(&str, usize); 3] = [("skaddr", SKADDR), ("newstate", NEWSTATE), ("protocol", PROTOCOL)];
 }
 
-/// `sched:sched_switch` (its layout has been this since Linux 4.x, with `long prev_state`).
+/// The raw tracepoint `sched_switch`: its arguments are the kernel function's,
+/// `(bool preempt, struct task_struct *prev, struct task_struct *next, ...)` since Linux 4.x.
 pub mod sched_switch {
-    /// Tracepoint category.
-    pub const CATEGORY: &str = "sched";
-    /// Tracepoint name.
+    /// Raw tracepoint name.
     pub const NAME: &str = "sched_switch";
-    /// `pid_t next_pid`: the thread switched in.
-    pub const NEXT_PID: usize = 56;
-    /// (field, offset) of every field the program reads.
-    pub const FIELDS: [(&str, usize); 1] = [("next_pid", NEXT_PID)];
+    /// Index of `next`, the thread switched in, among the arguments.
+    pub const NEXT_ARG: usize = 2;
 }

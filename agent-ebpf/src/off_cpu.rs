@@ -1,11 +1,16 @@
-//! Off-CPU sampler: on `sched:sched_switch`, records the stack of a thread being switched
-//! out (with the probability `--off-cpu-threshold`), and when that thread is switched back
-//! in, how long it was off CPU.
+//! Off-CPU sampler: on the raw tracepoint `sched_switch`, records the stack of a thread being
+//! switched out (with the probability `--off-cpu-threshold`), and when that thread is switched
+//! back in, how long it was off CPU.
+//!
+//! A raw tracepoint, not `sched:sched_switch`: the classic tracepoint builds its whole record
+//! (two task names copied) on every context switch before the program runs. The thread
+//! switched in is known by its `task_struct` address, the key of `OFF_CPU_STARTS`, so no
+//! structure offset is needed.
 //!
 //! At the tracepoint the thread being switched out is still the current one, so its kernel
 //! stack and its user registers (saved at its entry into the kernel) are read as the CPU
 //! sampler reads them, and the same unwinder walks its user stack: through
-//! `OFF_CPU_PROGRAMS`, tracepoint copies of the unwinder and the Python walker. The time off
+//! `OFF_CPU_PROGRAMS`, raw-tracepoint copies of the unwinder and the Python walker. The time off
 //! CPU is known only at the switch-in, so it follows in an [`OffCpuEnd`] record that user
 //! space pairs with the sample by (thread, switch-out time).
 //!
@@ -21,51 +26,61 @@ use agent_common::{
 };
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{map, raw_tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 
 use crate::{
     maps::{count, OFF_CPU_PROGRAMS, EVENTS, SCRATCH},
-    net::field,
     sampler::{begin, kernel_stack, SAMPLER_CONFIG},
     unwinder,
 };
 
 /// Threads recorded at their switch-out, until they are switched in.
 ///
-/// - Key: thread id. Value: [`OffCpuStart`] (16 bytes).
+/// - Key: the thread's `task_struct` address. Value: [`OffCpuStart`] (16 bytes).
 /// - Written by [`oxeye_off_cpu`] at a recorded switch-out; read and removed at the thread's
 ///   next switch-in.
 /// - Size: 16,384 threads off CPU at once, at load time (one entry when off-CPU sampling is
 ///   off). LRU: a thread that exits while switched out ages out.
 #[map]
-pub static OFF_CPU_STARTS: LruHashMap<u32, OffCpuStart> = LruHashMap::with_max_entries(16_384, 0);
+pub static OFF_CPU_STARTS: LruHashMap<u64, OffCpuStart> = LruHashMap::with_max_entries(16_384, 0);
 
-/// `sched:sched_switch`.
-#[tracepoint]
-pub fn oxeye_off_cpu(ctx: TracePointContext) -> u32 {
+/// Raw tracepoint `sched_switch`.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn oxeye_off_cpu(ctx: RawTracePointContext) -> u32 {
     // SAFETY: a helper with no arguments and no memory access.
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: `next_pid` is a field of the record, checked against tracefs by user space.
-    let next: i32 = unsafe { field(&ctx, sched_switch::NEXT_PID) };
-    switched_in(next as u32, now);
+    let next: u64 = ctx.arg(sched_switch::NEXT_ARG);
+    switched_in(next, now);
     switched_out(&ctx, now);
     0
 }
 
-/// Thread `tid` runs again: its time off CPU, if its switch-out was recorded.
+/// The thread whose `task_struct` is at `task` runs again: its time off CPU, if its
+/// switch-out was recorded.
 #[inline(always)]
-fn switched_in(tid: u32, now: u64) {
+fn switched_in(task: u64, now: u64) {
     // SAFETY: the value is copied out at once.
-    let Some(start) = (unsafe { OFF_CPU_STARTS.get(&tid) }).copied() else { return };
-    let _ = OFF_CPU_STARTS.remove(&tid);
+    let Some(start) = (unsafe { OFF_CPU_STARTS.get(&task) }).copied() else { return };
+    let _ = OFF_CPU_STARTS.remove(&task);
+    // A thread that exits is switched out for good; its `task_struct` may then be another
+    // thread's, whose first switch-in must not end the dead one's wait.
+    let offset = SAMPLER_CONFIG.get().task_pid as u64;
+    // SAFETY: reading kernel memory through the helper, which handles faults.
+    match unsafe { bpf_probe_read_kernel((task + offset) as *const i32) } {
+        Ok(tid) if tid as u32 == start.tid => {}
+        _ => {
+            count(Counter::OffCpuStale);
+            return;
+        }
+    }
     let end = OffCpuEnd {
         kind: RecordKind::OffCpuEnd as u32,
         pid: start.pid,
-        tid,
+        tid: start.tid,
         reserved: 0,
         switched_out_ns: start.switched_out_ns,
         off_cpu_ns: now.saturating_sub(start.switched_out_ns),
@@ -78,7 +93,7 @@ fn switched_in(tid: u32, now: u64) {
 
 /// The current thread is being switched out: recorded with the configured probability.
 #[inline(always)]
-fn switched_out(ctx: &TracePointContext, now: u64) {
+fn switched_out(ctx: &RawTracePointContext, now: u64) {
     let config = SAMPLER_CONFIG.get();
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
@@ -90,7 +105,9 @@ fn switched_out(ctx: &TracePointContext, now: u64) {
     if unsafe { bpf_get_prandom_u32() } >= config.off_cpu_threshold {
         return;
     }
-    if OFF_CPU_STARTS.insert(&tid, &OffCpuStart { pid, reserved: 0, switched_out_ns: now }, 0).is_err() {
+    // SAFETY: a helper with no arguments; the address is only a key.
+    let task = unsafe { bpf_get_current_task() };
+    if OFF_CPU_STARTS.insert(&task, &OffCpuStart { pid, tid, switched_out_ns: now }, 0).is_err() {
         count(Counter::OffCpuMapFull);
         return;
     }

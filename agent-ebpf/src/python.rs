@@ -21,9 +21,9 @@ use aya_ebpf::{
         bpf_get_ns_current_pid_tgid, bpf_ktime_get_ns,
         generated::bpf_probe_read_user as probe_read_user,
     },
-    macros::{perf_event, tracepoint},
+    macros::{perf_event, raw_tracepoint},
     maps::ProgramArray,
-    programs::{PerfEventContext, TracePointContext},
+    programs::{PerfEventContext, RawTracePointContext},
     EbpfContext,
 };
 
@@ -66,9 +66,9 @@ pub fn oxeye_python(ctx: PerfEventContext) -> u32 {
     walk(&ctx, &UNWIND_PROGRAMS)
 }
 
-/// [`oxeye_python`] for the off-CPU sampler, a tracepoint program.
-#[tracepoint]
-pub fn oxeye_off_python(ctx: TracePointContext) -> u32 {
+/// [`oxeye_python`] for the off-CPU sampler, a raw tracepoint program.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn oxeye_off_python(ctx: RawTracePointContext) -> u32 {
     walk(&ctx, &OFF_CPU_PROGRAMS)
 }
 

@@ -27,7 +27,7 @@ use crate::{
 
 /// Which samples (and process events) to keep; set by user space at load time.
 #[unsafe(no_mangle)]
-pub static SAMPLER_CONFIG: ReadOnly<SamplerConfig> = ReadOnly::new(SamplerConfig { target_pid: 0, include_idle: 0, off_cpu_threshold: 0, reserved: 0 });
+pub static SAMPLER_CONFIG: ReadOnly<SamplerConfig> = ReadOnly::new(SamplerConfig { target_pid: 0, include_idle: 0, off_cpu_threshold: 0, task_pid: 0 });
 
 /// The perf_event program attached to `cpu-clock` on each online CPU.
 #[perf_event]

@@ -21,9 +21,9 @@ use agent_common::{
 use aya_ebpf::{
     bindings::bpf_perf_event_data,
     helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs},
-    macros::{perf_event, tracepoint},
+    macros::{perf_event, raw_tracepoint},
     maps::ProgramArray,
-    programs::{PerfEventContext, TracePointContext},
+    programs::{PerfEventContext, RawTracePointContext},
     EbpfContext,
 };
 
@@ -150,10 +150,10 @@ pub fn oxeye_unwind(ctx: PerfEventContext) -> u32 {
     walk(&ctx, &UNWIND_PROGRAMS)
 }
 
-/// [`oxeye_unwind`] for the off-CPU sampler, a tracepoint program (a tail call stays within
-/// one program type).
-#[tracepoint]
-pub fn oxeye_off_unwind(ctx: TracePointContext) -> u32 {
+/// [`oxeye_unwind`] for the off-CPU sampler, a raw tracepoint program (a tail call stays
+/// within one program type).
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn oxeye_off_unwind(ctx: RawTracePointContext) -> u32 {
     walk(&ctx, &OFF_CPU_PROGRAMS)
 }
 

@@ -55,6 +55,9 @@ const EXEC_SETTLE: Duration = Duration::from_millis(10);
 /// Most file-hint records waiting for their samples: one per CPU is the most in flight, so
 /// more are leftovers of samples that were lost.
 const MAX_PENDING_HINTS: usize = 64;
+/// Where every context switch's kernel stack passes.
+const SCHEDULER_FUNCTION: &str = "__schedule";
+
 /// Least time between two requests to re-describe one process to the unwinder.
 const UNWIND_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -454,6 +457,9 @@ impl Collector {
         }
         let (kernel, rest) = sample.frames.split_at(header.kernel_frame_count as usize);
         self.frames.extend(kernel.iter().enumerate().map(|(i, &address)| Frame::Kernel { address: caller(i, address) }));
+        if header.flags & FLAG_OFF_CPU != 0 {
+            self.trim_to_scheduler();
+        }
         match self.push_user_frames(sample, rest) {
             StackEnd::Complete | StackEnd::NoUserRegisters => {}
             reason => self.frames.push(Frame::UnwindError { reason }),
@@ -489,6 +495,15 @@ impl Collector {
                 off_cpu_ns: None,
             }),
             None => self.batch.iter_mut().for_each(|batch| batch.dropped += 1),
+        }
+    }
+
+    /// An off-CPU stack, taken inside the raw tracepoint, starts with the BPF program and the
+    /// tracepoint's own frames: it starts at `__schedule` instead, as a thread that waits does.
+    fn trim_to_scheduler(&mut self) {
+        let (namer, objects) = (&mut self.namer, &mut self.objects);
+        if let Some(at) = self.frames.iter().position(|&frame| &*namer.name(frame, objects) == SCHEDULER_FUNCTION) {
+            self.frames.drain(..at);
         }
     }
 

@@ -55,7 +55,7 @@ fn map_specs() -> Vec<MapSpec> {
         map(maps::PYTHON_THREADS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<PythonThread>()),
         map(maps::UNWIND_PROGRAMS, BPF_MAP_TYPE_PROG_ARRAY, size_of::<u32>(), size_of::<u32>()),
         map(maps::OFF_CPU_PROGRAMS, BPF_MAP_TYPE_PROG_ARRAY, size_of::<u32>(), size_of::<u32>()),
-        map(maps::OFF_CPU_STARTS, BPF_MAP_TYPE_LRU_HASH, size_of::<u32>(), size_of::<OffCpuStart>()),
+        map(maps::OFF_CPU_STARTS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<OffCpuStart>()),
         map(maps::NET_EVENTS, BPF_MAP_TYPE_RINGBUF, 0, 0),
         map(maps::CONNECTIONS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<Connection>()),
         map(maps::NOT_SOCKETS, BPF_MAP_TYPE_LRU_HASH, size_of::<u64>(), size_of::<u8>()),
@@ -74,7 +74,7 @@ fn map_specs() -> Vec<MapSpec> {
 /// Every program user space loads, by name, with the section kind its loader expects.
 fn program_specs() -> Vec<(&'static str, &'static str)> {
     let mut specs = vec![(SAMPLER_PROGRAM, "perf_event"), (UNWIND_PROGRAM, "perf_event"), (PYTHON_PROGRAM, "perf_event")];
-    specs.extend(off_cpu::PROGRAMS.iter().map(|&program| (program, "tracepoint")));
+    specs.extend(off_cpu::PROGRAMS.iter().map(|&program| (program, "raw_tracepoint")));
     specs.extend(files::HOOKS.iter().map(|&(program, _, _)| (program, "tracepoint")));
     specs.extend(TRACEPOINTS.iter().map(|&(program, _, _)| (program, "tracepoint")));
     specs.extend(CONNECTION_HOOKS.iter().chain(PAYLOAD_SYSCALL_HOOKS).map(|&(program, _, _, _)| (program, "tracepoint")));
@@ -100,6 +100,7 @@ fn section_kind(section: &ProgramSection) -> &'static str {
         ProgramSection::FEntry { .. } => "fentry",
         ProgramSection::KProbe => "kprobe",
         ProgramSection::BtfTracePoint => "btf_tracepoint",
+        ProgramSection::RawTracePoint => "raw_tracepoint",
         _ => "other",
     }
 }

@@ -108,7 +108,18 @@ impl Probes {
             target_pid: config.target_pid.unwrap_or(0),
             include_idle: u32::from(config.include_idle),
             off_cpu_threshold: off_cpu::threshold(config.off_cpu_threshold),
-            reserved: 0,
+            task_pid: 0,
+        };
+        // Off unless the kernel's BTF says where a task's thread id is.
+        let sampler_config = match config.off_cpu_threshold > 0.0 {
+            true => match off_cpu::task_pid_offset() {
+                Ok(task_pid) => SamplerConfig { task_pid, ..sampler_config },
+                Err(error) => {
+                    warn!("off-CPU profiling is off: {error:#}");
+                    SamplerConfig { off_cpu_threshold: 0, ..sampler_config }
+                }
+            },
+            false => sampler_config,
         };
         let unwind_config = registers::config(config.unwind_tables)
             .context("oxeye cannot unwind user stacks on this CPU architecture (x86-64 and arm64 only)")?;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_common::tracepoints::{inet_sock_set_state, sched_switch, SYSCALL_ARG0, SYSCALL_ARGS_READ, SYSCALL_ARG_BYTES, SYSCALL_RET};
+use agent_common::tracepoints::{inet_sock_set_state, SYSCALL_ARG0, SYSCALL_ARGS_READ, SYSCALL_ARG_BYTES, SYSCALL_RET};
 use anyhow::{bail, Context, Result};
 
 fn tracefs() -> &'static str {
@@ -31,11 +31,6 @@ fn read_format(category: &str, name: &str) -> Result<String> {
 /// The BPF program reads `inet_sock_set_state` at fixed offsets; check the kernel agrees.
 pub fn check_state_format() -> Result<()> {
     check_fields(inet_sock_set_state::CATEGORY, inet_sock_set_state::NAME, &inet_sock_set_state::FIELDS)
-}
-
-/// The off-CPU sampler reads `sched_switch` at fixed offsets; check the kernel agrees.
-pub fn check_sched_switch_format() -> Result<()> {
-    check_fields(sched_switch::CATEGORY, sched_switch::NAME, &sched_switch::FIELDS)
 }
 
 /// Whether the tracepoint `category:name` has each `(field, offset)`.

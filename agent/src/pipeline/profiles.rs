@@ -217,14 +217,15 @@ fn debug_summary(sources: &DebugSources) -> Option<String> {
 
 fn off_cpu_summary(counts: &OffCpuCounts, counters: &Counters) -> String {
     format!(
-        "off-CPU: {} switch-outs recorded, {} paired with their ends ({:.3} s off CPU); {} not recorded (map full), {} ends lost (ring full), {} ends unmatched, {} given up waiting",
+        "off-CPU: {} switch-outs recorded, {} paired with their ends ({:.3} s off CPU); {} not recorded (map full), {} ends lost (ring full), {} ends unmatched, {} given up waiting, {} of threads that exited off CPU",
         counters.get(Counter::OffCpuRecorded),
         counts.events,
         counts.nanoseconds as f64 / 1e9,
         counters.get(Counter::OffCpuMapFull),
         counters.get(Counter::OffCpuEndRingFull),
         counts.unmatched_ends,
-        counts.given_up
+        counts.given_up,
+        counters.get(Counter::OffCpuStale)
     )
 }
 
