@@ -10,6 +10,7 @@ pub mod folded;
 pub mod links;
 pub mod off_cpu;
 pub mod podman;
+pub mod pprof;
 pub mod servers;
 
 pub use deadline::{deadline, output, run_ok, spawn, waiting_for, Exited, Spawned};

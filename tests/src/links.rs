@@ -3,25 +3,29 @@
 //! readers for what oxeye links: each OTLP sample with the trace and span of its `link_index`,
 //! and each pprof sample with its labels.
 //!
-//! The pprof reader is a minimal protobuf decoder of the fields these tests read (samples, their
-//! labels and locations, functions, strings): it shares no code with oxeye's writer.
+//! The pprof reader decodes, with the minimal protobuf reader of [`crate::pprof`], the fields
+//! these tests read (samples, their labels and locations, functions, strings): it shares no code
+//! with oxeye's writer.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     fmt::Write as _,
     fs,
     io::Read,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use otlp_sink::proto::collector::profiles::v1development::ExportProfilesServiceRequest;
 
+use otlp_sink::{DecodedSpan, Sink};
+
 use crate::{
     deadline, output_dir,
-    servers::{free_port, wait_for_port},
+    pprof::{gunzip, Fields, Wire},
+    servers::{free_port, wait_for_port, Connection},
     spawn, waiting_for, Spawned,
 };
 
@@ -370,9 +374,7 @@ impl PprofSample {
 
 /// Reads a gzipped pprof profile (`profile.pb.gz`).
 pub fn read_pprof(path: &Path) -> Vec<PprofSample> {
-    let compressed = fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(compressed.as_slice()).read_to_end(&mut bytes).unwrap_or_else(|e| panic!("{} is not gzip: {e}", path.display()));
+    let bytes = gunzip(path);
     decode_pprof(&bytes).unwrap_or_else(|e| panic!("{} is not a pprof profile: {e}", path.display()))
 }
 
@@ -470,121 +472,59 @@ pub fn decode_pprof(bytes: &[u8]) -> Result<Vec<PprofSample>, String> {
         .collect()
 }
 
-/// A protobuf field's value.
-#[derive(Debug, Clone, Copy)]
-enum Wire<'a> {
-    Varint(u64),
-    /// A 64- or 32-bit value (none of the fields read).
-    Fixed,
-    Bytes(&'a [u8]),
-}
 
-impl Wire<'_> {
-    /// A repeated integer field's values: one (unpacked) or a packed run.
-    fn varints(self) -> Result<Vec<u64>, String> {
-        match self {
-            Wire::Varint(v) => Ok(vec![v]),
-            Wire::Bytes(mut packed) => {
-                let mut out = Vec::new();
-                while !packed.is_empty() {
-                    out.push(varint(&mut packed)?);
-                }
-                Ok(out)
-            }
-            Wire::Fixed => Err("a fixed-width value where integers were expected".to_owned()),
+/// OTLP's `SPAN_KIND_SERVER`.
+pub const SPAN_KIND_SERVER: i32 = 2;
+
+/// Sends `GET {path}/N` requests one after the other, each on its own connection with a
+/// `traceparent` of a new trace, for `load` of wall time; returns the trace IDs sent.
+pub fn send_traced_requests(port: u16, path: &str, load: Duration) -> HashSet<Vec<u8>> {
+    let _waiting = waiting_for(format!("sending requests to the Python server on port {port} for {load:?}"));
+    // Trace IDs of this run only: the test's pid and the time, then the request's number.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let run = (u64::from(std::process::id()) << 40) ^ now;
+    let until = Instant::now() + load;
+    let mut sent = HashSet::new();
+    for i in 1u64.. {
+        if Instant::now() >= until {
+            break;
         }
+        deadline::check();
+        let trace = format!("{run:016x}{i:016x}");
+        let header = format!("traceparent: 00-{trace}-{:016x}-01\r\n", 0x00f0_67aa_0000_0000 | i);
+        let mut connection = Connection::open(port);
+        connection.send(&[&format!("{path}/{i}")], &header);
+        let response = connection.try_receive().unwrap_or_else(|| panic!("request {i} to the Python server (port {port}) got no whole response within 10 s"));
+        assert_eq!(response.status, 200, "request {i} to the Python server: {}", response.body);
+        sent.insert(unhex(&trace).expect("hex"));
     }
+    sent
 }
 
-/// The fields of one message, in order.
-struct Fields<'a> {
-    rest: &'a [u8],
+/// The server spans of process `pid`.
+pub fn server_spans(sink: &Sink, pid: &str) -> Vec<DecodedSpan> {
+    sink.all_spans().into_iter().filter(|s| s.kind == SPAN_KIND_SERVER && s.resource.get("process.pid").map(String::as_str) == Some(pid)).collect()
 }
 
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Fields { rest: bytes }
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Result<(u64, Wire<'a>), String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
+/// Waits (at most `timeout`) until every trace in `sent` has a server span of `pid`; the
+/// caller checks what came.
+pub fn wait_for_server_spans(sink: &Sink, pid: &str, sent: &HashSet<Vec<u8>>, timeout: Duration) {
+    let _waiting = waiting_for(format!("waiting for the server spans of {} requests", sent.len()));
+    let until = Instant::now() + timeout;
+    loop {
+        let traces: HashSet<Vec<u8>> = server_spans(sink, pid).into_iter().map(|s| s.trace_id).collect();
+        if sent.is_subset(&traces) || Instant::now() > until {
+            return;
         }
-        let field = (|| {
-            let key = varint(&mut self.rest)?;
-            let value = match key & 7 {
-                0 => Wire::Varint(varint(&mut self.rest)?),
-                1 => {
-                    take(&mut self.rest, 8)?;
-                    Wire::Fixed
-                }
-                2 => {
-                    let length = usize::try_from(varint(&mut self.rest)?).map_err(|_| "a length over usize".to_owned())?;
-                    Wire::Bytes(take(&mut self.rest, length)?)
-                }
-                5 => {
-                    take(&mut self.rest, 4)?;
-                    Wire::Fixed
-                }
-                other => return Err(format!("wire type {other}")),
-            };
-            Ok((key >> 3, value))
-        })();
-        if field.is_err() {
-            self.rest = &[];
-        }
-        Some(field)
+        deadline::check();
+        thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-    if bytes.len() < n {
-        return Err(format!("{n} bytes wanted, {} left", bytes.len()));
-    }
-    let (head, tail) = bytes.split_at(n);
-    *bytes = tail;
-    Ok(head)
-}
-
-fn varint(bytes: &mut &[u8]) -> Result<u64, String> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = bytes.split_first().ok_or("a varint cut short")?;
-        *bytes = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("a varint over 10 bytes".to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-
-    fn put_field(out: &mut Vec<u8>, number: u64, value: &[u8]) {
-        put_varint(out, number << 3 | 2);
-        put_varint(out, value.len() as u64);
-        out.extend_from_slice(value);
-    }
-
-    fn put_int(out: &mut Vec<u8>, number: u64, v: u64) {
-        put_varint(out, number << 3);
-        put_varint(out, v);
-    }
+    use crate::pprof::encode::{put_field, put_int};
 
     #[test]
     fn pprof_samples_come_back_with_frames_and_labels() {

@@ -4,13 +4,17 @@
 //! pprof profile with all its values and the profile's sample types.
 //!
 //! The pprof reader adds the sample types and values to [`crate::links::read_pprof`]'s frames
-//! and labels, with its own minimal protobuf decoder: it shares no code with oxeye's writer.
+//! and labels, with the protobuf decoder of [`crate::pprof`]: it shares no code with oxeye's
+//! writer.
 
-use std::{fs, io::Read, path::Path};
+use std::path::Path;
 
 use otlp_sink::proto::collector::profiles::v1development::ExportProfilesServiceRequest;
 
-use crate::links::{is_function, linked_samples, read_pprof, LinkedSample, PprofSample};
+use crate::{
+    links::{is_function, linked_samples, read_pprof, LinkedSample, PprofSample},
+    pprof::{gunzip, Fields, Wire},
+};
 
 /// A Python workload (`python3 -c SLEEPER RESULT SECONDS`) that waits in a known chain of
 /// functions. Until a line arrives on its stdin (the test's "go", once oxeye is ready) a
@@ -224,9 +228,7 @@ impl PprofProfile {
 
 /// Reads a gzipped pprof profile with its sample types and all values.
 pub fn read_pprof_values(path: &Path) -> PprofProfile {
-    let compressed = fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(compressed.as_slice()).read_to_end(&mut bytes).unwrap_or_else(|e| panic!("{} is not gzip: {e}", path.display()));
+    let bytes = gunzip(path);
     let (sample_types, values) = decode_types_and_values(&bytes).unwrap_or_else(|e| panic!("{} is not a pprof profile: {e}", path.display()));
     let samples = read_pprof(path);
     assert_eq!(samples.len(), values.len(), "{}: the two readers found {} and {} samples", path.display(), samples.len(), values.len());
@@ -238,39 +240,33 @@ pub fn decode_types_and_values(bytes: &[u8]) -> Result<(Vec<(String, String)>, V
     let mut types: Vec<(u64, u64)> = Vec::new();
     let mut values: Vec<Vec<i64>> = Vec::new();
     let mut strings: Vec<String> = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match field(&mut rest)? {
+    for field in Fields::new(bytes) {
+        match field? {
             // Profile.sample_type: ValueType { type = 1, unit = 2 }
-            (1, Value::Bytes(mut message)) => {
+            (1, Wire::Bytes(message)) => {
                 let (mut kind, mut unit) = (0, 0);
-                while !message.is_empty() {
-                    match field(&mut message)? {
-                        (1, Value::Varint(v)) => kind = v,
-                        (2, Value::Varint(v)) => unit = v,
+                for field in Fields::new(message) {
+                    match field? {
+                        (1, Wire::Varint(v)) => kind = v,
+                        (2, Wire::Varint(v)) => unit = v,
                         _ => {}
                     }
                 }
                 types.push((kind, unit));
             }
             // Profile.sample: value = 2, packed or not.
-            (2, Value::Bytes(mut message)) => {
+            (2, Wire::Bytes(message)) => {
                 let mut sample = Vec::new();
-                while !message.is_empty() {
-                    match field(&mut message)? {
-                        (2, Value::Varint(v)) => sample.push(v as i64),
-                        (2, Value::Bytes(mut packed)) => {
-                            while !packed.is_empty() {
-                                sample.push(varint(&mut packed)? as i64);
-                            }
-                        }
+                for field in Fields::new(message) {
+                    match field? {
+                        (2, value @ (Wire::Varint(_) | Wire::Bytes(_))) => sample.extend(value.varints()?.into_iter().map(|v| v as i64)),
                         _ => {}
                     }
                 }
                 values.push(sample);
             }
             // Profile.string_table
-            (6, Value::Bytes(s)) => strings.push(String::from_utf8(s.to_vec()).map_err(|_| "a string that is not UTF-8".to_owned())?),
+            (6, Wire::Bytes(s)) => strings.push(String::from_utf8(s.to_vec()).map_err(|_| "a string that is not UTF-8".to_owned())?),
             _ => {}
         }
     }
@@ -279,80 +275,10 @@ pub fn decode_types_and_values(bytes: &[u8]) -> Result<(Vec<(String, String)>, V
     Ok((types, values))
 }
 
-/// A protobuf field's value.
-enum Value<'a> {
-    Varint(u64),
-    /// A 64- or 32-bit value (none of the fields read).
-    Fixed,
-    Bytes(&'a [u8]),
-}
-
-/// Reads one field: its number and value.
-fn field<'a>(bytes: &mut &'a [u8]) -> Result<(u64, Value<'a>), String> {
-    let key = varint(bytes)?;
-    let value = match key & 7 {
-        0 => Value::Varint(varint(bytes)?),
-        1 => {
-            take(bytes, 8)?;
-            Value::Fixed
-        }
-        2 => {
-            let length = usize::try_from(varint(bytes)?).map_err(|_| "a length over usize".to_owned())?;
-            Value::Bytes(take(bytes, length)?)
-        }
-        5 => {
-            take(bytes, 4)?;
-            Value::Fixed
-        }
-        other => return Err(format!("wire type {other}")),
-    };
-    Ok((key >> 3, value))
-}
-
-fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-    if bytes.len() < n {
-        return Err(format!("{n} bytes wanted, {} left", bytes.len()));
-    }
-    let (head, tail) = bytes.split_at(n);
-    *bytes = tail;
-    Ok(head)
-}
-
-fn varint(bytes: &mut &[u8]) -> Result<u64, String> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = bytes.split_first().ok_or("a varint cut short")?;
-        *bytes = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("a varint over 10 bytes".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-
-    fn put_field(out: &mut Vec<u8>, number: u64, value: &[u8]) {
-        put_varint(out, number << 3 | 2);
-        put_varint(out, value.len() as u64);
-        out.extend_from_slice(value);
-    }
-
-    fn put_int(out: &mut Vec<u8>, number: u64, v: u64) {
-        put_varint(out, number << 3);
-        put_varint(out, v);
-    }
+    use crate::pprof::encode::{put_field, put_int, put_varint};
 
     #[test]
     fn pprof_sample_types_and_values_come_back() {

@@ -16,18 +16,21 @@
 //! linked to their own server spans, within them; wrk's (a client's) never.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     process::{Command, Stdio},
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use otlp_sink::{DecodedSpan, Sink, SinkConfig};
 use oxeye_tests::{
     deadline::{self, spawn, waiting_for},
-    links::{hex, linked_samples, read_pprof, unhex, wrk_with_header, GzipNginx, LinkedSample, SpanLink, LINKED_SERVER},
+    links::{
+        hex, linked_samples, read_pprof, send_traced_requests, server_spans, unhex, wait_for_server_spans, wrk_with_header, GzipNginx, LinkedSample, SpanLink,
+        LINKED_SERVER,
+    },
     output,
-    servers::{free_port, wait_for_port, Connection},
+    servers::{free_port, wait_for_port},
     Oxeye,
 };
 
@@ -65,7 +68,7 @@ fn python_request_samples_link_to_their_spans() {
     let mut oxeye = Oxeye::start("links", &["-F", RATE, "--pid", &pid, "--collection-agent", &addr, "--disable-tls", "--reporter-interval", "1"]);
     oxeye.wait_for_stderr("hooks chosen", Duration::from_secs(5));
 
-    let sent = send_requests(port, LOAD);
+    let sent = send_traced_requests(port, "/work", LOAD);
     wait_for_server_spans(&sink, &pid, &sent, Duration::from_secs(20));
     // The profiles of the last requests: a reporter interval and then some.
     {
@@ -377,51 +380,6 @@ fn nginx_worker_samples_link_to_their_requests() {
 /// The server spans of processes `pids`.
 fn server_spans_of(sink: &Sink, pids: &[String]) -> Vec<DecodedSpan> {
     sink.all_spans().into_iter().filter(|s| s.kind == SERVER && s.resource.get("process.pid").is_some_and(|pid| pids.contains(pid))).collect()
-}
-
-/// Sends `GET /work/N` requests one after the other, each on its own connection with a
-/// `traceparent` of a new trace, for `load` of wall time; returns the trace IDs sent.
-fn send_requests(port: u16, load: Duration) -> HashSet<Vec<u8>> {
-    let _waiting = waiting_for(format!("sending requests to the Python server on port {port} for {load:?}"));
-    // Trace IDs of this run only: the test's pid and the time, then the request's number.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let run = (u64::from(std::process::id()) << 40) ^ now;
-    let until = Instant::now() + load;
-    let mut sent = HashSet::new();
-    for i in 1u64.. {
-        if Instant::now() >= until {
-            break;
-        }
-        deadline::check();
-        let trace = format!("{run:016x}{i:016x}");
-        let header = format!("traceparent: 00-{trace}-{:016x}-01\r\n", 0x00f0_67aa_0000_0000 | i);
-        let mut connection = Connection::open(port);
-        connection.send(&[&format!("/work/{i}")], &header);
-        let response = connection.try_receive().unwrap_or_else(|| panic!("request {i} to the Python server (port {port}) got no whole response within 10 s"));
-        assert_eq!(response.status, 200, "request {i} to the Python server: {}", response.body);
-        sent.insert(unhex(&trace).expect("hex"));
-    }
-    sent
-}
-
-/// The server spans of process `pid`.
-fn server_spans(sink: &Sink, pid: &str) -> Vec<DecodedSpan> {
-    sink.all_spans().into_iter().filter(|s| s.kind == SERVER && s.resource.get("process.pid").map(String::as_str) == Some(pid)).collect()
-}
-
-/// Waits (at most `timeout`) until every trace in `sent` has a server span of `pid`; the
-/// caller checks what came.
-fn wait_for_server_spans(sink: &Sink, pid: &str, sent: &HashSet<Vec<u8>>, timeout: Duration) {
-    let _waiting = waiting_for(format!("waiting for the server spans of {} requests", sent.len()));
-    let until = Instant::now() + timeout;
-    loop {
-        let traces: HashSet<Vec<u8>> = server_spans(sink, pid).into_iter().map(|s| s.trace_id).collect();
-        if sent.is_subset(&traces) || Instant::now() > until {
-            return;
-        }
-        deadline::check();
-        thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// What `profile.pb.gz` says of the server's samples.

@@ -20,16 +20,16 @@ use std::{
     path::PathBuf,
     process::{Command, Stdio},
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use otlp_sink::{DecodedSpan, Sink, SinkConfig};
 use oxeye_tests::{
     deadline::{self, spawn, waiting_for},
-    links::{unhex, SpanLink},
+    links::{send_traced_requests, server_spans, wait_for_server_spans, SpanLink},
     off_cpu::{called_under, profile_types, read_pprof_values, typed_samples, TypedSample, CPU, OFF_CPU, SLEEPER, WAITING_SERVER},
     output_dir,
-    servers::{free_port, wait_for_port, Connection},
+    servers::{free_port, wait_for_port},
     Folded, Oxeye, Spawned,
 };
 
@@ -44,8 +44,6 @@ const READY: Duration = Duration::from_secs(40);
 const TAIL: Duration = Duration::from_secs(20);
 /// One more reporter interval (1 s), and then some, after the last awaited event arrived.
 const ONE_MORE_INTERVAL: Duration = Duration::from_millis(1500);
-/// `SpanKind::Server`.
-const SERVER: i32 = 2;
 /// The Python server's own end, should the test not stop it: past the test's limit.
 const SERVER_LIFETIME_SECS: &str = "180";
 /// The share of off-CPU time that must be where the workload waits.
@@ -254,7 +252,7 @@ fn request_off_cpu_time_links_to_its_span() {
     );
     oxeye.wait_for_stderr("hooks chosen", Duration::from_secs(5));
 
-    let sent = send_requests(port, LOAD);
+    let sent = send_traced_requests(port, "/wait", LOAD);
     wait_for_server_spans(&sink, &pid, &sent, Duration::from_secs(20));
     // The last request's wait: an off-CPU event in wait_in_request after its span started.
     let last_start = server_spans(&sink, &pid).iter().map(|s| s.start_unix_nano).max().unwrap_or(0);
@@ -593,51 +591,6 @@ fn log(out_dir: &std::path::Path) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Requests and spans (as in links.rs).
-
-/// Sends `GET /wait/N` requests one after the other, each on its own connection with a
-/// `traceparent` of a new trace, for `load` of wall time; returns the trace IDs sent.
-fn send_requests(port: u16, load: Duration) -> HashSet<Vec<u8>> {
-    let _waiting = waiting_for(format!("sending requests to the Python server on port {port} for {load:?}"));
-    // Trace IDs of this run only: the test's pid and the time, then the request's number.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let run = (u64::from(std::process::id()) << 40) ^ now;
-    let until = Instant::now() + load;
-    let mut sent = HashSet::new();
-    for i in 1u64.. {
-        if Instant::now() >= until {
-            break;
-        }
-        deadline::check();
-        let trace = format!("{run:016x}{i:016x}");
-        let header = format!("traceparent: 00-{trace}-{:016x}-01\r\n", 0x00f0_67aa_0000_0000 | i);
-        let mut connection = Connection::open(port);
-        connection.send(&[&format!("/wait/{i}")], &header);
-        let response = connection.try_receive().unwrap_or_else(|| panic!("request {i} to the Python server (port {port}) got no whole response within 10 s"));
-        assert_eq!(response.status, 200, "request {i} to the Python server: {}", response.body);
-        sent.insert(unhex(&trace).expect("hex"));
-    }
-    sent
-}
-
-/// The server spans of process `pid`.
-fn server_spans(sink: &Sink, pid: &str) -> Vec<DecodedSpan> {
-    sink.all_spans().into_iter().filter(|s| s.kind == SERVER && s.resource.get("process.pid").map(String::as_str) == Some(pid)).collect()
-}
-
-/// Waits (at most `timeout`) until every trace in `sent` has a server span of `pid`; the
-/// caller checks what came.
-fn wait_for_server_spans(sink: &Sink, pid: &str, sent: &HashSet<Vec<u8>>, timeout: Duration) {
-    let _waiting = waiting_for(format!("waiting for the server spans of {} requests", sent.len()));
-    let until = Instant::now() + timeout;
-    loop {
-        let traces: HashSet<Vec<u8>> = server_spans(sink, pid).into_iter().map(|s| s.trace_id).collect();
-        if sent.is_subset(&traces) || Instant::now() > until {
-            return;
-        }
-        deadline::check();
-        thread::sleep(Duration::from_millis(200));
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Messages.

@@ -118,7 +118,8 @@ pub static SEND_STARTS: LruHashMap<u64, SendStart> = LruHashMap::with_max_entrie
 /// - Key: `pid_tgid`. Value: [`ServingRequest`] (24 bytes).
 /// - Written by `payload` (a server's request receive sets it, its response send empties it
 ///   in place, so a thread's steady state is two lookups and no insert or delete) and by the
-///   CPU sampler (counts the samples it takes meanwhile). Read by the sampler.
+///   samplers (the CPU sampler counts its samples, the off-CPU sampler marks its events).
+///   Read by both.
 /// - Size: as `PENDING_IO`, at load time (one entry when network tracing is off). LRU: the
 ///   entries of threads that have exited age out.
 #[map]
