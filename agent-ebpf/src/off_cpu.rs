@@ -4,8 +4,9 @@
 //!
 //! A raw tracepoint, not `sched:sched_switch`: the classic tracepoint builds its whole record
 //! (two task names copied) on every context switch before the program runs. The thread
-//! switched in is known by its `task_struct` address, the key of `OFF_CPU_STARTS`, so no
-//! structure offset is needed.
+//! switched in is known by its `task_struct` address, the key of `OFF_CPU_STARTS`; its thread
+//! id, read at `task_struct.pid` (offset from BTF, in `SamplerConfig`), is checked against the
+//! recorded one, as a thread that exited off CPU leaves its address to a new thread.
 //!
 //! At the tracepoint the thread being switched out is still the current one, so its kernel
 //! stack and its user registers (saved at its entry into the kernel) are read as the CPU
